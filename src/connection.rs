@@ -1,0 +1,156 @@
+//! Where Redis is and how to reach it: the URL (or `REDIS_HOST`), the password
+//! file, a display form that never shows a password, and opening the
+//! connection with timeouts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo};
+
+use crate::error::Error;
+
+/// The URL used when neither `--url`/`REDIS_URL` nor `REDIS_HOST` is set.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// A resolved Redis endpoint with its credentials.
+#[derive(Clone)]
+pub struct Target {
+    info: ConnectionInfo,
+}
+
+impl Target {
+    /// Resolves the endpoint. Precedence: `url` (from `--url` or `REDIS_URL`),
+    /// then `host` (`REDIS_HOST=host[:port]`, what older manifests set), then
+    /// [`DEFAULT_URL`]. A password file replaces the URL's password.
+    pub fn resolve(
+        url: Option<&str>,
+        host: Option<&str>,
+        password_file: Option<&Path>,
+    ) -> Result<Target, Error> {
+        let url = match (non_empty(url), non_empty(host)) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(host)) if host.contains("://") => host.to_string(),
+            (None, Some(host)) => format!("redis://{host}"),
+            (None, None) => DEFAULT_URL.to_string(),
+        };
+        // The URL may hold a password: the message must not repeat it.
+        let mut info = url.as_str().into_connection_info().map_err(|err| {
+            Error::Usage(format!(
+                "invalid Redis URL (expected redis://[user:password@]host[:port][/db] \
+                 or rediss://...): {}",
+                err.detail().unwrap_or("could not parse it")
+            ))
+        })?;
+        if let Some(path) = password_file {
+            let password = read_password(path)?;
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        Ok(Target { info })
+    }
+
+    /// Opens one multiplexed connection: every command of the pass shares it,
+    /// so the next SCAN and the current script call can be in flight together.
+    pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
+        let client = redis::Client::open(self.info.clone())
+            .map_err(|err| Error::from_redis(&format!("cannot use {self}"), &err))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|err| Error::from_redis(&format!("cannot connect to {self}"), &err))
+    }
+
+    /// `host:port`, as shown in the report.
+    pub fn address(&self) -> String {
+        self.info.addr().to_string()
+    }
+}
+
+/// Shows `[user@]host:port/db`, and `rediss://` for TLS; never a password.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.info.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => "rediss",
+            _ => "redis",
+        };
+        let settings = self.info.redis_settings();
+        let user = settings
+            .username()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        write!(
+            f,
+            "{scheme}://{user}{}/{}",
+            self.info.addr(),
+            settings.db()
+        )
+    }
+}
+
+/// Reads a password from a file such as a mounted Kubernetes Secret, without
+/// its trailing newline.
+fn read_password(path: &Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        Error::Usage(format!(
+            "cannot read the password file {}: {err}",
+            path.display()
+        ))
+    })?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(Error::Usage(format!(
+            "the password file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(password.to_string())
+}
+
+fn non_empty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_wins_over_redis_host() {
+        let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None).unwrap();
+        assert_eq!(target.address(), "a:1");
+    }
+
+    #[test]
+    fn redis_host_is_used_when_no_url() {
+        let target = Target::resolve(None, Some("cache.example:6380"), None).unwrap();
+        assert_eq!(target.to_string(), "redis://cache.example:6380/0");
+        let target = Target::resolve(Some(""), None, None).unwrap();
+        assert_eq!(target.address(), "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn display_never_shows_the_password() {
+        let target = Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None).unwrap();
+        assert_eq!(target.to_string(), "redis://janitor@h:1/4");
+        let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None)
+            .err()
+            .expect("invalid");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn password_file_replaces_the_urls_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("password");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let target = Target::resolve(Some("redis://u:old@h:1"), None, Some(&path)).unwrap();
+        assert_eq!(target.info.redis_settings().password(), Some("from-file"));
+        assert_eq!(target.info.redis_settings().username(), Some("u"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(Target::resolve(None, None, Some(&path)).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! redis-janitor cleans a Redis keyspace by rules: one SCAN pass, and for each
+//! batch of candidate keys one EVALSHA of a versioned Lua script that
+//! re-checks every key and deletes it or sets its TTL atomically in Redis.
+//!
+//! Layout:
+//! - [`cli`]: what the user typed (clap, with environment variables)
+//! - [`command`]: the `run`, `check` and `scripts` subcommands
+//! - [`job`]: one run: settings, connect, check the server, pass, report
+//! - [`rules`]: the rules file: parse, validate, the built-in default
+//! - [`glob`]: the Redis-compatible glob matcher
+//! - [`connection`]: the Redis URL, credentials and connecting
+//! - [`scripts`]: the embedded `lua/` tree: variants, SHA-1, SCRIPT LOAD
+//! - [`pass`]: one pass over one node: SCAN -> match -> script per batch
+//! - [`batch`]: one script call's arguments and reply
+//! - [`report`]: the counts and their text/JSON rendering
+//! - [`shutdown`]: SIGTERM/SIGINT as a stop request
+//! - [`logging`]: text or JSON logs on stderr
+//! - [`error`]: the failures callers branch on, and the exit codes
+
+pub mod batch;
+pub mod cli;
+pub mod command;
+pub mod connection;
+pub mod error;
+pub mod glob;
+pub mod job;
+pub mod logging;
+pub mod pass;
+pub mod report;
+pub mod rules;
+pub mod scripts;
+pub mod shutdown;

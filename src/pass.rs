@@ -1,0 +1,258 @@
+//! One pass over one Redis node: SCAN the keyspace, match each key name
+//! against the rules, and send the candidates in batches to the clean script,
+//! keeping the next SCAN in flight while a batch's script runs. The pass takes
+//! its stop signal as a parameter, so a graceful stop is testable.
+//!
+//! Memory stays flat in the size of the keyspace: the pass holds at most one
+//! SCAN reply and the batches cut from it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, ServerErrorKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::batch::{self, Batch};
+use crate::error::Error;
+use crate::report::{Counts, Stop};
+use crate::rules::Rules;
+use crate::scripts::Script;
+
+/// How many times one batch may meet NOSCRIPT (cache flushed, failover,
+/// restart) and reload before the pass gives up.
+const MAX_RELOADS_PER_BATCH: u64 = 3;
+
+/// Settings of one pass.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// SCAN COUNT, and the most keys one script call carries.
+    pub batch_size: usize,
+    /// Stop cleanly once this much time has passed.
+    pub max_runtime: Option<Duration>,
+    /// How often to log progress.
+    pub progress_interval: Duration,
+}
+
+/// How a pass ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What it did, up to where it stopped.
+    pub counts: Counts,
+    /// Whether it reached the end of the keyspace.
+    pub complete: bool,
+    /// Why it stopped early, if it was asked to.
+    pub stopped_by: Option<Stop>,
+    /// Why it failed, if it did.
+    pub error: Option<Error>,
+}
+
+/// Runs one pass with `script` (already loaded) over the node behind `conn`.
+/// When `stop` turns `Some`, the batch in flight is finished and the pass
+/// returns.
+pub async fn run(
+    conn: MultiplexedConnection,
+    rules: &Rules,
+    script: &Script,
+    options: &Options,
+    stop: watch::Receiver<Option<Stop>>,
+) -> Outcome {
+    let mut pass = Pass {
+        conn,
+        rules,
+        script,
+        options,
+        rules_arg: batch::rules_arg(rules),
+        scan_match: rules.scan_match(),
+        counts: Counts::new(rules),
+        started: Instant::now(),
+        last_progress: Instant::now(),
+        stop,
+    };
+    let result = pass.drive().await;
+    let counts = pass.counts;
+    match result {
+        Ok(stopped_by) => Outcome {
+            counts,
+            complete: stopped_by.is_none(),
+            stopped_by,
+            error: None,
+        },
+        Err(error) => Outcome {
+            counts,
+            complete: false,
+            stopped_by: None,
+            error: Some(error),
+        },
+    }
+}
+
+struct Pass<'a> {
+    conn: MultiplexedConnection,
+    rules: &'a Rules,
+    script: &'a Script,
+    options: &'a Options,
+    rules_arg: String,
+    scan_match: Option<Vec<u8>>,
+    counts: Counts,
+    started: Instant,
+    last_progress: Instant,
+    stop: watch::Receiver<Option<Stop>>,
+}
+
+impl Pass<'_> {
+    /// The pass loop. Each turn sends the next SCAN and the ready batch's
+    /// script call together on the one connection, so Redis has the next
+    /// request queued while it works on the current one.
+    async fn drive(&mut self) -> Result<Option<Stop>, Error> {
+        let batch_size = self.options.batch_size;
+        let mut cursor = Some(0u64);
+        let mut building = Batch::with_capacity(batch_size);
+        let mut ready = VecDeque::new();
+        let mut in_flight: Option<Batch> = None;
+        loop {
+            // Scan further only when no batch is waiting: memory stays bounded.
+            let scan_at = cursor.filter(|_| ready.is_empty());
+            let (scanned, called) = tokio::join!(
+                optional(scan_at.map(|at| scan(
+                    self.conn.clone(),
+                    at,
+                    batch_size,
+                    self.scan_match.as_deref()
+                ))),
+                optional(in_flight.as_ref().map(|batch| call(
+                    self.conn.clone(),
+                    self.script,
+                    batch.command(self.script, &self.rules_arg)
+                ))),
+            );
+            if let (Some(result), Some(batch)) = (called, in_flight.take()) {
+                let (reply, reloads) = result?;
+                self.counts.script_reloads += reloads;
+                batch.tally(&reply, self.rules, &mut self.counts)?;
+            }
+            if let Some(stop) = self.stop_requested() {
+                return Ok(Some(stop));
+            }
+            if let Some(result) = scanned {
+                let (next, keys) = result?;
+                cursor = (next != 0).then_some(next);
+                self.counts.keys_scanned += keys.len() as u64;
+                for key in keys {
+                    self.add(key, &mut building, &mut ready);
+                }
+            }
+            if cursor.is_none() && !building.is_empty() {
+                ready.push_back(std::mem::take(&mut building));
+            }
+            in_flight = ready.pop_front();
+            self.log_progress();
+            if cursor.is_none() && in_flight.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Files `key` into the batch being built when some rule's pattern
+    /// matches it, cutting a new batch when that one is full.
+    fn add(&self, key: Vec<u8>, building: &mut Batch, ready: &mut VecDeque<Batch>) {
+        let set = self.rules.candidates(&key);
+        if set == 0 {
+            return;
+        }
+        let capacity = self.options.batch_size;
+        if let Err(key) = building.push(key, set) {
+            ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));
+            building.push(key, set).expect("an empty batch takes any key");
+        }
+        if building.len() >= capacity {
+            ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));
+        }
+    }
+
+    fn stop_requested(&self) -> Option<Stop> {
+        if let Some(stop) = *self.stop.borrow() {
+            return Some(stop);
+        }
+        let max = self.options.max_runtime?;
+        (self.started.elapsed() >= max).then_some(Stop::MaxRuntime)
+    }
+
+    fn log_progress(&mut self) {
+        if self.last_progress.elapsed() < self.options.progress_interval {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        info!(
+            keys_scanned = self.counts.keys_scanned,
+            keys_matched = self.counts.keys_matched,
+            keys_acted = self.counts.acted(),
+            keys_per_second = (self.counts.keys_scanned as f64 / elapsed).round(),
+            "progress"
+        );
+    }
+}
+
+/// Awaits `future` when there is one.
+async fn optional<T>(future: Option<impl Future<Output = T>>) -> Option<T> {
+    match future {
+        Some(future) => Some(future.await),
+        None => None,
+    }
+}
+
+/// One SCAN step: the next cursor (0 at the end) and the keys it returned.
+async fn scan(
+    mut conn: MultiplexedConnection,
+    cursor: u64,
+    count: usize,
+    pattern: Option<&[u8]>,
+) -> Result<(u64, Vec<Vec<u8>>), Error> {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor);
+    if let Some(pattern) = pattern {
+        cmd.arg("MATCH").arg(pattern);
+    }
+    cmd.arg("COUNT").arg(count);
+    cmd.query_async(&mut conn)
+        .await
+        .map_err(|err| Error::from_redis("SCAN failed", &err))
+}
+
+/// Runs one batch's script call. On NOSCRIPT it loads the script again and
+/// resends the batch: redis-rs's own fallback cannot help here, since the call
+/// is pipelined with a SCAN. Returns the reply and how many reloads it took.
+async fn call(
+    mut conn: MultiplexedConnection,
+    script: &Script,
+    cmd: redis::Cmd,
+) -> Result<(Vec<u8>, u64), Error> {
+    let mut reloads = 0;
+    loop {
+        match cmd.query_async::<Vec<u8>>(&mut conn).await {
+            Ok(reply) => return Ok((reply, reloads)),
+            Err(err)
+                if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                    && reloads < MAX_RELOADS_PER_BATCH =>
+            {
+                warn!(
+                    sha = %script.sha,
+                    "the script is no longer in Redis's cache (flushed, restarted \
+                     or failed over); loading it again"
+                );
+                script.load(&mut conn).await?;
+                reloads += 1;
+            }
+            Err(err) => {
+                let context = format!("script {} {} failed", script.name, script.version);
+                return Err(match Error::from_redis(&context, &err) {
+                    Error::Redis(message) => Error::Script(message),
+                    other => other,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The rules: which keys the job acts on and how. Parses and validates a TOML
+//! rules file (every error names the file and line), holds the built-in
+//! default, and renders the effective rules back as TOML for `check`.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::glob::Glob;
+
+/// The rules used when no file is given: the classic cache-and-temp policy.
+pub const DEFAULT_RULES: &str = r#"
+[[rule]]
+name    = "cache-missing-ttl"
+pattern = "cache:*"
+no_ttl  = true
+action  = "expire"
+ttl     = "1h"
+
+[[rule]]
+name      = "cache-expiring-soon"
+pattern   = "cache:*"
+ttl_below = "60s"
+action    = "delete"
+
+[[rule]]
+name    = "temp"
+pattern = "temp:*"
+action  = "delete"
+"#;
+
+/// The most rules one file may hold: a key's candidate rules travel as a
+/// 64-bit set, and the script's reply encodes the acting rule in one byte.
+pub const MAX_RULES: usize = 64;
+
+/// A validated, ordered list of rules. The first rule whose pattern and
+/// conditions all hold acts on a key; a key no rule takes is never touched.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Where the rules came from, for messages and the report.
+    pub source: String,
+    /// The rules in file order.
+    pub rules: Vec<Rule>,
+    /// Each distinct pattern once, with the set of rules (bit i = rule i)
+    /// that use it: a key is matched against each pattern only once.
+    patterns: Vec<(Glob, u64)>,
+}
+
+/// One rule: a pattern, optional conditions, an action.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name, used in logs and the report.
+    pub name: String,
+    /// Redis glob the key name must match.
+    pub pattern: Glob,
+    /// Conditions checked atomically by the script; all must hold.
+    pub conditions: Conditions,
+    /// What happens to a key this rule takes.
+    pub action: Action,
+}
+
+/// The conditions of a rule. `None` (or `false`) means "no such condition".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// The key has no expiry.
+    pub no_ttl: bool,
+    /// The key has an expiry due in less than this.
+    pub ttl_below: Option<Duration>,
+    /// The key has an expiry due in more than this.
+    pub ttl_above: Option<Duration>,
+    /// The key holds this type.
+    pub key_type: Option<KeyType>,
+    /// The key was last accessed more than this long ago (whole seconds).
+    pub idle_above: Option<Duration>,
+}
+
+/// What a rule does to the keys it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// UNLINK the key (its memory is freed off Redis's main thread).
+    Delete,
+    /// Set the key's TTL to this, unless it already expires sooner.
+    Expire(Duration),
+}
+
+/// The Redis data types a rule can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    String,
+    List,
+    Set,
+    Zset,
+    Hash,
+    Stream,
+}
+
+impl KeyType {
+    /// The name TYPE replies with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::String => "string",
+            KeyType::List => "list",
+            KeyType::Set => "set",
+            KeyType::Zset => "zset",
+            KeyType::Hash => "hash",
+            KeyType::Stream => "stream",
+        }
+    }
+}
+
+impl Action {
+    /// The action's name in rules files and the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Delete => "delete",
+            Action::Expire(_) => "expire",
+        }
+    }
+}
+
+impl Rules {
+    /// The built-in default rules.
+    pub fn builtin() -> Rules {
+        Rules::parse("built-in rules", DEFAULT_RULES).expect("the built-in rules are valid")
+    }
+
+    /// Reads and validates the rules file at `path`.
+    pub fn load(path: &Path) -> Result<Rules, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|err| RulesError {
+            source: path.display().to_string(),
+            line: None,
+            message: format!("cannot read the rules file: {err}"),
+        })?;
+        Rules::parse(&path.display().to_string(), &text)
+    }
+
+    /// Validates rules given as TOML text; `source` names it in errors.
+    pub fn parse(source: &str, text: &str) -> Result<Rules, RulesError> {
+        let error_at = |span: Option<std::ops::Range<usize>>, message: String| RulesError {
+            source: source.to_string(),
+            line: span.map(|s| line_of(text, s.start)),
+            message,
+        };
+        let file: RulesFile = toml::from_str(text)
+            .map_err(|err| error_at(err.span(), crate::error::one_line(err.message())))?;
+        let raw = file.rule.unwrap_or_default();
+        if raw.is_empty() {
+            return Err(error_at(None, "no rules: add at least one [[rule]]".into()));
+        }
+        if raw.len() > MAX_RULES {
+            return Err(error_at(
+                Some(raw[MAX_RULES].span()),
+                format!("too many rules: at most {MAX_RULES} are allowed"),
+            ));
+        }
+        let mut rules: Vec<Rule> = Vec::with_capacity(raw.len());
+        for entry in &raw {
+            let rule = entry
+                .get_ref()
+                .validate()
+                .map_err(|(span, message)| error_at(Some(span), message))?;
+            if rules.iter().any(|r| r.name == rule.name) {
+                let span = entry.get_ref().name.span();
+                return Err(error_at(
+                    Some(span),
+                    format!("duplicate rule name {:?}", rule.name),
+                ));
+            }
+            rules.push(rule);
+        }
+        let mut patterns: Vec<(Glob, u64)> = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            match patterns.iter_mut().find(|(glob, _)| *glob == rule.pattern) {
+                Some((_, set)) => *set |= 1 << index,
+                None => patterns.push((rule.pattern.clone(), 1 << index)),
+            }
+        }
+        Ok(Rules {
+            source: source.to_string(),
+            rules,
+            patterns,
+        })
+    }
+
+    /// The rules whose pattern matches `key`, as a set (bit i = rule i), in
+    /// rule order; 0 when no rule can take the key.
+    pub fn candidates(&self, key: &[u8]) -> u64 {
+        self.patterns
+            .iter()
+            .filter(|(glob, _)| glob.matches(key))
+            .fold(0, |set, (_, rules)| set | rules)
+    }
+
+    /// A SCAN MATCH pattern that every key some rule could take matches, so
+    /// Redis filters the rest before they cross the network: the one pattern
+    /// when all rules share it, else the common literal prefix followed by `*`.
+    pub fn scan_match(&self) -> Option<Vec<u8>> {
+        if let [(glob, _)] = self.patterns.as_slice() {
+            return (!glob.matches_everything()).then(|| glob.as_bytes().to_vec());
+        }
+        let first = self.patterns[0].0.literal_prefix();
+        let common = self.patterns.iter().fold(first.len(), |len, (glob, _)| {
+            let prefix = glob.literal_prefix();
+            first[..len]
+                .iter()
+                .zip(prefix)
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        (common > 0).then(|| [&first[..common], b"*"].concat())
+    }
+
+    /// Whether any rule needs OBJECT IDLETIME.
+    pub fn uses_idle_time(&self) -> bool {
+        self.rules.iter().any(|r| r.conditions.idle_above.is_some())
+    }
+
+    /// The rules as normalized TOML, as `check` prints them.
+    pub fn to_toml(&self) -> String {
+        let file = RenderedFile {
+            rule: self.rules.iter().map(RenderedRule::from).collect(),
+        };
+        toml::to_string(&file).expect("rules render as TOML")
+    }
+}
+
+/// A rules file that failed validation: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesError {
+    /// The file's path, or "built-in rules".
+    pub source: String,
+    /// 1-based line of the offending item, when known.
+    pub line: Option<usize>,
+    /// What is wrong, on one line.
+    pub message: String,
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.source, line, self.message),
+            None => write!(f, "{}: {}", self.source, self.message),
+        }
+    }
+}
+
+impl std::error::Error for RulesError {}
+
+/// The 1-based line that byte `offset` of `text` is on.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The file as written, with spans for messages.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    rule: Option<Vec<Spanned<RawRule>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    pattern: Spanned<String>,
+    action: Spanned<String>,
+    ttl: Option<Spanned<String>>,
+    no_ttl: Option<Spanned<bool>>,
+    ttl_below: Option<Spanned<String>>,
+    ttl_above: Option<Spanned<String>>,
+    #[serde(rename = "type")]
+    key_type: Option<Spanned<String>>,
+    idle_above: Option<Spanned<String>>,
+}
+
+type Invalid = (std::ops::Range<usize>, String);
+
+impl RawRule {
+    fn validate(&self) -> Result<Rule, Invalid> {
+        let name = self.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err((self.name.span(), "a rule name must not be empty".into()));
+        }
+        let pattern = Glob::new(self.pattern.get_ref().as_bytes()).map_err(|err| {
+            (
+                self.pattern.span(),
+                format!("rule {name:?}: invalid pattern: {err}"),
+            )
+        })?;
+        let conditions = self.conditions(&name)?;
+        let action = self.action(&name)?;
+        check_satisfiable(&name, &conditions, action).map_err(|m| (self.action.span(), m))?;
+        Ok(Rule {
+            name,
+            pattern,
+            conditions,
+            action,
+        })
+    }
+
+    fn conditions(&self, name: &str) -> Result<Conditions, Invalid> {
+        if let Some(no_ttl) = &self.no_ttl
+            && !no_ttl.get_ref()
+        {
+            return Err((
+                no_ttl.span(),
+                format!(
+                    "rule {name:?}: no_ttl = false is not a condition; \
+                     leave it out, or use ttl_below/ttl_above for keys with a TTL"
+                ),
+            ));
+        }
+        let key_type = match &self.key_type {
+            None => None,
+            Some(t) => Some(KeyType::deserialize(toml::Value::String(t.get_ref().clone())).map_err(
+                |_| {
+                    (
+                        t.span(),
+                        format!(
+                            "rule {name:?}: unknown type {:?}: expected one of \
+                             string, list, set, zset, hash, stream",
+                            t.get_ref()
+                        ),
+                    )
+                },
+            )?),
+        };
+        let idle_above = duration(name, "idle_above", &self.idle_above)?;
+        if let (Some(idle), Some(raw)) = (idle_above, &self.idle_above)
+            && idle.subsec_nanos() != 0
+        {
+            return Err((
+                raw.span(),
+                format!(
+                    "rule {name:?}: idle_above must be whole seconds \
+                     (Redis tracks idle time in seconds)"
+                ),
+            ));
+        }
+        Ok(Conditions {
+            no_ttl: self.no_ttl.is_some(),
+            ttl_below: duration(name, "ttl_below", &self.ttl_below)?,
+            ttl_above: duration(name, "ttl_above", &self.ttl_above)?,
+            key_type,
+            idle_above,
+        })
+    }
+
+    fn action(&self, name: &str) -> Result<Action, Invalid> {
+        let ttl = duration(name, "ttl", &self.ttl)?;
+        match (self.action.get_ref().as_str(), ttl) {
+            ("delete", None) => Ok(Action::Delete),
+            ("delete", Some(_)) => Err((
+                self.ttl.as_ref().expect("ttl is set").span(),
+                format!("rule {name:?}: ttl is only meaningful with action = \"expire\""),
+            )),
+            ("expire", Some(ttl)) if ttl >= Duration::from_millis(1) => Ok(Action::Expire(ttl)),
+            ("expire", Some(_)) => Err((
+                self.ttl.as_ref().expect("ttl is set").span(),
+                format!("rule {name:?}: ttl must be at least 1ms"),
+            )),
+            ("expire", None) => Err((
+                self.action.span(),
+                format!("rule {name:?}: action \"expire\" needs a ttl, e.g. ttl = \"1h\""),
+            )),
+            (other, _) => Err((
+                self.action.span(),
+                format!("rule {name:?}: unknown action {other:?}: expected \"delete\" or \"expire\""),
+            )),
+        }
+    }
+}
+
+/// Parses an optional humantime duration field, e.g. "90s" or "4m30s".
+fn duration(
+    rule: &str,
+    field: &str,
+    value: &Option<Spanned<String>>,
+) -> Result<Option<Duration>, Invalid> {
+    let Some(value) = value else { return Ok(None) };
+    humantime::parse_duration(value.get_ref().trim())
+        .map(Some)
+        .map_err(|err| {
+            (
+                value.span(),
+                format!(
+                    "rule {rule:?}: {field} = {:?} is not a duration ({err}); \
+                     write e.g. \"90s\", \"1h\" or \"4m30s\"",
+                    value.get_ref()
+                ),
+            )
+        })
+}
+
+/// Rejects rules whose conditions (with the action's implicit one) can never
+/// all hold: such a rule is always a mistake.
+fn check_satisfiable(name: &str, c: &Conditions, action: Action) -> Result<(), String> {
+    let never = |why: &str| Err(format!("rule {name:?} can never act: {why}"));
+    if c.no_ttl && (c.ttl_below.is_some() || c.ttl_above.is_some()) {
+        return never("no_ttl contradicts ttl_below/ttl_above");
+    }
+    if c.ttl_below == Some(Duration::ZERO) {
+        return never("no TTL is below 0s");
+    }
+    if let (Some(below), Some(above)) = (c.ttl_below, c.ttl_above)
+        && above >= below
+    {
+        return never("ttl_above must be less than ttl_below");
+    }
+    // An expire rule takes only keys whose TTL it would shorten.
+    if let (Action::Expire(ttl), Some(below)) = (action, c.ttl_below)
+        && below <= ttl
+    {
+        return never(
+            "every key below ttl_below already expires sooner than ttl, \
+             and expire never lengthens a TTL",
+        );
+    }
+    Ok(())
+}
+
+/// The serializable form of the effective rules.
+#[derive(Serialize)]
+struct RenderedFile {
+    rule: Vec<RenderedRule>,
+}
+
+#[derive(Serialize)]
+struct RenderedRule {
+    name: String,
+    pattern: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_ttl: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_below: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_above: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    key_type: Option<KeyType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_above: Option<String>,
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+}
+
+impl From<&Rule> for RenderedRule {
+    fn from(rule: &Rule) -> Self {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        let c = &rule.conditions;
+        RenderedRule {
+            name: rule.name.clone(),
+            pattern: String::from_utf8_lossy(rule.pattern.as_bytes()).into_owned(),
+            no_ttl: c.no_ttl.then_some(true),
+            ttl_below: c.ttl_below.map(human),
+            ttl_above: c.ttl_above.map(human),
+            key_type: c.key_type,
+            idle_above: c.idle_above.map(human),
+            action: rule.action.name(),
+            ttl: match rule.action {
+                Action::Expire(ttl) => Some(human(ttl)),
+                Action::Delete => None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(text: &str) -> String {
+        Rules::parse("rules.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn builtin_rules_are_the_classic_policy() {
+        let rules = Rules::builtin();
+        let names: Vec<_> = rules.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["cache-missing-ttl", "cache-expiring-soon", "temp"]
+        );
+        assert_eq!(
+            rules.rules[0].action,
+            Action::Expire(Duration::from_secs(3600))
+        );
+        assert!(rules.rules[0].conditions.no_ttl);
+        assert_eq!(
+            rules.rules[1].conditions.ttl_below,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(rules.rules[2].action, Action::Delete);
+    }
+
+    #[test]
+    fn candidates_are_every_rule_whose_pattern_matches() {
+        let rules = Rules::builtin();
+        assert_eq!(rules.candidates(b"cache:x"), 0b011);
+        assert_eq!(rules.candidates(b"temp:x"), 0b100);
+        assert_eq!(rules.candidates(b"session:x"), 0);
+    }
+
+    #[test]
+    fn scan_match_covers_every_rule() {
+        assert_eq!(Rules::builtin().scan_match(), None);
+        let one = "[[rule]]\nname = \"a\"\npattern = \"cache:*\"\naction = \"delete\"\n";
+        let rules = Rules::parse("r", one).unwrap();
+        assert_eq!(rules.scan_match(), Some(b"cache:*".to_vec()));
+        let two = format!("{one}{}", one.replace("\"a\"", "\"b\"").replace("cache:*", "cache:t?"));
+        let rules = Rules::parse("r", &two).unwrap();
+        assert_eq!(rules.scan_match(), Some(b"cache:*".to_vec()));
+    }
+
+    #[test]
+    fn rendered_rules_parse_back_to_the_same_rules() {
+        let rules = Rules::builtin();
+        let again = Rules::parse("again", &rules.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), rules.to_toml());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_line() {
+        let text = "[[rule]]\nname = \"a\"\npattern = \"a*\"\naction = \"delete\"\ncolour = 1\n";
+        assert!(error(text).starts_with("rules.toml:5: "), "{}", error(text));
+        assert!(error(text).contains("colour"));
+    }
+
+    #[test]
+    fn invalid_files_are_rejected_with_a_reason() {
+        let rule = |body: &str| format!("[[rule]]\nname = \"r\"\npattern = \"a*\"\n{body}\n");
+        let cases = [
+            (String::new(), "no rules"),
+            (rule("action = \"expire\""), "needs a ttl"),
+            (rule("action = \"delete\"\nttl = \"1h\""), "only meaningful"),
+            (rule("action = \"purge\""), "unknown action"),
+            (rule("action = \"delete\"\ntype = \"blob\""), "unknown type"),
+            (rule("action = \"delete\"\nttl_below = \"soon\""), "not a duration"),
+            (rule("action = \"delete\"\nno_ttl = true\nttl_below = \"1s\""), "never act"),
+            (
+                rule("action = \"delete\"\nttl_below = \"1s\"\nttl_above = \"2s\""),
+                "never act",
+            ),
+            (
+                rule("action = \"expire\"\nttl = \"1h\"\nttl_below = \"60s\""),
+                "never act",
+            ),
+            (rule("action = \"delete\"\nno_ttl = false"), "no_ttl = false"),
+            (rule("action = \"delete\"\nidle_above = \"1500ms\""), "whole seconds"),
+            (
+                format!("{}{}", rule("action = \"delete\""), rule("action = \"delete\"")),
+                "duplicate rule name",
+            ),
+            (
+                "[[rule]]\nname = \"r\"\npattern = \"a[b\"\naction = \"delete\"\n".into(),
+                "invalid pattern",
+            ),
+            ("[[rule]]\nname = \"r\"\naction = \"delete\"\n".into(), "pattern"),
+            ("rule = 3\n".into(), "invalid type"),
+        ];
+        for (text, expected) in cases {
+            let message = error(&text);
+            assert!(
+                message.contains(expected),
+                "{text:?}: expected {expected:?} in {message:?}"
+            );
+            assert!(!message.contains('\n'), "multi-line message: {message:?}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The Lua scripts embedded from `lua/<version>/`: their variants for each
+//! server generation and mode, their SHA-1, and loading them with SCRIPT LOAD
+//! (checking that Redis computed the same SHA).
+
+use include_dir::{Dir, include_dir};
+use redis::aio::MultiplexedConnection;
+
+use crate::error::Error;
+
+/// The `lua/` tree, compiled into the binary: an image carries its scripts.
+static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
+
+/// The script version this binary runs.
+pub const VERSION: &str = "v1";
+
+/// The script that checks and acts on one batch of keys.
+pub const CLEAN: &str = "clean";
+
+/// What a script variant may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Deletes or expires keys. On Redis 7 it carries `allow-oom`: a cleanup
+    /// is needed most when Redis is at maxmemory, and a shebang script
+    /// without that flag is refused then.
+    Write,
+    /// Decides exactly like `Write` but writes nothing (`--dry-run`). On Redis 7
+    /// it carries `no-writes`, so EVALSHA_RO runs it, on replicas too.
+    ReadOnly,
+}
+
+/// Which server generation a variant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Redis 7.0+: a `#!lua flags=...` shebang declares the script's flags.
+    Redis7,
+    /// Redis 6.2 and older accept no shebang at all.
+    Legacy,
+}
+
+impl Dialect {
+    /// The dialect for a server reporting `version` (e.g. "7.0.15").
+    pub fn for_version(version: &str) -> Dialect {
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major >= 7 {
+            Dialect::Redis7
+        } else {
+            Dialect::Legacy
+        }
+    }
+}
+
+/// One loadable script text and its SHA-1.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// The script's file name without `.lua`.
+    pub name: String,
+    /// The `lua/` directory it came from, e.g. "v1".
+    pub version: String,
+    /// What it may do.
+    pub mode: Mode,
+    /// The server generation it targets.
+    pub dialect: Dialect,
+    /// The exact text sent to SCRIPT LOAD.
+    pub text: String,
+    /// SHA-1 of `text`, lowercase hex: what SCRIPT LOAD returns.
+    pub sha: String,
+}
+
+impl Script {
+    /// The variant of script `name` in `version` for `mode` and `dialect`.
+    pub fn embedded(
+        version: &str,
+        name: &str,
+        mode: Mode,
+        dialect: Dialect,
+    ) -> Result<Script, Error> {
+        let path = format!("{version}/{name}.lua");
+        let body = LUA
+            .get_file(&path)
+            .and_then(|f| f.contents_utf8())
+            .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
+        let text = format!("{}{body}", header(mode, dialect));
+        Ok(Script {
+            name: name.to_string(),
+            version: version.to_string(),
+            mode,
+            dialect,
+            sha: sha1_smol::Sha1::from(&text).digest().to_string(),
+            text,
+        })
+    }
+
+    /// Every variant of every embedded script, for `redis-janitor scripts`.
+    pub fn all() -> Vec<Script> {
+        let mut all = Vec::new();
+        for dir in LUA.dirs() {
+            let version = dir.path().to_string_lossy();
+            for file in dir.files() {
+                let Some(name) = file.path().file_stem().map(|s| s.to_string_lossy()) else {
+                    continue;
+                };
+                for dialect in [Dialect::Redis7, Dialect::Legacy] {
+                    for mode in [Mode::Write, Mode::ReadOnly] {
+                        all.extend(Script::embedded(&version, &name, mode, dialect));
+                    }
+                }
+            }
+        }
+        all
+    }
+
+    /// Loads the script into the server's script cache and checks that Redis
+    /// hashed the same text to the same SHA.
+    pub async fn load(&self, conn: &mut MultiplexedConnection) -> Result<(), Error> {
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(&self.text)
+            .query_async(conn)
+            .await
+            .map_err(|err| {
+                let context = format!("SCRIPT LOAD of {} {}", self.name, self.version);
+                match Error::from_redis(&context, &err) {
+                    Error::Redis(message) => Error::Script(message),
+                    other => other,
+                }
+            })?;
+        if sha != self.sha {
+            return Err(Error::Script(format!(
+                "SCRIPT LOAD of {} {} returned SHA {sha}, expected {}",
+                self.name, self.version, self.sha
+            )));
+        }
+        Ok(())
+    }
+
+    /// The command that runs it: EVALSHA_RO for a Redis 7 read-only variant.
+    pub fn command(&self) -> &'static str {
+        match (self.mode, self.dialect) {
+            (Mode::ReadOnly, Dialect::Redis7) => "EVALSHA_RO",
+            _ => "EVALSHA",
+        }
+    }
+
+    /// A short label: "write, redis7" and the like.
+    pub fn variant(&self) -> String {
+        let mode = match self.mode {
+            Mode::Write => "write",
+            Mode::ReadOnly => "read-only",
+        };
+        let dialect = match self.dialect {
+            Dialect::Redis7 => "redis7",
+            Dialect::Legacy => "legacy",
+        };
+        format!("{mode}, {dialect}")
+    }
+}
+
+/// The lines prepended to a script body for its variant.
+fn header(mode: Mode, dialect: Dialect) -> &'static str {
+    match (dialect, mode) {
+        (Dialect::Redis7, Mode::Write) => "#!lua flags=allow-oom\nlocal DRY_RUN = false\n",
+        (Dialect::Redis7, Mode::ReadOnly) => "#!lua flags=no-writes\nlocal DRY_RUN = true\n",
+        (Dialect::Legacy, Mode::Write) => "local DRY_RUN = false\n",
+        (Dialect::Legacy, Mode::ReadOnly) => "local DRY_RUN = true\n",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_follows_the_major_version() {
+        assert_eq!(Dialect::for_version("7.0.15"), Dialect::Redis7);
+        assert_eq!(Dialect::for_version("7.2.4"), Dialect::Redis7);
+        assert_eq!(Dialect::for_version("8.0.0"), Dialect::Redis7);
+        assert_eq!(Dialect::for_version("6.2.14"), Dialect::Legacy);
+        assert_eq!(Dialect::for_version("garbage"), Dialect::Legacy);
+    }
+
+    #[test]
+    fn variants_differ_only_in_their_header() {
+        let write = Script::embedded(VERSION, CLEAN, Mode::Write, Dialect::Redis7).unwrap();
+        let legacy = Script::embedded(VERSION, CLEAN, Mode::ReadOnly, Dialect::Legacy).unwrap();
+        assert!(write.text.starts_with("#!lua flags=allow-oom\n"));
+        assert!(!legacy.text.starts_with("#!"));
+        assert_ne!(write.sha, legacy.sha);
+        assert_eq!(write.sha.len(), 40);
+        assert_eq!(Script::all().len(), 4);
+    }
+}

@@ -1,0 +1,37 @@
+//! Turns SIGTERM and SIGINT into a stop request for the pass. Kubernetes stops
+//! a Job's pod with SIGTERM; the pass finishes the batch in flight, the report
+//! is printed, and the process exits 143 (or 130 for SIGINT). A second signal
+//! exits at once.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::error::Exit;
+use crate::report::Stop;
+
+/// Starts listening for signals; the receiver turns `Some` on the first one.
+/// Must be called inside a tokio runtime.
+pub fn listen() -> std::io::Result<watch::Receiver<Option<Stop>>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let stop = tokio::select! {
+                _ = term.recv() => Stop::Sigterm,
+                _ = int.recv() => Stop::Sigint,
+            };
+            if !first {
+                warn!("second signal: exiting without waiting for the batch in flight");
+                let exit = Exit::after(Some(stop));
+                std::process::exit(exit as i32);
+            }
+            first = false;
+            warn!(signal = ?stop, "stopping after the batch in flight");
+            let _ = tx.send(Some(stop));
+        }
+    });
+    Ok(rx)
+}
