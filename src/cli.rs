@@ -55,6 +55,11 @@ pub struct RunArgs {
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 
+    /// PEM file of CA certificates to trust for rediss:// (default: the
+    /// public web roots).
+    #[arg(long, env = "REDIS_TLS_CA_FILE", value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+
     /// Rules file (default: the built-in rules; see `check`).
     #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,

@@ -17,16 +17,20 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 #[derive(Clone)]
 pub struct Target {
     info: ConnectionInfo,
+    /// PEM CA certificates to trust for `rediss://` instead of the built-in roots.
+    tls_ca: Option<Vec<u8>>,
 }
 
 impl Target {
     /// Resolves the endpoint. Precedence: `url` (from `--url` or `REDIS_URL`),
     /// then `host` (`REDIS_HOST=host[:port]`, what older manifests set), then
-    /// [`DEFAULT_URL`]. A password file replaces the URL's password.
+    /// [`DEFAULT_URL`]. A password file replaces the URL's password; a CA
+    /// file is trusted for TLS instead of the built-in web roots.
     pub fn resolve(
         url: Option<&str>,
         host: Option<&str>,
         password_file: Option<&Path>,
+        tls_ca_file: Option<&Path>,
     ) -> Result<Target, Error> {
         let url = match (non_empty(url), non_empty(host)) {
             (Some(url), _) => url.to_string(),
@@ -47,14 +51,30 @@ impl Target {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        Ok(Target { info })
+        let tls_ca = tls_ca_file
+            .map(|path| {
+                std::fs::read(path).map_err(|err| {
+                    Error::Usage(format!("cannot read the TLS CA file {}: {err}", path.display()))
+                })
+            })
+            .transpose()?;
+        Ok(Target { info, tls_ca })
     }
 
     /// Opens one multiplexed connection: every command of the pass shares it,
     /// so the next SCAN and the current script call can be in flight together.
     pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
-        let client = redis::Client::open(self.info.clone())
-            .map_err(|err| Error::from_redis(&format!("cannot use {self}"), &err))?;
+        let client = match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.info.clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(self.info.clone()),
+        }
+        .map_err(|err| Error::from_redis(&format!("cannot use {self}"), &err))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
@@ -82,12 +102,7 @@ impl std::fmt::Display for Target {
             .username()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        write!(
-            f,
-            "{scheme}://{user}{}/{}",
-            self.info.addr(),
-            settings.db()
-        )
+        write!(f, "{scheme}://{user}{}/{}", self.info.addr(), settings.db())
     }
 }
 
@@ -120,23 +135,23 @@ mod tests {
 
     #[test]
     fn url_wins_over_redis_host() {
-        let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None).unwrap();
+        let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None, None).unwrap();
         assert_eq!(target.address(), "a:1");
     }
 
     #[test]
     fn redis_host_is_used_when_no_url() {
-        let target = Target::resolve(None, Some("cache.example:6380"), None).unwrap();
+        let target = Target::resolve(None, Some("cache.example:6380"), None, None).unwrap();
         assert_eq!(target.to_string(), "redis://cache.example:6380/0");
-        let target = Target::resolve(Some(""), None, None).unwrap();
+        let target = Target::resolve(Some(""), None, None, None).unwrap();
         assert_eq!(target.address(), "127.0.0.1:6379");
     }
 
     #[test]
     fn display_never_shows_the_password() {
-        let target = Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None).unwrap();
+        let target = Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None, None).unwrap();
         assert_eq!(target.to_string(), "redis://janitor@h:1/4");
-        let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None)
+        let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None, None)
             .err()
             .expect("invalid");
         assert!(!err.to_string().contains("s3cret"), "{err}");
@@ -147,10 +162,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("password");
         std::fs::write(&path, "from-file\n").unwrap();
-        let target = Target::resolve(Some("redis://u:old@h:1"), None, Some(&path)).unwrap();
+        let target = Target::resolve(Some("redis://u:old@h:1"), None, Some(&path), None).unwrap();
         assert_eq!(target.info.redis_settings().password(), Some("from-file"));
         assert_eq!(target.info.redis_settings().username(), Some("u"));
         std::fs::write(&path, "\n").unwrap();
-        assert!(Target::resolve(None, None, Some(&path)).is_err());
+        assert!(Target::resolve(None, None, Some(&path), None).is_err());
     }
 }

@@ -42,6 +42,7 @@ impl Settings {
             args.url.as_deref(),
             redis_host,
             args.password_file.as_deref(),
+            args.tls_ca_file.as_deref(),
         )?;
         Ok(Settings {
             target,
@@ -78,9 +79,18 @@ pub async fn run(
     let result = async {
         let (conn, info) = prepare(settings).await?;
         server = Some(info.clone());
-        let mode = if settings.dry_run { Mode::ReadOnly } else { Mode::Write };
+        let mode = if settings.dry_run {
+            Mode::ReadOnly
+        } else {
+            Mode::Write
+        };
         let dialect = Dialect::for_version(&info.version);
-        let loaded = script.insert(Script::embedded(scripts::VERSION, scripts::CLEAN, mode, dialect)?);
+        let loaded = script.insert(Script::embedded(
+            scripts::VERSION,
+            scripts::CLEAN,
+            mode,
+            dialect,
+        )?);
         let mut load_conn = conn.clone();
         loaded.load(&mut load_conn).await?;
         info!(
@@ -98,7 +108,12 @@ pub async fn run(
     }
     .await;
     let (counts, complete, stopped_by, error) = match result {
-        Ok(outcome) => (outcome.counts, outcome.complete, outcome.stopped_by, outcome.error),
+        Ok(outcome) => (
+            outcome.counts,
+            outcome.complete,
+            outcome.stopped_by,
+            outcome.error,
+        ),
         Err(error) => (Counts::new(&settings.rules), false, None, Some(error)),
     };
     let mut report = Report::new(
@@ -142,7 +157,9 @@ async fn prepare(settings: &Settings) -> Result<(MultiplexedConnection, ServerIn
         }
     }
     let info = ServerInfo {
-        version: field(&server, "redis_version").unwrap_or("unknown").to_string(),
+        version: field(&server, "redis_version")
+            .unwrap_or("unknown")
+            .to_string(),
         address: settings.target.address(),
     };
     Ok((conn, info))
