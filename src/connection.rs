@@ -54,7 +54,10 @@ impl Target {
         let tls_ca = tls_ca_file
             .map(|path| {
                 std::fs::read(path).map_err(|err| {
-                    Error::Usage(format!("cannot read the TLS CA file {}: {err}", path.display()))
+                    Error::Usage(format!(
+                        "cannot read the TLS CA file {}: {err}",
+                        path.display()
+                    ))
                 })
             })
             .transpose()?;
@@ -149,7 +152,8 @@ mod tests {
 
     #[test]
     fn display_never_shows_the_password() {
-        let target = Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None, None).unwrap();
+        let target =
+            Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None, None).unwrap();
         assert_eq!(target.to_string(), "redis://janitor@h:1/4");
         let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None, None)
             .err()

@@ -165,7 +165,9 @@ impl Pass<'_> {
         let capacity = self.options.batch_size;
         if let Err(key) = building.push(key, set) {
             ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));
-            building.push(key, set).expect("an empty batch takes any key");
+            building
+                .push(key, set)
+                .expect("an empty batch takes any key");
         }
         if building.len() >= capacity {
             ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));

@@ -171,7 +171,11 @@ impl Report {
             (None, None, true) => "complete".to_string(),
             (None, None, false) => "incomplete".to_string(),
         };
-        let verb = if self.dry_run { "would act on" } else { "acted on" };
+        let verb = if self.dry_run {
+            "would act on"
+        } else {
+            "acted on"
+        };
         let mut text = format!(
             "redis-janitor {}: pass {status}{}\n",
             if self.dry_run { "dry run" } else { "run" },
@@ -181,7 +185,10 @@ impl Report {
                 .unwrap_or_default()
         );
         if let Some(server) = &self.server {
-            text += &format!("  server          {} (Redis {})\n", server.address, server.version);
+            text += &format!(
+                "  server          {} (Redis {})\n",
+                server.address, server.version
+            );
         }
         if let Some(script) = &self.script {
             text += &format!(

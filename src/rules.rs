@@ -320,8 +320,8 @@ impl RawRule {
         }
         let key_type = match &self.key_type {
             None => None,
-            Some(t) => Some(KeyType::deserialize(toml::Value::String(t.get_ref().clone())).map_err(
-                |_| {
+            Some(t) => Some(
+                KeyType::deserialize(toml::Value::String(t.get_ref().clone())).map_err(|_| {
                     (
                         t.span(),
                         format!(
@@ -330,8 +330,8 @@ impl RawRule {
                             t.get_ref()
                         ),
                     )
-                },
-            )?),
+                })?,
+            ),
         };
         let idle_above = duration(name, "idle_above", &self.idle_above)?;
         if let (Some(idle), Some(raw)) = (idle_above, &self.idle_above)
@@ -373,7 +373,9 @@ impl RawRule {
             )),
             (other, _) => Err((
                 self.action.span(),
-                format!("rule {name:?}: unknown action {other:?}: expected \"delete\" or \"expire\""),
+                format!(
+                    "rule {name:?}: unknown action {other:?}: expected \"delete\" or \"expire\""
+                ),
             )),
         }
     }
@@ -485,10 +487,7 @@ mod tests {
     fn builtin_rules_are_the_classic_policy() {
         let rules = Rules::builtin();
         let names: Vec<_> = rules.rules.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["cache-missing-ttl", "cache-expiring-soon", "temp"]
-        );
+        assert_eq!(names, ["cache-missing-ttl", "cache-expiring-soon", "temp"]);
         assert_eq!(
             rules.rules[0].action,
             Action::Expire(Duration::from_secs(3600))
@@ -515,7 +514,10 @@ mod tests {
         let one = "[[rule]]\nname = \"a\"\npattern = \"cache:*\"\naction = \"delete\"\n";
         let rules = Rules::parse("r", one).unwrap();
         assert_eq!(rules.scan_match(), Some(b"cache:*".to_vec()));
-        let two = format!("{one}{}", one.replace("\"a\"", "\"b\"").replace("cache:*", "cache:t?"));
+        let two = format!(
+            "{one}{}",
+            one.replace("\"a\"", "\"b\"").replace("cache:*", "cache:t?")
+        );
         let rules = Rules::parse("r", &two).unwrap();
         assert_eq!(rules.scan_match(), Some(b"cache:*".to_vec()));
     }
@@ -543,8 +545,14 @@ mod tests {
             (rule("action = \"delete\"\nttl = \"1h\""), "only meaningful"),
             (rule("action = \"purge\""), "unknown action"),
             (rule("action = \"delete\"\ntype = \"blob\""), "unknown type"),
-            (rule("action = \"delete\"\nttl_below = \"soon\""), "not a duration"),
-            (rule("action = \"delete\"\nno_ttl = true\nttl_below = \"1s\""), "never act"),
+            (
+                rule("action = \"delete\"\nttl_below = \"soon\""),
+                "not a duration",
+            ),
+            (
+                rule("action = \"delete\"\nno_ttl = true\nttl_below = \"1s\""),
+                "never act",
+            ),
             (
                 rule("action = \"delete\"\nttl_below = \"1s\"\nttl_above = \"2s\""),
                 "never act",
@@ -553,17 +561,30 @@ mod tests {
                 rule("action = \"expire\"\nttl = \"1h\"\nttl_below = \"60s\""),
                 "never act",
             ),
-            (rule("action = \"delete\"\nno_ttl = false"), "no_ttl = false"),
-            (rule("action = \"delete\"\nidle_above = \"1500ms\""), "whole seconds"),
             (
-                format!("{}{}", rule("action = \"delete\""), rule("action = \"delete\"")),
+                rule("action = \"delete\"\nno_ttl = false"),
+                "no_ttl = false",
+            ),
+            (
+                rule("action = \"delete\"\nidle_above = \"1500ms\""),
+                "whole seconds",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    rule("action = \"delete\""),
+                    rule("action = \"delete\"")
+                ),
                 "duplicate rule name",
             ),
             (
                 "[[rule]]\nname = \"r\"\npattern = \"a[b\"\naction = \"delete\"\n".into(),
                 "invalid pattern",
             ),
-            ("[[rule]]\nname = \"r\"\naction = \"delete\"\n".into(), "pattern"),
+            (
+                "[[rule]]\nname = \"r\"\naction = \"delete\"\n".into(),
+                "pattern",
+            ),
             ("rule = 3\n".into(), "invalid type"),
         ];
         for (text, expected) in cases {
