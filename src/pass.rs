@@ -4,12 +4,14 @@
 //! its stop signal as a parameter, so a graceful stop is testable.
 //!
 //! Memory stays flat in the size of the keyspace: the pass holds at most one
-//! SCAN reply and the batches cut from it.
+//! SCAN reply, a few batches waiting, and the batches in flight.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
+use futures_util::stream::FuturesOrdered;
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::watch;
@@ -24,6 +26,13 @@ use crate::scripts::Script;
 /// How many times one batch may meet NOSCRIPT (cache flushed, failover,
 /// restart) and reload before the pass gives up.
 const MAX_RELOADS_PER_BATCH: u64 = 3;
+
+/// Script calls in flight at once: two keep Redis busy (one running, one
+/// queued behind it) without piling work on it.
+const MAX_CALLS_IN_FLIGHT: usize = 2;
+
+/// Batches cut but not yet sent before the pass stops scanning ahead.
+const MAX_READY: usize = 2;
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -103,55 +112,71 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// The pass loop. Each turn sends the next SCAN and the ready batch's
-    /// script call together on the one connection, so Redis has the next
-    /// request queued while it works on the current one.
+    /// The pass loop, event-driven over one multiplexed connection: a SCAN
+    /// goes out as soon as the previous one answers, and each batch's script
+    /// call as soon as the batch is cut, without waiting for the call before
+    /// it. The SCAN is sent ahead of the calls, so its reply arrives while
+    /// Redis runs a script, and the next call is queued before that script
+    /// ends: Redis never waits for the job.
     async fn drive(&mut self) -> Result<Option<Stop>, Error> {
+        let script = self.script;
         let batch_size = self.options.batch_size;
         let mut cursor = Some(0u64);
+        let mut scanning = None;
+        let mut calls = FuturesOrdered::new();
         let mut building = Batch::with_capacity(batch_size);
         let mut ready = VecDeque::new();
-        let mut in_flight: Option<Batch> = None;
+        let mut stopped = None;
         loop {
-            // Scan further only when no batch is waiting: memory stays bounded.
-            let scan_at = cursor.filter(|_| ready.is_empty());
-            let (scanned, called) = tokio::join!(
-                optional(scan_at.map(|at| scan(
-                    self.conn.clone(),
-                    at,
-                    batch_size,
-                    self.scan_match.as_deref()
-                ))),
-                optional(in_flight.as_ref().map(|batch| call(
-                    self.conn.clone(),
-                    self.script,
-                    batch.command(self.script, &self.rules_arg)
-                ))),
-            );
-            if let (Some(result), Some(batch)) = (called, in_flight.take()) {
-                let (reply, reloads) = result?;
-                self.counts.script_reloads += reloads;
-                batch.tally(&reply, self.rules, &mut self.counts)?;
-            }
-            if let Some(stop) = self.stop_requested() {
-                return Ok(Some(stop));
-            }
-            if let Some(result) = scanned {
-                let (next, keys) = result?;
-                cursor = (next != 0).then_some(next);
-                self.counts.keys_scanned += keys.len() as u64;
-                for key in keys {
-                    self.add(key, &mut building, &mut ready);
+            if stopped.is_none() {
+                stopped = self.stop_requested();
+                if stopped.is_some() {
+                    // Finish the calls in flight; send nothing more.
+                    cursor = None;
+                    ready.clear();
+                    building = Batch::default();
                 }
             }
-            if cursor.is_none() && !building.is_empty() {
+            // Scan further only while few batches wait: memory stays bounded.
+            if scanning.is_none()
+                && ready.len() < MAX_READY
+                && let Some(at) = cursor
+            {
+                let pattern = self.scan_match.clone();
+                scanning = Some(Box::pin(scan(self.conn.clone(), at, batch_size, pattern)));
+            }
+            if cursor.is_none() && scanning.is_none() && !building.is_empty() {
                 ready.push_back(std::mem::take(&mut building));
             }
-            in_flight = ready.pop_front();
-            self.log_progress();
-            if cursor.is_none() && in_flight.is_none() {
-                return Ok(None);
+            while calls.len() < MAX_CALLS_IN_FLIGHT
+                && let Some(batch) = ready.pop_front()
+            {
+                let cmd = batch.command(script, &self.rules_arg);
+                calls.push_back(call(self.conn.clone(), script, cmd, batch));
             }
+            if scanning.is_none() && calls.is_empty() {
+                return Ok(stopped);
+            }
+            tokio::select! {
+                biased;
+                Some(result) = OptionFuture::from(scanning.as_mut()), if scanning.is_some() => {
+                    scanning = None;
+                    let (next, keys) = result?;
+                    if stopped.is_none() {
+                        cursor = (next != 0).then_some(next);
+                        self.counts.keys_scanned += keys.len() as u64;
+                        for key in keys {
+                            self.add(key, &mut building, &mut ready);
+                        }
+                    }
+                }
+                Some((batch, result)) = calls.next(), if !calls.is_empty() => {
+                    let (reply, reloads) = result?;
+                    self.counts.script_reloads += reloads;
+                    batch.tally(&reply, self.rules, &mut self.counts)?;
+                }
+            }
+            self.log_progress();
         }
     }
 
@@ -198,20 +223,12 @@ impl Pass<'_> {
     }
 }
 
-/// Awaits `future` when there is one.
-async fn optional<T>(future: Option<impl Future<Output = T>>) -> Option<T> {
-    match future {
-        Some(future) => Some(future.await),
-        None => None,
-    }
-}
-
 /// One SCAN step: the next cursor (0 at the end) and the keys it returned.
 async fn scan(
     mut conn: MultiplexedConnection,
     cursor: u64,
     count: usize,
-    pattern: Option<&[u8]>,
+    pattern: Option<Vec<u8>>,
 ) -> Result<(u64, Vec<Vec<u8>>), Error> {
     let mut cmd = redis::cmd("SCAN");
     cmd.arg(cursor);
@@ -228,6 +245,15 @@ async fn scan(
 /// resends the batch: redis-rs's own fallback cannot help here, since the call
 /// is pipelined with a SCAN. Returns the reply and how many reloads it took.
 async fn call(
+    conn: MultiplexedConnection,
+    script: &Script,
+    cmd: redis::Cmd,
+    batch: Batch,
+) -> (Batch, Result<(Vec<u8>, u64), Error>) {
+    (batch, call_with_reload(conn, script, cmd).await)
+}
+
+async fn call_with_reload(
     mut conn: MultiplexedConnection,
     script: &Script,
     cmd: redis::Cmd,
