@@ -10,7 +10,7 @@ use tracing::{Level, debug, enabled};
 use crate::error::Error;
 use crate::report::Counts;
 use crate::rules::{Action, Rules};
-use crate::scripts::Script;
+use crate::scripts::{Invoke, Script};
 
 /// The most distinct candidate sets one batch can carry: each key names its
 /// set in one byte of ARGV[3].
@@ -68,11 +68,12 @@ impl Batch {
         self.keys.is_empty()
     }
 
-    /// The EVALSHA (or EVALSHA_RO) that runs `script` on this batch.
-    /// `rules_arg` is [`rules_arg`] of the pass's rules.
-    pub fn command(&self, script: &Script, rules_arg: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd(script.command());
-        cmd.arg(&script.sha).arg(self.keys.len());
+    /// The call that runs `script` on this batch, naming the script `by` SHA
+    /// or by text. `rules_arg` is [`rules_arg`] of the pass's rules.
+    pub fn command(&self, script: &Script, by: Invoke, rules_arg: &str) -> redis::Cmd {
+        let (command, script_arg) = script.invocation(by);
+        let mut cmd = redis::cmd(command);
+        cmd.arg(script_arg).arg(self.keys.len());
         for key in &self.keys {
             cmd.arg(key.as_slice());
         }

@@ -7,6 +7,7 @@
 //! SCAN reply, a few batches waiting, and the batches in flight.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -21,11 +22,7 @@ use crate::batch::{self, Batch};
 use crate::error::Error;
 use crate::report::{Counts, Stop};
 use crate::rules::Rules;
-use crate::scripts::Script;
-
-/// How many times one batch may meet NOSCRIPT (cache flushed, failover,
-/// restart) and reload before the pass gives up.
-const MAX_RELOADS_PER_BATCH: u64 = 3;
+use crate::scripts::{Invoke, Script};
 
 /// Script calls in flight at once: two keep Redis busy (one running, one
 /// queued behind it) without piling work on it.
@@ -73,7 +70,7 @@ pub async fn run(
         rules,
         script,
         options,
-        rules_arg: batch::rules_arg(rules),
+        rules_arg: batch::rules_arg(rules).into(),
         scan_match: rules.scan_match(),
         counts: Counts::new(rules),
         started: Instant::now(),
@@ -103,7 +100,7 @@ struct Pass<'a> {
     rules: &'a Rules,
     script: &'a Script,
     options: &'a Options,
-    rules_arg: String,
+    rules_arg: Rc<str>,
     scan_match: Option<Vec<u8>>,
     counts: Counts,
     started: Instant,
@@ -151,8 +148,8 @@ impl Pass<'_> {
             while calls.len() < MAX_CALLS_IN_FLIGHT
                 && let Some(batch) = ready.pop_front()
             {
-                let cmd = batch.command(script, &self.rules_arg);
-                calls.push_back(call(self.conn.clone(), script, cmd, batch));
+                let rules_arg = Rc::clone(&self.rules_arg);
+                calls.push_back(call(self.conn.clone(), script, batch, rules_arg));
             }
             if scanning.is_none() && calls.is_empty() {
                 return Ok(stopped);
@@ -241,46 +238,44 @@ async fn scan(
         .map_err(|err| Error::from_redis("SCAN failed", &err))
 }
 
-/// Runs one batch's script call. On NOSCRIPT it loads the script again and
-/// resends the batch: redis-rs's own fallback cannot help here, since the call
-/// is pipelined with a SCAN. Returns the reply and how many reloads it took.
+/// Runs one batch's script call by SHA. On NOSCRIPT (cache flushed, restart,
+/// failover) it resends the batch with the script's text, which loads and
+/// runs it in one step: redis-rs's own fallback cannot help here, since the
+/// call is pipelined with a SCAN. Gives the batch back with the reply and how
+/// many times the script had to be sent again (0 or 1).
 async fn call(
-    conn: MultiplexedConnection,
-    script: &Script,
-    cmd: redis::Cmd,
-    batch: Batch,
-) -> (Batch, Result<(Vec<u8>, u64), Error>) {
-    (batch, call_with_reload(conn, script, cmd).await)
-}
-
-async fn call_with_reload(
     mut conn: MultiplexedConnection,
     script: &Script,
-    cmd: redis::Cmd,
-) -> Result<(Vec<u8>, u64), Error> {
-    let mut reloads = 0;
-    loop {
-        match cmd.query_async::<Vec<u8>>(&mut conn).await {
-            Ok(reply) => return Ok((reply, reloads)),
-            Err(err)
-                if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
-                    && reloads < MAX_RELOADS_PER_BATCH =>
-            {
-                warn!(
-                    sha = %script.sha,
-                    "the script is no longer in Redis's cache (flushed, restarted \
-                     or failed over); loading it again"
-                );
-                script.load(&mut conn).await?;
-                reloads += 1;
-            }
-            Err(err) => {
-                let context = format!("script {} {} failed", script.name, script.version);
-                return Err(match Error::from_redis(&context, &err) {
-                    Error::Redis(message) => Error::Script(message),
-                    other => other,
-                });
-            }
+    batch: Batch,
+    rules_arg: Rc<str>,
+) -> (Batch, Result<(Vec<u8>, u64), Error>) {
+    let by_sha = batch.command(script, Invoke::Sha, &rules_arg);
+    let result = match by_sha.query_async::<Vec<u8>>(&mut conn).await {
+        Ok(reply) => Ok((reply, 0)),
+        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            warn!(
+                sha = %script.sha,
+                "the script is no longer in Redis's cache (flushed, restarted \
+                 or failed over); sending it again"
+            );
+            let by_text = batch.command(script, Invoke::Text, &rules_arg);
+            by_text
+                .query_async::<Vec<u8>>(&mut conn)
+                .await
+                .map(|reply| (reply, 1))
+                .map_err(|err| script_error(script, &err))
         }
+        Err(err) => Err(script_error(script, &err)),
+    };
+    (batch, result)
+}
+
+/// A failed script call: connection and permission problems keep their kind,
+/// any other error reply is the script's.
+fn script_error(script: &Script, err: &redis::RedisError) -> Error {
+    let context = format!("script {} {} failed", script.name, script.version);
+    match Error::from_redis(&context, err) {
+        Error::Redis(message) => Error::Script(message),
+        other => other,
     }
 }

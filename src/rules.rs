@@ -297,13 +297,25 @@ impl RawRule {
         })?;
         let conditions = self.conditions(&name)?;
         let action = self.action(&name)?;
-        check_satisfiable(&name, &conditions, action).map_err(|m| (self.action.span(), m))?;
+        check_satisfiable(&name, &conditions, action)
+            .map_err(|(field, message)| (self.span_of(field), message))?;
         Ok(Rule {
             name,
             pattern,
             conditions,
             action,
         })
+    }
+
+    /// Where `field` is written, falling back to the rule's `action`.
+    fn span_of(&self, field: &str) -> std::ops::Range<usize> {
+        let span = |value: &Option<Spanned<String>>| value.as_ref().map(Spanned::span);
+        match field {
+            "ttl_below" => span(&self.ttl_below),
+            "ttl_above" => span(&self.ttl_above),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.action.span())
     }
 
     fn conditions(&self, name: &str) -> Result<Conditions, Invalid> {
@@ -403,25 +415,34 @@ fn duration(
 }
 
 /// Rejects rules whose conditions (with the action's implicit one) can never
-/// all hold: such a rule is always a mistake.
-fn check_satisfiable(name: &str, c: &Conditions, action: Action) -> Result<(), String> {
-    let never = |why: &str| Err(format!("rule {name:?} can never act: {why}"));
-    if c.no_ttl && (c.ttl_below.is_some() || c.ttl_above.is_some()) {
-        return never("no_ttl contradicts ttl_below/ttl_above");
+/// all hold: such a rule is always a mistake. The error names the field to
+/// point at.
+fn check_satisfiable(
+    name: &str,
+    c: &Conditions,
+    action: Action,
+) -> Result<(), (&'static str, String)> {
+    let never = |field, why: &str| Err((field, format!("rule {name:?} can never act: {why}")));
+    if c.no_ttl && c.ttl_below.is_some() {
+        return never("ttl_below", "no_ttl contradicts ttl_below");
+    }
+    if c.no_ttl && c.ttl_above.is_some() {
+        return never("ttl_above", "no_ttl contradicts ttl_above");
     }
     if c.ttl_below == Some(Duration::ZERO) {
-        return never("no TTL is below 0s");
+        return never("ttl_below", "no TTL is below 0s");
     }
     if let (Some(below), Some(above)) = (c.ttl_below, c.ttl_above)
         && above >= below
     {
-        return never("ttl_above must be less than ttl_below");
+        return never("ttl_above", "ttl_above must be less than ttl_below");
     }
     // An expire rule takes only keys whose TTL it would shorten.
     if let (Action::Expire(ttl), Some(below)) = (action, c.ttl_below)
         && below <= ttl
     {
         return never(
+            "ttl_below",
             "every key below ttl_below already expires sooner than ttl, \
              and expire never lengthens a TTL",
         );
@@ -534,6 +555,12 @@ mod tests {
         let text = "[[rule]]\nname = \"a\"\npattern = \"a*\"\naction = \"delete\"\ncolour = 1\n";
         assert!(error(text).starts_with("rules.toml:5: "), "{}", error(text));
         assert!(error(text).contains("colour"));
+    }
+
+    #[test]
+    fn a_contradiction_points_at_the_condition() {
+        let text = "[[rule]]\nname = \"r\"\npattern = \"a*\"\nno_ttl = true\nttl_below = \"1s\"\naction = \"delete\"\n";
+        assert!(error(text).starts_with("rules.toml:5: "), "{}", error(text));
     }
 
     #[test]

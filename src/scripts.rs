@@ -53,6 +53,16 @@ impl Dialect {
     }
 }
 
+/// How a call names its script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invoke {
+    /// By SHA: the usual, cheap way once the script is loaded.
+    Sha,
+    /// By sending the whole text: the fallback after NOSCRIPT, which loads
+    /// and runs in one step, so a cache flush cannot slip in between.
+    Text,
+}
+
 /// One loadable script text and its SHA-1.
 #[derive(Debug, Clone)]
 pub struct Script {
@@ -137,11 +147,16 @@ impl Script {
         Ok(())
     }
 
-    /// The command that runs it: EVALSHA_RO for a Redis 7 read-only variant.
-    pub fn command(&self) -> &'static str {
-        match (self.mode, self.dialect) {
-            (Mode::ReadOnly, Dialect::Redis7) => "EVALSHA_RO",
-            _ => "EVALSHA",
+    /// The command and its first argument that run the script: EVALSHA and
+    /// the SHA, or EVAL and the text (which also puts the script back into
+    /// Redis's cache). Read-only variants on Redis 7 use the `_RO` forms.
+    pub fn invocation(&self, by: Invoke) -> (&'static str, &str) {
+        let read_only = self.mode == Mode::ReadOnly && self.dialect == Dialect::Redis7;
+        match (by, read_only) {
+            (Invoke::Sha, false) => ("EVALSHA", &self.sha),
+            (Invoke::Sha, true) => ("EVALSHA_RO", &self.sha),
+            (Invoke::Text, false) => ("EVAL", &self.text),
+            (Invoke::Text, true) => ("EVAL_RO", &self.text),
         }
     }
 

@@ -1,0 +1,435 @@
+//! janitor-bench: starts a private redis-server, and for each repetition and
+//! each method (in alternating order) seeds a fresh keyspace, runs the method
+//! while measuring wall time, Redis main-thread CPU, a second client's PING
+//! latency and the job's peak RSS, checks the keyspace it left, and finally
+//! prints the table of medians and ratios to the server-side bound. Run it
+//! through `bench/run` (see bench/README.md).
+
+mod keyspace;
+mod measure;
+mod methods;
+mod server;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use keyspace::{Class, Expect, Mix};
+use measure::{Latency, Prober};
+use methods::{Acted, JobSetup, Method, Outcome};
+use server::Server;
+
+/// Benchmarks redis-janitor against the alternatives on a redis-server it
+/// starts itself (never the one on 6379).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Keys to seed for each run [default: 1000000; 20000 with --quick]
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Repetitions of every method [default: 5; 1 with --quick or --rss-scaling]
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Methods to run, comma-separated, in this order (reversed every other repetition)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "janitor,pipeline,bound,scan,naive")]
+    methods: Vec<Method>,
+    /// Run the slow naive method only in the first N repetitions [default: all]
+    #[arg(long)]
+    naive_reps: Option<usize>,
+    /// Smoke mode for CI: 20000 keys, 1 repetition; exits non-zero if any check fails
+    #[arg(long)]
+    quick: bool,
+    /// Extra arguments for `redis-janitor run`, split on whitespace (e.g. "--batch-size 500")
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    job_args: String,
+    /// Instead of the table: run the job alone at each of --rss-keys and compare its peak RSS
+    #[arg(long)]
+    rss_scaling: bool,
+    /// Keyspace sizes for --rss-scaling
+    #[arg(long, value_delimiter = ',', default_value = "1000000,5000000")]
+    rss_keys: Vec<u64>,
+    /// The redis-janitor binary [default: target/release/redis-janitor of this repository]
+    #[arg(long)]
+    job_bin: Option<PathBuf>,
+    /// The redis-server binary [default: $REDIS_SERVER_BIN, else redis-server]
+    #[arg(long)]
+    redis_server: Option<String>,
+    /// Kill the job if one run takes longer than this many seconds
+    #[arg(long, default_value_t = 600)]
+    job_timeout: u64,
+    /// Keep the temp dir (redis log, job logs) instead of deleting it
+    #[arg(long)]
+    keep_tmp: bool,
+}
+
+/// One measured run of one method.
+#[derive(Debug)]
+pub struct Run {
+    pub method: Method,
+    pub rep: usize,
+    pub keys: u64,
+    /// Wall time of the method, in seconds.
+    pub wall: f64,
+    /// Redis main-thread CPU seconds during the method.
+    pub cpu: f64,
+    pub latency: Latency,
+    pub rss_kib: Option<u64>,
+    /// Bytes the clients sent to / received from Redis (the PINGs excluded).
+    pub net_in: u64,
+    pub net_out: u64,
+    pub outcome: Outcome,
+    /// Everything found wrong: the run then counts as failed.
+    pub problems: Vec<String>,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match bench(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("FAILED: some runs did not leave the keyspace exactly right (see above)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The repository root, where the job is built.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Everything a run needs.
+struct Bench {
+    server: Server,
+    ctl: redis::Connection,
+    tmp: PathBuf,
+    job_bin: PathBuf,
+    job_args: Vec<String>,
+    job_timeout: Duration,
+}
+
+/// A temp dir removed on drop (unless kept).
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep {
+            eprintln!("kept {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn bench(args: Args) -> Result<bool, String> {
+    let keys = args.keys.unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+    let reps = args
+        .reps
+        .unwrap_or(if args.quick || args.rss_scaling { 1 } else { 5 });
+    let naive_reps = args.naive_reps.unwrap_or(reps).min(reps);
+    let job_bin = args
+        .job_bin
+        .clone()
+        .unwrap_or_else(|| repo_root().join("target/release/redis-janitor"));
+    if !job_bin.exists() {
+        return Err(format!(
+            "no job binary at {} (build it: cargo build --release, or use bench/run)",
+            job_bin.display()
+        ));
+    }
+    let redis_bin = args
+        .redis_server
+        .clone()
+        .or_else(|| std::env::var("REDIS_SERVER_BIN").ok())
+        .unwrap_or_else(|| "redis-server".into());
+    let mut methods = Vec::new();
+    for m in &args.methods {
+        if !methods.contains(m) {
+            methods.push(*m);
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = TempDir {
+        path: std::env::temp_dir().join(format!("janitor-bench-{}-{nanos}", std::process::id())),
+        keep: args.keep_tmp,
+    };
+    std::fs::create_dir_all(&tmp.path).map_err(|e| format!("create {}: {e}", tmp.path.display()))?;
+    let server = Server::start(&redis_bin, &tmp.path)?;
+    let ctl = server.connect().map_err(|e| format!("connect: {e}"))?;
+    let mut bench = Bench {
+        server,
+        ctl,
+        tmp: tmp.path.clone(),
+        job_bin,
+        job_args: args.job_args.split_whitespace().map(String::from).collect(),
+        job_timeout: Duration::from_secs(args.job_timeout),
+    };
+    let header = header(&mut bench, &args, keys, reps, naive_reps, &methods);
+    println!("{header}");
+    let started = Instant::now();
+    let ok = if args.rss_scaling {
+        let mut runs = Vec::new();
+        for &n in &args.rss_keys {
+            for rep in 0..reps {
+                runs.push(bench.run_one(Method::Janitor, rep, n)?);
+            }
+        }
+        println!("{}", table::rss_scaling(&runs, &args.rss_keys));
+        runs.iter().all(Run::ok)
+    } else {
+        let mut runs = Vec::new();
+        for rep in 0..reps {
+            let mut order: Vec<Method> = methods
+                .iter()
+                .copied()
+                .filter(|&m| m != Method::Naive || rep < naive_reps)
+                .collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for method in order {
+                runs.push(bench.run_one(method, rep, keys)?);
+            }
+        }
+        println!("{}", table::main_table(&runs, &methods, keys));
+        println!("{}", table::runs_list(&runs));
+        runs.iter().all(Run::ok)
+    };
+    println!(
+        "total benchmark time: {:.0} s (seeding and checks included)",
+        started.elapsed().as_secs_f64()
+    );
+    if ok {
+        println!("all final keyspace checks passed");
+    }
+    Ok(ok)
+}
+
+impl Bench {
+    /// Flushes, seeds, runs `method` under measurement, and checks the result.
+    fn run_one(&mut self, method: Method, rep: usize, keys: u64) -> Result<Run, String> {
+        let mix = Mix::new(keys);
+        redis::cmd("FLUSHALL")
+            .arg("SYNC")
+            .query::<()>(&mut self.ctl)
+            .map_err(|e| format!("FLUSHALL: {e}"))?;
+        let seeded = Instant::now();
+        keyspace::seed(self.server.port(), &mix)?;
+        let seed_secs = seeded.elapsed().as_secs_f64();
+        let dbsize: u64 = redis::cmd("DBSIZE")
+            .query(&mut self.ctl)
+            .map_err(|e| format!("DBSIZE: {e}"))?;
+        if dbsize != keys {
+            return Err(format!("seeded {keys} keys but DBSIZE says {dbsize}"));
+        }
+        server::settle(&mut self.ctl);
+
+        let mut conn = self.server.connect().map_err(|e| format!("connect: {e}"))?;
+        let log = self
+            .tmp
+            .join(format!("job-{}-{keys}-rep{}.log", method.name(), rep + 1));
+        let job = JobSetup {
+            bin: &self.job_bin,
+            url: self.server.url(),
+            args: &self.job_args,
+            log: &log,
+            timeout: self.job_timeout,
+        };
+        let counters = |ctl: &mut redis::Connection| {
+            server::counters(ctl).map_err(|e| format!("INFO: {e}"))
+        };
+        let before = counters(&mut self.ctl)?;
+        let prober = Prober::start(&self.server)?;
+        let started = Instant::now();
+        let result = methods::run(method, &mut conn, &job);
+        let wall = started.elapsed().as_secs_f64();
+        let latency = prober.finish();
+        self.server.alive()?;
+        let after = counters(&mut self.ctl)?;
+        drop(conn);
+
+        let mut problems = Vec::new();
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                problems.push(e);
+                Outcome::default()
+            }
+        };
+        problems.extend(outcome.problems.iter().cloned());
+        let latency = latency.unwrap_or_else(|e| {
+            problems.push(e);
+            Latency::default()
+        });
+        if method.cleans() {
+            check_counts(&outcome.acted, &mix, seeded, &mut problems);
+        }
+        let expect = if method.cleans() {
+            Expect::Cleaned
+        } else {
+            Expect::Unchanged
+        };
+        problems.extend(keyspace::verify(&mut self.ctl, &mix, expect, seeded, started)?);
+        if method == Method::Janitor && !problems.is_empty() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            problems.push(format!(
+                "the job's log ({}), last lines:\n{}",
+                log.display(),
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        // The prober's own traffic: "*1\r\n$4\r\nPING\r\n" in, "+PONG\r\n" out.
+        let pings = latency.count + 1;
+        let run = Run {
+            method,
+            rep,
+            keys,
+            wall,
+            cpu: after.cpu_main - before.cpu_main,
+            latency,
+            rss_kib: outcome.rss_kib,
+            net_in: after.net_in.saturating_sub(before.net_in + 14 * pings),
+            net_out: after.net_out.saturating_sub(before.net_out + 7 * pings),
+            outcome,
+            problems,
+        };
+        eprintln!("{}", table::run_line(&run, seed_secs));
+        if !run.outcome.detail.is_empty() {
+            eprintln!("    {}", run.outcome.detail);
+        }
+        for problem in &run.problems {
+            eprintln!("    CHECK FAILED: {problem}");
+        }
+        Ok(run)
+    }
+}
+
+/// Compares what a method says it did with what the rules must do to `mix`.
+fn check_counts(acted: &Acted, mix: &Mix, seeded: Instant, problems: &mut Vec<String>) {
+    let want = Acted {
+        expired: mix.count(Class::NoTtl),
+        deleted_cache: mix.count(Class::Short),
+        deleted_temp: mix.count(Class::Temp),
+    };
+    // A slow run may find some 30 s keys already expired by themselves.
+    let short_ok = if keyspace::short_keys_may_expire(seeded) {
+        acted.deleted_cache <= want.deleted_cache
+    } else {
+        acted.deleted_cache == want.deleted_cache
+    };
+    if acted.expired != want.expired || acted.deleted_temp != want.deleted_temp || !short_ok {
+        problems.push(format!(
+            "counts: gave a TTL to {}, deleted {} cache and {} temp keys; expected {}, {}, {}",
+            acted.expired,
+            acted.deleted_cache,
+            acted.deleted_temp,
+            want.expired,
+            want.deleted_cache,
+            want.deleted_temp
+        ));
+    }
+}
+
+/// The machine, the versions and the exact command, printed above the table.
+fn header(
+    bench: &mut Bench,
+    args: &Args,
+    keys: u64,
+    reps: usize,
+    naive_reps: usize,
+    methods: &[Method],
+) -> String {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let redis_version = server::info(&mut bench.ctl, "server")
+        .ok()
+        .and_then(|m| m.get("redis_version").cloned())
+        .unwrap_or_else(|| "unknown".into());
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo_root())
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--", "src", "lua", "Cargo.toml", "Cargo.lock"])
+        .is_some_and(|s| !s.is_empty());
+    let command = std::env::var("JANITOR_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::env::args().collect::<Vec<_>>().join(" ")
+    });
+    let mut h = String::new();
+    h.push_str(&format!(
+        "machine: {nproc} CPUs ({cpu_model}), {mem_gib:.0} GiB, Linux {}\n",
+        kernel.trim()
+    ));
+    h.push_str(&format!(
+        "redis:   {redis_version} on 127.0.0.1:{} (--save \"\" --appendonly no --busy-reply-threshold 0)\n",
+        bench.server.port()
+    ));
+    h.push_str(&format!(
+        "job:     {} at commit {rev}{}\n",
+        bench.job_bin.display(),
+        if dirty { " + uncommitted changes" } else { "" }
+    ));
+    h.push_str(&format!("command: {command}\n"));
+    if args.rss_scaling {
+        h.push_str(&format!(
+            "mode:    RSS scaling: the job alone at {:?} keys, {reps} run(s) each",
+            args.rss_keys
+        ));
+    } else {
+        h.push_str(&format!(
+            "mode:    {keys} keys, {reps} repetition(s) (naive in {naive_reps}), methods {}, order reversed every other repetition",
+            methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !bench.job_args.is_empty() {
+        h.push_str(&format!("\njob args: {}", bench.job_args.join(" ")));
+    }
+    h
+}

@@ -1,0 +1,348 @@
+//! The five ways of cleaning the keyspace that the benchmark compares, each
+//! applying the built-in rules (cache keys without TTL: PEXPIRE 1 h; cache
+//! keys with a TTL under 60 s: UNLINK; `temp:*`: UNLINK): the job itself, a
+//! careful client-side pipeline, the server-side bound (one EVAL looping
+//! SCAN), the bare SCAN floor, and the usual KEYS-and-a-loop script.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::keyspace::EXPIRE_TO_MS;
+use crate::measure::run_child;
+
+/// SCAN COUNT of the pipeline, the bound and the bare SCAN.
+const SCAN_COUNT: u64 = 1000;
+/// The built-in rules' threshold: cache keys due in less than this are deleted.
+const BELOW_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// `redis-janitor run` (release build), default settings plus --job-args.
+    Janitor,
+    /// Client-side pipeline: SCAN 1000, pipelined PTTL, pipelined UNLINK/PEXPIRE.
+    Pipeline,
+    /// Server-side bound: one EVAL whose Lua loops SCAN 1000 over the keyspace.
+    Bound,
+    /// Bare SCAN COUNT 1000 loop, no work: the floor for enumerating.
+    Scan,
+    /// The usual script: KEYS, then one TTL and one EXPIRE/DEL round trip per key.
+    Naive,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Janitor,
+        Method::Pipeline,
+        Method::Bound,
+        Method::Scan,
+        Method::Naive,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Janitor => "janitor",
+            Method::Pipeline => "pipeline",
+            Method::Bound => "bound",
+            Method::Scan => "scan",
+            Method::Naive => "naive",
+        }
+    }
+
+    /// Whether it applies the rules (the bare SCAN changes nothing).
+    pub fn cleans(self) -> bool {
+        self != Method::Scan
+    }
+}
+
+/// What a method did, in the terms of the built-in rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Acted {
+    /// Cache keys without TTL that got one (rule cache-missing-ttl).
+    pub expired: u64,
+    /// Cache keys due within 60 s that were deleted (rule cache-expiring-soon).
+    pub deleted_cache: u64,
+    /// `temp:*` keys deleted (rule temp).
+    pub deleted_temp: u64,
+}
+
+/// The result of one method run, besides its timing.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Keys the method enumerated (SCAN may return a key twice).
+    pub scanned: u64,
+    /// What it did.
+    pub acted: Acted,
+    /// Peak RSS of the job process, in KiB.
+    pub rss_kib: Option<u64>,
+    /// A line of method-specific facts (the job's report).
+    pub detail: String,
+    /// What went wrong, if anything (the run is then marked failed).
+    pub problems: Vec<String>,
+}
+
+/// What the job method needs besides a connection.
+pub struct JobSetup<'a> {
+    pub bin: &'a Path,
+    pub url: String,
+    pub args: &'a [String],
+    /// Where its stderr (logs) goes.
+    pub log: &'a Path,
+    pub timeout: Duration,
+}
+
+/// Runs `method` once. `conn` is opened before the clock starts; the job opens
+/// its own connection (its start-up is part of its wall time).
+pub fn run(method: Method, conn: &mut redis::Connection, job: &JobSetup) -> Result<Outcome, String> {
+    match method {
+        Method::Janitor => janitor(job),
+        Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
+        Method::Bound => bound(conn).map_err(|e| format!("bound: {e}")),
+        Method::Scan => scan(conn).map_err(|e| format!("scan: {e}")),
+        Method::Naive => naive(conn).map_err(|e| format!("naive: {e}")),
+    }
+}
+
+/// Job environment variables that would override the command line's defaults.
+const JOB_ENV: [&str; 12] = [
+    "REDIS_URL",
+    "REDIS_HOST",
+    "REDIS_PASSWORD_FILE",
+    "REDIS_TLS_CA_FILE",
+    "JANITOR_RULES",
+    "JANITOR_DRY_RUN",
+    "JANITOR_BATCH_SIZE",
+    "JANITOR_MAX_RUNTIME",
+    "JANITOR_TIMEOUT",
+    "JANITOR_PROGRESS_INTERVAL",
+    "JANITOR_LOG_FORMAT",
+    "JANITOR_OUTPUT",
+];
+
+fn janitor(job: &JobSetup) -> Result<Outcome, String> {
+    let log = File::create(job.log).map_err(|e| format!("create {}: {e}", job.log.display()))?;
+    let mut cmd = Command::new(job.bin);
+    cmd.args(["run", "--url", &job.url, "--output", "json"])
+        .args(job.args)
+        .stderr(log);
+    for var in JOB_ENV {
+        cmd.env_remove(var);
+    }
+    let child = run_child(cmd, job.timeout)?;
+    let mut out = Outcome {
+        rss_kib: Some(child.max_rss_kib),
+        ..Outcome::default()
+    };
+    if child.timed_out {
+        out.problems
+            .push(format!("the job ran longer than {:?} and was killed", job.timeout));
+    }
+    match (child.code, child.signal) {
+        (Some(0), _) => {}
+        (Some(code), _) => out.problems.push(format!("the job exited {code}")),
+        (None, Some(sig)) => out.problems.push(format!("the job died of signal {sig}")),
+        (None, None) => out.problems.push("the job ended oddly".into()),
+    }
+    let report: Json = match serde_json::from_str(child.stdout.trim()) {
+        Ok(report) => report,
+        Err(e) => {
+            out.problems.push(format!(
+                "the job's stdout is not one JSON object ({e}): {:?}",
+                child.stdout.chars().take(300).collect::<String>()
+            ));
+            return Ok(out);
+        }
+    };
+    if report["complete"] != Json::Bool(true) {
+        out.problems.push("the report says complete: false".into());
+    }
+    if !report["error"].is_null() {
+        out.problems.push(format!("the report has an error: {}", report["error"]));
+    }
+    let rule = |name: &str| -> Option<u64> {
+        report["rules"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)?["keys"]
+            .as_u64()
+    };
+    match (rule("cache-missing-ttl"), rule("cache-expiring-soon"), rule("temp")) {
+        (Some(expired), Some(deleted_cache), Some(deleted_temp)) => {
+            out.acted = Acted {
+                expired,
+                deleted_cache,
+                deleted_temp,
+            }
+        }
+        _ => out.problems.push(format!(
+            "the report lacks the built-in rules' counts: {}",
+            report["rules"]
+        )),
+    }
+    let n = |k: &str| report[k].as_u64().unwrap_or(0);
+    out.scanned = n("keys_scanned");
+    out.detail = format!(
+        "report: scanned {} matched {} batches {} unchanged {} vanished {} reloads {} duration {:.3}s script {}",
+        n("keys_scanned"),
+        n("keys_matched"),
+        n("batches"),
+        n("unchanged"),
+        n("vanished"),
+        n("script_reloads"),
+        report["duration_seconds"].as_f64().unwrap_or(f64::NAN),
+        report["script"]["version"].as_str().unwrap_or("?"),
+    );
+    Ok(out)
+}
+
+/// One SCAN step.
+fn scan_step(conn: &mut redis::Connection, cursor: u64) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .query(conn)
+}
+
+/// The careful client-side pipeline: per SCAN batch, one pipeline of PTTL for
+/// the cache keys, then one pipeline of UNLINK / PEXPIRE: three round trips.
+fn pipeline(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
+    let mut out = Outcome::default();
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = scan_step(conn, cursor)?;
+        out.scanned += keys.len() as u64;
+        let cache: Vec<&Vec<u8>> = keys.iter().filter(|k| k.starts_with(b"cache:")).collect();
+        let pttls: Vec<i64> = if cache.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for key in &cache {
+                pipe.cmd("PTTL").arg(key.as_slice());
+            }
+            pipe.query(conn)?
+        };
+        let mut writes = redis::pipe();
+        let mut any = false;
+        for key in keys.iter().filter(|k| k.starts_with(b"temp:")) {
+            writes.cmd("UNLINK").arg(key.as_slice()).ignore();
+            out.acted.deleted_temp += 1;
+            any = true;
+        }
+        for (key, pttl) in cache.iter().zip(pttls) {
+            if pttl == -1 {
+                writes
+                    .cmd("PEXPIRE")
+                    .arg(key.as_slice())
+                    .arg(EXPIRE_TO_MS)
+                    .ignore();
+                out.acted.expired += 1;
+                any = true;
+            } else if (0..BELOW_MS).contains(&pttl) {
+                writes.cmd("UNLINK").arg(key.as_slice()).ignore();
+                out.acted.deleted_cache += 1;
+                any = true;
+            }
+        }
+        if any {
+            writes.query::<()>(conn)?;
+        }
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// The server-side bound: the whole pass in one script, no network at all.
+const BOUND_LUA: &str = r#"
+local cursor, scanned, expired, del_cache, del_temp = '0', 0, 0, 0, 0
+local expire_to, below = tonumber(ARGV[1]), tonumber(ARGV[2])
+repeat
+  local reply = redis.call('SCAN', cursor, 'COUNT', ARGV[3])
+  cursor = reply[1]
+  local keys = reply[2]
+  scanned = scanned + #keys
+  for i = 1, #keys do
+    local key = keys[i]
+    if string.sub(key, 1, 6) == 'cache:' then
+      local pttl = redis.call('PTTL', key)
+      if pttl == -1 then
+        redis.call('PEXPIRE', key, expire_to)
+        expired = expired + 1
+      elseif pttl >= 0 and pttl < below then
+        redis.call('UNLINK', key)
+        del_cache = del_cache + 1
+      end
+    elseif string.sub(key, 1, 5) == 'temp:' then
+      redis.call('UNLINK', key)
+      del_temp = del_temp + 1
+    end
+  end
+until cursor == '0'
+return {scanned, expired, del_cache, del_temp}
+"#;
+
+fn bound(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
+    // The connection's reply timeout (server.rs) is long enough for this call.
+    let (scanned, expired, deleted_cache, deleted_temp): (u64, u64, u64, u64) = redis::cmd("EVAL")
+        .arg(BOUND_LUA)
+        .arg(0)
+        .arg(EXPIRE_TO_MS)
+        .arg(BELOW_MS)
+        .arg(SCAN_COUNT)
+        .query(conn)?;
+    Ok(Outcome {
+        scanned,
+        acted: Acted {
+            expired,
+            deleted_cache,
+            deleted_temp,
+        },
+        ..Outcome::default()
+    })
+}
+
+fn scan(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
+    let mut out = Outcome::default();
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = scan_step(conn, cursor)?;
+        out.scanned += keys.len() as u64;
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
+}
+
+/// The usual script: KEYS for each pattern, then per key one TTL and one
+/// EXPIRE or DEL round trip (`temp:*` keys need no TTL: one DEL each).
+fn naive(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
+    let mut out = Outcome::default();
+    let cache: Vec<Vec<u8>> = redis::cmd("KEYS").arg("cache:*").query(conn)?;
+    out.scanned += cache.len() as u64;
+    for key in &cache {
+        let ttl: i64 = redis::cmd("TTL").arg(key.as_slice()).query(conn)?;
+        if ttl == -1 {
+            redis::cmd("EXPIRE")
+                .arg(key.as_slice())
+                .arg(EXPIRE_TO_MS / 1000)
+                .query::<()>(conn)?;
+            out.acted.expired += 1;
+        } else if ttl >= 0 && ttl * 1000 < BELOW_MS {
+            redis::cmd("DEL").arg(key.as_slice()).query::<()>(conn)?;
+            out.acted.deleted_cache += 1;
+        }
+    }
+    let temp: Vec<Vec<u8>> = redis::cmd("KEYS").arg("temp:*").query(conn)?;
+    out.scanned += temp.len() as u64;
+    for key in &temp {
+        redis::cmd("DEL").arg(key.as_slice()).query::<()>(conn)?;
+        out.acted.deleted_temp += 1;
+    }
+    Ok(out)
+}

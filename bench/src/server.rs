@@ -1,0 +1,200 @@
+//! The benchmark's own `redis-server`: started on a free loopback port in a
+//! temp dir (`--save "" --appendonly no`), killed when dropped and, through
+//! PR_SET_PDEATHSIG, when the benchmark dies. Also reads the INFO counters
+//! the benchmark compares before and after each run. Never touches 6379.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a fresh server may take to answer its first PING.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A private redis-server process.
+pub struct Server {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+/// The INFO counters read around each run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    /// Main thread CPU seconds, user + system.
+    pub cpu_main: f64,
+    /// Commands the server has processed.
+    pub commands: u64,
+    /// Bytes read from clients.
+    pub net_in: u64,
+    /// Bytes written to clients.
+    pub net_out: u64,
+}
+
+impl Server {
+    /// Starts `bin` in `dir`, retrying on another port if one is raced away.
+    pub fn start(bin: &str, dir: &Path) -> Result<Server, String> {
+        for attempt in 0..10 {
+            let port = free_port()?;
+            let log = dir.join(format!("redis-{attempt}.log"));
+            let mut cmd = Command::new(bin);
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir)
+                .arg("--logfile")
+                .arg(&log)
+                .args(["--enable-debug-command", "yes"])
+                // A script that runs long (the server-side bound) blocks other
+                // clients instead of answering them BUSY: the PING client then
+                // measures the whole block, and the bound is not slowed down.
+                .args(["--busy-reply-threshold", "0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut cmd);
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot run `{bin}`: {e} (install it: apt-get install redis-server)"))?;
+            let mut server = Server { child, port, log };
+            let deadline = Instant::now() + READY_TIMEOUT;
+            loop {
+                if let Ok(Some(status)) = server.child.try_wait() {
+                    let log = server.log_tail();
+                    if log.contains("Address already in use") {
+                        break;
+                    }
+                    return Err(format!("redis-server exited early ({status}); its log:\n{log}"));
+                }
+                if server.connect().is_ok_and(|mut c| {
+                    redis::cmd("PING").query::<String>(&mut c).is_ok()
+                }) {
+                    return Ok(server);
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "redis-server not ready after {READY_TIMEOUT:?}; its log:\n{}",
+                        server.log_tail()
+                    ));
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Err("could not start redis-server on a free port after 10 attempts".into())
+    }
+
+    /// The URL the job and the methods connect to.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A new connection with a generous reply timeout (the server-side bound
+    /// blocks the server for seconds).
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        conn.set_read_timeout(Some(Duration::from_secs(900)))?;
+        conn.set_write_timeout(Some(Duration::from_secs(60)))?;
+        Ok(conn)
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Fails when the server process has exited.
+    pub fn alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "redis-server died ({status}); its log:\n{}",
+                self.log_tail()
+            )),
+            Err(e) => Err(format!("cannot check redis-server: {e}")),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes the child get SIGKILL when the benchmark dies, so no redis-server is
+/// left behind by a crash or a `kill -9` of the benchmark.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("local_addr: {e}"))
+}
+
+/// One INFO section as a map of its `field:value` lines.
+pub fn info(conn: &mut redis::Connection, section: &str) -> redis::RedisResult<HashMap<String, String>> {
+    let text: String = redis::cmd("INFO").arg(section).query(conn)?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// The counters compared around a run.
+pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
+    let cpu = info(conn, "cpu")?;
+    let stats = info(conn, "stats")?;
+    let f = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
+    // Redis < 6.2 has no per-thread figures: fall back to the process's.
+    let cpu_main = match (
+        f(&cpu, "used_cpu_user_main_thread"),
+        f(&cpu, "used_cpu_sys_main_thread"),
+    ) {
+        (Some(u), Some(s)) => u + s,
+        _ => f(&cpu, "used_cpu_user").unwrap_or(0.0) + f(&cpu, "used_cpu_sys").unwrap_or(0.0),
+    };
+    let u = |k: &str| f(&stats, k).unwrap_or(0.0) as u64;
+    Ok(Counters {
+        cpu_main,
+        commands: u("total_commands_processed"),
+        net_in: u("total_net_input_bytes"),
+        net_out: u("total_net_output_bytes"),
+    })
+}
+
+/// Waits (up to 3 s) until the main dict is not rehashing, so that every run
+/// starts from the same table layout. Needs the DEBUG command; skipped when
+/// the server refuses it.
+pub fn settle(conn: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match redis::cmd("DEBUG").arg("HTSTATS").arg(0).query::<String>(conn) {
+            Ok(stats) if stats.contains("rehashing") => thread::sleep(Duration::from_millis(10)),
+            _ => return,
+        }
+    }
+}

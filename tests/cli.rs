@@ -1,0 +1,175 @@
+//! The command line itself: `--help`, usage errors (exit 2 before any
+//! connection), and `scripts`, whose SHA-1s must be the ones a real run loads
+//! into Redis.
+
+use crate::support::*;
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = janitor().arg("--help").run();
+    out.assert_code(0);
+    for sub in ["run", "check", "scripts"] {
+        assert!(
+            out.stdout.contains(sub),
+            "--help lacks {sub}\n{}",
+            out.dump()
+        );
+    }
+}
+
+#[test]
+fn run_help_lists_every_flag() {
+    let out = janitor().args(["run", "--help"]).run();
+    out.assert_code(0);
+    for flag in [
+        "--url",
+        "--password-file",
+        "--rules",
+        "--dry-run",
+        "--batch-size",
+        "--max-runtime",
+        "--timeout",
+        "--log-format",
+        "--output",
+    ] {
+        assert!(
+            out.stdout.contains(flag),
+            "run --help lacks {flag}\n{}",
+            out.dump()
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_without_connecting() {
+    // Nothing listens here: had the binary tried to connect it would exit 1.
+    let url = dead_url();
+    let cases: &[&[&str]] = &[
+        &["run", "--bogus"],
+        &["frobnicate"],
+        &[],
+        &["run", "--batch-size", "abc"],
+        &["run", "--batch-size", "0"],
+        &["run", "--batch-size", "-5"],
+        &["run", "--max-runtime", "forever"],
+        &["run", "--timeout", "soon"],
+        &["run", "--output", "yaml"],
+        &["run", "--log-format", "xml"],
+    ];
+    let mut failures = Vec::new();
+    for args in cases {
+        let out = janitor().args(*args).env("REDIS_URL", &url).run();
+        if out.code != 2 {
+            failures.push(format!("{args:?}: {}", out.dump()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not exit 2:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn bad_values_in_env_vars_exit_2_without_connecting() {
+    let url = dead_url();
+    let cases = [
+        ("JANITOR_BATCH_SIZE", "abc"),
+        ("JANITOR_MAX_RUNTIME", "forever"),
+        ("JANITOR_OUTPUT", "yaml"),
+        ("JANITOR_LOG_FORMAT", "xml"),
+    ];
+    let mut failures = Vec::new();
+    for (k, v) in cases {
+        let out = janitor().arg("run").env("REDIS_URL", &url).env(k, v).run();
+        if out.code != 2 {
+            failures.push(format!("{k}={v}: {}", out.dump()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not exit 2:\n{}",
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn a_malformed_url_is_a_usage_error() {
+    let out = janitor().args(["run", "--url", "not a url"]).run();
+    // A URL that cannot be parsed is bad usage, found before connecting.
+    out.assert_code(2);
+}
+
+/// `(line, sha)` for every line of `scripts` output with a 40-hex token.
+fn script_lines(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split(|c: char| !c.is_ascii_hexdigit())
+                .find(|w| is_sha1(w))
+                .map(|sha| (l.to_string(), sha.to_ascii_lowercase()))
+        })
+        .collect()
+}
+
+#[test]
+fn scripts_lists_each_script_with_a_sha1_and_touches_no_redis() {
+    let out = janitor().arg("scripts").env("REDIS_URL", dead_url()).run();
+    out.assert_code(0);
+    let lines = script_lines(&out.stdout);
+    assert!(
+        !lines.is_empty(),
+        "no SHA-1 in `scripts` output\n{}",
+        out.dump()
+    );
+    let non_empty = out.stdout.lines().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(
+        non_empty,
+        lines.len(),
+        "every line of `scripts` should be one script with its SHA\n{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn the_sha_from_scripts_and_the_report_is_loaded_after_a_run() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed(&mut con, b"temp:1", "string", None);
+
+    let listed = janitor().arg("scripts").run();
+    listed.assert_code(0);
+    let lines = script_lines(&listed.stdout);
+
+    let out = run_json(&server.url()).run();
+    out.assert_code(0);
+    let report = out.report();
+    let sha = report["script"]["sha"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let name = report["script"]["name"].as_str().unwrap();
+    let version = report["script"]["version"].as_str().unwrap();
+
+    let (line, _) = lines.iter().find(|(_, s)| *s == sha).unwrap_or_else(|| {
+        panic!(
+            "report's script sha {sha} not listed by `scripts`:\n{}",
+            listed.stdout
+        )
+    });
+    assert!(
+        line.contains(name) && line.contains(version),
+        "`scripts` line for {sha} lacks name {name:?} / version {version:?}: {line:?}"
+    );
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        exists,
+        vec![1],
+        "SCRIPT EXISTS {sha} is false after a run: the listed SHA is not what Redis computed"
+    );
+    assert_eq!(dbsize(&mut con), 0);
+}

@@ -1,0 +1,366 @@
+//! Rules files: `check` accepts good files and the built-in default and
+//! prints the effective rules; every kind of bad file is refused with exit 2
+//! and one stderr line naming `path:line`, before any connection to Redis,
+//! and a `run` with a bad file touches nothing.
+
+use std::path::Path;
+
+use crate::support::*;
+
+const GOOD: &str = r#"# a comment
+[[rule]]
+name = "sessions"
+pattern = "sess:*"
+ttl_above = "2h"
+action = "expire"
+ttl = "30m"
+
+[[rule]]
+name = "old-hashes"
+pattern = "h:[ab]?:*"
+type = "hash"
+idle_above = "1d"
+action = "delete"
+
+[[rule]]
+name = "queues"
+pattern = "q\\*literal"
+no_ttl = true
+action = "expire"
+ttl = "4m30s"
+"#;
+
+#[test]
+fn check_accepts_a_good_file_and_prints_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_rules(dir.path(), GOOD);
+    let out = janitor().args(["check", "--rules"]).arg(&path).run();
+    out.assert_code(0);
+    for needle in ["sessions", "sess:*", "old-hashes", "h:[ab]?:*", "queues"] {
+        assert!(
+            out.stdout.contains(needle),
+            "check output lacks {needle:?}\n{}",
+            out.dump()
+        );
+    }
+    // Rule order is file order.
+    let pos = |s: &str| out.stdout.find(s).unwrap();
+    assert!(pos("sessions") < pos("old-hashes") && pos("old-hashes") < pos("queues"));
+}
+
+#[test]
+fn check_without_rules_prints_the_built_in_default() {
+    let out = janitor().arg("check").run();
+    out.assert_code(0);
+    for needle in [
+        "cache-missing-ttl",
+        "cache-expiring-soon",
+        "temp",
+        "cache:*",
+        "temp:*",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "default rules output lacks {needle:?}\n{}",
+            out.dump()
+        );
+    }
+    let pos = |s: &str| out.stdout.find(s).unwrap();
+    assert!(pos("cache-missing-ttl") < pos("cache-expiring-soon"));
+}
+
+#[test]
+fn check_reads_the_rules_path_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_rules(dir.path(), GOOD);
+    let out = janitor().arg("check").env("JANITOR_RULES", &path).run();
+    out.assert_code(0);
+    assert!(out.stdout.contains("old-hashes"), "{}", out.dump());
+}
+
+#[test]
+fn check_touches_no_redis() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let conns = total_connections(&mut con);
+    let out = janitor().arg("check").env("REDIS_URL", server.url()).run();
+    out.assert_code(0);
+    assert_eq!(
+        total_connections(&mut con),
+        conns,
+        "`check` connected to Redis"
+    );
+}
+
+/// A bad rules file: its text, and the line numbers a message may name
+/// (the offending key's line or its `[[rule]]` header; for a rule whose
+/// conditions contradict each other, any line of that rule); `None` when no
+/// line applies (then only the path is required).
+struct Bad {
+    what: &'static str,
+    toml: &'static str,
+    lines: Option<&'static [usize]>,
+}
+
+const BAD: &[Bad] = &[
+    Bad {
+        what: "toml syntax error",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\naction = \"delete\"\n",
+        lines: Some(&[3]),
+    },
+    Bad {
+        what: "unknown key",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\ncolour = \"blue\"\n",
+        lines: Some(&[5]),
+    },
+    Bad {
+        what: "unknown top-level key",
+        toml: "ruls = 1\n[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n",
+        lines: Some(&[1]),
+    },
+    Bad {
+        what: "empty rule list",
+        toml: "# nothing here\n",
+        lines: None,
+    },
+    Bad {
+        what: "duplicate names",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
+               [[rule]]\nname = \"a\"\npattern = \"b:*\"\naction = \"delete\"\n",
+        lines: Some(&[6, 7]),
+    },
+    Bad {
+        what: "empty glob",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"\"\naction = \"delete\"\n",
+        lines: Some(&[1, 3]),
+    },
+    Bad {
+        what: "unclosed [ in glob",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:[bc\"\naction = \"delete\"\n",
+        lines: Some(&[1, 3]),
+    },
+    Bad {
+        what: "trailing backslash in glob",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:\\\\\"\naction = \"delete\"\n",
+        lines: Some(&[1, 3]),
+    },
+    Bad {
+        what: "expire without ttl",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"expire\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "ttl on a delete",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\nttl = \"1h\"\n",
+        lines: Some(&[1, 4, 5]),
+    },
+    Bad {
+        what: "unknown action",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"archive\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "missing pattern",
+        toml: "[[rule]]\nname = \"a\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3]),
+    },
+    Bad {
+        what: "unknown type",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\ntype = \"bitmap\"\naction = \"delete\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "bad ttl duration",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"expire\"\nttl = \"soon\"\n",
+        lines: Some(&[1, 5]),
+    },
+    Bad {
+        what: "bad ttl_below duration",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_below = \"5 parsecs\"\naction = \"delete\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "negative idle_above",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nidle_above = \"-1s\"\naction = \"delete\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "duration as a number",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = 60\naction = \"delete\"\n",
+        lines: Some(&[1, 4]),
+    },
+    Bad {
+        what: "no_ttl with ttl_below",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nno_ttl = true\nttl_below = \"60s\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3, 4, 5, 6]),
+    },
+    Bad {
+        what: "no_ttl with ttl_above",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nno_ttl = true\nttl_above = \"60s\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3, 4, 5, 6]),
+    },
+    Bad {
+        what: "ttl_above above ttl_below",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = \"1h\"\nttl_below = \"10m\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3, 4, 5, 6]),
+    },
+    Bad {
+        what: "ttl_above equal to ttl_below",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = \"1m\"\nttl_below = \"60s\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3, 4, 5, 6]),
+    },
+    Bad {
+        what: "ttl_below of zero",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_below = \"0s\"\naction = \"delete\"\n",
+        lines: Some(&[1, 2, 3, 4, 5]),
+    },
+    Bad {
+        what: "contradiction in the second rule",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
+               [[rule]]\nname = \"b\"\npattern = \"b:*\"\nttl_above = \"1h\"\n\
+               ttl_below = \"1m\"\naction = \"delete\"\n",
+        lines: Some(&[6, 7, 8, 9, 10, 11]),
+    },
+    Bad {
+        what: "second rule bad, first good",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
+               [[rule]]\nname = \"b\"\npattern = \"b:*\"\ntype = \"blob\"\naction = \"delete\"\n",
+        lines: Some(&[6, 9]),
+    },
+];
+
+/// The one stderr line names `path:LINE` with LINE among the allowed ones.
+#[track_caller]
+fn assert_names_file_and_line(out: &Outcome, path: &Path, bad: &Bad) {
+    let line = out.one_line_stderr();
+    let p = path.display().to_string();
+    assert!(
+        line.contains(&p),
+        "[{}] message does not name the file {p}: {line:?}",
+        bad.what
+    );
+    if let Some(allowed) = bad.lines {
+        let ok = allowed
+            .iter()
+            .any(|n| line.contains(&format!("{p}:{n}:")) || line.contains(&format!("{p}:{n} ")));
+        assert!(
+            ok,
+            "[{}] message does not name {p}:<line> with line in {allowed:?}: {line:?}",
+            bad.what
+        );
+    }
+}
+
+#[test]
+fn check_refuses_every_kind_of_bad_rules_file_with_exit_2_and_file_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, bad) in BAD.iter().enumerate() {
+        let path = write_file(dir.path(), &format!("bad-{i}.toml"), bad.toml);
+        let out = janitor().args(["check", "--rules"]).arg(&path).run();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.assert_code(2);
+            assert_names_file_and_line(&out, &path, bad);
+        }));
+        if result.is_err() {
+            failures.push(format!("{}: {}", bad.what, out.dump()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad files not refused as specified:\n{}",
+        failures.len(),
+        BAD.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn run_refuses_bad_rules_with_exit_2_before_connecting() {
+    // Nothing listens on the URL: a connection attempt would give exit 1.
+    let url = dead_url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, bad) in BAD.iter().enumerate() {
+        let path = write_file(dir.path(), &format!("bad-{i}.toml"), bad.toml);
+        let out = janitor()
+            .args(["run", "--url", &url, "--rules"])
+            .arg(&path)
+            .run();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            out.assert_code(2);
+            assert_names_file_and_line(&out, &path, bad);
+        }));
+        if result.is_err() {
+            failures.push(format!("{}: {}", bad.what, out.dump()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad files not refused as specified:\n{}",
+        failures.len(),
+        BAD.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn a_missing_rules_file_is_exit_2_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("does-not-exist.toml");
+    for sub in ["check", "run"] {
+        let out = janitor()
+            .args([sub, "--rules"])
+            .arg(&path)
+            .env("REDIS_URL", dead_url())
+            .run();
+        out.assert_code(2);
+        let line = out.one_line_stderr();
+        assert!(
+            line.contains(&path.display().to_string()),
+            "{sub}: message does not name the path: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn run_with_bad_rules_touches_nothing() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[
+            (b"temp:1", "string", None),
+            (b"cache:1", "string", None),
+            (b"a:1", "string", None),
+        ],
+    );
+    let digest_before = digest(&mut con);
+    let conns = total_connections(&mut con);
+    // Valid first rule that would delete a:1, invalid second rule.
+    let path = write_rules(
+        server.dir(),
+        "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
+         [[rule]]\nname = \"b\"\npattern = \"b:*\"\naction = \"expire\"\n",
+    );
+    let out = run_json(&server.url()).arg("--rules").arg(&path).run();
+    out.assert_code(2);
+    assert_eq!(
+        digest(&mut con),
+        digest_before,
+        "bad rules run changed data"
+    );
+    assert_eq!(
+        total_connections(&mut con),
+        conns,
+        "a run with a bad rules file connected to Redis"
+    );
+    // Same through JANITOR_RULES.
+    let out = janitor()
+        .args(["run", "--url", &server.url()])
+        .env("JANITOR_RULES", &path)
+        .run();
+    out.assert_code(2);
+    assert_eq!(digest(&mut con), digest_before);
+    assert_eq!(total_connections(&mut con), conns);
+}

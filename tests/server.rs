@@ -1,0 +1,160 @@
+//! Servers of other kinds: TLS (`rediss://` with a private CA) and a Redis
+//! Cluster node, which the job must refuse before touching anything.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+/// Writes a CA and a server certificate for 127.0.0.1/localhost signed by it,
+/// with the `openssl` command line tool.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (install it with `apt-get install openssl`)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=janitor-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+/// A server with a plain port (for the test's own client) and a TLS port.
+fn tls_server(certs: &Path) -> (RedisServer, u16) {
+    let tls_port = free_port().to_string();
+    let cert = certs.join("server.pem");
+    let key = certs.join("server.key");
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    (server, tls_port.parse().unwrap())
+}
+
+#[test]
+fn tls_with_a_private_ca_cleans_like_plain_tcp() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let (server, tls_port) = tls_server(certs.path());
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[
+            (b"cache:a", "string", None),
+            (b"temp:b", "string", None),
+            (b"keep:c", "string", None),
+        ],
+    );
+
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--url"])
+        .arg(format!("rediss://localhost:{tls_port}"))
+        .env("REDIS_TLS_CA_FILE", certs.path().join("ca.pem"))
+        .run();
+    outcome.assert_code(0);
+    let report = outcome.report();
+    assert_eq!(report["complete"], true, "{}", outcome.dump());
+    assert_eq!(rule_keys(&report, "temp"), 1);
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"cache:a", "string", Ttl::About(3600)),
+            (b"keep:c", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+#[test]
+fn tls_refuses_a_certificate_from_an_unknown_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let (server, tls_port) = tls_server(certs.path());
+    let mut con = server.conn();
+    seed_all(&mut con, &[(b"temp:b", "string", None)]);
+    let before = digest(&mut con);
+
+    let outcome = janitor()
+        .args(["run", "--url"])
+        .arg(format!("rediss://localhost:{tls_port}"))
+        .run();
+    outcome.assert_code(1);
+    let line = outcome.one_line_stderr();
+    assert!(line.contains("certificate"), "{}", outcome.dump());
+    assert_eq!(digest(&mut con), before);
+}
+
+#[test]
+fn a_cluster_node_is_refused_before_anything_is_touched() {
+    let server = RedisServer::start_with(&["--cluster-enabled", "yes"]);
+    let mut con = server.conn();
+    // A lone cluster node without slots refuses writes; its keyspace is empty
+    // and must stay that way, and the job must say why it stops.
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--url", &server.url()])
+        .run();
+    outcome.assert_code(1);
+    let report = outcome.report();
+    assert_eq!(report["complete"], false);
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cluster"), "{}", outcome.dump());
+    assert_eq!(script_calls(&mut con), 0);
+}
