@@ -68,7 +68,8 @@ pub struct RunArgs {
     #[arg(long, env = "JANITOR_DRY_RUN")]
     pub dry_run: bool,
 
-    /// SCAN COUNT, and the most keys one script call carries.
+    /// The most keys one SCAN (its COUNT) or one script call carries;
+    /// batches are usually smaller, sized to --max-call-time.
     #[arg(
         long,
         env = "JANITOR_BATCH_SIZE",
@@ -77,6 +78,27 @@ pub struct RunArgs {
         value_parser = clap::value_parser!(u32).range(1..=10_000)
     )]
     pub batch_size: u32,
+
+    /// How long one script call may hold Redis: batches are sized from the
+    /// time the script reports, so other clients never wait long behind it.
+    #[arg(
+        long,
+        env = "JANITOR_MAX_CALL_TIME",
+        value_name = "DURATION",
+        default_value = "1ms",
+        value_parser = positive_duration
+    )]
+    pub max_call_time: Duration,
+
+    /// Scan at most this many keys per second (default: as fast as the
+    /// --max-call-time budget allows).
+    #[arg(
+        long,
+        env = "JANITOR_RATE_LIMIT",
+        value_name = "KEYS_PER_SECOND",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub rate_limit: Option<u32>,
 
     /// Stop cleanly after this long (e.g. 4m30s); the report then says
     /// "complete": false and the exit code is still 0.
@@ -115,4 +137,13 @@ pub enum Format {
     Text,
     /// JSON.
     Json,
+}
+
+/// A humantime duration greater than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be greater than 0".into()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
 }

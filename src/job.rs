@@ -51,6 +51,8 @@ impl Settings {
             timeout: args.timeout,
             pass: pass::Options {
                 batch_size: args.batch_size as usize,
+                max_call_time: args.max_call_time,
+                rate_limit: args.rate_limit,
                 max_runtime: args.max_runtime,
                 progress_interval: args.progress_interval,
             },

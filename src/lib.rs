@@ -12,6 +12,7 @@
 //! - [`scripts`]: the embedded `lua/` tree: variants, SHA-1, SCRIPT LOAD
 //! - [`pass`]: one pass over one node: SCAN -> match -> script per batch
 //! - [`batch`]: one script call's arguments and reply
+//! - [`pacer`]: batch sizes from a per-call time budget, and the rate limit
 //! - [`report`]: the counts and their text/JSON rendering
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr
@@ -25,6 +26,7 @@ pub mod error;
 pub mod glob;
 pub mod job;
 pub mod logging;
+pub mod pacer;
 pub mod pass;
 pub mod report;
 pub mod rules;

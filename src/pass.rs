@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::batch::{self, Batch};
 use crate::error::Error;
+use crate::pacer::Pacer;
 use crate::report::{Counts, Stop};
 use crate::rules::Rules;
 use crate::scripts::{Invoke, Script};
@@ -34,8 +35,12 @@ const MAX_READY: usize = 2;
 /// Settings of one pass.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// SCAN COUNT, and the most keys one script call carries.
+    /// The most keys one SCAN or one script call carries.
     pub batch_size: usize,
+    /// How long one script call should run at most; batches are sized to it.
+    pub max_call_time: Duration,
+    /// Scan at most this many keys per second.
+    pub rate_limit: Option<u32>,
     /// Stop cleanly once this much time has passed.
     pub max_runtime: Option<Duration>,
     /// How often to log progress.
@@ -70,6 +75,11 @@ pub async fn run(
         rules,
         script,
         options,
+        pacer: Pacer::new(
+            options.batch_size,
+            options.max_call_time,
+            options.rate_limit,
+        ),
         rules_arg: batch::rules_arg(rules).into(),
         scan_match: rules.scan_match(),
         counts: Counts::new(rules),
@@ -100,6 +110,7 @@ struct Pass<'a> {
     rules: &'a Rules,
     script: &'a Script,
     options: &'a Options,
+    pacer: Pacer,
     rules_arg: Rc<str>,
     scan_match: Option<Vec<u8>>,
     counts: Counts,
@@ -117,11 +128,12 @@ impl Pass<'_> {
     /// ends: Redis never waits for the job.
     async fn drive(&mut self) -> Result<Option<Stop>, Error> {
         let script = self.script;
-        let batch_size = self.options.batch_size;
+        let deadline = self.options.max_runtime.map(|max| self.started + max);
+        let mut stop_signal = self.stop.clone();
         let mut cursor = Some(0u64);
         let mut scanning = None;
         let mut calls = FuturesOrdered::new();
-        let mut building = Batch::with_capacity(batch_size);
+        let mut building = Batch::default();
         let mut ready = VecDeque::new();
         let mut stopped = None;
         loop {
@@ -130,6 +142,7 @@ impl Pass<'_> {
                 if stopped.is_some() {
                     // Finish the calls in flight; send nothing more.
                     cursor = None;
+                    scanning = None;
                     ready.clear();
                     building = Batch::default();
                 }
@@ -139,8 +152,17 @@ impl Pass<'_> {
                 && ready.len() < MAX_READY
                 && let Some(at) = cursor
             {
-                let pattern = self.scan_match.clone();
-                scanning = Some(Box::pin(scan(self.conn.clone(), at, batch_size, pattern)));
+                let not_before = self
+                    .pacer
+                    .next_scan_at(self.started, self.counts.keys_scanned);
+                let (count, pattern) = (self.pacer.batch_size(), self.scan_match.clone());
+                scanning = Some(Box::pin(scan(
+                    self.conn.clone(),
+                    at,
+                    count,
+                    pattern,
+                    not_before,
+                )));
             }
             if cursor.is_none() && scanning.is_none() && !building.is_empty() {
                 ready.push_back(std::mem::take(&mut building));
@@ -159,19 +181,21 @@ impl Pass<'_> {
                 Some(result) = OptionFuture::from(scanning.as_mut()), if scanning.is_some() => {
                     scanning = None;
                     let (next, keys) = result?;
-                    if stopped.is_none() {
-                        cursor = (next != 0).then_some(next);
-                        self.counts.keys_scanned += keys.len() as u64;
-                        for key in keys {
-                            self.add(key, &mut building, &mut ready);
-                        }
+                    cursor = (next != 0).then_some(next);
+                    self.counts.keys_scanned += keys.len() as u64;
+                    for key in keys {
+                        self.add(key, &mut building, &mut ready);
                     }
                 }
                 Some((batch, result)) = calls.next(), if !calls.is_empty() => {
-                    let (reply, reloads) = result?;
-                    self.counts.script_reloads += reloads;
-                    batch.tally(&reply, self.rules, &mut self.counts)?;
+                    let reply = result?;
+                    batch.tally(&reply.outcomes, self.rules, &mut self.counts)?;
+                    self.counts.script_reloads += reply.resent;
+                    self.pacer.record(batch.len(), reply.micros);
                 }
+                // Wake up for a stop even while waiting on a rate-limited SCAN.
+                Ok(()) = stop_signal.changed(), if stopped.is_none() => {}
+                () = sleep_until(deadline), if stopped.is_none() && deadline.is_some() => {}
             }
             self.log_progress();
         }
@@ -184,15 +208,14 @@ impl Pass<'_> {
         if set == 0 {
             return;
         }
-        let capacity = self.options.batch_size;
         if let Err(key) = building.push(key, set) {
-            ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));
+            ready.push_back(std::mem::take(building));
             building
                 .push(key, set)
                 .expect("an empty batch takes any key");
         }
-        if building.len() >= capacity {
-            ready.push_back(std::mem::replace(building, Batch::with_capacity(capacity)));
+        if building.len() >= self.pacer.batch_size() {
+            ready.push_back(std::mem::take(building));
         }
     }
 
@@ -220,13 +243,18 @@ impl Pass<'_> {
     }
 }
 
-/// One SCAN step: the next cursor (0 at the end) and the keys it returned.
+/// One SCAN step, sent no earlier than `not_before`: the next cursor (0 at
+/// the end) and the keys it returned.
 async fn scan(
     mut conn: MultiplexedConnection,
     cursor: u64,
     count: usize,
     pattern: Option<Vec<u8>>,
+    not_before: Option<Instant>,
 ) -> Result<(u64, Vec<Vec<u8>>), Error> {
+    if let Some(at) = not_before {
+        tokio::time::sleep_until(at.into()).await;
+    }
     let mut cmd = redis::cmd("SCAN");
     cmd.arg(cursor);
     if let Some(pattern) = pattern {
@@ -236,6 +264,26 @@ async fn scan(
     cmd.query_async(&mut conn)
         .await
         .map_err(|err| Error::from_redis("SCAN failed", &err))
+}
+
+/// What one script call answered.
+struct Reply {
+    /// One outcome byte per key (see `Batch::tally`).
+    outcomes: Vec<u8>,
+    /// How long the script ran, by the server's clock.
+    micros: u64,
+    /// Whether the call had to be resent with the script's text (0 or 1).
+    resent: u64,
+}
+
+impl Reply {
+    fn new((outcomes, micros): (Vec<u8>, u64), resent: u64) -> Reply {
+        Reply {
+            outcomes,
+            micros,
+            resent,
+        }
+    }
 }
 
 /// Runs one batch's script call by SHA. On NOSCRIPT (cache flushed, restart,
@@ -248,10 +296,10 @@ async fn call(
     script: &Script,
     batch: Batch,
     rules_arg: Rc<str>,
-) -> (Batch, Result<(Vec<u8>, u64), Error>) {
+) -> (Batch, Result<Reply, Error>) {
     let by_sha = batch.command(script, Invoke::Sha, &rules_arg);
-    let result = match by_sha.query_async::<Vec<u8>>(&mut conn).await {
-        Ok(reply) => Ok((reply, 0)),
+    let result = match by_sha.query_async::<(Vec<u8>, u64)>(&mut conn).await {
+        Ok(reply) => Ok(Reply::new(reply, 0)),
         Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             warn!(
                 sha = %script.sha,
@@ -260,14 +308,22 @@ async fn call(
             );
             let by_text = batch.command(script, Invoke::Text, &rules_arg);
             by_text
-                .query_async::<Vec<u8>>(&mut conn)
+                .query_async::<(Vec<u8>, u64)>(&mut conn)
                 .await
-                .map(|reply| (reply, 1))
+                .map(|reply| Reply::new(reply, 1))
                 .map_err(|err| script_error(script, &err))
         }
         Err(err) => Err(script_error(script, &err)),
     };
     (batch, result)
+}
+
+/// Sleeps until `deadline`; never returns without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A failed script call: connection and permission problems keep their kind,

@@ -18,9 +18,12 @@
 --          ','-separated list of 1-based rule indices in rule order.
 -- ARGV[3]  one byte per key: the 1-based index of that key's candidate set.
 --
--- Reply    a string with one byte per key: 0 the key had vanished, 1 no rule's
---          conditions held (key left as it was), 1 + r rule r acted on it (or,
---          in a dry run, would have).
+-- Reply    a two-element array:
+--          1. a string with one byte per key: 0 the key had vanished, 1 no
+--             rule's conditions held (key left as it was), 1 + r rule r acted
+--             on it (or, in a dry run, would have);
+--          2. the microseconds the script ran, by the server's clock, which
+--             the job uses to size its batches to a time budget.
 --
 -- All checks run before the first write, so an error (for example OBJECT
 -- IDLETIME under an LFU eviction policy) aborts the call with nothing applied.
@@ -74,6 +77,7 @@ local function holds(rule, key, pttl)
   return true
 end
 
+local started = redis.call('TIME')
 local rules = parse_rules(ARGV[1])
 local sets = parse_sets(ARGV[2])
 local set_of = ARGV[3]
@@ -115,4 +119,7 @@ end
 for i = 1, #outcome do
   outcome[i] = string.char(outcome[i])
 end
-return table.concat(outcome)
+local ended = redis.call('TIME')
+local micros = (tonumber(ended[1]) - tonumber(started[1])) * 1000000
+  + tonumber(ended[2]) - tonumber(started[2])
+return { table.concat(outcome), micros }

@@ -1,0 +1,126 @@
+//! How much work the pass asks of Redis at a time, and how fast. Each script
+//! call reports how long it ran; the pacer keeps a moving average of the cost
+//! per key and sizes the next batches so that one call stays within the time
+//! budget (`--max-call-time`), the way Redis bounds its own active-expire
+//! cycle. With `--rate-limit` it also spaces the SCANs so the pass scans no
+//! more keys per second than asked.
+
+use std::time::{Duration, Instant};
+
+/// The smallest batch the pacer will cut, however slow keys are: below this,
+/// per-call overhead dominates.
+const MIN_BATCH: usize = 16;
+
+/// The batch size before the first measurement.
+const FIRST_BATCH: usize = 100;
+
+/// Weight of the newest measurement in the moving average.
+const SMOOTHING: f64 = 0.3;
+
+/// Share of the budget the script itself may use; the rest is left for what
+/// Redis does around it (parsing the call, building KEYS, the reply).
+const HEADROOM: f64 = 0.75;
+
+/// Batch sizing and SCAN spacing for one pass.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    /// Most keys one call or one SCAN may carry (`--batch-size`).
+    max_batch: usize,
+    /// Longest one script call should run.
+    budget: Duration,
+    /// Keys per second to scan at most (`--rate-limit`).
+    rate_limit: Option<u32>,
+    /// Moving average of the script's cost per key, in microseconds.
+    micros_per_key: Option<f64>,
+    /// Keys per call for the next batches.
+    target: usize,
+}
+
+impl Pacer {
+    /// A pacer for batches of at most `max_batch` keys and calls of at most
+    /// `budget`, scanning at most `rate_limit` keys per second.
+    pub fn new(max_batch: usize, budget: Duration, rate_limit: Option<u32>) -> Pacer {
+        Pacer {
+            max_batch,
+            budget,
+            rate_limit,
+            micros_per_key: None,
+            target: FIRST_BATCH.min(max_batch),
+        }
+    }
+
+    /// How many keys the next batch should carry, and the next SCAN's COUNT.
+    pub fn batch_size(&self) -> usize {
+        self.target
+    }
+
+    /// Learns from one call that handled `keys` keys in `micros` microseconds
+    /// of script time.
+    pub fn record(&mut self, keys: usize, micros: u64) {
+        if keys == 0 {
+            return;
+        }
+        let cost = (micros as f64 / keys as f64).max(0.01);
+        let average = match self.micros_per_key {
+            Some(average) => SMOOTHING * cost + (1.0 - SMOOTHING) * average,
+            None => cost,
+        };
+        self.micros_per_key = Some(average);
+        let fits = HEADROOM * self.budget.as_micros() as f64 / average;
+        self.target = (fits as usize).clamp(MIN_BATCH.min(self.max_batch), self.max_batch);
+    }
+
+    /// When the next SCAN may go out, given that `scanned` keys were scanned
+    /// since `started`; `None` when there is no rate limit.
+    pub fn next_scan_at(&self, started: Instant, scanned: u64) -> Option<Instant> {
+        let rate = self.rate_limit?;
+        Some(started + Duration::from_secs_f64(scanned as f64 / f64::from(rate)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_shrink_to_fit_the_budget_and_grow_back() {
+        let mut pacer = Pacer::new(1000, Duration::from_millis(1), None);
+        assert_eq!(pacer.batch_size(), 100);
+        // 100 keys in 200 µs: 2 µs per key, 750 µs of budget fit 375 keys.
+        pacer.record(100, 200);
+        assert_eq!(pacer.batch_size(), 375);
+        // Keys become very slow: the batch shrinks, but not below the floor.
+        for _ in 0..20 {
+            pacer.record(375, 375_000);
+        }
+        assert_eq!(pacer.batch_size(), MIN_BATCH);
+        // And very cheap: it grows back, up to --batch-size.
+        for _ in 0..50 {
+            pacer.record(16, 1);
+        }
+        assert_eq!(pacer.batch_size(), 1000);
+    }
+
+    #[test]
+    fn the_batch_never_exceeds_batch_size() {
+        let mut pacer = Pacer::new(10, Duration::from_millis(5), None);
+        assert_eq!(pacer.batch_size(), 10);
+        pacer.record(10, 1);
+        assert_eq!(pacer.batch_size(), 10);
+        let mut tiny = Pacer::new(4, Duration::from_micros(1), None);
+        tiny.record(4, 1000);
+        assert_eq!(tiny.batch_size(), 4);
+    }
+
+    #[test]
+    fn scans_are_spaced_by_the_rate_limit() {
+        let started = Instant::now();
+        let unlimited = Pacer::new(1000, Duration::from_millis(1), None);
+        assert_eq!(unlimited.next_scan_at(started, 5000), None);
+        let limited = Pacer::new(1000, Duration::from_millis(1), Some(2000));
+        assert_eq!(
+            limited.next_scan_at(started, 5000),
+            Some(started + Duration::from_millis(2500))
+        );
+    }
+}
