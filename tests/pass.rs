@@ -726,3 +726,52 @@ fn json_log_format_writes_one_json_object_per_stderr_line() {
         }
     }
 }
+
+#[test]
+fn rate_limit_spaces_the_scan_and_still_completes() {
+    // 3000 keys at 6000 keys/s cannot take less than about half a second;
+    // without a limit the pass takes a few milliseconds.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 3000);
+    let started = std::time::Instant::now();
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--batch-size", "100"])
+        .args(["--rate-limit", "6000", "--url", &server.url()])
+        .run();
+    let elapsed = started.elapsed();
+    outcome.assert_code(0);
+    let report = outcome.report();
+    assert_eq!(report["complete"], true, "{}", outcome.dump());
+    assert_eq!(rule_keys(&report, "temp"), 3000);
+    assert_eq!(dbsize(&mut con), 0);
+    assert!(
+        elapsed >= std::time::Duration::from_millis(400),
+        "3000 keys at 6000 keys/s took only {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_tiny_call_budget_still_cleans_everything() {
+    // Batches shrink to the floor when the budget is far below one key's
+    // cost; the outcome must not change.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "cache:x", 2000);
+    populate(&mut con, "temp", 2000);
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--max-call-time", "1us"])
+        .args(["--url", &server.url()])
+        .run();
+    outcome.assert_code(0);
+    let report = outcome.report();
+    assert_eq!(rule_keys(&report, "temp"), 2000, "{}", outcome.dump());
+    assert_eq!(rule_keys(&report, "cache-missing-ttl"), 2000);
+    assert!(
+        field(&report, "batches") >= 4000 / 100,
+        "{}",
+        outcome.dump()
+    );
+    assert_eq!(dbsize(&mut con), 2000);
+    assert_eq!(expires_count(&mut con, 0), 2000);
+}
