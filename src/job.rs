@@ -129,7 +129,28 @@ pub async fn run(
     report.stopped_by = stopped_by;
     report.error = error.as_ref().map(Error::to_string);
     report.server = server;
+    log_finished(&report);
     (report, error)
+}
+
+/// One log event with the outcome of a run that did not fail, so log
+/// pipelines see how it ended (the report itself goes to stdout; a failure is
+/// logged by `main` as its one-line cause).
+fn log_finished(report: &Report) {
+    if report.error.is_some() {
+        return;
+    }
+    let acted: u64 = report.rules.iter().map(|rule| rule.keys).sum();
+    info!(
+        complete = report.complete,
+        stopped_by = ?report.stopped_by,
+        keys_scanned = report.keys_scanned,
+        keys_matched = report.keys_matched,
+        keys_acted = acted,
+        vanished = report.vanished,
+        seconds = report.duration_seconds,
+        "pass finished"
+    );
 }
 
 /// Connects and checks that the server can run this pass.

@@ -2,6 +2,7 @@
 //! the real binary against its own private `redis-server` (see `support`).
 
 mod cli;
+mod deploy;
 mod faults;
 mod glob;
 mod keys;
