@@ -20,6 +20,9 @@ const MAX_SETS: usize = 255;
 const VANISHED: u8 = 0;
 /// Reply byte: no rule's conditions held; the key was left as it was.
 const UNCHANGED: u8 = 1;
+/// Reply bytes from here on: a delete without conditions (rule = byte - 128,
+/// 1-based) deleted the key unless it had vanished.
+const BLIND: u8 = 128;
 
 /// Candidate keys waiting for, or in, one script call.
 #[derive(Debug, Default)]
@@ -83,40 +86,81 @@ impl Batch {
         cmd
     }
 
-    /// Adds the script's reply (one outcome byte per key) to `counts`, and
-    /// logs each key's fate at debug level.
-    pub fn tally(&self, reply: &[u8], rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
-        if reply.len() != self.keys.len() {
+    /// Adds the script's reply to `counts`, and logs each key's fate at
+    /// debug level.
+    pub fn tally(&self, reply: &Reply, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
+        if reply.outcomes.len() != self.keys.len() || reply.gone.len() != rules.rules.len() {
             return Err(Error::Script(format!(
-                "the script answered for {} keys, expected {}",
-                reply.len(),
-                self.keys.len()
+                "the script answered for {} keys and {} rules, expected {} and {}",
+                reply.outcomes.len(),
+                reply.gone.len(),
+                self.keys.len(),
+                rules.rules.len()
             )));
         }
         let log_keys = enabled!(Level::DEBUG);
         counts.batches += 1;
         counts.keys_matched += self.keys.len() as u64;
-        for (key, &outcome) in self.keys.iter().zip(reply) {
-            match outcome {
-                VANISHED => counts.vanished += 1,
-                UNCHANGED => counts.unchanged += 1,
-                _ => {
-                    let index = usize::from(outcome - 2);
-                    let Some(slot) = counts.per_rule.get_mut(index) else {
-                        return Err(Error::Script(format!(
-                            "the script named rule {} of {}",
-                            index + 1,
-                            rules.rules.len()
-                        )));
-                    };
-                    *slot += 1;
-                }
+        for (key, &outcome) in self.keys.iter().zip(&reply.outcomes) {
+            let fate = Fate::decode(outcome, rules.rules.len())?;
+            match fate {
+                Fate::Vanished => counts.vanished += 1,
+                Fate::Unchanged => counts.unchanged += 1,
+                Fate::Acted(rule) | Fate::Deleted(rule) => counts.per_rule[rule] += 1,
             }
             if log_keys {
-                log_key(key, outcome, rules);
+                log_key(key, fate, rules);
             }
         }
+        // Blind deletes were counted as acted; the script says how many of
+        // each rule's keys had in fact vanished.
+        for (acted, &gone) in counts.per_rule.iter_mut().zip(&reply.gone) {
+            *acted = acted.saturating_sub(gone);
+            counts.vanished += gone;
+        }
         Ok(())
+    }
+}
+
+/// What one script call answered (see the header of `lua/v1/clean.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// One outcome byte per key.
+    pub outcomes: Vec<u8>,
+    /// How long the script ran, by the server's clock.
+    pub micros: u64,
+    /// Per rule, how many of the keys it deleted without a check had vanished.
+    pub gone: Vec<u64>,
+}
+
+/// One key's fate, decoded from its outcome byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// The key no longer existed.
+    Vanished,
+    /// No rule's conditions held; the key was left as it was.
+    Unchanged,
+    /// This rule (0-based) acted on the key after checking it.
+    Acted(usize),
+    /// This rule (0-based), a delete without conditions, deleted the key
+    /// unless it had vanished.
+    Deleted(usize),
+}
+
+impl Fate {
+    fn decode(outcome: u8, rules: usize) -> Result<Fate, Error> {
+        let fate = match outcome {
+            VANISHED => Fate::Vanished,
+            UNCHANGED => Fate::Unchanged,
+            BLIND.. => Fate::Deleted(usize::from(outcome - BLIND - 1)),
+            _ => Fate::Acted(usize::from(outcome - 2)),
+        };
+        match fate {
+            Fate::Acted(rule) | Fate::Deleted(rule) if rule >= rules => Err(Error::Script(
+                format!("the script named rule {} of {rules}", rule + 1),
+            )),
+            _ => Ok(fate),
+        }
     }
 }
 
@@ -158,15 +202,19 @@ fn sets_arg(sets: &[u64]) -> String {
     arg
 }
 
-fn log_key(key: &[u8], outcome: u8, rules: &Rules) {
+fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
     // Keys are bytes: quoted and escaped, a key cannot forge or split a log line.
     let key = format!("\"{}\"", key.escape_ascii());
-    match outcome {
-        VANISHED => debug!(%key, "key vanished before the script saw it"),
-        UNCHANGED => debug!(%key, "no rule's conditions hold; key left as it was"),
-        _ => {
-            let rule = &rules.rules[usize::from(outcome - 2)];
+    match fate {
+        Fate::Vanished => debug!(%key, "key vanished before the script saw it"),
+        Fate::Unchanged => debug!(%key, "no rule's conditions hold; key left as it was"),
+        Fate::Acted(rule) => {
+            let rule = &rules.rules[rule];
             debug!(%key, rule = %rule.name, action = rule.action.name(), "rule acts on key");
+        }
+        Fate::Deleted(rule) => {
+            let rule = &rules.rules[rule];
+            debug!(%key, rule = %rule.name, "rule deletes key, unless it had vanished");
         }
     }
 }
@@ -174,6 +222,17 @@ fn log_key(key: &[u8], outcome: u8, rules: &Rules) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_bytes_decode_to_fates() {
+        assert_eq!(Fate::decode(0, 3).unwrap(), Fate::Vanished);
+        assert_eq!(Fate::decode(1, 3).unwrap(), Fate::Unchanged);
+        assert_eq!(Fate::decode(2, 3).unwrap(), Fate::Acted(0));
+        assert_eq!(Fate::decode(4, 3).unwrap(), Fate::Acted(2));
+        assert_eq!(Fate::decode(129, 3).unwrap(), Fate::Deleted(0));
+        assert!(Fate::decode(5, 3).is_err());
+        assert!(Fate::decode(132, 3).is_err());
+    }
 
     #[test]
     fn sets_are_listed_in_rule_order() {

@@ -18,7 +18,7 @@ use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::batch::{self, Batch};
+use crate::batch::{self, Batch, Reply};
 use crate::error::Error;
 use crate::pacer::Pacer;
 use crate::report::{Counts, Stop};
@@ -188,9 +188,9 @@ impl Pass<'_> {
                     }
                 }
                 Some((batch, result)) = calls.next(), if !calls.is_empty() => {
-                    let reply = result?;
-                    batch.tally(&reply.outcomes, self.rules, &mut self.counts)?;
-                    self.counts.script_reloads += reply.resent;
+                    let (reply, resent) = result?;
+                    batch.tally(&reply, self.rules, &mut self.counts)?;
+                    self.counts.script_reloads += resent;
                     self.pacer.record(batch.len(), reply.micros);
                 }
                 // Wake up for a stop even while waiting on a rate-limited SCAN.
@@ -266,40 +266,20 @@ async fn scan(
         .map_err(|err| Error::from_redis("SCAN failed", &err))
 }
 
-/// What one script call answered.
-struct Reply {
-    /// One outcome byte per key (see `Batch::tally`).
-    outcomes: Vec<u8>,
-    /// How long the script ran, by the server's clock.
-    micros: u64,
-    /// Whether the call had to be resent with the script's text (0 or 1).
-    resent: u64,
-}
-
-impl Reply {
-    fn new((outcomes, micros): (Vec<u8>, u64), resent: u64) -> Reply {
-        Reply {
-            outcomes,
-            micros,
-            resent,
-        }
-    }
-}
-
 /// Runs one batch's script call by SHA. On NOSCRIPT (cache flushed, restart,
 /// failover) it resends the batch with the script's text, which loads and
 /// runs it in one step: redis-rs's own fallback cannot help here, since the
 /// call is pipelined with a SCAN. Gives the batch back with the reply and how
-/// many times the script had to be sent again (0 or 1).
+/// many times it had to be sent again (0 or 1).
 async fn call(
     mut conn: MultiplexedConnection,
     script: &Script,
     batch: Batch,
     rules_arg: Rc<str>,
-) -> (Batch, Result<Reply, Error>) {
+) -> (Batch, Result<(Reply, u64), Error>) {
     let by_sha = batch.command(script, Invoke::Sha, &rules_arg);
-    let result = match by_sha.query_async::<(Vec<u8>, u64)>(&mut conn).await {
-        Ok(reply) => Ok(Reply::new(reply, 0)),
+    let result = match by_sha.query_async(&mut conn).await {
+        Ok(reply) => Ok((reply_of(reply), 0)),
         Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             warn!(
                 sha = %script.sha,
@@ -308,14 +288,23 @@ async fn call(
             );
             let by_text = batch.command(script, Invoke::Text, &rules_arg);
             by_text
-                .query_async::<(Vec<u8>, u64)>(&mut conn)
+                .query_async(&mut conn)
                 .await
-                .map(|reply| Reply::new(reply, 1))
+                .map(|reply| (reply_of(reply), 1))
                 .map_err(|err| script_error(script, &err))
         }
         Err(err) => Err(script_error(script, &err)),
     };
     (batch, result)
+}
+
+/// The script's reply array as a [`Reply`].
+fn reply_of((outcomes, micros, gone): (Vec<u8>, u64, Vec<u64>)) -> Reply {
+    Reply {
+        outcomes,
+        micros,
+        gone,
+    }
 }
 
 /// Sleeps until `deadline`; never returns without one.

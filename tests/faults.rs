@@ -322,6 +322,11 @@ fn script_flush_looping_throughout_the_pass_is_survived() {
             }
         })
     };
+    // The flusher must be running before the job starts, or a loaded
+    // machine could let the whole pass slip in before its first flush.
+    wait_until(Duration::from_secs(10), "the first SCRIPT FLUSH", || {
+        flushes.load(Ordering::Relaxed) > 0
+    });
     let out = run_json(&server.url()).args(["--batch-size", "1"]).run();
     stop.store(true, Ordering::Relaxed);
     flusher.join().unwrap();

@@ -8,6 +8,7 @@ mod glob;
 mod keys;
 mod pass;
 mod rules;
+mod script;
 mod server;
 mod support;
 

@@ -18,17 +18,26 @@
 --          ','-separated list of 1-based rule indices in rule order.
 -- ARGV[3]  one byte per key: the 1-based index of that key's candidate set.
 --
--- Reply    a two-element array:
---          1. a string with one byte per key: 0 the key had vanished, 1 no
---             rule's conditions held (key left as it was), 1 + r rule r acted
---             on it (or, in a dry run, would have);
+-- Reply    a three-element array:
+--          1. a string with one byte per key: 0 the key had vanished; 1 no
+--             rule's conditions held (key left as it was); 1 + r rule r acted
+--             on it (or, in a dry run, would have); 128 + r rule r, a delete
+--             without conditions, deleted it if it still existed (see 3.);
 --          2. the microseconds the script ran, by the server's clock, which
---             the job uses to size its batches to a time budget.
+--             the job uses to size its batches to a time budget;
+--          3. per rule, how many of its keys marked 128 + r had vanished.
 --
--- All checks run before the first write, so an error (for example OBJECT
--- IDLETIME under an LFU eviction policy) aborts the call with nothing applied.
+-- Keys whose first candidate rule is a delete without conditions need no
+-- check: they are deleted in one UNLINK per rule, whose reply tells how many
+-- still existed. Every other key is checked first (PTTL, and TYPE or OBJECT
+-- IDLETIME when a rule needs them). All checks run before the first write, so
+-- an error (for example OBJECT IDLETIME under an LFU eviction policy) aborts
+-- the call with nothing applied.
 
-local VANISHED, UNCHANGED = 0, 1
+local VANISHED, UNCHANGED, BLIND = 0, 1, 128
+-- Keys per UNLINK/EXISTS call, and bytes per string.char call: below Lua's
+-- limit on the number of arguments to one function call.
+local CHUNK = 4000
 
 local function parse_rules(spec)
   local rules = {}
@@ -37,7 +46,7 @@ local function parse_rules(spec)
     for field in string.gmatch(text .. ',', '([^,]*),') do
       f[#f + 1] = field
     end
-    rules[#rules + 1] = {
+    local rule = {
       delete = f[1] == 'd',
       ttl = tonumber(f[2]),
       no_ttl = f[3] == '1',
@@ -46,6 +55,9 @@ local function parse_rules(spec)
       type = f[6],
       idle_above = tonumber(f[7]),
     }
+    rule.blind = rule.delete and not rule.no_ttl and rule.ttl_below < 0
+      and rule.ttl_above < 0 and rule.type == '' and rule.idle_above < 0
+    rules[#rules + 1] = rule
   end
   return rules
 end
@@ -77,49 +89,91 @@ local function holds(rule, key, pttl)
   return true
 end
 
+-- Runs `command` on `keys` in chunks and sums the integer replies.
+local function each_chunk(command, keys)
+  local total = 0
+  for first = 1, #keys, CHUNK do
+    total = total + redis.call(command, unpack(keys, first, math.min(first + CHUNK - 1, #keys)))
+  end
+  return total
+end
+
+-- How many of `keys` exist; a key listed twice counts once, as for UNLINK.
+local function count_existing(keys)
+  local seen, unique = {}, {}
+  for i = 1, #keys do
+    if not seen[keys[i]] then
+      seen[keys[i]] = true
+      unique[#unique + 1] = keys[i]
+    end
+  end
+  return each_chunk('EXISTS', unique)
+end
+
 local started = redis.call('TIME')
 local rules = parse_rules(ARGV[1])
 local sets = parse_sets(ARGV[2])
 local set_of = ARGV[3]
 
 -- Phase 1: decide every key, writing nothing.
-local outcome = {}
+local outcome, deletes, expires, blind = {}, {}, {}, {}
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local pttl = redis.call('PTTL', key)
-  local result = UNCHANGED
-  if pttl == -2 then
-    result = VANISHED
+  local set = sets[string.byte(set_of, i)]
+  local first = set[1]
+  if rules[first].blind then
+    outcome[i] = BLIND + first
+    local keys = blind[first]
+    if not keys then
+      keys = {}
+      blind[first] = keys
+    end
+    keys[#keys + 1] = key
   else
-    for _, r in ipairs(sets[string.byte(set_of, i)]) do
-      if holds(rules[r], key, pttl) then
-        result = 1 + r
-        break
+    local pttl = redis.call('PTTL', key)
+    local result = UNCHANGED
+    if pttl == -2 then
+      result = VANISHED
+    else
+      for _, r in ipairs(set) do
+        if holds(rules[r], key, pttl) then
+          result = 1 + r
+          if rules[r].delete then
+            deletes[#deletes + 1] = key
+          else
+            expires[#expires + 1] = i
+          end
+          break
+        end
       end
     end
+    outcome[i] = result
   end
-  outcome[i] = result
 end
 
--- Phase 2: act.
+-- Phase 2: act (or, in a dry run, only count the blind deletes' keys).
+local gone = {}
+for r = 1, #rules do
+  gone[r] = 0
+end
+for r, keys in pairs(blind) do
+  local existed = DRY_RUN and count_existing(keys) or each_chunk('UNLINK', keys)
+  gone[r] = #keys - existed
+end
 if not DRY_RUN then
-  for i = 1, #KEYS do
-    local result = outcome[i]
-    if result > UNCHANGED then
-      local rule = rules[result - 1]
-      if rule.delete then
-        redis.call('UNLINK', KEYS[i])
-      else
-        redis.call('PEXPIRE', KEYS[i], rule.ttl)
-      end
-    end
+  if #deletes > 0 then
+    each_chunk('UNLINK', deletes)
+  end
+  for _, i in ipairs(expires) do
+    redis.call('PEXPIRE', KEYS[i], rules[outcome[i] - 1].ttl)
   end
 end
 
-for i = 1, #outcome do
-  outcome[i] = string.char(outcome[i])
+local parts = {}
+for first = 1, #outcome, CHUNK do
+  parts[#parts + 1] = string.char(unpack(outcome, first, math.min(first + CHUNK - 1, #outcome)))
 end
 local ended = redis.call('TIME')
 local micros = (tonumber(ended[1]) - tonumber(started[1])) * 1000000
   + tonumber(ended[2]) - tonumber(started[2])
-return { table.concat(outcome), micros }
+return { table.concat(parts), micros, gone }
