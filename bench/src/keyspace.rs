@@ -34,7 +34,13 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 5] = [Class::Keep, Class::Temp, Class::NoTtl, Class::Short, Class::Long];
+    pub const ALL: [Class; 5] = [
+        Class::Keep,
+        Class::Temp,
+        Class::NoTtl,
+        Class::Short,
+        Class::Long,
+    ];
 
     /// The key name prefix, which encodes the class.
     pub fn prefix(self) -> &'static str {
@@ -101,7 +107,8 @@ impl Mix {
 /// class, except the 30 s ones, which are written last so that they are as
 /// fresh as possible when the run starts.
 pub fn seed(port: u16, mix: &Mix) -> Result<(), String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("seed: connect: {e}"))?;
+    let stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("seed: connect: {e}"))?;
     stream.set_nodelay(true).ok();
     let reader_stream = stream.try_clone().map_err(|e| format!("seed: {e}"))?;
     let expected = mix.total;
@@ -193,10 +200,9 @@ pub fn verify(
     let mut bad_ttl = [0u64; 5];
     let mut first_bad_ttl: [Option<String>; 5] = Default::default();
     let mut foreign = 0u64;
-    let seed_age = seeded.elapsed().as_millis() as i64 + TTL_SLACK_MS;
-    let run_age = run_started.elapsed().as_millis() as i64 + TTL_SLACK_MS;
-    // The PTTL each class may show.
-    let allowed = |class: Class, pttl: i64| -> bool {
+    // The PTTL each class may show, `seed_age` and `run_age` ms after seeding
+    // and the run started (plus slack).
+    let allowed = |class: Class, pttl: i64, seed_age: i64, run_age: i64| -> bool {
         match (class, expect) {
             (Class::Keep | Class::Temp, _) | (Class::NoTtl, Expect::Unchanged) => pttl == -1,
             (Class::NoTtl, Expect::Cleaned) => {
@@ -233,9 +239,11 @@ pub fn verify(
         }
         if !ours.is_empty() {
             let pttls: Vec<i64> = pipe.query(conn).map_err(|e| format!("check: PTTL: {e}"))?;
+            let seed_age = seeded.elapsed().as_millis() as i64 + TTL_SLACK_MS;
+            let run_age = run_started.elapsed().as_millis() as i64 + TTL_SLACK_MS;
             for ((class, key), pttl) in ours.into_iter().zip(pttls) {
                 // -2: expired or deleted since SCAN saw it; counted below.
-                if pttl != -2 && !allowed(class, pttl) {
+                if pttl != -2 && !allowed(class, pttl, seed_age, run_age) {
                     bad_ttl[class as usize] += 1;
                     first_bad_ttl[class as usize]
                         .get_or_insert_with(|| format!("{} has PTTL {pttl}", key.escape_ascii()));

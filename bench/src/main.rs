@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use keyspace::{Class, Expect, Mix};
-use measure::{Latency, Prober};
+use measure::{CpuClock, Latency, Prober};
 use methods::{Acted, JobSetup, Method, Outcome};
 use server::Server;
 
@@ -34,7 +34,12 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Methods to run, comma-separated, in this order (reversed every other repetition)
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "janitor,pipeline,bound,scan,naive")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "janitor,pipeline,bound,scan,naive"
+    )]
     methods: Vec<Method>,
     /// Run the slow naive method only in the first N repetitions [default: all]
     #[arg(long)]
@@ -80,6 +85,12 @@ pub struct Run {
     /// Bytes the clients sent to / received from Redis (the PINGs excluded).
     pub net_in: u64,
     pub net_out: u64,
+    /// CPU seconds of the client doing the work: the job process, or the
+    /// benchmark's thread that runs an in-process method.
+    pub client_cpu: f64,
+    /// CPU seconds that neither Redis, the benchmark nor the job used during
+    /// the run: other work on the machine, i.e. noise.
+    pub other_cpu: f64,
     pub outcome: Outcome,
     /// Everything found wrong: the run then counts as failed.
     pub problems: Vec<String>,
@@ -88,6 +99,13 @@ pub struct Run {
 impl Run {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Whether other work on the machine used more than a tenth of a CPU on
+    /// average during the run: its figures are then suspect. (CPU times are
+    /// counted in 10 ms ticks: below 50 ms, nothing can be told.)
+    pub fn noisy(&self) -> bool {
+        self.other_cpu > (0.1 * self.wall).max(0.05)
     }
 }
 
@@ -119,7 +137,10 @@ struct Bench {
     server: Server,
     ctl: redis::Connection,
     tmp: PathBuf,
+    /// The private copy of the job that the runs use.
     job_bin: PathBuf,
+    /// Where it was copied from.
+    job_src: PathBuf,
     job_args: Vec<String>,
     job_timeout: Duration,
 }
@@ -141,7 +162,9 @@ impl Drop for TempDir {
 }
 
 fn bench(args: Args) -> Result<bool, String> {
-    let keys = args.keys.unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
+    let keys = args
+        .keys
+        .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
     let reps = args
         .reps
         .unwrap_or(if args.quick || args.rss_scaling { 1 } else { 5 });
@@ -174,21 +197,28 @@ fn bench(args: Args) -> Result<bool, String> {
         path: std::env::temp_dir().join(format!("janitor-bench-{}-{nanos}", std::process::id())),
         keep: args.keep_tmp,
     };
-    std::fs::create_dir_all(&tmp.path).map_err(|e| format!("create {}: {e}", tmp.path.display()))?;
+    std::fs::create_dir_all(&tmp.path)
+        .map_err(|e| format!("create {}: {e}", tmp.path.display()))?;
+    // Run a private copy: a rebuild of the job during the benchmark (another
+    // engineer at work) must not change the binary between runs.
+    let job_copy = tmp.path.join("redis-janitor");
+    std::fs::copy(&job_bin, &job_copy)
+        .map_err(|e| format!("copy {} to {}: {e}", job_bin.display(), job_copy.display()))?;
     let server = Server::start(&redis_bin, &tmp.path)?;
     let ctl = server.connect().map_err(|e| format!("connect: {e}"))?;
     let mut bench = Bench {
         server,
         ctl,
         tmp: tmp.path.clone(),
-        job_bin,
+        job_bin: job_copy,
+        job_src: job_bin,
         job_args: args.job_args.split_whitespace().map(String::from).collect(),
         job_timeout: Duration::from_secs(args.job_timeout),
     };
     let header = header(&mut bench, &args, keys, reps, naive_reps, &methods);
     println!("{header}");
     let started = Instant::now();
-    let ok = if args.rss_scaling {
+    let runs = if args.rss_scaling {
         let mut runs = Vec::new();
         for &n in &args.rss_keys {
             for rep in 0..reps {
@@ -196,7 +226,7 @@ fn bench(args: Args) -> Result<bool, String> {
             }
         }
         println!("{}", table::rss_scaling(&runs, &args.rss_keys));
-        runs.iter().all(Run::ok)
+        runs
     } else {
         let mut runs = Vec::new();
         for rep in 0..reps {
@@ -214,12 +244,22 @@ fn bench(args: Args) -> Result<bool, String> {
         }
         println!("{}", table::main_table(&runs, &methods, keys));
         println!("{}", table::runs_list(&runs));
-        runs.iter().all(Run::ok)
+        runs
     };
+    let ok = runs.iter().all(Run::ok);
+    let noisy = runs.iter().filter(|r| r.noisy()).count();
+    let total = runs.len();
     println!(
-        "total benchmark time: {:.0} s (seeding and checks included)",
-        started.elapsed().as_secs_f64()
+        "total benchmark time: {:.0} s (seeding and checks included); load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
     );
+    if noisy > 0 {
+        println!(
+            "WARNING: in {noisy} of {total} runs, other work on the machine used more than 10% of a CPU \
+             (column `other CPU`): those figures are disturbed; rerun on a quiet machine"
+        );
+    }
     if ok {
         println!("all final keyspace checks passed");
     }
@@ -256,14 +296,15 @@ impl Bench {
             log: &log,
             timeout: self.job_timeout,
         };
-        let counters = |ctl: &mut redis::Connection| {
-            server::counters(ctl).map_err(|e| format!("INFO: {e}"))
-        };
+        let counters =
+            |ctl: &mut redis::Connection| server::counters(ctl).map_err(|e| format!("INFO: {e}"));
         let before = counters(&mut self.ctl)?;
         let prober = Prober::start(&self.server)?;
+        let clock = CpuClock::now(self.server.pid());
         let started = Instant::now();
         let result = methods::run(method, &mut conn, &job);
         let wall = started.elapsed().as_secs_f64();
+        let clock_after = CpuClock::now(self.server.pid());
         let latency = prober.finish();
         self.server.alive()?;
         let after = counters(&mut self.ctl)?;
@@ -290,7 +331,13 @@ impl Bench {
         } else {
             Expect::Unchanged
         };
-        problems.extend(keyspace::verify(&mut self.ctl, &mix, expect, seeded, started)?);
+        problems.extend(keyspace::verify(
+            &mut self.ctl,
+            &mix,
+            expect,
+            seeded,
+            started,
+        )?);
         if method == Method::Janitor && !problems.is_empty() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -302,6 +349,12 @@ impl Bench {
         }
         // The prober's own traffic: "*1\r\n$4\r\nPING\r\n" in, "+PONG\r\n" out.
         let pings = latency.count + 1;
+        let job_cpu = outcome.job_cpu.unwrap_or(0.0);
+        let client_cpu = outcome.job_cpu.unwrap_or(clock_after.thread - clock.thread);
+        let other_cpu = (clock_after.machine - clock.machine)
+            - (clock_after.redis - clock.redis)
+            - (clock_after.bench - clock.bench)
+            - job_cpu;
         let run = Run {
             method,
             rep,
@@ -312,10 +365,12 @@ impl Bench {
             rss_kib: outcome.rss_kib,
             net_in: after.net_in.saturating_sub(before.net_in + 14 * pings),
             net_out: after.net_out.saturating_sub(before.net_out + 7 * pings),
+            client_cpu,
+            other_cpu: other_cpu.max(0.0),
             outcome,
             problems,
         };
-        eprintln!("{}", table::run_line(&run, seed_secs));
+        eprintln!("{}  load {}", table::run_line(&run, seed_secs), loadavg());
         if !run.outcome.detail.is_empty() {
             eprintln!("    {}", run.outcome.detail);
         }
@@ -324,6 +379,15 @@ impl Bench {
         }
         Ok(run)
     }
+}
+
+/// The 1-minute load average: above ~2 on two cores, something else competed
+/// with the benchmark for the CPUs.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Compares what a method says it did with what the rules must do to `mix`.
@@ -397,23 +461,31 @@ fn header(
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let rev = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--", "src", "lua", "Cargo.toml", "Cargo.lock"])
-        .is_some_and(|s| !s.is_empty());
-    let command = std::env::var("JANITOR_BENCH_COMMAND").unwrap_or_else(|_| {
-        std::env::args().collect::<Vec<_>>().join(" ")
-    });
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        "src",
+        "lua",
+        "Cargo.toml",
+        "Cargo.lock",
+    ])
+    .is_some_and(|s| !s.is_empty());
+    let command = std::env::var("JANITOR_BENCH_COMMAND")
+        .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
     let mut h = String::new();
     h.push_str(&format!(
-        "machine: {nproc} CPUs ({cpu_model}), {mem_gib:.0} GiB, Linux {}\n",
-        kernel.trim()
+        "machine: {nproc} CPUs ({cpu_model}), {mem_gib:.0} GiB, Linux {}, load average {} at start\n",
+        kernel.trim(),
+        loadavg()
     ));
     h.push_str(&format!(
         "redis:   {redis_version} on 127.0.0.1:{} (--save \"\" --appendonly no --busy-reply-threshold 0)\n",
         bench.server.port()
     ));
     h.push_str(&format!(
-        "job:     {} at commit {rev}{}\n",
-        bench.job_bin.display(),
+        "job:     {} (copied at start) at commit {rev}{}\n",
+        bench.job_src.display(),
         if dirty { " + uncommitted changes" } else { "" }
     ));
     h.push_str(&format!("command: {command}\n"));

@@ -78,6 +78,8 @@ pub struct Outcome {
     pub acted: Acted,
     /// Peak RSS of the job process, in KiB.
     pub rss_kib: Option<u64>,
+    /// CPU seconds of the job process.
+    pub job_cpu: Option<f64>,
     /// A line of method-specific facts (the job's report).
     pub detail: String,
     /// What went wrong, if anything (the run is then marked failed).
@@ -96,7 +98,11 @@ pub struct JobSetup<'a> {
 
 /// Runs `method` once. `conn` is opened before the clock starts; the job opens
 /// its own connection (its start-up is part of its wall time).
-pub fn run(method: Method, conn: &mut redis::Connection, job: &JobSetup) -> Result<Outcome, String> {
+pub fn run(
+    method: Method,
+    conn: &mut redis::Connection,
+    job: &JobSetup,
+) -> Result<Outcome, String> {
     match method {
         Method::Janitor => janitor(job),
         Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
@@ -134,11 +140,14 @@ fn janitor(job: &JobSetup) -> Result<Outcome, String> {
     let child = run_child(cmd, job.timeout)?;
     let mut out = Outcome {
         rss_kib: Some(child.max_rss_kib),
+        job_cpu: Some(child.cpu),
         ..Outcome::default()
     };
     if child.timed_out {
-        out.problems
-            .push(format!("the job ran longer than {:?} and was killed", job.timeout));
+        out.problems.push(format!(
+            "the job ran longer than {:?} and was killed",
+            job.timeout
+        ));
     }
     match (child.code, child.signal) {
         (Some(0), _) => {}
@@ -160,7 +169,8 @@ fn janitor(job: &JobSetup) -> Result<Outcome, String> {
         out.problems.push("the report says complete: false".into());
     }
     if !report["error"].is_null() {
-        out.problems.push(format!("the report has an error: {}", report["error"]));
+        out.problems
+            .push(format!("the report has an error: {}", report["error"]));
     }
     let rule = |name: &str| -> Option<u64> {
         report["rules"]
@@ -169,7 +179,11 @@ fn janitor(job: &JobSetup) -> Result<Outcome, String> {
             .find(|r| r["name"] == name)?["keys"]
             .as_u64()
     };
-    match (rule("cache-missing-ttl"), rule("cache-expiring-soon"), rule("temp")) {
+    match (
+        rule("cache-missing-ttl"),
+        rule("cache-expiring-soon"),
+        rule("temp"),
+    ) {
         (Some(expired), Some(deleted_cache), Some(deleted_temp)) => {
             out.acted = Acted {
                 expired,

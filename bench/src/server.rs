@@ -26,8 +26,6 @@ pub struct Server {
 pub struct Counters {
     /// Main thread CPU seconds, user + system.
     pub cpu_main: f64,
-    /// Commands the server has processed.
-    pub commands: u64,
     /// Bytes read from clients.
     pub net_in: u64,
     /// Bytes written to clients.
@@ -56,9 +54,9 @@ impl Server {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             die_with_parent(&mut cmd);
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot run `{bin}`: {e} (install it: apt-get install redis-server)"))?;
+            let child = cmd.spawn().map_err(|e| {
+                format!("cannot run `{bin}`: {e} (install it: apt-get install redis-server)")
+            })?;
             let mut server = Server { child, port, log };
             let deadline = Instant::now() + READY_TIMEOUT;
             loop {
@@ -67,11 +65,14 @@ impl Server {
                     if log.contains("Address already in use") {
                         break;
                     }
-                    return Err(format!("redis-server exited early ({status}); its log:\n{log}"));
+                    return Err(format!(
+                        "redis-server exited early ({status}); its log:\n{log}"
+                    ));
                 }
-                if server.connect().is_ok_and(|mut c| {
-                    redis::cmd("PING").query::<String>(&mut c).is_ok()
-                }) {
+                if server
+                    .connect()
+                    .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+                {
                     return Ok(server);
                 }
                 if Instant::now() > deadline {
@@ -89,6 +90,11 @@ impl Server {
     /// The URL the job and the methods connect to.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The port the server listens on.
@@ -147,7 +153,8 @@ pub fn die_with_parent(cmd: &mut Command) {
 
 /// A loopback port that was free a moment ago.
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind 127.0.0.1:0: {e}"))?;
     listener
         .local_addr()
         .map(|a| a.port())
@@ -155,7 +162,10 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// One INFO section as a map of its `field:value` lines.
-pub fn info(conn: &mut redis::Connection, section: &str) -> redis::RedisResult<HashMap<String, String>> {
+pub fn info(
+    conn: &mut redis::Connection,
+    section: &str,
+) -> redis::RedisResult<HashMap<String, String>> {
     let text: String = redis::cmd("INFO").arg(section).query(conn)?;
     Ok(text
         .lines()
@@ -180,7 +190,6 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     let u = |k: &str| f(&stats, k).unwrap_or(0.0) as u64;
     Ok(Counters {
         cpu_main,
-        commands: u("total_commands_processed"),
         net_in: u("total_net_input_bytes"),
         net_out: u("total_net_output_bytes"),
     })
@@ -192,7 +201,11 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
 pub fn settle(conn: &mut redis::Connection) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        match redis::cmd("DEBUG").arg("HTSTATS").arg(0).query::<String>(conn) {
+        match redis::cmd("DEBUG")
+            .arg("HTSTATS")
+            .arg(0)
+            .query::<String>(conn)
+        {
             Ok(stats) if stats.contains("rehashing") => thread::sleep(Duration::from_millis(10)),
             _ => return,
         }

@@ -1,0 +1,319 @@
+//! Turns the measured runs into what the benchmark prints: one progress line
+//! per run, the main table (medians, and ratios to the server-side bound taken
+//! pair by pair within a repetition), the list of every run, and the RSS
+//! scaling table. Tables are Markdown, ready for the README.
+
+use crate::Run;
+use crate::measure::median;
+use crate::methods::Method;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// A Markdown table with aligned columns: the first `left` columns are text
+/// (left-aligned), the others numbers (right-aligned).
+fn markdown(head: &[&str], left: usize, rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut s = String::from("|");
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i < left {
+                s.push_str(&format!(" {cell}{} |", " ".repeat(pad)));
+            } else {
+                s.push_str(&format!(" {}{cell} |", " ".repeat(pad)));
+            }
+        }
+        s
+    };
+    let mut out = line(&head.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    out.push('\n');
+    out.push('|');
+    for (i, w) in widths.iter().enumerate() {
+        let dashes = "-".repeat(*w);
+        out.push_str(&if i < left {
+            format!("{dashes}--|")
+        } else {
+            format!("-{dashes}:|")
+        });
+    }
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn opt(value: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
+    value.map_or_else(|| "-".to_string(), fmt)
+}
+
+fn secs(v: f64) -> String {
+    format!("{v:.2} s")
+}
+
+fn ratio(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The progress line printed after each run.
+pub fn run_line(run: &Run, seed_secs: f64) -> String {
+    format!(
+        "rep {} {:<8} {} keys  seed {:.2} s  wall {:.3} s  server CPU {:.3} s ({:.0}% busy)  client CPU {:.3} s  other CPU {:.2} s  PING p50 {:.2} p99 {:.2} max {:.2} ms{}  {}",
+        run.rep + 1,
+        run.method.name(),
+        run.keys,
+        seed_secs,
+        run.wall,
+        run.cpu,
+        100.0 * run.cpu / run.wall.max(1e-9),
+        run.client_cpu,
+        run.other_cpu,
+        run.latency.p50,
+        run.latency.p99,
+        run.latency.max,
+        run.rss_kib
+            .map_or(String::new(), |kib| format!("  peak RSS {}", mib(kib))),
+        if run.ok() { "check ok" } else { "CHECK FAILED" }
+    )
+}
+
+/// The successful run of `method` in repetition `rep`, if any.
+fn find(runs: &[Run], method: Method, rep: usize) -> Option<&Run> {
+    runs.iter()
+        .find(|r| r.method == method && r.rep == rep && r.ok())
+}
+
+/// The main table: one row per method.
+pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
+    let mut rows = Vec::new();
+    let mut traffic = Vec::new();
+    for &method in Method::ALL.iter().filter(|m| methods.contains(m)) {
+        let all: Vec<&Run> = runs.iter().filter(|r| r.method == method).collect();
+        if all.is_empty() {
+            continue;
+        }
+        let ok: Vec<&Run> = all.iter().copied().filter(|r| r.ok()).collect();
+        let med = |f: &dyn Fn(&Run) -> f64| median(&ok.iter().map(|r| f(r)).collect::<Vec<_>>());
+        // Ratios to the bound, pair by pair within the same repetition.
+        let pairs: Vec<(&Run, &Run)> = ok
+            .iter()
+            .filter_map(|r| Some((*r, find(runs, Method::Bound, r.rep)?)))
+            .collect();
+        let wall_x = median(
+            &pairs
+                .iter()
+                .map(|(r, b)| r.wall / b.wall)
+                .collect::<Vec<_>>(),
+        );
+        let cpu_x = median(&pairs.iter().map(|(r, b)| r.cpu / b.cpu).collect::<Vec<_>>());
+        let max_of_max = ok.iter().map(|r| r.latency.max).reduce(f64::max);
+        let rss: Vec<u64> = ok.iter().filter_map(|r| r.rss_kib).collect();
+        let rss_text = if rss.is_empty() {
+            "-".to_string()
+        } else {
+            let med_rss = median(&rss.iter().map(|&k| k as f64).collect::<Vec<_>>()).unwrap_or(0.0);
+            format!(
+                "{} (max {})",
+                mib(med_rss as u64),
+                mib(rss.iter().copied().max().unwrap_or(0))
+            )
+        };
+        rows.push(vec![
+            method.name().to_string(),
+            {
+                let mut runs = if ok.len() == all.len() {
+                    ok.len().to_string()
+                } else {
+                    format!("{} ok of {}", ok.len(), all.len())
+                };
+                let noisy = ok.iter().filter(|r| r.noisy()).count();
+                if noisy > 0 {
+                    runs.push_str(&format!(" ({noisy} noisy)"));
+                }
+                runs
+            },
+            opt(med(&|r| r.wall), secs),
+            opt(wall_x, ratio),
+            opt(med(&|r| r.cpu), secs),
+            opt(med(&|r| r.cpu / keys as f64 * 1e6), |v| format!("{v:.2}")),
+            opt(cpu_x, ratio),
+            opt(med(&|r| r.cpu / r.wall), |v| format!("{:.0}%", 100.0 * v)),
+            opt(med(&|r| r.latency.p50), ms),
+            opt(med(&|r| r.latency.p99), ms),
+            opt(med(&|r| r.latency.max), ms),
+            opt(max_of_max, ms),
+            rss_text,
+        ]);
+        traffic.push(vec![
+            method.name().to_string(),
+            opt(med(&|r| r.outcome.scanned as f64), |v| format!("{v:.0}")),
+            opt(med(&|r| r.net_in as f64 / MIB), |v| format!("{v:.1}")),
+            opt(med(&|r| r.net_out as f64 / MIB), |v| format!("{v:.1}")),
+            opt(med(&|r| r.latency.count as f64), |v| format!("{v:.0}")),
+            opt(med(&|r| r.latency.p99_arrivals), ms),
+            opt(med(&|r| r.client_cpu), secs),
+            opt(med(&|r| r.other_cpu), secs),
+        ]);
+    }
+    let main = markdown(
+        &[
+            "method",
+            "runs",
+            "median wall",
+            "x bound",
+            "server CPU",
+            "CPU us/key",
+            "CPU x bound",
+            "Redis busy",
+            "PING p50 ms",
+            "PING p99 ms",
+            "PING max ms",
+            "max of max ms",
+            "job peak RSS",
+        ],
+        1,
+        &rows,
+    );
+    let traffic = markdown(
+        &[
+            "method",
+            "keys enumerated",
+            "MiB to Redis",
+            "MiB from Redis",
+            "PINGs sent",
+            "p99 of 1/ms arrivals, ms",
+            "client CPU",
+            "other CPU",
+        ],
+        1,
+        &traffic,
+    );
+    format!(
+        "\n{main}\n\n\
+         Medians over the successful runs. x bound and CPU x bound: median of the ratios to the bound's run \
+         in the same repetition. server CPU: Redis main thread (user+sys). Redis busy: server CPU / wall. \
+         PING: a second client, one PING per ms; p50/p99/max are medians across runs, max of max is the worst run.\n\n\
+         Details (medians): what the method enumerated, its traffic (the PING client's own bytes excluded), \
+         and the PING p99 corrected for coordinated omission (as seen by requests arriving every 1 ms, \
+         including those a stalled PING client did not send); client CPU: the job process, or the thread running \
+         an in-process method; other CPU: CPU time used during the run by anything but Redis, the benchmark and \
+         the job (noise from other work on the machine; it should be near 0):\n\n{traffic}\n"
+    )
+}
+
+/// Every run, in the order they ran.
+pub fn runs_list(runs: &[Run]) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                (r.rep + 1).to_string(),
+                r.method.name().to_string(),
+                format!("{:.3}", r.wall),
+                format!("{:.3}", r.cpu),
+                format!("{:.0}%", 100.0 * r.cpu / r.wall.max(1e-9)),
+                ms(r.latency.p50),
+                ms(r.latency.p99),
+                ms(r.latency.max),
+                r.rss_kib.map_or("-".into(), mib),
+                format!(
+                    "{:.2}{}",
+                    r.other_cpu,
+                    if r.noisy() { " noisy" } else { "" }
+                ),
+                if r.ok() { "ok".into() } else { "FAILED".into() },
+            ]
+        })
+        .collect();
+    format!(
+        "Every run:\n\n{}\n",
+        markdown(
+            &[
+                "rep",
+                "method",
+                "wall s",
+                "server CPU s",
+                "busy",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "peak RSS",
+                "other CPU s",
+                "check",
+            ],
+            2,
+            &rows,
+        )
+    )
+}
+
+/// The job alone at several keyspace sizes: its peak RSS should not grow.
+pub fn rss_scaling(runs: &[Run], sizes: &[u64]) -> String {
+    let mut rows = Vec::new();
+    let mut medians = Vec::new();
+    for &n in sizes {
+        let ok: Vec<&Run> = runs.iter().filter(|r| r.keys == n && r.ok()).collect();
+        let med = |f: &dyn Fn(&Run) -> f64| median(&ok.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let rss = med(&|r| r.rss_kib.unwrap_or(0) as f64);
+        medians.push(rss);
+        rows.push(vec![
+            n.to_string(),
+            format!(
+                "{} of {}",
+                ok.len(),
+                runs.iter().filter(|r| r.keys == n).count()
+            ),
+            opt(med(&|r| r.wall), secs),
+            opt(med(&|r| r.cpu), secs),
+            opt(med(&|r| r.latency.p99), ms),
+            opt(med(&|r| r.latency.max), ms),
+            opt(rss, |v| mib(v as u64)),
+        ]);
+    }
+    let mut out = format!(
+        "\n{}\n",
+        markdown(
+            &[
+                "keys",
+                "runs ok",
+                "median wall",
+                "server CPU",
+                "PING p99 ms",
+                "PING max ms",
+                "job peak RSS"
+            ],
+            0,
+            &rows
+        )
+    );
+    if let (Some(Some(first)), Some(Some(last))) = (medians.first(), medians.last())
+        && sizes.len() > 1
+        && *first > 0.0
+    {
+        let r = last / first;
+        out.push_str(&format!(
+            "\npeak RSS at {} keys / at {} keys = {r:.3} ({} the issue's 10%)\n",
+            sizes[sizes.len() - 1],
+            sizes[0],
+            if (r - 1.0).abs() <= 0.10 {
+                "within"
+            } else {
+                "OUTSIDE"
+            }
+        ));
+    }
+    out
+}
