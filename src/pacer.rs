@@ -49,7 +49,7 @@ impl Pacer {
         }
     }
 
-    /// How many keys the next batch should carry, and the next SCAN's COUNT.
+    /// How many keys the next batch should carry.
     pub fn batch_size(&self) -> usize {
         self.target
     }

@@ -155,7 +155,9 @@ impl Pass<'_> {
                 let not_before = self
                     .pacer
                     .next_scan_at(self.started, self.counts.keys_scanned);
-                let (count, pattern) = (self.pacer.batch_size(), self.scan_match.clone());
+                // SCAN is cheap per key: a full --batch-size COUNT yields at
+                // least one whole batch, so calls never wait for keys.
+                let (count, pattern) = (self.options.batch_size, self.scan_match.clone());
                 scanning = Some(Box::pin(scan(
                     self.conn.clone(),
                     at,
