@@ -13,7 +13,8 @@
 -- ARGV[1]  the rules, separated by ';'; each rule is
 --            action,ttl_ms,no_ttl,ttl_below_ms,ttl_above_ms,type,idle_above_s
 --          action is 'd' (UNLINK) or 'e' (PEXPIRE ttl_ms); no_ttl is 0 or 1;
---          a number of -1 or an empty type means "no such condition".
+--          a number of -1 or an empty type means "no such condition". The job
+--          has validated them (e.g. no_ttl never comes with ttl_below).
 -- ARGV[2]  the candidate sets of this batch, separated by ';'; each set is a
 --          ','-separated list of 1-based rule indices in rule order.
 -- ARGV[3]  one byte per key: the 1-based index of that key's candidate set.
@@ -35,6 +36,8 @@
 -- the call with nothing applied.
 
 local VANISHED, UNCHANGED, BLIND = 0, 1, 128
+-- Locals for what the per-key loops call: a global lookup costs a hash probe.
+local call, sub, byte = redis.call, string.sub, string.byte
 -- Keys per UNLINK/EXISTS call, and bytes per string.char call: below Lua's
 -- limit on the number of arguments to one function call.
 local CHUNK = 4000
@@ -62,38 +65,20 @@ local function parse_rules(spec)
   return rules
 end
 
-local function parse_sets(spec)
-  local sets = {}
-  for text in string.gmatch(spec, '[^;]+') do
-    local set = {}
-    for index in string.gmatch(text, '[^,]+') do
-      set[#set + 1] = tonumber(index)
-    end
-    sets[#sets + 1] = set
+-- A ','-separated list of 1-based rule indices, as a table.
+local function parse_set(text)
+  local set = {}
+  for index in string.gmatch(text, '[^,]+') do
+    set[#set + 1] = tonumber(index)
   end
-  return sets
-end
-
--- True when every condition of `rule` holds for `key`, whose PTTL is `pttl`.
--- TYPE and OBJECT IDLETIME are asked only when a rule needs them.
-local function holds(rule, key, pttl)
-  if rule.no_ttl and pttl ~= -1 then return false end
-  if rule.ttl_below >= 0 and (pttl < 0 or pttl >= rule.ttl_below) then return false end
-  if rule.ttl_above >= 0 and (pttl < 0 or pttl <= rule.ttl_above) then return false end
-  -- An expire rule takes a key only when it would shorten its life.
-  if not rule.delete and pttl >= 0 and pttl <= rule.ttl then return false end
-  if rule.type ~= '' and redis.call('TYPE', key).ok ~= rule.type then return false end
-  if rule.idle_above >= 0 and redis.call('OBJECT', 'IDLETIME', key) <= rule.idle_above then
-    return false
-  end
-  return true
+  return set
 end
 
 -- Runs `command` on `keys` in chunks and sums the integer replies.
 local function each_chunk(command, keys)
   local total = 0
   for first = 1, #keys, CHUNK do
-    total = total + redis.call(command, unpack(keys, first, math.min(first + CHUNK - 1, #keys)))
+    total = total + call(command, unpack(keys, first, math.min(first + CHUNK - 1, #keys)))
   end
   return total
 end
@@ -110,70 +95,117 @@ local function count_existing(keys)
   return each_chunk('EXISTS', unique)
 end
 
-local started = redis.call('TIME')
-local rules = parse_rules(ARGV[1])
-local sets = parse_sets(ARGV[2])
-local set_of = ARGV[3]
-
--- Phase 1: decide every key, writing nothing.
-local outcome, deletes, expires, blind = {}, {}, {}, {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local set = sets[string.byte(set_of, i)]
-  local first = set[1]
-  if rules[first].blind then
-    outcome[i] = BLIND + first
-    local keys = blind[first]
-    if not keys then
-      keys = {}
-      blind[first] = keys
-    end
-    keys[#keys + 1] = key
-  else
-    local pttl = redis.call('PTTL', key)
-    local result = UNCHANGED
-    if pttl == -2 then
-      result = VANISHED
+-- Phase 1: decides every key of KEYS, writing nothing. Returns the outcome
+-- bytes and the writes to make. One loop with locals: it runs per key.
+local function decide(rules, sets, set_of)
+  local outcome, deletes, expires, blind = {}, {}, {}, {}
+  local ndeletes, nexpires = 0, 0
+  for i = 1, #KEYS do
+    local key = KEYS[i]
+    local set = sets[byte(set_of, i)]
+    local first = set[1]
+    local result
+    if rules[first].blind then
+      result = BLIND + first
+      local keys = blind[first]
+      if not keys then
+        keys = {}
+        blind[first] = keys
+      end
+      keys[#keys + 1] = key
     else
-      for _, r in ipairs(set) do
-        if holds(rules[r], key, pttl) then
-          result = 1 + r
-          if rules[r].delete then
-            deletes[#deletes + 1] = key
+      local pttl = call('PTTL', key)
+      result = UNCHANGED
+      if pttl == -2 then
+        result = VANISHED
+      else
+        for k = 1, #set do
+          local r = set[k]
+          local rule = rules[r]
+          -- The conditions, cheapest first; TYPE and OBJECT IDLETIME are
+          -- asked only when a rule needs them.
+          local holds
+          if rule.no_ttl then
+            holds = pttl == -1
+          elseif pttl >= 0 then
+            holds = (rule.ttl_below < 0 or pttl < rule.ttl_below)
+              and (rule.ttl_above < 0 or pttl > rule.ttl_above)
+              -- An expire rule takes a key only when it would shorten its life.
+              and (rule.delete or pttl > rule.ttl)
           else
-            expires[#expires + 1] = i
+            holds = rule.ttl_below < 0 and rule.ttl_above < 0
           end
-          break
+          if holds and rule.type ~= '' then
+            holds = call('TYPE', key).ok == rule.type
+          end
+          if holds and rule.idle_above >= 0 then
+            holds = call('OBJECT', 'IDLETIME', key) > rule.idle_above
+          end
+          if holds then
+            result = 1 + r
+            if rule.delete then
+              ndeletes = ndeletes + 1
+              deletes[ndeletes] = key
+            else
+              nexpires = nexpires + 2
+              expires[nexpires - 1], expires[nexpires] = key, rule.ttl
+            end
+            break
+          end
         end
       end
     end
     outcome[i] = result
   end
+  return { rules = rules, outcome = outcome, deletes = deletes, expires = expires, blind = blind }
 end
 
--- Phase 2: act (or, in a dry run, only count the blind deletes' keys).
-local gone = {}
-for r = 1, #rules do
-  gone[r] = 0
-end
-for r, keys in pairs(blind) do
-  local existed = DRY_RUN and count_existing(keys) or each_chunk('UNLINK', keys)
-  gone[r] = #keys - existed
-end
-if not DRY_RUN then
-  if #deletes > 0 then
-    each_chunk('UNLINK', deletes)
+-- Phase 2: acts on the decided keys (a dry run only counts the blind
+-- deletes' keys that still exist). Returns, per rule, how many of its blind
+-- deletes' keys had vanished.
+local function apply(batch, dry_run)
+  local gone = {}
+  for r = 1, #batch.rules do
+    gone[r] = 0
   end
-  for _, i in ipairs(expires) do
-    redis.call('PEXPIRE', KEYS[i], rules[outcome[i] - 1].ttl)
+  for r, keys in pairs(batch.blind) do
+    local existed = dry_run and count_existing(keys) or each_chunk('UNLINK', keys)
+    gone[r] = #keys - existed
   end
+  if not dry_run then
+    each_chunk('UNLINK', batch.deletes)
+    local expires = batch.expires
+    for i = 1, #expires, 2 do
+      call('PEXPIRE', expires[i], expires[i + 1])
+    end
+  end
+  return gone
 end
 
-local parts = {}
-for first = 1, #outcome, CHUNK do
-  parts[#parts + 1] = string.char(unpack(outcome, first, math.min(first + CHUNK - 1, #outcome)))
+-- The outcome bytes as one string.
+local function outcome_string(batch)
+  local outcome, parts = batch.outcome, {}
+  for first = 1, #outcome, CHUNK do
+    parts[#parts + 1] = string.char(unpack(outcome, first, math.min(first + CHUNK - 1, #outcome)))
+  end
+  return table.concat(parts)
 end
-local ended = redis.call('TIME')
-local micros = (tonumber(ended[1]) - tonumber(started[1])) * 1000000
-  + tonumber(ended[2]) - tonumber(started[2])
-return { table.concat(parts), micros, gone }
+
+-- Microseconds since `started`, a TIME reply.
+local function micros_since(started)
+  local now = call('TIME')
+  return (tonumber(now[1]) - tonumber(started[1])) * 1000000
+    + tonumber(now[2]) - tonumber(started[2])
+end
+
+local started = call('TIME')
+local rules = parse_rules(ARGV[1])
+local sets = {}
+for text in string.gmatch(ARGV[2], '[^;]+') do
+  sets[#sets + 1] = parse_set(text)
+end
+local set_of = ARGV[3]
+
+local batch = decide(rules, sets, set_of)
+local gone = apply(batch, DRY_RUN)
+return { outcome_string(batch), micros_since(started), gone }
