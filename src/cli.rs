@@ -85,7 +85,7 @@ pub struct RunArgs {
         long,
         env = "JANITOR_MAX_CALL_TIME",
         value_name = "DURATION",
-        default_value = "1ms",
+        default_value = "750us",
         value_parser = positive_duration
     )]
     pub max_call_time: Duration,

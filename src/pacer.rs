@@ -34,6 +34,9 @@ pub struct Pacer {
     micros_per_key: Option<f64>,
     /// Keys per call for the next batches.
     target: usize,
+    /// Moving average of the share of scanned keys that some rule's
+    /// pattern matches.
+    match_ratio: f64,
 }
 
 impl Pacer {
@@ -46,12 +49,30 @@ impl Pacer {
             rate_limit,
             micros_per_key: None,
             target: FIRST_BATCH.min(max_batch),
+            match_ratio: 1.0,
         }
     }
 
     /// How many keys the next batch should carry.
     pub fn batch_size(&self) -> usize {
         self.target
+    }
+
+    /// The next SCAN's COUNT: enough keys for about one batch of candidates,
+    /// so that calls never wait for keys, yet no SCAN holds Redis much
+    /// longer than a call.
+    pub fn scan_count(&self) -> usize {
+        let count = self.target as f64 / self.match_ratio.max(0.1);
+        (count as usize).clamp(self.target, self.max_batch)
+    }
+
+    /// Learns from one SCAN reply of `scanned` keys, `matched` of which some
+    /// rule's pattern matched.
+    pub fn record_scan(&mut self, scanned: usize, matched: usize) {
+        if scanned > 0 {
+            let ratio = matched as f64 / scanned as f64;
+            self.match_ratio = SMOOTHING * ratio + (1.0 - SMOOTHING) * self.match_ratio;
+        }
     }
 
     /// Learns from one call that handled `keys` keys in `micros` microseconds
@@ -110,6 +131,24 @@ mod tests {
         let mut tiny = Pacer::new(4, Duration::from_micros(1), None);
         tiny.record(4, 1000);
         assert_eq!(tiny.batch_size(), 4);
+    }
+
+    #[test]
+    fn scans_fetch_about_one_batch_of_candidates() {
+        let mut pacer = Pacer::new(1000, Duration::from_millis(1), None);
+        assert_eq!(pacer.scan_count(), 100);
+        for _ in 0..30 {
+            pacer.record_scan(1000, 250);
+        }
+        assert!(
+            (395..=400).contains(&pacer.scan_count()),
+            "{}",
+            pacer.scan_count()
+        );
+        for _ in 0..30 {
+            pacer.record_scan(1000, 0);
+        }
+        assert_eq!(pacer.scan_count(), 1000);
     }
 
     #[test]

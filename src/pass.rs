@@ -27,7 +27,7 @@ use crate::scripts::{Invoke, Script};
 
 /// Script calls in flight at once: two keep Redis busy (one running, one
 /// queued behind it) without piling work on it.
-const MAX_CALLS_IN_FLIGHT: usize = 2;
+const MAX_CALLS_IN_FLIGHT: usize = 1;
 
 /// Batches cut but not yet sent before the pass stops scanning ahead.
 const MAX_READY: usize = 2;
@@ -155,9 +155,7 @@ impl Pass<'_> {
                 let not_before = self
                     .pacer
                     .next_scan_at(self.started, self.counts.keys_scanned);
-                // SCAN is cheap per key: a full --batch-size COUNT yields at
-                // least one whole batch, so calls never wait for keys.
-                let (count, pattern) = (self.options.batch_size, self.scan_match.clone());
+                let (count, pattern) = (self.pacer.scan_count(), self.scan_match.clone());
                 scanning = Some(Box::pin(scan(
                     self.conn.clone(),
                     at,
@@ -184,10 +182,13 @@ impl Pass<'_> {
                     scanning = None;
                     let (next, keys) = result?;
                     cursor = (next != 0).then_some(next);
-                    self.counts.keys_scanned += keys.len() as u64;
+                    let scanned = keys.len();
+                    self.counts.keys_scanned += scanned as u64;
+                    let mut matched = 0;
                     for key in keys {
-                        self.add(key, &mut building, &mut ready);
+                        matched += usize::from(self.add(key, &mut building, &mut ready));
                     }
+                    self.pacer.record_scan(scanned, matched);
                 }
                 Some((batch, result)) = calls.next(), if !calls.is_empty() => {
                     let (reply, resent) = result?;
@@ -204,11 +205,12 @@ impl Pass<'_> {
     }
 
     /// Files `key` into the batch being built when some rule's pattern
-    /// matches it, cutting a new batch when that one is full.
-    fn add(&self, key: Vec<u8>, building: &mut Batch, ready: &mut VecDeque<Batch>) {
+    /// matches it, cutting a new batch when that one is full. Returns
+    /// whether it matched.
+    fn add(&self, key: Vec<u8>, building: &mut Batch, ready: &mut VecDeque<Batch>) -> bool {
         let set = self.rules.candidates(&key);
         if set == 0 {
-            return;
+            return false;
         }
         if let Err(key) = building.push(key, set) {
             ready.push_back(std::mem::take(building));
@@ -219,6 +221,7 @@ impl Pass<'_> {
         if building.len() >= self.pacer.batch_size() {
             ready.push_back(std::mem::take(building));
         }
+        true
     }
 
     fn stop_requested(&self) -> Option<Stop> {
