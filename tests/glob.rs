@@ -161,23 +161,12 @@ fn corner_cases_agree_with_keys() {
     assert!(report.is_empty(), "Glob disagrees with KEYS:\n{report}");
 }
 
-/// A tiny xorshift64: deterministic, no dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    fn bytes(&mut self, alphabet: &[u8], max_len: usize) -> Vec<u8> {
-        let len = self.below(max_len + 1);
-        (0..len)
-            .map(|_| alphabet[self.below(alphabet.len())])
-            .collect()
-    }
+/// A random byte string over `alphabet`, at most `max_len` long.
+fn random_bytes(rng: &mut fastrand::Rng, alphabet: &[u8], max_len: usize) -> Vec<u8> {
+    let len = rng.usize(..=max_len);
+    (0..len)
+        .map(|_| alphabet[rng.usize(..alphabet.len())])
+        .collect()
 }
 
 const ALPHABET: &[u8] = b"ab-][^\\*?\xff\x80\x00";
@@ -186,13 +175,17 @@ const ALPHABET: &[u8] = b"ab-][^\\*?\xff\x80\x00";
 fn random_patterns_agree_with_keys() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let mut rng = XorShift(0x5eed_0f91_0620_22ab);
-    let mut keys: Vec<Vec<u8>> = (0..400).map(|_| rng.bytes(ALPHABET, 6)).collect();
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0f91_0620_22ab);
+    let mut keys: Vec<Vec<u8>> = (0..400)
+        .map(|_| random_bytes(&mut rng, ALPHABET, 6))
+        .collect();
     keys.push(Vec::new());
     keys.sort();
     keys.dedup();
     seed(&mut con, &keys);
-    let patterns: Vec<Vec<u8>> = (0..4000).map(|_| rng.bytes(ALPHABET, 10)).collect();
+    let patterns: Vec<Vec<u8>> = (0..4000)
+        .map(|_| random_bytes(&mut rng, ALPHABET, 10))
+        .collect();
     let report = compare_with_keys(&mut con, &keys, &patterns);
     assert!(report.is_empty(), "Glob disagrees with KEYS:\n{report}");
 }
