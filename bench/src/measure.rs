@@ -1,9 +1,11 @@
 //! What the benchmark measures besides wall time: the latency a second client
 //! sees (a thread on its own connection sending PING every millisecond), the
-//! peak RSS and exit status of a child process (`wait4`), and the small
-//! statistics (median, percentiles) the table is made of.
+//! peak RSS, CPU time and exit status of a child process (run under GNU
+//! `time`), and the small statistics (median, percentiles) the table is made of.
 
+use std::ffi::OsStr;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -135,7 +137,7 @@ pub struct ChildRun {
     pub code: Option<i32>,
     /// The signal that ended it, if one did.
     pub signal: Option<i32>,
-    /// Peak resident set size, in KiB (getrusage's ru_maxrss).
+    /// Peak resident set size, in KiB (ru_maxrss, as GNU time reports it).
     pub max_rss_kib: u64,
     /// CPU seconds it used, user + system.
     pub cpu: f64,
@@ -145,11 +147,112 @@ pub struct ChildRun {
     pub timed_out: bool,
 }
 
-/// Runs `cmd` (stdout captured, stdin closed) and reaps it with `wait4` to
-/// read its peak RSS. A watchdog kills it after `timeout`.
-pub fn run_child(mut cmd: Command, timeout: Duration) -> Result<ChildRun, String> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
-    die_with_parent(&mut cmd);
+/// GNU time (Debian package `time`; bench/run installs it when missing).
+pub const TIME_BIN: &str = "/usr/bin/time";
+
+/// What GNU time writes to its `-o` file: its child's peak RSS (KiB), user and
+/// system CPU seconds, after a tag no line of its own starts with.
+const TIME_FORMAT: &str = "bench-rusage %M %U %S";
+
+/// A command to be run by [`run_child`]: `program` under GNU time, which
+/// writes the program's rusage to `report`. Add arguments, environment and
+/// stderr to `cmd` as to the program's own command.
+///
+/// Why not `wait4` on the program directly: on Linux, the `ru_maxrss` of an
+/// exec'd child includes the high-water RSS of the memory it had before the
+/// exec, which for a child of the benchmark is a copy of the benchmark's own
+/// (after `naive`, which holds every key in this process, about 20 MiB). GNU
+/// time forks the program from its own small process (1-2 MiB), so the
+/// `ru_maxrss` it reports is the program's own peak.
+pub struct Timed {
+    pub cmd: Command,
+    report: PathBuf,
+}
+
+impl Timed {
+    pub fn new(program: impl AsRef<OsStr>, report: &Path) -> Timed {
+        let mut cmd = Command::new(TIME_BIN);
+        cmd.arg("-f")
+            .arg(TIME_FORMAT)
+            .arg("-o")
+            .arg(report)
+            .arg("--")
+            .arg(program);
+        Timed {
+            cmd,
+            report: report.to_path_buf(),
+        }
+    }
+}
+
+/// Runs the command (stdout captured, stdin closed) under GNU time and reads
+/// its exit status, peak RSS and CPU time (its own, not time's) from time's
+/// report. A watchdog kills time and the command after `timeout`.
+pub fn run_child(timed: Timed, timeout: Duration) -> Result<ChildRun, String> {
+    let Timed { mut cmd, report } = timed;
+    if !Path::new(TIME_BIN).exists() {
+        return Err(format!(
+            "{TIME_BIN} is missing: install GNU time (Debian package `time`)"
+        ));
+    }
+    let _ = std::fs::remove_file(&report);
+    let mut run = run_and_reap(&mut cmd, timeout)?;
+    let text = std::fs::read_to_string(&report);
+    match text.as_deref().ok().and_then(parse_time_report) {
+        Some((rss, cpu, signal)) => {
+            run.max_rss_kib = rss;
+            run.cpu = cpu;
+            if signal.is_some() {
+                // time exits 128 + the signal that killed the command.
+                run.code = None;
+                run.signal = signal;
+            }
+        }
+        // time itself was killed (the watchdog) before it reported: keep its
+        // own status, and no figures rather than time's.
+        None if run.timed_out || run.signal.is_some() => {
+            run.max_rss_kib = 0;
+            run.cpu = 0.0;
+        }
+        None => {
+            return Err(format!(
+                "no report from {TIME_BIN} in {}: {text:?}",
+                report.display()
+            ));
+        }
+    }
+    Ok(run)
+}
+
+/// Peak RSS (KiB), CPU seconds and, when the command died of one, the signal,
+/// from GNU time's report.
+fn parse_time_report(report: &str) -> Option<(u64, f64, Option<i32>)> {
+    let mut signal = None;
+    let mut figures = None;
+    for line in report.lines() {
+        if let Some(sig) = line.strip_prefix("Command terminated by signal ") {
+            signal = Some(sig.trim().parse().ok()?);
+        } else if let Some(rest) = line.strip_prefix("bench-rusage ") {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let [rss, user, sys] = f[..] else {
+                return None;
+            };
+            let cpu = user.parse::<f64>().ok()? + sys.parse::<f64>().ok()?;
+            figures = Some((rss.parse().ok()?, cpu));
+        }
+    }
+    figures.map(|(rss, cpu)| (rss, cpu, signal))
+}
+
+/// Runs `cmd` (stdout captured, stdin closed) in its own process group and
+/// reaps it with `wait4`. A watchdog kills the whole group (time and the
+/// command it runs) after `timeout`.
+fn run_and_reap(cmd: &mut Command, timeout: Duration) -> Result<ChildRun, String> {
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0);
+    die_with_parent(cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
@@ -169,8 +272,9 @@ pub fn run_child(mut cmd: Command, timeout: Duration) -> Result<ChildRun, String
                 .unwrap_or_else(|e| e.into_inner());
             if !*guard {
                 timed_out.store(true, Ordering::Relaxed);
-                // SAFETY: plain syscall on a pid that is still ours (not reaped).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // SAFETY: plain syscall on the group of a pid that is still
+                // ours (not reaped), so the group id cannot be reused.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
             }
         })
     };
@@ -360,21 +464,69 @@ mod tests {
 
     #[test]
     fn a_child_is_reaped_with_its_status_and_rss() {
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", "echo hi; exit 3"]);
-        let run = run_child(cmd, Duration::from_secs(10)).unwrap();
+        let dir = std::env::temp_dir().join(format!("janitor-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut timed = Timed::new("sh", &dir.join("status.rusage"));
+        timed.cmd.args(["-c", "echo hi; exit 3"]);
+        let run = run_child(timed, Duration::from_secs(10)).unwrap();
         assert_eq!(run.code, Some(3));
         assert_eq!(run.stdout, "hi\n");
         assert!(run.max_rss_kib > 0);
         assert!(!run.timed_out);
+
+        let mut timed = Timed::new("sh", &dir.join("signal.rusage"));
+        timed.cmd.args(["-c", "kill -TERM $$"]);
+        let run = run_child(timed, Duration::from_secs(10)).unwrap();
+        assert_eq!((run.code, run.signal), (None, Some(libc::SIGTERM)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_rss_is_the_childs_own_not_this_process_high_water_mark() {
+        // Make this process's RSS high (64 MiB touched), then free it.
+        let big = vec![1u8; 64 << 20];
+        std::hint::black_box(&big);
+        let dir = std::env::temp_dir().join(format!("janitor-bench-rss-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let timed = Timed::new("true", &dir.join("true.rusage"));
+        let run = run_child(timed, Duration::from_secs(10)).unwrap();
+        drop(big);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(run.code, Some(0));
+        assert!(run.max_rss_kib < 16 << 10, "{} KiB", run.max_rss_kib);
+    }
+
+    #[test]
+    fn time_reports_are_parsed() {
+        assert_eq!(
+            parse_time_report("bench-rusage 5120 0.25 0.05\n"),
+            Some((5120, 0.3, None))
+        );
+        assert_eq!(
+            parse_time_report("Command terminated by signal 9\nbench-rusage 1628 0.00 0.01\n"),
+            Some((1628, 0.01, Some(9)))
+        );
+        assert_eq!(
+            parse_time_report(
+                "Command exited with non-zero status 3\nbench-rusage 1468 0.00 0.00\n"
+            ),
+            Some((1468, 0.0, None))
+        );
+        assert_eq!(parse_time_report(""), None);
     }
 
     #[test]
     fn the_watchdog_kills_a_child_that_runs_too_long() {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("30");
-        let run = run_child(cmd, Duration::from_millis(100)).unwrap();
+        let dir = std::env::temp_dir().join(format!("janitor-bench-dog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut timed = Timed::new("sleep", &dir.join("sleep.rusage"));
+        timed.cmd.arg("30");
+        let started = Instant::now();
+        let run = run_child(timed, Duration::from_millis(100)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(run.timed_out);
         assert_eq!(run.signal, Some(libc::SIGKILL));
+        // The sleep was killed with time: stdout (held by both) closed at once.
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -6,13 +6,12 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use crate::keyspace::EXPIRE_TO_MS;
-use crate::measure::run_child;
+use crate::measure::{Timed, run_child};
 
 /// SCAN COUNT of the pipeline, the bound and the bare SCAN.
 const SCAN_COUNT: u64 = 1000;
@@ -130,14 +129,15 @@ const JOB_ENV: [&str; 12] = [
 
 fn janitor(job: &JobSetup) -> Result<Outcome, String> {
     let log = File::create(job.log).map_err(|e| format!("create {}: {e}", job.log.display()))?;
-    let mut cmd = Command::new(job.bin);
+    let mut timed = Timed::new(job.bin, &job.log.with_extension("rusage"));
+    let cmd = &mut timed.cmd;
     cmd.args(["run", "--url", &job.url, "--output", "json"])
         .args(job.args)
         .stderr(log);
     for var in JOB_ENV {
         cmd.env_remove(var);
     }
-    let child = run_child(cmd, job.timeout)?;
+    let child = run_child(timed, job.timeout)?;
     let mut out = Outcome {
         rss_kib: Some(child.max_rss_kib),
         job_cpu: Some(child.cpu),
