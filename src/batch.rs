@@ -149,18 +149,23 @@ enum Fate {
 
 impl Fate {
     fn decode(outcome: u8, rules: usize) -> Result<Fate, Error> {
+        // Rule numbers in outcome bytes are 1-based: 0 would be no rule.
+        let rule = |first: u8| usize::from(outcome - first).checked_sub(1);
         let fate = match outcome {
-            VANISHED => Fate::Vanished,
-            UNCHANGED => Fate::Unchanged,
-            BLIND.. => Fate::Deleted(usize::from(outcome - BLIND - 1)),
-            _ => Fate::Acted(usize::from(outcome - 2)),
+            VANISHED => Some(Fate::Vanished),
+            UNCHANGED => Some(Fate::Unchanged),
+            BLIND.. => rule(BLIND).map(Fate::Deleted),
+            _ => rule(UNCHANGED).map(Fate::Acted),
         };
         match fate {
-            Fate::Acted(rule) | Fate::Deleted(rule) if rule >= rules => Err(Error::Script(
-                format!("the script named rule {} of {rules}", rule + 1),
-            )),
-            _ => Ok(fate),
+            Some(Fate::Acted(rule) | Fate::Deleted(rule)) if rule >= rules => None,
+            fate => fate,
         }
+        .ok_or_else(|| {
+            Error::Script(format!(
+                "the script answered outcome {outcome}, which names none of the {rules} rules"
+            ))
+        })
     }
 }
 
@@ -232,6 +237,7 @@ mod tests {
         assert_eq!(Fate::decode(129, 3).unwrap(), Fate::Deleted(0));
         assert!(Fate::decode(5, 3).is_err());
         assert!(Fate::decode(132, 3).is_err());
+        assert!(Fate::decode(128, 3).is_err());
     }
 
     #[test]
