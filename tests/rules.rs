@@ -253,40 +253,27 @@ fn assert_names_file_and_line(out: &Outcome, path: &Path, bad: &Bad) {
 
 #[test]
 fn check_refuses_every_kind_of_bad_rules_file_with_exit_2_and_file_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    for (i, bad) in BAD.iter().enumerate() {
-        let path = write_file(dir.path(), &format!("bad-{i}.toml"), bad.toml);
-        let out = janitor().args(["check", "--rules"]).arg(&path).run();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            out.assert_code(2);
-            assert_names_file_and_line(&out, &path, bad);
-        }));
-        if result.is_err() {
-            failures.push(format!("{}: {}", bad.what, out.dump()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bad files not refused as specified:\n{}",
-        failures.len(),
-        BAD.len(),
-        failures.join("\n\n")
-    );
+    assert_every_bad_file_refused(|path| janitor().args(["check", "--rules"]).arg(path));
 }
 
 #[test]
 fn run_refuses_bad_rules_with_exit_2_before_connecting() {
     // Nothing listens on the URL: a connection attempt would give exit 1.
     let url = dead_url();
+    assert_every_bad_file_refused(|path| {
+        janitor().args(["run", "--url", &url, "--rules"]).arg(path)
+    });
+}
+
+/// Runs `command` on each file of [`BAD`] and checks that every one is
+/// refused with exit 2 and a message naming the file and line; reports all
+/// the files that were not, at once.
+fn assert_every_bad_file_refused(command: impl Fn(&Path) -> Janitor) {
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for (i, bad) in BAD.iter().enumerate() {
         let path = write_file(dir.path(), &format!("bad-{i}.toml"), bad.toml);
-        let out = janitor()
-            .args(["run", "--url", &url, "--rules"])
-            .arg(&path)
-            .run();
+        let out = command(&path).run();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             out.assert_code(2);
             assert_names_file_and_line(&out, &path, bad);
