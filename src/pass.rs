@@ -7,6 +7,8 @@
 //! SCAN reply, a few batches waiting, and the batches in flight.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +27,16 @@ use crate::report::{Counts, Stop};
 use crate::rules::Rules;
 use crate::scripts::{Invoke, Script};
 
-/// Script calls in flight at once. Redis runs everything one client has
-/// pipelined before it serves the next client, so each queued call adds to
-/// what another client waits behind; measured (bench/), one call with the
-/// next SCAN queued ahead of it kept the other client's p99 under 2 ms, two
-/// did not, for a few percent of throughput.
-const MAX_CALLS_IN_FLIGHT: usize = 1;
+/// Commands (SCANs and script calls) the pass keeps sent to Redis at once:
+/// one running, one queued behind it, so Redis never waits for the job
+/// between two commands, yet another client waits behind at most two.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// The least time between sending two commands when one is already in
+/// flight: long enough for Redis to have read the first before the second
+/// arrives, so each runs in its own event-loop turn and other clients are
+/// served between them. Shorter than any command the pacer sizes.
+const STAGGER: Duration = Duration::from_micros(150);
 
 /// Batches cut but not yet sent before the pass stops scanning ahead.
 const MAX_READY: usize = 2;
@@ -122,83 +128,107 @@ struct Pass<'a> {
     stop: watch::Receiver<Option<Stop>>,
 }
 
-impl Pass<'_> {
-    /// The pass loop, event-driven over one multiplexed connection: a SCAN
-    /// goes out as soon as the previous one answers, and each batch's script
-    /// call as soon as the batch is cut and a call slot is free. The SCAN is
-    /// sent ahead of the calls, so its reply arrives, and the next batch is
-    /// cut, while Redis runs a script: Redis waits for the job only for the
-    /// round trip between two calls.
+/// One SCAN step: the next cursor (0 at the end) and the keys it returned.
+type ScanFuture = dyn Future<Output = Result<(u64, Vec<Vec<u8>>), Error>>;
+
+/// One script call: its batch back, with the reply and how many times it
+/// had to be resent.
+type CallFuture<'a> = dyn Future<Output = (Batch, Result<(Reply, u64), Error>)> + 'a;
+
+/// The pass's work between Redis and the job: where the SCAN is, the
+/// commands in flight, and the batches waiting to be sent.
+#[derive(Default)]
+struct Work<'a> {
+    /// Where the next SCAN starts; `None` once the keyspace is done.
+    cursor: Option<u64>,
+    /// The SCAN in flight, if any.
+    scanning: Option<Pin<Box<ScanFuture>>>,
+    /// The script calls in flight, oldest first.
+    calls: FuturesOrdered<Pin<Box<CallFuture<'a>>>>,
+    /// The batch candidates are being added to.
+    building: Batch,
+    /// Batches cut and waiting to be sent.
+    ready: VecDeque<Batch>,
+    /// When the last command went out.
+    last_sent: Option<Instant>,
+}
+
+impl Work<'_> {
+    fn in_flight(&self) -> usize {
+        self.calls.len() + usize::from(self.scanning.is_some())
+    }
+
+    /// Whether nothing is in flight and nothing is left to send.
+    fn idle(&self) -> bool {
+        self.in_flight() == 0 && self.ready.is_empty() && self.cursor.is_none()
+    }
+
+    /// Moves the batch being built, if not empty, to the ready ones.
+    fn cut(&mut self) {
+        if !self.building.is_empty() {
+            self.ready.push_back(std::mem::take(&mut self.building));
+        }
+    }
+
+    /// Drops everything not yet sent, keeping the calls in flight: they
+    /// finish, nothing more goes out.
+    fn abandon(&mut self) {
+        self.cursor = None;
+        self.scanning = None;
+        self.ready.clear();
+        self.building = Batch::default();
+    }
+}
+
+impl<'a> Pass<'a> {
+    /// The pass loop, event-driven over one multiplexed connection. It keeps
+    /// two commands in flight, sent one at a time: as one answers, the next
+    /// goes out, a SCAN when few batches wait and none is in flight, else
+    /// the next batch's script call. Redis thus always has the next command
+    /// queued while it runs one, and runs each in its own event-loop turn.
     async fn drive(&mut self) -> Result<Option<Stop>, Error> {
-        let script = self.script;
         let deadline = self.options.max_runtime.map(|max| self.started + max);
         let mut stop_signal = self.stop.clone();
-        let mut cursor = Some(0u64);
-        let mut scanning = None;
-        let mut calls = FuturesOrdered::new();
-        let mut building = Batch::default();
-        let mut ready = VecDeque::new();
+        let mut work = Work {
+            cursor: Some(0),
+            ..Work::default()
+        };
         let mut stopped = None;
         loop {
             if stopped.is_none() {
                 stopped = self.stop_requested();
                 if stopped.is_some() {
-                    // Finish the calls in flight; send nothing more.
-                    cursor = None;
-                    scanning = None;
-                    ready.clear();
-                    building = Batch::default();
+                    work.abandon();
                 }
             }
-            // Scan further only while few batches wait: memory stays bounded.
-            if scanning.is_none()
-                && ready.len() < MAX_READY
-                && let Some(at) = cursor
-            {
-                let not_before = self
-                    .pacer
-                    .next_scan_at(self.started, self.counts.keys_scanned);
-                let (count, pattern) = (self.pacer.scan_count(), self.scan_match.clone());
-                scanning = Some(Box::pin(scan(
-                    self.conn.clone(),
-                    at,
-                    count,
-                    pattern,
-                    not_before,
-                )));
-            }
-            if cursor.is_none() && scanning.is_none() && !building.is_empty() {
-                ready.push_back(std::mem::take(&mut building));
-            }
-            while calls.len() < MAX_CALLS_IN_FLIGHT
-                && let Some(batch) = ready.pop_front()
-            {
-                let rules_arg = Rc::clone(&self.rules_arg);
-                calls.push_back(call(self.conn.clone(), script, batch, rules_arg));
-            }
-            if scanning.is_none() && calls.is_empty() {
+            let resume_at = self.send(&mut work);
+            if work.idle() {
                 return Ok(stopped);
             }
             tokio::select! {
                 biased;
-                Some(result) = OptionFuture::from(scanning.as_mut()), if scanning.is_some() => {
-                    scanning = None;
-                    let (next, keys) = result?;
-                    cursor = (next != 0).then_some(next);
-                    let scanned = keys.len();
-                    self.counts.keys_scanned += scanned as u64;
-                    let mut matched = 0;
-                    for key in keys {
-                        matched += usize::from(self.add(key, &mut building, &mut ready));
-                    }
-                    self.pacer.record_scan(scanned, matched);
-                }
-                Some((batch, result)) = calls.next(), if !calls.is_empty() => {
+                Some((batch, result)) = work.calls.next(), if !work.calls.is_empty() => {
                     let (reply, resent) = result?;
                     batch.tally(&reply, self.rules, &mut self.counts)?;
                     self.counts.script_reloads += resent;
                     self.pacer.record(batch.len(), reply.micros);
                 }
+                Some(result) = OptionFuture::from(work.scanning.as_mut()), if work.scanning.is_some() => {
+                    work.scanning = None;
+                    let (next, keys) = result?;
+                    work.cursor = (next != 0).then_some(next);
+                    let scanned = keys.len();
+                    self.counts.keys_scanned += scanned as u64;
+                    let mut matched = 0;
+                    for key in keys {
+                        matched += usize::from(self.add(key, &mut work));
+                    }
+                    if work.cursor.is_none() {
+                        work.cut();
+                    }
+                    self.pacer.record_scan(scanned, matched);
+                }
+                () = sleep_until(resume_at), if resume_at.is_some() => {}
                 // Wake up for a stop even while waiting on a rate-limited SCAN.
                 Ok(()) = stop_signal.changed(), if stopped.is_none() => {}
                 () = sleep_until(deadline), if stopped.is_none() && deadline.is_some() => {}
@@ -207,22 +237,66 @@ impl Pass<'_> {
         }
     }
 
+    /// Sends commands while fewer than [`MAX_IN_FLIGHT`] are in flight,
+    /// [`STAGGER`] apart. Returns when to try again if the stagger held one
+    /// back.
+    fn send(&self, work: &mut Work<'a>) -> Option<Instant> {
+        loop {
+            let in_flight = work.in_flight();
+            if in_flight >= MAX_IN_FLIGHT {
+                return None;
+            }
+            if in_flight > 0
+                && let Some(at) = work.last_sent.map(|sent| sent + STAGGER)
+                && at > Instant::now()
+            {
+                return Some(at);
+            }
+            if work.scanning.is_none()
+                && work.ready.len() < MAX_READY
+                && let Some(cursor) = work.cursor
+            {
+                let not_before = self
+                    .pacer
+                    .next_scan_at(self.started, self.counts.keys_scanned);
+                work.scanning = Some(Box::pin(scan(
+                    self.conn.clone(),
+                    cursor,
+                    self.pacer.scan_count(),
+                    self.scan_match.clone(),
+                    not_before,
+                )));
+            } else if let Some(batch) = work.ready.pop_front() {
+                let rules_arg = Rc::clone(&self.rules_arg);
+                work.calls.push_back(Box::pin(call(
+                    self.conn.clone(),
+                    self.script,
+                    batch,
+                    rules_arg,
+                )));
+            } else {
+                return None;
+            }
+            work.last_sent = Some(Instant::now());
+        }
+    }
+
     /// Files `key` into the batch being built when some rule's pattern
     /// matches it, cutting a new batch when that one is full. Returns
     /// whether it matched.
-    fn add(&self, key: Vec<u8>, building: &mut Batch, ready: &mut VecDeque<Batch>) -> bool {
+    fn add(&self, key: Vec<u8>, work: &mut Work) -> bool {
         let set = self.rules.candidates(&key);
         if set == 0 {
             return false;
         }
-        if let Err(key) = building.push(key, set) {
-            ready.push_back(std::mem::take(building));
-            building
+        if let Err(key) = work.building.push(key, set) {
+            work.cut();
+            work.building
                 .push(key, set)
                 .expect("an empty batch takes any key");
         }
-        if building.len() >= self.pacer.batch_size() {
-            ready.push_back(std::mem::take(building));
+        if work.building.len() >= self.pacer.batch_size() {
+            work.cut();
         }
         true
     }

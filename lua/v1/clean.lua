@@ -52,6 +52,9 @@ local function parse_rules(spec)
     local rule = {
       delete = f[1] == 'd',
       ttl = tonumber(f[2]),
+      -- The PEXPIRE argument as sent: converting the number back would
+      -- format it with sprintf on every call.
+      ttl_arg = f[2],
       no_ttl = f[3] == '1',
       ttl_below = tonumber(f[4]),
       ttl_above = tonumber(f[5]),
@@ -148,7 +151,7 @@ local function decide(rules, sets, set_of)
               deletes[ndeletes] = key
             else
               nexpires = nexpires + 2
-              expires[nexpires - 1], expires[nexpires] = key, rule.ttl
+              expires[nexpires - 1], expires[nexpires] = key, rule.ttl_arg
             end
             break
           end
