@@ -154,13 +154,20 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
-    fn in_flight(&self) -> usize {
-        self.calls.len() + usize::from(self.scanning.is_some())
+    /// What [`next`] decides on.
+    fn flow(&self) -> Flow {
+        Flow {
+            calls: self.calls.len(),
+            scanning: self.scanning.is_some(),
+            cursor: self.cursor,
+            ready: self.ready.len(),
+            last_sent: self.last_sent,
+        }
     }
 
     /// Whether nothing is in flight and nothing is left to send.
     fn idle(&self) -> bool {
-        self.in_flight() == 0 && self.ready.is_empty() && self.cursor.is_none()
+        self.flow().in_flight() == 0 && self.ready.is_empty() && self.cursor.is_none()
     }
 
     /// Moves the batch being built, if not empty, to the ready ones.
@@ -237,45 +244,34 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Sends commands while fewer than [`MAX_IN_FLIGHT`] are in flight,
-    /// [`STAGGER`] apart. Returns when to try again if the stagger held one
-    /// back.
+    /// Sends what [`next`] says until it says to wait. Returns when to look
+    /// again, if it is waiting for a time rather than for a reply.
     fn send(&self, work: &mut Work<'a>) -> Option<Instant> {
         loop {
-            let in_flight = work.in_flight();
-            if in_flight >= MAX_IN_FLIGHT {
-                return None;
-            }
-            if in_flight > 0
-                && let Some(at) = work.last_sent.map(|sent| sent + STAGGER)
-                && at > Instant::now()
-            {
-                return Some(at);
-            }
-            if work.scanning.is_none()
-                && work.ready.len() < MAX_READY
-                && let Some(cursor) = work.cursor
-            {
-                let not_before = self
-                    .pacer
-                    .next_scan_at(self.started, self.counts.keys_scanned);
-                work.scanning = Some(Box::pin(scan(
-                    self.conn.clone(),
-                    cursor,
-                    self.pacer.scan_count(),
-                    self.scan_match.clone(),
-                    not_before,
-                )));
-            } else if let Some(batch) = work.ready.pop_front() {
-                let rules_arg = Rc::clone(&self.rules_arg);
-                work.calls.push_back(Box::pin(call(
-                    self.conn.clone(),
-                    self.script,
-                    batch,
-                    rules_arg,
-                )));
-            } else {
-                return None;
+            let scan_at = self
+                .pacer
+                .next_scan_at(self.started, self.counts.keys_scanned);
+            match next(&work.flow(), scan_at, Instant::now()) {
+                Next::Scan(cursor) => {
+                    work.scanning = Some(Box::pin(scan(
+                        self.conn.clone(),
+                        cursor,
+                        self.pacer.scan_count(),
+                        self.scan_match.clone(),
+                    )));
+                }
+                Next::Call => {
+                    let batch = work.ready.pop_front().expect("a batch is ready");
+                    let rules_arg = Rc::clone(&self.rules_arg);
+                    work.calls.push_back(Box::pin(call(
+                        self.conn.clone(),
+                        self.script,
+                        batch,
+                        rules_arg,
+                    )));
+                }
+                Next::WaitUntil(at) => return Some(at),
+                Next::WaitForReply => return None,
             }
             work.last_sent = Some(Instant::now());
         }
@@ -325,18 +321,76 @@ impl<'a> Pass<'a> {
     }
 }
 
-/// One SCAN step, sent no earlier than `not_before`: the next cursor (0 at
-/// the end) and the keys it returned.
+/// The state of a pass that decides what it sends next.
+#[derive(Debug, Clone, Copy)]
+struct Flow {
+    /// Script calls in flight.
+    calls: usize,
+    /// Whether a SCAN is in flight.
+    scanning: bool,
+    /// Where the next SCAN starts; `None` once the keyspace is done.
+    cursor: Option<u64>,
+    /// Batches cut and waiting to be sent.
+    ready: usize,
+    /// When the last command went out.
+    last_sent: Option<Instant>,
+}
+
+impl Flow {
+    fn in_flight(&self) -> usize {
+        self.calls + usize::from(self.scanning)
+    }
+}
+
+/// What the pass does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send a SCAN from this cursor.
+    Scan(u64),
+    /// Send the next ready batch's script call.
+    Call,
+    /// Send nothing before this time.
+    WaitUntil(Instant),
+    /// Send nothing before a reply arrives.
+    WaitForReply,
+}
+
+/// Decides what to send next: nothing while [`MAX_IN_FLIGHT`] commands are
+/// in flight or the last went out less than [`STAGGER`] ago; else a SCAN if
+/// none is in flight, fewer than [`MAX_READY`] batches wait and the rate
+/// limit allows one (`scan_at`, if any, is the earliest time it does); else
+/// a ready batch's call.
+fn next(flow: &Flow, scan_at: Option<Instant>, now: Instant) -> Next {
+    let in_flight = flow.in_flight();
+    if in_flight >= MAX_IN_FLIGHT {
+        return Next::WaitForReply;
+    }
+    if in_flight > 0
+        && let Some(at) = flow.last_sent.map(|sent| sent + STAGGER)
+        && at > now
+    {
+        return Next::WaitUntil(at);
+    }
+    let scan = match flow.cursor {
+        Some(cursor) if !flow.scanning && flow.ready < MAX_READY => Some(cursor),
+        _ => None,
+    };
+    let scan_wait = scan_at.filter(|&at| at > now);
+    match (scan, scan_wait) {
+        (Some(cursor), None) => Next::Scan(cursor),
+        _ if flow.ready > 0 => Next::Call,
+        (Some(_), Some(at)) => Next::WaitUntil(at),
+        _ => Next::WaitForReply,
+    }
+}
+
+/// One SCAN step: the next cursor (0 at the end) and the keys it returned.
 async fn scan(
     mut conn: MultiplexedConnection,
     cursor: u64,
     count: usize,
     pattern: Option<Vec<u8>>,
-    not_before: Option<Instant>,
 ) -> Result<(u64, Vec<Vec<u8>>), Error> {
-    if let Some(at) = not_before {
-        tokio::time::sleep_until(at.into()).await;
-    }
     let mut cmd = redis::cmd("SCAN");
     cmd.arg(cursor);
     if let Some(pattern) = pattern {
@@ -404,5 +458,81 @@ fn script_error(script: &Script, err: &redis::RedisError) -> Error {
     match Error::from_redis(&context, err) {
         Error::Redis(message) => Error::Script(message),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(
+        calls: usize,
+        scanning: bool,
+        ready: usize,
+        sent_ago: Option<Duration>,
+    ) -> (Flow, Instant) {
+        let now = Instant::now() + Duration::from_secs(1);
+        let flow = Flow {
+            calls,
+            scanning,
+            cursor: Some(7),
+            ready,
+            last_sent: sent_ago.map(|ago| now - ago),
+        };
+        (flow, now)
+    }
+
+    const LONG_AGO: Option<Duration> = Some(Duration::from_millis(1));
+
+    #[test]
+    fn an_idle_pass_scans_first() {
+        let (flow, now) = state(0, false, 0, None);
+        assert_eq!(next(&flow, None, now), Next::Scan(7));
+    }
+
+    #[test]
+    fn a_second_command_waits_for_the_stagger() {
+        let (flow, now) = state(0, true, 1, Some(Duration::from_micros(10)));
+        assert_eq!(
+            next(&flow, None, now),
+            Next::WaitUntil(now - Duration::from_micros(10) + STAGGER)
+        );
+        let (flow, now) = state(0, true, 1, LONG_AGO);
+        assert_eq!(next(&flow, None, now), Next::Call);
+    }
+
+    #[test]
+    fn no_more_than_two_commands_are_in_flight() {
+        let (flow, now) = state(1, true, 2, LONG_AGO);
+        assert_eq!(next(&flow, None, now), Next::WaitForReply);
+        let (flow, now) = state(2, false, 2, LONG_AGO);
+        assert_eq!(next(&flow, None, now), Next::WaitForReply);
+    }
+
+    #[test]
+    fn scans_while_few_batches_wait_and_calls_otherwise() {
+        let (flow, now) = state(1, false, MAX_READY - 1, LONG_AGO);
+        assert_eq!(next(&flow, None, now), Next::Scan(7));
+        let (flow, now) = state(1, false, MAX_READY, LONG_AGO);
+        assert_eq!(next(&flow, None, now), Next::Call);
+    }
+
+    #[test]
+    fn at_the_end_of_the_keyspace_only_calls_go_out() {
+        let (mut flow, now) = state(0, false, 1, None);
+        flow.cursor = None;
+        assert_eq!(next(&flow, None, now), Next::Call);
+        flow.ready = 0;
+        assert_eq!(next(&flow, None, now), Next::WaitForReply);
+    }
+
+    #[test]
+    fn the_rate_limit_holds_scans_back_but_not_calls() {
+        let (flow, now) = state(0, false, 1, LONG_AGO);
+        let later = now + Duration::from_millis(5);
+        assert_eq!(next(&flow, Some(later), now), Next::Call);
+        let (flow, now) = state(0, false, 0, LONG_AGO);
+        assert_eq!(next(&flow, Some(later), now), Next::WaitUntil(later));
+        assert_eq!(next(&flow, Some(now), now), Next::Scan(7));
     }
 }
