@@ -65,7 +65,7 @@ impl Target {
     }
 
     /// Opens one multiplexed connection: every command of the pass shares it,
-    /// so the next SCAN and the current script call can be in flight together.
+    /// so the pass can keep two commands (SCANs and script calls) in flight.
     pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
         let client = match &self.tls_ca {
             Some(ca) => redis::Client::build_with_tls(

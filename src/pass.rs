@@ -1,10 +1,10 @@
 //! One pass over one Redis node: SCAN the keyspace, match each key name
 //! against the rules, and send the candidates in batches to the clean script,
-//! keeping the next SCAN in flight while a batch's script runs. The pass takes
-//! its stop signal as a parameter, so a graceful stop is testable.
+//! keeping the next command queued in Redis while Redis runs one. The pass
+//! takes its stop signal as a parameter, so a graceful stop is testable.
 //!
 //! Memory stays flat in the size of the keyspace: the pass holds at most one
-//! SCAN reply, a few batches waiting, and the batches in flight.
+//! SCAN reply, a few batches waiting, and the two commands in flight.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,6 +38,9 @@ const MAX_IN_FLIGHT: usize = 2;
 /// served between them. Shorter than any command the pacer sizes.
 const STAGGER: Duration = Duration::from_micros(150);
 
+/// The resolution of tokio's timer: shorter waits are done by yielding.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// Batches cut but not yet sent before the pass stops scanning ahead.
 const MAX_READY: usize = 2;
 
@@ -70,7 +73,7 @@ pub struct Outcome {
 }
 
 /// Runs one pass with `script` (already loaded) over the node behind `conn`.
-/// When `stop` turns `Some`, the batch in flight is finished and the pass
+/// When `stop` turns `Some`, the calls in flight are finished and the pass
 /// returns.
 pub async fn run(
     conn: MultiplexedConnection,
@@ -235,7 +238,7 @@ impl<'a> Pass<'a> {
                     }
                     self.pacer.record_scan(scanned, matched);
                 }
-                () = sleep_until(resume_at), if resume_at.is_some() => {}
+                () = pause_until(resume_at), if resume_at.is_some() => {}
                 // Wake up for a stop even while waiting on a rate-limited SCAN.
                 Ok(()) = stop_signal.changed(), if stopped.is_none() => {}
                 () = sleep_until(deadline), if stopped.is_none() && deadline.is_some() => {}
@@ -440,6 +443,19 @@ fn reply_of((outcomes, micros, gone): (Vec<u8>, u64, Vec<u64>)) -> Reply {
         outcomes,
         micros,
         gone,
+    }
+}
+
+/// Waits until `at`, which [`next`] sets at most [`STAGGER`] ahead, or
+/// for a rate-limited SCAN: below the timer's 1 ms resolution it yields to
+/// the runtime until then (the connection's task writes the last command
+/// meanwhile), beyond it it sleeps.
+async fn pause_until(at: Option<Instant>) {
+    match at {
+        Some(at) if at.saturating_duration_since(Instant::now()) < TIMER_RESOLUTION => {
+            tokio::task::yield_now().await;
+        }
+        at => sleep_until(at).await,
     }
 }
 
