@@ -216,6 +216,8 @@ impl<'a> Pass<'a> {
                 return Ok(stopped);
             }
             tokio::select! {
+                // A call's reply before a SCAN's: it frees a slot, so the next
+                // command goes out before the job works through a SCAN reply.
                 biased;
                 Some((batch, result)) = work.calls.next(), if !work.calls.is_empty() => {
                     let (reply, resent) = result?;
