@@ -39,9 +39,11 @@ pub struct Pacer {
     micros_per_key: Option<f64>,
     /// Keys per call for the next batches.
     target: usize,
-    /// Moving average of the share of scanned keys that some rule's
-    /// pattern matches.
+    /// Moving average of the candidates per key a SCAN looks at (its
+    /// COUNT): the share of keys some rule's pattern matches.
     match_ratio: f64,
+    /// Keys the SCANs sent so far asked Redis to look at (their COUNTs).
+    looked_at: u64,
 }
 
 impl Pacer {
@@ -55,6 +57,7 @@ impl Pacer {
             micros_per_key: None,
             target: FIRST_BATCH.min(max_batch),
             match_ratio: 1.0,
+            looked_at: 0,
         }
     }
 
@@ -72,11 +75,13 @@ impl Pacer {
         (count as usize).clamp(self.target, self.max_batch)
     }
 
-    /// Learns from one SCAN reply of `scanned` keys, `matched` of which some
-    /// rule's pattern matched.
-    pub fn record_scan(&mut self, scanned: usize, matched: usize) {
-        if scanned > 0 {
-            let ratio = matched as f64 / scanned as f64;
+    /// Learns from one SCAN with COUNT `count` that returned `matched`
+    /// candidates. Redis looks at about COUNT keys whether or not a MATCH
+    /// filters them, so the share is taken of COUNT, not of what came back.
+    pub fn record_scan(&mut self, count: usize, matched: usize) {
+        self.looked_at += count as u64;
+        if count > 0 {
+            let ratio = (matched as f64 / count as f64).min(1.0);
             self.match_ratio = SMOOTHING * ratio + (1.0 - SMOOTHING) * self.match_ratio;
         }
     }
@@ -97,11 +102,12 @@ impl Pacer {
         self.target = (fits as usize).clamp(MIN_BATCH.min(self.max_batch), self.max_batch);
     }
 
-    /// When the next SCAN may go out, given that `scanned` keys were scanned
-    /// since `started`; `None` when there is no rate limit.
-    pub fn next_scan_at(&self, started: Instant, scanned: u64) -> Option<Instant> {
+    /// When the next SCAN may go out, for a pass that started at `started`:
+    /// the keys the SCANs so far looked at, at the rate limit. `None` when
+    /// there is no rate limit.
+    pub fn next_scan_at(&self, started: Instant) -> Option<Instant> {
         let rate = self.rate_limit?;
-        Some(started + Duration::from_secs_f64(scanned as f64 / f64::from(rate)))
+        Some(started + Duration::from_secs_f64(self.looked_at as f64 / f64::from(rate)))
     }
 }
 
@@ -158,14 +164,34 @@ mod tests {
     }
 
     #[test]
-    fn scans_are_spaced_by_the_rate_limit() {
+    fn scans_are_spaced_by_the_rate_limit_on_the_keys_looked_at() {
         let started = Instant::now();
-        let unlimited = Pacer::new(1000, Duration::from_millis(1), None);
-        assert_eq!(unlimited.next_scan_at(started, 5000), None);
-        let limited = Pacer::new(1000, Duration::from_millis(1), Some(2000));
+        let mut unlimited = Pacer::new(1000, Duration::from_millis(1), None);
+        unlimited.record_scan(5000, 10);
+        assert_eq!(unlimited.next_scan_at(started), None);
+        let mut limited = Pacer::new(1000, Duration::from_millis(1), Some(2000));
+        assert_eq!(limited.next_scan_at(started), Some(started));
+        // A MATCH let only 10 of the 5000 keys through: the wait counts all.
+        limited.record_scan(4000, 10);
+        limited.record_scan(1000, 0);
         assert_eq!(
-            limited.next_scan_at(started, 5000),
+            limited.next_scan_at(started),
             Some(started + Duration::from_millis(2500))
+        );
+    }
+
+    #[test]
+    fn the_match_ratio_is_of_the_keys_looked_at() {
+        // A MATCH returned 100 keys of 1000 looked at, all candidates: the
+        // next SCANs must look at ten times a batch, not one batch.
+        let mut pacer = Pacer::new(10_000, Duration::from_millis(1), None);
+        for _ in 0..30 {
+            pacer.record_scan(1000, 100);
+        }
+        assert!(
+            (1240..=1250).contains(&pacer.scan_count()),
+            "{}",
+            pacer.scan_count()
         );
     }
 }

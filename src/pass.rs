@@ -146,6 +146,8 @@ struct Work<'a> {
     cursor: Option<u64>,
     /// The SCAN in flight, if any.
     scanning: Option<Pin<Box<ScanFuture>>>,
+    /// The COUNT of the last SCAN sent.
+    scan_count: usize,
     /// The script calls in flight, oldest first.
     calls: FuturesOrdered<Pin<Box<CallFuture<'a>>>>,
     /// The batch candidates are being added to.
@@ -238,7 +240,7 @@ impl<'a> Pass<'a> {
                     if work.cursor.is_none() {
                         work.cut();
                     }
-                    self.pacer.record_scan(scanned, matched);
+                    self.pacer.record_scan(work.scan_count, matched);
                 }
                 () = pause_until(resume_at), if resume_at.is_some() => {}
                 // Wake up for a stop even while waiting on a rate-limited SCAN.
@@ -253,15 +255,14 @@ impl<'a> Pass<'a> {
     /// again, if it is waiting for a time rather than for a reply.
     fn send(&self, work: &mut Work<'a>) -> Option<Instant> {
         loop {
-            let scan_at = self
-                .pacer
-                .next_scan_at(self.started, self.counts.keys_scanned);
+            let scan_at = self.pacer.next_scan_at(self.started);
             match next(&work.flow(), scan_at, Instant::now()) {
                 Next::Scan(cursor) => {
+                    work.scan_count = self.pacer.scan_count();
                     work.scanning = Some(Box::pin(scan(
                         self.conn.clone(),
                         cursor,
-                        self.pacer.scan_count(),
+                        work.scan_count,
                         self.scan_match.clone(),
                     )));
                 }

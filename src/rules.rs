@@ -32,6 +32,10 @@ pattern = "temp:*"
 action  = "delete"
 "#;
 
+/// The most prefix positions a SCAN MATCH built from several patterns spells
+/// out: enough to tell key families apart, few for Redis to check.
+const MATCH_PREFIX_MAX: usize = 16;
+
 /// The most rules one file may hold: a key's candidate rules travel as a
 /// 64-bit set, and the script's reply encodes the acting rule in one byte.
 pub const MAX_RULES: usize = 64;
@@ -197,21 +201,48 @@ impl Rules {
 
     /// A SCAN MATCH pattern that every key some rule could take matches, so
     /// Redis filters the rest before they cross the network: the one pattern
-    /// when all rules share it, else the common literal prefix followed by `*`.
+    /// when all rules share it, else the rules' literal prefixes spelled
+    /// position by position, up to the shortest, followed by `*`:
+    /// `cache:*` and `temp:*` give `[ct][ae][cm][hp][:e]*`. `None` when some
+    /// pattern starts with a wildcard.
     pub fn scan_match(&self) -> Option<Vec<u8>> {
         if let [(glob, _)] = self.patterns.as_slice() {
             return (!glob.matches_everything()).then(|| glob.as_bytes().to_vec());
         }
-        let first = self.patterns[0].0.literal_prefix();
-        let common = self.patterns.iter().fold(first.len(), |len, (glob, _)| {
-            let prefix = glob.literal_prefix();
-            first[..len]
-                .iter()
-                .zip(prefix)
-                .take_while(|(a, b)| a == b)
-                .count()
-        });
-        (common > 0).then(|| [&first[..common], b"*"].concat())
+        let prefixes: Vec<&[u8]> = self
+            .patterns
+            .iter()
+            .map(|(glob, _)| glob.literal_prefix())
+            .collect();
+        let len = prefixes
+            .iter()
+            .map(|p| p.len())
+            .min()?
+            .min(MATCH_PREFIX_MAX);
+        if len == 0 {
+            return None;
+        }
+        let mut pattern = Vec::new();
+        for at in 0..len {
+            let mut bytes: Vec<u8> = prefixes.iter().map(|p| p[at]).collect();
+            bytes.sort_unstable();
+            bytes.dedup();
+            if let [byte] = bytes[..] {
+                // A literal prefix holds no byte special outside a class.
+                pattern.push(byte);
+                continue;
+            }
+            pattern.push(b'[');
+            for byte in bytes {
+                if matches!(byte, b'\\' | b']' | b'^' | b'-') {
+                    pattern.push(b'\\');
+                }
+                pattern.push(byte);
+            }
+            pattern.push(b']');
+        }
+        pattern.push(b'*');
+        Some(pattern)
     }
 
     /// Whether any rule needs OBJECT IDLETIME.
@@ -529,9 +560,86 @@ mod tests {
         assert_eq!(rules.candidates(b"session:x"), 0);
     }
 
+    /// A rules file deleting keys of each pattern, in order.
+    fn rules_text(patterns: &[&str]) -> String {
+        let mut text = String::new();
+        for (i, pattern) in patterns.iter().enumerate() {
+            let pattern: String = pattern
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect();
+            text += &format!(
+                "[[rule]]\nname = \"r{i}\"\npattern = \"{pattern}\"\naction = \"delete\"\n"
+            );
+        }
+        text
+    }
+
+    fn rules_of(patterns: &[&str]) -> Rules {
+        Rules::parse("r", &rules_text(patterns)).unwrap()
+    }
+
+    #[test]
+    fn scan_match_spells_several_prefixes_position_by_position() {
+        assert_eq!(
+            Rules::builtin().scan_match(),
+            Some(b"[ct][ae][cm][hp][:e]*".to_vec())
+        );
+        assert_eq!(
+            rules_of(&["]a*", "^a?", "-ab"]).scan_match(),
+            Some(b"[\\-\\]\\^]a*".to_vec())
+        );
+        // No literal prefix: a leading escape or wildcard.
+        assert_eq!(rules_of(&["]a*", "\\\\x"]).scan_match(), None);
+        assert_eq!(rules_of(&["a*", "*b"]).scan_match(), None);
+    }
+
+    #[test]
+    fn scan_match_never_hides_a_key_some_rule_takes() {
+        // Short literal prefixes over the bytes a class must escape, then a
+        // tail that may hold any pattern syntax: keys often match.
+        let mut rng = fastrand::Rng::with_seed(0x5ca9_3a7c);
+        let bytes = |rng: &mut fastrand::Rng, alphabet: &[u8], max: usize| -> Vec<u8> {
+            (0..rng.usize(..=max))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect()
+        };
+        let (prefix, tail) = (b"a-]^", b"a-]^\\[*?");
+        let mut checked = 0;
+        for _ in 0..2000 {
+            let patterns: Vec<String> = (0..rng.usize(2..5))
+                .map(|_| {
+                    let mut pattern = bytes(&mut rng, prefix, 2);
+                    pattern.extend(bytes(&mut rng, tail, 3));
+                    String::from_utf8(pattern).unwrap()
+                })
+                .collect();
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let Ok(rules) = Rules::parse("r", &rules_text(&refs)) else {
+                continue;
+            };
+            let Some(scan_match) = rules.scan_match() else {
+                continue;
+            };
+            let filter = Glob::new(&scan_match).expect("a valid pattern");
+            for _ in 0..50 {
+                let key = bytes(&mut rng, prefix, 5);
+                if rules.candidates(&key) != 0 {
+                    assert!(
+                        filter.matches(&key),
+                        "{:?} hides {:?}, which {patterns:?} take",
+                        String::from_utf8_lossy(&scan_match),
+                        String::from_utf8_lossy(&key),
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} matching keys were tried");
+    }
+
     #[test]
     fn scan_match_covers_every_rule() {
-        assert_eq!(Rules::builtin().scan_match(), None);
         let one = "[[rule]]\nname = \"a\"\npattern = \"cache:*\"\naction = \"delete\"\n";
         let rules = Rules::parse("r", one).unwrap();
         assert_eq!(rules.scan_match(), Some(b"cache:*".to_vec()));

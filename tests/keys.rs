@@ -75,7 +75,8 @@ fn unusual_key_names_are_cleaned_like_any_other() {
     );
     assert_eq!(rule_keys(&report, "cache-missing-ttl"), 4, "{report:#}");
     assert_eq!(rule_keys(&report, "cache-expiring-soon"), 1, "{report:#}");
-    assert_eq!(field(&report, "keys_scanned"), 21, "{report:#}");
+    // The built-in rules' MATCH leaves the six keys no rule takes in Redis.
+    assert_eq!(field(&report, "keys_scanned"), 15, "{report:#}");
     assert_eq!(field(&report, "unchanged"), 0, "{report:#}");
     assert_matched_accounted(&report);
 }
