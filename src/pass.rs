@@ -449,10 +449,10 @@ fn reply_of((outcomes, micros, gone): (Vec<u8>, u64, Vec<u64>)) -> Reply {
     }
 }
 
-/// Waits until `at`, which [`next`] sets at most [`STAGGER`] ahead, or
-/// for a rate-limited SCAN: below the timer's 1 ms resolution it yields to
-/// the runtime until then (the connection's task writes the last command
-/// meanwhile), beyond it it sleeps.
+/// Waits until `at`, the end of a stagger or of a rate-limited SCAN's wait:
+/// closer than the timer's 1 ms resolution by yielding to the runtime (which
+/// meanwhile lets the connection's task write the last command), further by
+/// sleeping.
 async fn pause_until(at: Option<Instant>) {
     match at {
         Some(at) if at.saturating_duration_since(Instant::now()) < TIMER_RESOLUTION => {
