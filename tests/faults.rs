@@ -421,13 +421,12 @@ fn an_idle_rule_on_an_lfu_server_fails_before_changing_anything() {
                 (b"cache:1", "string", None),
             ],
         );
-        let rules = write_rules(
-            server.dir(),
+        let before = digest(&mut con);
+        let out = run_with_rules(
+            &server,
             "[[rule]]\nname = \"temp\"\npattern = \"temp:*\"\naction = \"delete\"\n\n\
              [[rule]]\nname = \"stale\"\npattern = \"old:*\"\nidle_above = \"1h\"\naction = \"delete\"\n",
         );
-        let before = digest(&mut con);
-        let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
         assert_runtime_failure(&out);
         assert!(
             lower_output(&out).contains("lfu"),

@@ -113,21 +113,6 @@ fn dry_run_over_unusual_key_names_predicts_the_real_run() {
 fn patterns_with_an_empty_prefix_match_like_any_other() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
-        r#"
-[[rule]]
-name = "tmp-suffix"
-pattern = "*:tmp"
-action = "delete"
-
-[[rule]]
-name = "colon-prefix"
-pattern = ":*"
-action = "expire"
-ttl = "1h"
-"#,
-    );
     seed_all(
         &mut con,
         &[
@@ -143,7 +128,21 @@ ttl = "1h"
             (b"", "string", None),
         ],
     );
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    let out = run_with_rules(
+        &server,
+        r#"
+[[rule]]
+name = "tmp-suffix"
+pattern = "*:tmp"
+action = "delete"
+
+[[rule]]
+name = "colon-prefix"
+pattern = ":*"
+action = "expire"
+ttl = "1h"
+"#,
+    );
     out.assert_code(0);
     let report = out.report();
     assert_keyspace(
@@ -172,10 +171,6 @@ ttl = "1h"
 fn a_star_pattern_takes_the_empty_key_too() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
-        "[[rule]]\nname = \"all\"\npattern = \"*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
-    );
     seed_all(
         &mut con,
         &[
@@ -184,7 +179,10 @@ fn a_star_pattern_takes_the_empty_key_too() {
             (b"y", "string", Some(100)),
         ],
     );
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    let out = run_with_rules(
+        &server,
+        "[[rule]]\nname = \"all\"\npattern = \"*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
+    );
     out.assert_code(0);
     let report = out.report();
     assert_keyspace(

@@ -106,8 +106,29 @@ fn default_rules_clean_a_mixed_keyspace_exactly() {
 fn every_condition_decides_which_keys_are_acted_on() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
+    seed_all(
+        &mut con,
+        &[
+            (b"nottl:a", "string", None),
+            (b"nottl:b", "string", Some(100)),
+            (b"below:soon", "string", Some(50)),
+            (b"below:far", "string", Some(500)),
+            (b"below:none", "string", None),
+            (b"above:far", "hash", Some(7200)),
+            (b"above:near", "hash", Some(1800)),
+            (b"above:none", "hash", None),
+            (b"idle:old", "string", None),
+            (b"idle:old-ttl", "list", Some(3000)),
+            (b"idle:warm", "string", None),
+            (b"idle:fresh", "string", None),
+        ],
+    );
+    make_idle(&mut con, b"idle:old", 1000);
+    make_idle(&mut con, b"idle:old-ttl", 1000);
+    make_idle(&mut con, b"idle:warm", 400);
+
+    let out = run_with_rules(
+        &server,
         r#"
 [[rule]]
 name = "no-ttl"
@@ -135,28 +156,6 @@ idle_above = "500s"
 action = "delete"
 "#,
     );
-    seed_all(
-        &mut con,
-        &[
-            (b"nottl:a", "string", None),
-            (b"nottl:b", "string", Some(100)),
-            (b"below:soon", "string", Some(50)),
-            (b"below:far", "string", Some(500)),
-            (b"below:none", "string", None),
-            (b"above:far", "hash", Some(7200)),
-            (b"above:near", "hash", Some(1800)),
-            (b"above:none", "hash", None),
-            (b"idle:old", "string", None),
-            (b"idle:old-ttl", "list", Some(3000)),
-            (b"idle:warm", "string", None),
-            (b"idle:fresh", "string", None),
-        ],
-    );
-    make_idle(&mut con, b"idle:old", 1000);
-    make_idle(&mut con, b"idle:old-ttl", 1000);
-    make_idle(&mut con, b"idle:warm", 400);
-
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
     out.assert_code(0);
     let report = out.report();
 
@@ -200,12 +199,11 @@ fn type_condition_selects_each_redis_type() {
             (i + 1) * 1000
         ));
     }
-    let rules = write_rules(server.dir(), &toml);
     for t in types {
         seed(&mut con, format!("t:{t}").as_bytes(), t, None);
     }
 
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    let out = run_with_rules(&server, &toml);
     out.assert_code(0);
     let report = out.report();
 
@@ -234,8 +232,9 @@ const ORDER_KEYS: &[(&[u8], &str, Option<u64>)] = &[
 fn the_first_rule_in_file_order_whose_conditions_hold_acts() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
+    seed_all(&mut con, ORDER_KEYS);
+    let out = run_with_rules(
+        &server,
         r#"
 [[rule]]
 name = "hashes"
@@ -256,8 +255,6 @@ pattern = "k:*"
 action = "delete"
 "#,
     );
-    seed_all(&mut con, ORDER_KEYS);
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
     out.assert_code(0);
     let report = out.report();
     assert_keyspace(&mut con, &[(b"k:str", "string", Ttl::About(3600))]);
@@ -276,8 +273,9 @@ action = "delete"
 fn swapping_two_rules_changes_which_one_acts() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
+    seed_all(&mut con, ORDER_KEYS);
+    let out = run_with_rules(
+        &server,
         r#"
 [[rule]]
 name = "persistent"
@@ -298,8 +296,6 @@ pattern = "k:*"
 action = "delete"
 "#,
     );
-    seed_all(&mut con, ORDER_KEYS);
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
     out.assert_code(0);
     let report = out.report();
     assert_keyspace(
@@ -324,16 +320,6 @@ action = "delete"
 fn expire_never_lengthens_a_shorter_ttl() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let rules = write_rules(
-        server.dir(),
-        r#"
-[[rule]]
-name = "cap"
-pattern = "e:*"
-action = "expire"
-ttl = "1h"
-"#,
-    );
     seed_all(
         &mut con,
         &[
@@ -342,7 +328,16 @@ ttl = "1h"
             (b"e:long", "set", Some(3 * 3600)),
         ],
     );
-    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    let out = run_with_rules(
+        &server,
+        r#"
+[[rule]]
+name = "cap"
+pattern = "e:*"
+action = "expire"
+ttl = "1h"
+"#,
+    );
     out.assert_code(0);
     let report = out.report();
     assert_keyspace(

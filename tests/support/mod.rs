@@ -1088,3 +1088,10 @@ pub fn expires_count(con: &mut redis::Connection, db: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// `run --output json` against `server` with `toml` as the rules file,
+/// written to the server's directory.
+pub fn run_with_rules(server: &RedisServer, toml: &str) -> Outcome {
+    let rules = write_rules(server.dir(), toml);
+    run_json(&server.url()).arg("--rules").arg(&rules).run()
+}
