@@ -7,7 +7,7 @@
 #   bench/callgrind.sh            # the bound, then the job with the built-in rules
 #   bench/callgrind.sh -- ARGS    # extra arguments for `redis-janitor run`
 #
-# Under valgrind Redis runs ~50x slower, so the job gets --max-call-time 33ms
+# Under valgrind Redis runs ~50x slower, so the job gets --max-call-time 50ms
 # to cut batches of the size it cuts at full speed with its 500us default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ count() { # label, then "bound" or the job's extra arguments
   if [ "${1:-}" = bound ]; then
     "${r[@]}" eval "$bound_lua" 0 3600000 60000 1000 >/dev/null
   else
-    "$job" run --url "redis://127.0.0.1:$port" --timeout 120s --max-call-time 33ms "$@" >/dev/null 2>&1
+    "$job" run --url "redis://127.0.0.1:$port" --timeout 120s --max-call-time 50ms "$@" >/dev/null 2>&1
   fi
   callgrind_control -d "$pid" >/dev/null 2>&1
   local left

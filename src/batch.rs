@@ -1,20 +1,16 @@
-//! One script call: the candidate keys of a batch, the arguments that tell the
-//! script which rules each key may fall under, and reading its reply back into
-//! counts. This is the binary's side of the protocol documented at the top of
-//! `lua/v1/clean.lua`.
+//! One script call: the stretch of keyspace it cleans, the arguments that
+//! carry the rules, and reading its reply back into counts. This is the
+//! binary's side of the protocol documented at the top of `lua/v2/clean.lua`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use tracing::{Level, debug, enabled};
+use tracing::debug;
 
 use crate::error::Error;
 use crate::report::Counts;
 use crate::rules::{Action, Rules};
 use crate::scripts::{Invoke, Script};
-
-/// The most distinct candidate sets one batch can carry: each key names its
-/// set in one byte of ARGV[3].
-const MAX_SETS: usize = 255;
 
 /// Reply byte: the key had vanished before the script saw it.
 const VANISHED: u8 = 0;
@@ -24,113 +20,173 @@ const UNCHANGED: u8 = 1;
 /// 1-based) deleted the key unless it had vanished.
 const BLIND: u8 = 128;
 
-/// Candidate keys waiting for, or in, one script call.
-#[derive(Debug, Default)]
+/// The rules as the script takes them, built once per pass.
+#[derive(Debug, Clone)]
+pub struct RulesArgs {
+    /// ARGV[7]: the rules' actions and conditions.
+    spec: String,
+    /// ARGV[8..]: each rule's name matcher.
+    matchers: Vec<Vec<u8>>,
+    /// ARGV[5]: the SCAN MATCH pattern, if any.
+    scan_match: Option<Vec<u8>>,
+}
+
+impl RulesArgs {
+    /// The arguments for `rules`.
+    pub fn new(rules: &Rules) -> RulesArgs {
+        RulesArgs {
+            spec: spec(rules),
+            matchers: rules.lua_matchers(),
+            scan_match: rules.scan_match(),
+        }
+    }
+
+    /// Arguments made by hand, for testing the script: `spec` in the
+    /// script's format, one matcher per rule, no SCAN MATCH.
+    pub fn raw(spec: &str, matchers: Vec<Vec<u8>>) -> RulesArgs {
+        RulesArgs {
+            spec: spec.to_string(),
+            matchers,
+            scan_match: None,
+        }
+    }
+}
+
+/// Where one call starts and how much it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batch {
-    /// The keys, sent as the script's KEYS.
-    keys: Vec<Vec<u8>>,
-    /// The distinct candidate-rule sets of this batch (bit i = rule i).
-    sets: Vec<u64>,
-    /// For each key, the 1-based index of its set in `sets`.
-    set_of: Vec<u8>,
+    /// The SCAN cursor to start from.
+    pub cursor: u64,
+    /// The COUNT of each SCAN step.
+    pub step: usize,
+    /// How long the SCAN steps and checks may run.
+    pub scan_budget: Duration,
+    /// The most keys the call may look at.
+    pub max_keys: usize,
+    /// Whether the reply lists every matched key with its fate.
+    pub report_keys: bool,
 }
 
 impl Batch {
-    /// An empty batch with room for `capacity` keys.
-    pub fn with_capacity(capacity: usize) -> Batch {
-        Batch {
-            keys: Vec::with_capacity(capacity),
-            sets: Vec::new(),
-            set_of: Vec::with_capacity(capacity),
-        }
-    }
-
-    /// Adds `key`, whose candidate rules are `set`. Gives the key back when
-    /// the batch cannot name one more distinct set.
-    pub fn push(&mut self, key: Vec<u8>, set: u64) -> Result<(), Vec<u8>> {
-        let index = match self.sets.iter().position(|&s| s == set) {
-            Some(index) => index,
-            None if self.sets.len() < MAX_SETS => {
-                self.sets.push(set);
-                self.sets.len() - 1
-            }
-            None => return Err(key),
-        };
-        self.keys.push(key);
-        self.set_of.push(index as u8 + 1);
-        Ok(())
-    }
-
-    /// How many keys the batch holds.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether the batch holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The call that runs `script` on this batch, naming the script `by` SHA
-    /// or by text. `rules_arg` is [`rules_arg`] of the pass's rules.
-    pub fn command(&self, script: &Script, by: Invoke, rules_arg: &str) -> redis::Cmd {
+    /// or by text.
+    pub fn command(&self, script: &Script, by: Invoke, rules: &RulesArgs) -> redis::Cmd {
         let (command, script_arg) = script.invocation(by);
         let mut cmd = redis::cmd(command);
-        cmd.arg(script_arg).arg(self.keys.len());
-        for key in &self.keys {
-            cmd.arg(key.as_slice());
+        cmd.arg(script_arg)
+            .arg(0)
+            .arg(self.cursor)
+            .arg(self.step)
+            .arg(self.scan_budget.as_micros() as u64)
+            .arg(self.max_keys)
+            .arg(rules.scan_match.as_deref().unwrap_or_default())
+            .arg(if self.report_keys { "1" } else { "0" })
+            .arg(&rules.spec);
+        for matcher in &rules.matchers {
+            cmd.arg(matcher.as_slice());
         }
-        cmd.arg(rules_arg)
-            .arg(sets_arg(&self.sets))
-            .arg(self.set_of.as_slice());
         cmd
-    }
-
-    /// Adds the script's reply to `counts`, and logs each key's fate at
-    /// debug level.
-    pub fn tally(&self, reply: &Reply, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
-        if reply.outcomes.len() != self.keys.len() || reply.gone.len() != rules.rules.len() {
-            return Err(Error::Script(format!(
-                "the script answered for {} keys and {} rules, expected {} and {}",
-                reply.outcomes.len(),
-                reply.gone.len(),
-                self.keys.len(),
-                rules.rules.len()
-            )));
-        }
-        let log_keys = enabled!(Level::DEBUG);
-        counts.batches += 1;
-        counts.keys_matched += self.keys.len() as u64;
-        for (key, &outcome) in self.keys.iter().zip(&reply.outcomes) {
-            let fate = Fate::decode(outcome, rules.rules.len())?;
-            match fate {
-                Fate::Vanished => counts.vanished += 1,
-                Fate::Unchanged => counts.unchanged += 1,
-                Fate::Acted(rule) | Fate::Deleted(rule) => counts.per_rule[rule] += 1,
-            }
-            if log_keys {
-                log_key(key, fate, rules);
-            }
-        }
-        // Blind deletes were counted as acted; the script says how many of
-        // each rule's keys had in fact vanished.
-        for (acted, &gone) in counts.per_rule.iter_mut().zip(&reply.gone) {
-            *acted = acted.saturating_sub(gone);
-            counts.vanished += gone;
-        }
-        Ok(())
     }
 }
 
-/// What one script call answered (see the header of `lua/v1/clean.lua`).
+/// What one script call answered (see the header of `lua/v2/clean.lua`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
-    /// One outcome byte per key.
-    pub outcomes: Vec<u8>,
-    /// How long the script ran, by the server's clock.
+    /// Where the next call starts; 0 at the end of the keyspace.
+    pub cursor: u64,
+    /// Keys the call looked at (its steps' COUNTs).
+    pub looked_at: u64,
+    /// Keys its SCAN steps returned.
+    pub returned: u64,
+    /// Keys whose name matched a rule's pattern.
+    pub matched: u64,
+    /// Matched keys no rule's conditions took.
+    pub unchanged: u64,
+    /// Matched keys gone before their rule acted.
+    pub vanished: u64,
+    /// Per rule, the keys it acted on.
+    pub acted: Vec<u64>,
+    /// How long the scan ran, by the server's clock.
+    pub scan_micros: u64,
+    /// How long the whole call ran, by the server's clock.
     pub micros: u64,
-    /// Per rule, how many of the keys it deleted without a check had vanished.
-    pub gone: Vec<u64>,
+    /// With `report_keys`: the matched keys, and one outcome byte for each.
+    pub keys: Vec<Vec<u8>>,
+    pub outcomes: Vec<u8>,
+}
+
+/// The reply's shape on the wire.
+type Wire = (
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    Vec<u64>,
+    u64,
+    u64,
+    Vec<Vec<u8>>,
+    Vec<u8>,
+);
+
+impl redis::FromRedisValue for Reply {
+    fn from_redis_value(value: redis::Value) -> Result<Reply, redis::ParsingError> {
+        let (
+            cursor,
+            looked_at,
+            returned,
+            matched,
+            unchanged,
+            vanished,
+            acted,
+            scan_micros,
+            micros,
+            keys,
+            outcomes,
+        ): Wire = redis::FromRedisValue::from_redis_value(value)?;
+        Ok(Reply {
+            cursor,
+            looked_at,
+            returned,
+            matched,
+            unchanged,
+            vanished,
+            acted,
+            scan_micros,
+            micros,
+            keys,
+            outcomes,
+        })
+    }
+}
+
+impl Reply {
+    /// Adds the reply to `counts`, and logs each reported key's fate at
+    /// debug level.
+    pub fn tally(&self, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
+        if self.acted.len() != rules.rules.len() || self.keys.len() != self.outcomes.len() {
+            return Err(Error::Script(format!(
+                "the script answered for {} rules and {} keys with {} outcomes, expected {} rules",
+                self.acted.len(),
+                self.keys.len(),
+                self.outcomes.len(),
+                rules.rules.len()
+            )));
+        }
+        for (key, &outcome) in self.keys.iter().zip(&self.outcomes) {
+            log_key(key, Fate::decode(outcome, rules.rules.len())?, rules);
+        }
+        counts.batches += 1;
+        counts.keys_scanned += self.returned;
+        counts.keys_matched += self.matched;
+        counts.unchanged += self.unchanged;
+        counts.vanished += self.vanished;
+        for (total, acted) in counts.per_rule.iter_mut().zip(&self.acted) {
+            *total += acted;
+        }
+        Ok(())
+    }
 }
 
 /// One key's fate, decoded from its outcome byte.
@@ -169,12 +225,12 @@ impl Fate {
     }
 }
 
-/// ARGV[1]: the rules, as the script parses them; built once per pass.
-pub fn rules_arg(rules: &Rules) -> String {
+/// ARGV[7]: the rules' actions and conditions, as the script parses them.
+fn spec(rules: &Rules) -> String {
     let mut arg = String::new();
     for rule in &rules.rules {
         let c = &rule.conditions;
-        let millis = |d: Option<std::time::Duration>| d.map_or(-1, |d| d.as_millis() as i64);
+        let millis = |d: Option<Duration>| d.map_or(-1, |d| d.as_millis() as i64);
         let (action, ttl) = match rule.action {
             Action::Delete => ('d', 0),
             Action::Expire(ttl) => ('e', ttl.as_millis() as i64),
@@ -188,21 +244,6 @@ pub fn rules_arg(rules: &Rules) -> String {
             c.key_type.map_or("", |t| t.as_str()),
             c.idle_above.map_or(-1, |d| d.as_secs() as i64),
         );
-    }
-    arg
-}
-
-/// ARGV[2]: each set as its 1-based rule indices, e.g. "1,2;3".
-fn sets_arg(sets: &[u64]) -> String {
-    let mut arg = String::new();
-    for &set in sets {
-        let mut rest = set;
-        while rest != 0 {
-            let index = rest.trailing_zeros();
-            let _ = write!(arg, "{},", index + 1);
-            rest &= rest - 1;
-        }
-        arg.push(';');
     }
     arg
 }
@@ -241,26 +282,16 @@ mod tests {
     }
 
     #[test]
-    fn sets_are_listed_in_rule_order() {
-        assert_eq!(sets_arg(&[0b011, 0b100]), "1,2,;3,;");
-    }
-
-    #[test]
     fn rules_travel_in_the_scripts_format() {
+        let args = RulesArgs::new(&Rules::builtin());
         assert_eq!(
-            rules_arg(&Rules::builtin()),
+            args.spec,
             "e,3600000,1,-1,-1,,-1;d,0,0,60000,-1,,-1;d,0,0,-1,-1,,-1;"
         );
-    }
-
-    #[test]
-    fn a_batch_names_at_most_255_distinct_sets() {
-        let mut batch = Batch::with_capacity(300);
-        for set in 1..=255u64 {
-            batch.push(vec![1], set).unwrap();
-        }
-        assert_eq!(batch.push(vec![2], 256), Err(vec![2]));
-        assert!(batch.push(vec![3], 7).is_ok());
-        assert_eq!(batch.len(), 256);
+        assert_eq!(
+            args.scan_match.as_deref(),
+            Some(&b"[ct][ae][cm][hp][:e]*"[..])
+        );
+        assert_eq!(args.matchers.len(), 3);
     }
 }

@@ -68,26 +68,25 @@ pub struct RunArgs {
     #[arg(long, env = "JANITOR_DRY_RUN")]
     pub dry_run: bool,
 
-    /// The most keys one SCAN (its COUNT) or one script call carries;
-    /// batches are usually smaller, sized to --max-call-time.
+    /// The most keys one script call looks at (the COUNTs of its SCAN
+    /// steps); calls usually stop sooner, at --max-call-time.
     #[arg(
         long,
         env = "JANITOR_BATCH_SIZE",
         value_name = "N",
-        default_value_t = 1000,
-        value_parser = clap::value_parser!(u32).range(1..=10_000)
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub batch_size: u32,
 
-    /// How long one script call may hold Redis: batches are sized from the
-    /// time the script reports, so other clients never wait long behind it.
-    /// The job keeps a second command queued behind the running one, so
-    /// another client can wait behind two: 500us keeps its p99 under 2 ms.
+    /// How long one script call may hold Redis: the script stops its SCAN
+    /// steps when the budget is spent, by the server's clock, so other
+    /// clients never wait long behind it.
     #[arg(
         long,
         env = "JANITOR_MAX_CALL_TIME",
         value_name = "DURATION",
-        default_value = "500us",
+        default_value = "1ms",
         value_parser = positive_duration
     )]
     pub max_call_time: Duration,

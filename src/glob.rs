@@ -137,6 +137,143 @@ impl Glob {
     pub fn as_bytes(&self) -> &[u8] {
         &self.pattern
     }
+
+    /// The pattern as the clean script's name matcher (ARGV[7 + r] in
+    /// `lua/v2/clean.lua`): 'A' for `*`, 'N' when no key can match (an empty
+    /// class), else 'G' and the fixed-width parts between the `*`s as Lua
+    /// patterns, one byte of key per part position. The parts come from
+    /// this port's own parse, and each class is spelled as the set of bytes
+    /// [`match_class`] accepts, so every Redis quirk (signed ranges, escapes,
+    /// `]` eaten by a range) carries over exactly.
+    pub fn lua_matcher(&self) -> Vec<u8> {
+        if self.shape == Shape::All {
+            return b"A".to_vec();
+        }
+        let Some(parts) = lua_parts(&self.pattern) else {
+            return b"N".to_vec();
+        };
+        let star = parts.len() > 1;
+        let (head, tail) = match parts.as_slice() {
+            [only] => (only, &Vec::new()),
+            [head, .., tail] => (head, tail),
+            [] => unreachable!("a pattern has at least one part"),
+        };
+        let middles = if star {
+            &parts[1..parts.len() - 1]
+        } else {
+            &[]
+        };
+        let mut out = b"G".to_vec();
+        let mut field = |bytes: &[u8]| {
+            out.push(0);
+            out.extend_from_slice(bytes);
+        };
+        field(&head.concat());
+        field(head.len().to_string().as_bytes());
+        field(&tail.concat());
+        field(tail.len().to_string().as_bytes());
+        field(if star { b"1" } else { b"0" });
+        for middle in middles {
+            field(&middle.concat());
+        }
+        out
+    }
+}
+
+/// One key byte's worth of a Lua pattern: a literal, `.` or a class.
+type LuaItem = Vec<u8>;
+
+/// The pattern split at its `*`s into fixed-width parts (the first and last
+/// may be empty), each a list of Lua pattern items; `None` when some class
+/// accepts no byte at all, so no key can match.
+fn lua_parts(p: &[u8]) -> Option<Vec<Vec<LuaItem>>> {
+    let mut parts = vec![Vec::new()];
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'*' => {
+                while byte_at(p, i + 1) == b'*' {
+                    i += 1;
+                }
+                parts.push(Vec::new());
+            }
+            b'?' => parts.last_mut()?.push(b".".to_vec()),
+            b'[' => {
+                let accepted: Vec<bool> =
+                    (0..=255).map(|c| match_class(p, i, c).is_some()).collect();
+                parts.last_mut()?.push(lua_class(&accepted)?);
+                // Validated patterns close every class.
+                i = class_end(p, i).expect("a validated pattern") - 1;
+            }
+            b => {
+                // Validated patterns have no trailing lone `\`.
+                let literal = if b == b'\\' {
+                    i += 1;
+                    p[i]
+                } else {
+                    b
+                };
+                parts.last_mut()?.push(lua_literal(literal));
+            }
+        }
+        i += 1;
+    }
+    Some(parts)
+}
+
+/// A byte as a Lua pattern item or class member: alphanumerics as they are,
+/// NUL as `%z` (Lua 5.1 patterns end at a NUL), any other byte escaped.
+fn lua_literal(b: u8) -> Vec<u8> {
+    match b {
+        0 => b"%z".to_vec(),
+        b if b.is_ascii_alphanumeric() => vec![b],
+        b => vec![b'%', b],
+    }
+}
+
+/// The Lua item for a class accepting the bytes `accepted[c]`: `.` for all
+/// of them, a `[...]` (or, when shorter, `[^...]`) set otherwise; `None`
+/// for none. Runs of alphanumerics become Lua ranges (`a-z`), whose ends
+/// Lua compares as unsigned bytes like the set itself.
+fn lua_class(accepted: &[bool]) -> Option<LuaItem> {
+    let count = accepted.iter().filter(|&&a| a).count();
+    if count == 0 {
+        return None;
+    }
+    if count == 256 {
+        return Some(b".".to_vec());
+    }
+    let negate = count > 128;
+    let mut item = if negate {
+        b"[^".to_vec()
+    } else {
+        b"[".to_vec()
+    };
+    let mut c = 0;
+    while c < 256 {
+        if accepted[c] == negate {
+            c += 1;
+            continue;
+        }
+        let mut end = c;
+        while end + 1 < 256
+            && accepted[end + 1] != negate
+            && (end as u8 + 1).is_ascii_alphanumeric()
+            && (c as u8).is_ascii_alphanumeric()
+        {
+            end += 1;
+        }
+        if end - c >= 2 {
+            item.extend_from_slice(&[c as u8, b'-', end as u8]);
+        } else {
+            for b in c..=end {
+                item.extend(lua_literal(b as u8));
+            }
+        }
+        c = end + 1;
+    }
+    item.push(b']');
+    Some(item)
 }
 
 /// The bytes that stop a literal run (`]`, `^` and `-` are only special
@@ -327,8 +464,23 @@ fn validate(p: &[u8]) -> Result<(), GlobError> {
         ));
     }
     let mut i = 0;
+    // Runs of `*` followed by more pattern: how deep Redis's matcher nests.
+    let mut nesting = 0;
     while i < p.len() {
         i = match p[i] {
+            b'*' if byte_at(p, i + 1) != b'*' && i + 1 < p.len() => {
+                nesting += 1;
+                if nesting > MAX_NESTING {
+                    return Err(GlobError::new(
+                        i,
+                        &format!(
+                            "more than {MAX_NESTING} runs of '*' followed by more pattern \
+                             (Redis gives up matching such a pattern)"
+                        ),
+                    ));
+                }
+                i + 1
+            }
             b'\\' if i + 1 == p.len() => {
                 return Err(GlobError::new(
                     i,
@@ -715,5 +867,51 @@ mod tests {
         ] {
             assert!(Glob::new(ok).is_ok(), "{}", ok.escape_ascii());
         }
+        assert!(Glob::new(&b"*a".repeat(1000)).is_ok());
+        let mut trailing = b"*a".repeat(1000);
+        trailing.push(b'*');
+        assert!(Glob::new(&trailing).is_ok());
+        let e = err(&b"*a".repeat(1001));
+        assert_eq!(e.offset(), 2000);
+        assert!(e.to_string().contains("gives up"), "{e}");
+    }
+
+    fn lua(p: &[u8]) -> String {
+        let m = Glob::new(p).unwrap().lua_matcher();
+        String::from_utf8(
+            m.iter()
+                .flat_map(|&b| if b == 0 { vec![b'|'] } else { vec![b] })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lua_matchers_split_at_stars() {
+        assert_eq!(lua(b"*"), "A");
+        assert_eq!(lua(b"**"), "G||0||0|1");
+        assert_eq!(lua(b"cache:*"), "G|cache%:|6||0|1");
+        assert_eq!(lua(b"a?c"), "G|a.c|3||0|0");
+        assert_eq!(lua(b"*x*y*z"), "G||0|z|1|1|x|y");
+        assert_eq!(lua(b"a\\**b*\\*"), "G|a%*|2|%*|1|1|b");
+        assert_eq!(lua(b"a[]b"), "N");
+    }
+
+    #[test]
+    fn lua_classes_are_the_byte_sets_redis_accepts() {
+        assert_eq!(lua(b"[a-z0-9_]"), "G|[0-9%_a-z]|1||0|0");
+        assert_eq!(lua(b"[^a]"), "G|[^a]|1||0|0");
+        assert_eq!(lua(b"[^]"), "G|.|1||0|0");
+        assert_eq!(lua(b"[z-x]"), "G|[x-z]|1||0|0");
+        assert_eq!(lua(b"[\\]-]"), "G|[%-%]]|1||0|0");
+        // Signed chars: [a-\xff] is 0xff and 0x00..=0x61, NUL spelled %z.
+        let m = Glob::new(b"[a-\xff]").unwrap().lua_matcher();
+        let class = m[2..].split(|&b| b == 0).next().unwrap();
+        assert!(class.starts_with(b"[%z%\x01%\x02"), "{}", m.escape_ascii());
+        assert!(
+            class.ends_with(b"0-9%:%;%<%=%>%?%@A-Z%[%\\%]%^%_%`a%\xff]"),
+            "{}",
+            m.escape_ascii()
+        );
     }
 }

@@ -245,6 +245,23 @@ impl Rules {
         Some(pattern)
     }
 
+    /// Each rule's name matcher for the clean script ([`Glob::lua_matcher`]),
+    /// or `S` when the SCAN MATCH is the rule's own pattern: every key the
+    /// SCAN returns then matches it without a second look.
+    pub fn lua_matchers(&self) -> Vec<Vec<u8>> {
+        let scan_match = self.scan_match();
+        self.rules
+            .iter()
+            .map(|rule| {
+                if scan_match.as_deref() == Some(rule.pattern.as_bytes()) {
+                    b"S".to_vec()
+                } else {
+                    rule.pattern.lua_matcher()
+                }
+            })
+            .collect()
+    }
+
     /// Whether any rule needs OBJECT IDLETIME.
     pub fn uses_idle_time(&self) -> bool {
         self.rules.iter().any(|r| r.conditions.idle_above.is_some())

@@ -11,7 +11,7 @@ use crate::error::Error;
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v1";
+pub const VERSION: &str = "v2";
 
 /// The script that checks and acts on one batch of keys.
 pub const CLEAN: &str = "clean";

@@ -1,10 +1,14 @@
-//! Proves `redis_janitor::glob::Glob` decides exactly like a real
-//! `redis-server`: a corner-case table and a seeded fuzz compared with `KEYS`,
-//! a few patterns compared with `SCAN MATCH`, and the nesting cap on `*`.
+//! Proves `redis_janitor::glob::Glob`, and the Lua matchers it gives the
+//! clean script, decide exactly like a real `redis-server`: a corner-case
+//! table and a seeded fuzz compared with `KEYS`, a few patterns compared with
+//! `SCAN MATCH`, and the nesting cap on `*`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
+use redis_janitor::batch::{Batch, Reply, RulesArgs};
 use redis_janitor::glob::Glob;
+use redis_janitor::scripts::{self, Dialect, Invoke, Mode, Script};
 
 use crate::support::RedisServer;
 
@@ -120,8 +124,9 @@ fn diff(pattern: &[u8], redis: &BTreeSet<Vec<u8>>, ours: &BTreeSet<Vec<u8>>) -> 
     out
 }
 
-/// Compare every pattern with `KEYS`, pipelined in chunks; returns the
-/// escaped mismatches.
+/// Compare every pattern with `KEYS`, pipelined in chunks: the port's
+/// answer for every pattern, and the clean script's Lua matcher's for every
+/// pattern a rule may have. Returns the escaped mismatches.
 fn compare_with_keys(
     con: &mut redis::Connection,
     keys: &[Vec<u8>],
@@ -140,9 +145,49 @@ fn compare_with_keys(
             if redis != ours {
                 report.push_str(&diff(p, &redis, &ours));
             }
+            if let Ok(glob) = Glob::new(p) {
+                let lua = script_matches(con, &glob);
+                if redis != lua {
+                    report.push_str("lua matcher: ");
+                    report.push_str(&diff(p, &redis, &lua));
+                }
+            }
         }
     }
     report
+}
+
+/// The keys the clean script's Lua matcher for `glob` matches: a dry run of
+/// one unconditional delete rule, with no SCAN MATCH, listing its keys.
+fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>> {
+    let script = Script::embedded(
+        scripts::VERSION,
+        scripts::CLEAN,
+        Mode::ReadOnly,
+        Dialect::Redis7,
+    )
+    .unwrap();
+    let rules = RulesArgs::raw("d,0,0,-1,-1,,-1;", vec![glob.lua_matcher()]);
+    let mut found = BTreeSet::new();
+    let mut cursor = 0;
+    loop {
+        let batch = Batch {
+            cursor,
+            step: 10_000,
+            scan_budget: Duration::from_secs(10),
+            max_keys: 100_000,
+            report_keys: true,
+        };
+        let reply: Reply = batch
+            .command(&script, Invoke::Text, &rules)
+            .query(con)
+            .unwrap();
+        found.extend(reply.keys);
+        if reply.cursor == 0 {
+            return found;
+        }
+        cursor = reply.cursor;
+    }
 }
 
 #[test]

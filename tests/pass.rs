@@ -419,15 +419,14 @@ fn an_empty_database_is_a_complete_pass_with_zero_counts() {
     out.assert_code(0);
     let report = out.report();
     assert_eq!(report["complete"], true, "{report:#}");
-    for f in [
-        "keys_scanned",
-        "keys_matched",
-        "batches",
-        "vanished",
-        "unchanged",
-    ] {
+    for f in ["keys_scanned", "keys_matched", "vanished", "unchanged"] {
         assert_eq!(field(&report, f), 0, "{f}: {report:#}");
     }
+    assert_eq!(
+        field(&report, "batches"),
+        1,
+        "one call finds the keyspace empty: {report:#}"
+    );
     assert_eq!(rule_counts(&report), default_rule_counts(0, 0, 0));
     assert_eq!(dbsize(&mut con), 0);
 }
@@ -609,7 +608,7 @@ fn rules_and_batch_size_can_come_from_the_environment() {
         server.dir(),
         "[[rule]]\nname = \"x\"\npattern = \"x:*\"\naction = \"delete\"\n",
     );
-    for i in 0..5 {
+    for i in 0..50 {
         seed(&mut con, format!("x:{i}").as_bytes(), "string", None);
     }
     seed(&mut con, b"temp:kept", "string", None);
@@ -624,14 +623,12 @@ fn rules_and_batch_size_can_come_from_the_environment() {
     assert_keyspace(&mut con, &[(b"temp:kept", "string", Ttl::Persistent)]);
     assert_eq!(
         rule_counts(&report),
-        vec![("x".into(), "delete".into(), 5)],
+        vec![("x".into(), "delete".into(), 50)],
         "{report:#}"
     );
-    assert_eq!(
-        field(&report, "batches"),
-        5,
-        "batch size 1 => one call per key: {report:#}"
-    );
+    // Each call looks at one key (SCAN returns a whole hash bucket, so
+    // sometimes more): the 50 keys take many calls, not the default's one.
+    assert!(field(&report, "batches") >= 10, "{report:#}");
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! The clean script itself, called through the library's own batch protocol
-//! against a real server: the cases a whole pass cannot force on demand
-//! (keys that vanish between SCAN and the script, a key twice in one batch,
-//! an error half-way through a batch).
+//! The clean script itself, called through the library's own call protocol
+//! against a real server: what one call does and reports, where it stops,
+//! and the cases a whole pass cannot force on demand (an error half-way
+//! through a call).
 
-use redis_janitor::batch::{self, Batch, Reply};
+use std::time::Duration;
+
+use redis_janitor::batch::{Batch, Reply, RulesArgs};
 use redis_janitor::report::Counts;
 use redis_janitor::rules::Rules;
 use redis_janitor::scripts::{self, Dialect, Invoke, Mode, Script};
@@ -30,75 +32,136 @@ pattern = "temp:*"
 action = "delete"
 "#;
 
-/// Runs one batch of `keys` through the script and returns the counts.
-fn call(con: &mut redis::Connection, mode: Mode, keys: &[&[u8]]) -> redis::RedisResult<Counts> {
+/// A call from `cursor` with a generous budget, listing every matched key.
+fn batch(cursor: u64, max_keys: usize) -> Batch {
+    Batch {
+        cursor,
+        step: max_keys.min(100),
+        scan_budget: Duration::from_secs(1),
+        max_keys,
+        report_keys: true,
+    }
+}
+
+/// Runs one call of the clean script and returns its reply.
+fn call(con: &mut redis::Connection, mode: Mode, batch: &Batch) -> redis::RedisResult<Reply> {
     let rules = Rules::parse("test rules", RULES).unwrap();
     let script = Script::embedded(scripts::VERSION, scripts::CLEAN, mode, Dialect::Redis7).unwrap();
-    let mut batch = Batch::with_capacity(keys.len());
-    for key in keys {
-        batch.push(key.to_vec(), rules.candidates(key)).unwrap();
-    }
-    let (outcomes, micros, gone): (Vec<u8>, u64, Vec<u64>) = batch
-        .command(&script, Invoke::Text, &batch::rules_arg(&rules))
-        .query(con)?;
-    let mut counts = Counts::new(&rules);
-    let reply = Reply {
-        outcomes,
-        micros,
-        gone,
-    };
-    batch.tally(&reply, &rules, &mut counts).unwrap();
-    Ok(counts)
+    batch
+        .command(&script, Invoke::Text, &RulesArgs::new(&rules))
+        .query(con)
 }
 
-#[test]
-fn vanished_keys_are_counted_for_checked_and_unchecked_rules() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
+/// Calls the script from cursor 0 until the cursor comes back, and returns
+/// the counts of the whole pass.
+fn pass(con: &mut redis::Connection, mode: Mode, max_keys: usize) -> Counts {
+    let rules = Rules::parse("test rules", RULES).unwrap();
+    let mut counts = Counts::new(&rules);
+    let mut cursor = 0;
+    loop {
+        let reply = call(con, mode, &batch(cursor, max_keys)).unwrap();
+        reply.tally(&rules, &mut counts).unwrap();
+        if reply.cursor == 0 {
+            return counts;
+        }
+        cursor = reply.cursor;
+    }
+}
+
+fn seed_mixed(con: &mut redis::Connection) {
     seed_all(
-        &mut con,
+        con,
         &[
-            (b"cache:here", "string", None),
-            (b"temp:here", "string", None),
+            (b"cache:a", "string", None),
+            (b"cache:b", "hash", Some(7200)),
+            (b"temp:\xff\x00", "list", Some(7200)),
+            (b"temp:b", "string", None),
+            (b"other:a", "string", None),
         ],
     );
-    let keys: [&[u8]; 4] = [b"cache:here", b"cache:gone", b"temp:here", b"temp:gone"];
-    let counts = call(&mut con, Mode::Write, &keys).unwrap();
-    assert_eq!(counts.per_rule, [0, 1, 1]);
-    assert_eq!(counts.vanished, 2);
-    assert_eq!(counts.keys_matched, 4);
-    assert_keyspace(&mut con, &[(b"cache:here", "string", Ttl::About(3600))]);
 }
 
 #[test]
-fn a_key_twice_in_a_batch_counts_the_same_in_a_dry_run_and_a_real_run() {
+fn one_call_cleans_what_its_scan_returns_and_reports_every_matched_key() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    seed_all(&mut con, &[(b"temp:dup", "string", None)]);
-    let keys: [&[u8]; 2] = [b"temp:dup", b"temp:dup"];
-    let dry = call(&mut con, Mode::ReadOnly, &keys).unwrap();
-    assert_eq!(dbsize(&mut con), 1, "a dry run deleted a key");
-    let real = call(&mut con, Mode::Write, &keys).unwrap();
-    assert_eq!(dry, real);
-    assert_eq!(real.per_rule, [0, 0, 1]);
-    assert_eq!(real.vanished, 1);
+    seed_mixed(&mut con);
+    let reply = call(&mut con, Mode::Write, &batch(0, 10_000)).unwrap();
+    assert_eq!(reply.cursor, 0, "{reply:?}");
+    // The MATCH `[ct][ae][cm][hp][:e]*` keeps `other:a` out of the reply.
+    assert_eq!(
+        (
+            reply.returned,
+            reply.matched,
+            reply.unchanged,
+            reply.vanished
+        ),
+        (4, 4, 1, 0),
+        "{reply:?}"
+    );
+    assert_eq!(reply.acted, [0, 1, 2]);
+    assert!(reply.micros >= reply.scan_micros, "{reply:?}");
+    let mut fates: Vec<(Vec<u8>, u8)> = reply.keys.into_iter().zip(reply.outcomes).collect();
+    fates.sort();
+    let expected: [(&[u8], u8); 4] = [
+        (b"cache:a", 3),
+        (b"cache:b", 1),
+        (b"temp:\xff\x00", 131),
+        (b"temp:b", 131),
+    ];
+    let mut expected: Vec<(Vec<u8>, u8)> = expected.iter().map(|(k, o)| (k.to_vec(), *o)).collect();
+    expected.sort();
+    assert_eq!(fates, expected);
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"cache:a", "string", Ttl::About(3600)),
+            (b"cache:b", "hash", Ttl::About(7200)),
+            (b"other:a", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+#[test]
+fn a_call_looks_at_no_more_keys_than_allowed_and_the_next_goes_on_from_its_cursor() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 500);
+    let first = call(&mut con, Mode::Write, &batch(0, 100)).unwrap();
+    assert_eq!(first.looked_at, 100, "{first:?}");
+    assert_ne!(first.cursor, 0, "{first:?}");
+    assert!(
+        dbsize(&mut con) >= 380,
+        "one call deleted {} keys",
+        500 - dbsize(&mut con)
+    );
+    let counts = pass(&mut con, Mode::Write, 100);
+    assert!(counts.batches >= 4, "{counts:?}");
     assert_eq!(dbsize(&mut con), 0);
 }
 
 #[test]
-fn an_error_in_the_checks_leaves_the_whole_batch_unapplied() {
-    // Under an LFU policy OBJECT IDLETIME fails. The temp key comes first in
-    // the batch and needs no check, yet it must survive: nothing is written
-    // before every key has been checked.
+fn a_dry_run_counts_exactly_what_a_real_run_does() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    seed_all(
-        &mut con,
-        &[
-            (b"temp:first", "string", None),
-            (b"cache:then", "string", None),
-        ],
-    );
+    seed_mixed(&mut con);
+    let before = digest(&mut con);
+    let dry = pass(&mut con, Mode::ReadOnly, 10_000);
+    assert_eq!(digest(&mut con), before, "a dry run wrote");
+    let real = pass(&mut con, Mode::Write, 10_000);
+    assert_eq!(dry, real);
+    assert_eq!(real.per_rule, [0, 1, 2]);
+}
+
+#[test]
+fn an_error_in_the_checks_leaves_the_whole_call_unapplied() {
+    // Under an LFU policy OBJECT IDLETIME fails. The temp keys need no check,
+    // yet they must survive: nothing is written before every key the call's
+    // SCAN steps returned has been checked.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 200);
+    seed_all(&mut con, &[(b"cache:then", "string", None)]);
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory-policy")
@@ -106,8 +169,23 @@ fn an_error_in_the_checks_leaves_the_whole_batch_unapplied() {
         .exec(&mut con)
         .unwrap();
     let before = digest(&mut con);
-    let keys: [&[u8]; 2] = [b"temp:first", b"cache:then"];
-    let err = call(&mut con, Mode::Write, &keys).expect_err("OBJECT IDLETIME must fail under LFU");
+    let err = call(&mut con, Mode::Write, &batch(0, 10_000))
+        .expect_err("OBJECT IDLETIME must fail under LFU");
     assert!(err.to_string().contains("LFU"), "{err}");
     assert_eq!(digest(&mut con), before);
+}
+
+#[test]
+fn a_spent_time_budget_stops_the_call_after_one_step() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 5000);
+    let spent = Batch {
+        scan_budget: Duration::ZERO,
+        ..batch(0, 10_000)
+    };
+    let reply = call(&mut con, Mode::Write, &spent).unwrap();
+    assert_eq!(reply.looked_at, 100, "{reply:?}");
+    assert_ne!(reply.cursor, 0, "{reply:?}");
+    assert_eq!(dbsize(&mut con), 5000 - reply.returned);
 }
