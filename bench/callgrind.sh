@@ -8,7 +8,7 @@
 #   bench/callgrind.sh -- ARGS    # extra arguments for `redis-janitor run`
 #
 # Under valgrind Redis runs ~50x slower, so the job gets --max-call-time 50ms
-# to cut batches of the size it cuts at full speed with its 500us default.
+# to make calls of the size it makes at full speed with its 1ms default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${1:-}" = "--" ] && shift

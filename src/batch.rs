@@ -2,14 +2,13 @@
 //! carry the rules, and reading its reply back into counts. This is the
 //! binary's side of the protocol documented at the top of `lua/v2/clean.lua`.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use tracing::debug;
 
 use crate::error::Error;
 use crate::report::Counts;
-use crate::rules::{Action, Rules};
+use crate::rules::{Action, Rule, Rules};
 use crate::scripts::{Invoke, Script};
 
 /// Reply byte: the key had vanished before the script saw it.
@@ -23,10 +22,8 @@ const BLIND: u8 = 128;
 /// The rules as the script takes them, built once per pass.
 #[derive(Debug, Clone)]
 pub struct RulesArgs {
-    /// ARGV[7]: the rules' actions and conditions.
-    spec: String,
-    /// ARGV[8..]: each rule's name matcher.
-    matchers: Vec<Vec<u8>>,
+    /// ARGV[7] onwards: the number of rules, then eight arguments per rule.
+    rules: Vec<Vec<u8>>,
     /// ARGV[5]: the SCAN MATCH pattern, if any.
     scan_match: Option<Vec<u8>>,
 }
@@ -34,19 +31,26 @@ pub struct RulesArgs {
 impl RulesArgs {
     /// The arguments for `rules`.
     pub fn new(rules: &Rules) -> RulesArgs {
+        let mut args = vec![rules.rules.len().to_string().into_bytes()];
+        for (rule, matcher) in rules.rules.iter().zip(rules.lua_matchers()) {
+            args.extend(rule_args(rule).map(String::into_bytes));
+            args.push(matcher);
+        }
         RulesArgs {
-            spec: spec(rules),
-            matchers: rules.lua_matchers(),
+            rules: args,
             scan_match: rules.scan_match(),
         }
     }
 
-    /// Arguments made by hand, for testing the script: `spec` in the
-    /// script's format, one matcher per rule, no SCAN MATCH.
-    pub fn raw(spec: &str, matchers: Vec<Vec<u8>>) -> RulesArgs {
+    /// One unconditional delete rule with this name matcher and no SCAN
+    /// MATCH: for testing the matcher against every key.
+    pub fn delete_matching(matcher: Vec<u8>) -> RulesArgs {
+        let mut rules: Vec<Vec<u8>> = ["1", "d", "0", "0", "-1", "-1", "", "-1"]
+            .map(|a| a.as_bytes().to_vec())
+            .to_vec();
+        rules.push(matcher);
         RulesArgs {
-            spec: spec.to_string(),
-            matchers,
+            rules,
             scan_match: None,
         }
     }
@@ -80,10 +84,9 @@ impl Batch {
             .arg(self.scan_budget.as_micros() as u64)
             .arg(self.max_keys)
             .arg(rules.scan_match.as_deref().unwrap_or_default())
-            .arg(if self.report_keys { "1" } else { "0" })
-            .arg(&rules.spec);
-        for matcher in &rules.matchers {
-            cmd.arg(matcher.as_slice());
+            .arg(if self.report_keys { "1" } else { "0" });
+        for arg in &rules.rules {
+            cmd.arg(arg.as_slice());
         }
         cmd
     }
@@ -110,8 +113,9 @@ pub struct Reply {
     pub scan_micros: u64,
     /// How long the whole call ran, by the server's clock.
     pub micros: u64,
-    /// With `report_keys`: the matched keys, and one outcome byte for each.
+    /// With `report_keys`: the matched keys.
     pub keys: Vec<Vec<u8>>,
+    /// With `report_keys`: one outcome byte for each of `keys`.
     pub outcomes: Vec<u8>,
 }
 
@@ -225,27 +229,24 @@ impl Fate {
     }
 }
 
-/// ARGV[7]: the rules' actions and conditions, as the script parses them.
-fn spec(rules: &Rules) -> String {
-    let mut arg = String::new();
-    for rule in &rules.rules {
-        let c = &rule.conditions;
-        let millis = |d: Option<Duration>| d.map_or(-1, |d| d.as_millis() as i64);
-        let (action, ttl) = match rule.action {
-            Action::Delete => ('d', 0),
-            Action::Expire(ttl) => ('e', ttl.as_millis() as i64),
-        };
-        let _ = write!(
-            arg,
-            "{action},{ttl},{},{},{},{},{};",
-            u8::from(c.no_ttl),
-            millis(c.ttl_below),
-            millis(c.ttl_above),
-            c.key_type.map_or("", |t| t.as_str()),
-            c.idle_above.map_or(-1, |d| d.as_secs() as i64),
-        );
-    }
-    arg
+/// A rule's action and conditions, as the script takes them: action, TTL,
+/// no_ttl, ttl_below, ttl_above (milliseconds), type, idle_above (seconds).
+fn rule_args(rule: &Rule) -> [String; 7] {
+    let c = &rule.conditions;
+    let millis = |d: Option<Duration>| d.map_or(-1, |d| d.as_millis() as i64).to_string();
+    let (action, ttl) = match rule.action {
+        Action::Delete => ("d", 0),
+        Action::Expire(ttl) => ("e", ttl.as_millis()),
+    };
+    [
+        action.to_string(),
+        ttl.to_string(),
+        u8::from(c.no_ttl).to_string(),
+        millis(c.ttl_below),
+        millis(c.ttl_above),
+        c.key_type.map_or("", |t| t.as_str()).to_string(),
+        c.idle_above.map_or(-1, |d| d.as_secs() as i64).to_string(),
+    ]
 }
 
 fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
@@ -284,14 +285,18 @@ mod tests {
     #[test]
     fn rules_travel_in_the_scripts_format() {
         let args = RulesArgs::new(&Rules::builtin());
+        let text: Vec<String> = args
+            .rules
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         assert_eq!(
-            args.spec,
-            "e,3600000,1,-1,-1,,-1;d,0,0,60000,-1,,-1;d,0,0,-1,-1,,-1;"
+            text.join(","),
+            "3,e,3600000,1,-1,-1,,-1,Pcache%:,d,0,0,60000,-1,,-1,Pcache%:,d,0,0,-1,-1,,-1,Ptemp%:"
         );
         assert_eq!(
             args.scan_match.as_deref(),
             Some(&b"[ct][ae][cm][hp][:e]*"[..])
         );
-        assert_eq!(args.matchers.len(), 3);
     }
 }

@@ -89,9 +89,9 @@ pub enum Exit {
     Failure = 1,
     /// Bad usage or a bad rules file, found before any connection.
     Usage = 2,
-    /// Stopped by SIGINT after finishing the calls in flight (128 + 2).
+    /// Stopped by SIGINT after finishing the call in flight (128 + 2).
     Interrupted = 130,
-    /// Stopped by SIGTERM after finishing the calls in flight (128 + 15).
+    /// Stopped by SIGTERM after finishing the call in flight (128 + 15).
     Terminated = 143,
 }
 

@@ -138,10 +138,11 @@ impl Glob {
         &self.pattern
     }
 
-    /// The pattern as the clean script's name matcher (ARGV[7 + r] in
+    /// The pattern as the clean script's name matcher (see the ARGV of
     /// `lua/v2/clean.lua`): 'A' for `*`, 'N' when no key can match (an empty
-    /// class), else 'G' and the fixed-width parts between the `*`s as Lua
-    /// patterns, one byte of key per part position. The parts come from
+    /// class), 'P' and a Lua pattern for a fixed head and a `*`, else 'G' and
+    /// the fixed-width parts between the `*`s as Lua patterns, one byte of
+    /// key per part position. The parts come from
     /// this port's own parse, and each class is spelled as the set of bytes
     /// [`match_class`] accepts, so every Redis quirk (signed ranges, escapes,
     /// `]` eaten by a range) carries over exactly.
@@ -163,6 +164,9 @@ impl Glob {
         } else {
             &[]
         };
+        if star && !head.is_empty() && tail.is_empty() && middles.is_empty() {
+            return [&b"P"[..], &head.concat()].concat();
+        }
         let mut out = b"G".to_vec();
         let mut field = |bytes: &[u8]| {
             out.push(0);
@@ -890,7 +894,8 @@ mod tests {
     fn lua_matchers_split_at_stars() {
         assert_eq!(lua(b"*"), "A");
         assert_eq!(lua(b"**"), "G||0||0|1");
-        assert_eq!(lua(b"cache:*"), "G|cache%:|6||0|1");
+        assert_eq!(lua(b"cache:*"), "Pcache%:");
+        assert_eq!(lua(b"c?[ab]**"), "Pc.[ab]");
         assert_eq!(lua(b"a?c"), "G|a.c|3||0|0");
         assert_eq!(lua(b"*x*y*z"), "G||0|z|1|1|x|y");
         assert_eq!(lua(b"a\\**b*\\*"), "G|a%*|2|%*|1|1|b");

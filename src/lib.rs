@@ -1,18 +1,18 @@
-//! redis-janitor cleans a Redis keyspace by rules: one SCAN pass, and for each
-//! batch of candidate keys one EVALSHA of a versioned Lua script that
-//! re-checks every key and deletes it or sets its TTL atomically in Redis.
+//! redis-janitor cleans a Redis keyspace by rules: one SCAN pass, run a
+//! stretch at a time by one EVALSHA of a versioned Lua script that re-checks
+//! every key and deletes it or sets its TTL atomically in Redis.
 //!
 //! Layout:
 //! - [`cli`]: what the user typed (clap, with environment variables)
 //! - [`command`]: the `run`, `check` and `scripts` subcommands
 //! - [`job`]: one run: settings, connect, check the server, pass, report
 //! - [`rules`]: the rules file: parse, validate, the built-in default
-//! - [`glob`]: the Redis-compatible glob matcher
+//! - [`glob`]: the Redis-compatible glob matcher, and its Lua translation
 //! - [`connection`]: the Redis URL, credentials and connecting
 //! - [`scripts`]: the embedded `lua/` tree: variants, SHA-1, SCRIPT LOAD
-//! - [`pass`]: one pass over one node: SCAN -> match -> script per batch
+//! - [`pass`]: one pass over one node: script calls from cursor 0 back to 0
 //! - [`batch`]: one script call's arguments and reply
-//! - [`pacer`]: batch sizes from a per-call time budget, and the rate limit
+//! - [`pacer`]: SCAN steps sized to a per-call time budget, and the rate limit
 //! - [`report`]: the counts and their text/JSON rendering
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr

@@ -1,5 +1,5 @@
 //! Turns SIGTERM and SIGINT into a stop request for the pass. Kubernetes stops
-//! a Job's pod with SIGTERM; the pass finishes the calls in flight, the report
+//! a Job's pod with SIGTERM; the pass finishes the call in flight, the report
 //! is printed, and the process exits 143 (or 130 for SIGINT). A second signal
 //! exits at once.
 
@@ -24,12 +24,12 @@ pub fn listen() -> std::io::Result<watch::Receiver<Option<Stop>>> {
                 _ = int.recv() => Stop::Sigint,
             };
             if !first {
-                warn!("second signal: exiting without waiting for the calls in flight");
+                warn!("second signal: exiting without waiting for the call in flight");
                 let exit = Exit::after(Some(stop));
                 std::process::exit(exit as i32);
             }
             first = false;
-            warn!(signal = ?stop, "stopping after the calls in flight");
+            warn!(signal = ?stop, "stopping after the call in flight");
             let _ = tx.send(Some(stop));
         }
     });

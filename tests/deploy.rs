@@ -502,7 +502,7 @@ fn max_runtime_is_below_active_deadline_seconds_with_margin() {
         }
     }
 
-    // SIGTERM (deadline, drain) lets the calls in flight finish: the grace
+    // SIGTERM (deadline, drain) lets the call in flight finish: the grace
     // period must outlast one reply timeout.
     let cronjob = cronjob();
     let grace = seconds(

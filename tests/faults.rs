@@ -479,7 +479,7 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     assert_eq!(report["stopped_by"], stopped_by, "{report:#}");
     let expired = rule_keys(&report, "cache-missing-ttl");
     assert!(expired < 200_000, "pass was not interrupted: {report:#}");
-    // The calls in flight were finished and counted: the server and the
+    // The call in flight was finished and counted: the server and the
     // report agree on how many keys got a TTL.
     assert_eq!(
         expires_count(&mut con, 0),

@@ -15,23 +15,28 @@
 -- KEYS     none: the script finds its keys with SCAN.
 -- ARGV[1]  the cursor to SCAN from.
 -- ARGV[2]  the COUNT of each SCAN step.
--- ARGV[3]  the scan budget in microseconds: no SCAN step starts that would,
---          at the pace of the last one, end after it.
+-- ARGV[3]  the scan budget in microseconds: each SCAN step after the first
+--          looks at as many keys as the rest of the budget has room for, at
+--          the pace of the step before, up to ARGV[2].
 -- ARGV[4]  the most keys the call may look at: the COUNTs of its steps.
 -- ARGV[5]  the SCAN MATCH pattern; empty for none.
 -- ARGV[6]  '1' to return every matched key with its outcome.
--- ARGV[7]  the rules, separated by ';'; each rule is
---            action,ttl_ms,no_ttl,ttl_below_ms,ttl_above_ms,type,idle_above_s
---          action is 'd' (UNLINK) or 'e' (PEXPIRE ttl_ms); no_ttl is 0 or 1;
---          a number of -1 or an empty type means "no such condition". The job
---          has validated them (e.g. no_ttl never comes with ttl_below).
--- ARGV[7 + r]  rule r's name matcher, fields separated by zero bytes: 'A'
---          (every key), 'S' (every key the SCAN MATCH returns), 'N' (no key:
---          the pattern has an empty class), or 'G' then
+-- ARGV[7]  the number of rules, n.
+-- ARGV[8 + 8 (r - 1) ...]  rule r, in eight arguments:
+--          action: 'd' (UNLINK) or 'e' (PEXPIRE ttl_ms);
+--          ttl_ms; no_ttl: '0' or '1'; ttl_below_ms; ttl_above_ms; type;
+--          idle_above_s: a number of -1 or an empty type means "no such
+--          condition" (the job has validated them: no_ttl never comes with
+--          ttl_below, for example);
+--          the name matcher: 'A' (every key), 'S' (every key the SCAN MATCH
+--          returns), 'N' (no key: the pattern has an empty class), 'P' and a
+--          Lua pattern (the key starts with what it matches: a glob of a
+--          fixed head and a '*'), or 'G' and fields separated by zero bytes:
 --          the head, its length, the tail, its length, whether the pattern
---          has a '*' ('1' or '0'), and the middles: Lua patterns, one byte per
---          glob position, for the parts before the first '*', after the last
---          and between two. The job translates Redis's glob semantics exactly.
+--          has a '*' ('1' or '0'), and the middles: Lua patterns, one byte
+--          per glob position, for the parts before the first '*', after the
+--          last and between two. The job translates Redis's glob semantics
+--          exactly.
 --
 -- Reply    an array:
 --          1. the next cursor ('0' at the end of the keyspace);
@@ -59,8 +64,10 @@
 -- the call with nothing applied.
 
 local VANISHED, UNCHANGED, BLIND = 0, 1, 128
+-- The fewest keys a SCAN step looks at: a smaller one costs more than it does.
+local MIN_STEP = 10
 -- Locals for what the per-key loops call: a global lookup costs a hash probe.
-local call, find, tonumber = redis.call, string.find, tonumber
+local call, find, tonumber, floor, min, max = redis.call, string.find, tonumber, math.floor, math.min, math.max
 -- Keys per UNLINK/EXISTS call, and bytes per string.char call: below Lua's
 -- limit on the number of arguments to one function call.
 local CHUNK = 4000
@@ -71,61 +78,88 @@ if not DRY_RUN and redis.replicate_commands then
   redis.replicate_commands()
 end
 
--- A name matcher (ARGV[7 + r]) as a table.
+-- A name matcher (see ARGV above) as a table.
 local function parse_matcher(spec)
-  local f = {}
-  for field in string.gmatch(spec .. '\0', '(.-)%z') do
-    f[#f + 1] = field
-  end
-  local m = { kind = f[1] }
-  if m.kind == 'G' then
-    m.head, m.head_len = '^' .. f[2], tonumber(f[3])
-    m.tail, m.tail_len = '^' .. f[4], tonumber(f[5])
-    m.star = f[6] == '1'
+  local m = { kind = string.sub(spec, 1, 1) }
+  if m.kind == 'P' then
+    m.head = '^' .. string.sub(spec, 2)
+  elseif m.kind == 'G' then
+    local f = {}
+    for field in string.gmatch(string.sub(spec, 3) .. '\0', '(.-)%z') do
+      f[#f + 1] = field
+    end
+    m.head, m.head_len = '^' .. f[1], tonumber(f[2])
+    m.tail, m.tail_len = '^' .. f[3], tonumber(f[4])
+    m.star = f[5] == '1'
     m.middles = {}
-    for i = 7, #f do
+    for i = 6, #f do
       m.middles[#m.middles + 1] = f[i]
     end
   end
   return m
 end
 
-local function parse_rules(spec)
-  local rules = {}
-  for text in string.gmatch(spec, '[^;]+') do
-    local f = {}
-    for field in string.gmatch(text .. ',', '([^,]*),') do
-      f[#f + 1] = field
+-- How a rule's conditions are checked (see scan): the common shapes have
+-- their own short test.
+local GENERAL, UNCONDITIONAL, NO_TTL, DUE_SOON = 0, 1, 2, 3
+
+-- The rules (ARGV[7] onwards) as columns: one array per field, indexed by
+-- rule number, which the per-key loop reads as array slots rather than as
+-- hash fields; and the groups of consecutive rules with the same pattern,
+-- whose matcher then runs once per key.
+local function parse_rules()
+  local R = {
+    n = tonumber(ARGV[7]), delete = {}, ttl = {}, ttl_arg = {}, no_ttl = {}, ttl_below = {},
+    ttl_above = {}, type = {}, idle_above = {}, class = {},
+    groups = 0, group_kind = {}, group_head = {}, group_matcher = {}, group_first = {}, group_last = {},
+  }
+  local last_spec
+  for r = 1, R.n do
+    local at = 8 + 8 * (r - 1)
+    local delete, no_ttl = ARGV[at] == 'd', ARGV[at + 2] == '1'
+    local below, above, type, idle = ARGV[at + 3], ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
+    -- Strings compared, numbers converted only where the check needs them:
+    -- each conversion costs as much as a few keys' checks, on every call.
+    local class = GENERAL
+    if type == '' and idle == '-1' and above == '-1' then
+      if no_ttl then
+        class = NO_TTL
+      elseif below == '-1' then
+        class = delete and UNCONDITIONAL or GENERAL
+      elseif delete then
+        class = DUE_SOON
+      end
     end
-    local rule = {
-      delete = f[1] == 'd',
-      ttl = tonumber(f[2]),
-      -- The PEXPIRE argument as sent: converting the number back would
-      -- format it with sprintf on every call.
-      ttl_arg = f[2],
-      no_ttl = f[3] == '1',
-      ttl_below = tonumber(f[4]),
-      ttl_above = tonumber(f[5]),
-      type = f[6],
-      idle_above = tonumber(f[7]),
-      matcher = parse_matcher(ARGV[7 + #rules + 1]),
-    }
-    rule.blind = rule.delete and not rule.no_ttl and rule.ttl_below < 0
-      and rule.ttl_above < 0 and rule.type == '' and rule.idle_above < 0
-    rules[#rules + 1] = rule
+    R.class[r], R.delete[r] = class, delete
+    -- The PEXPIRE argument as sent: converting the number back would format
+    -- it with sprintf on every call.
+    R.ttl_arg[r] = ARGV[at + 1]
+    if class == DUE_SOON then
+      R.ttl_below[r] = tonumber(below)
+    elseif class == GENERAL then
+      R.no_ttl[r], R.ttl[r], R.type[r] = no_ttl, tonumber(ARGV[at + 1]), type
+      R.ttl_below[r], R.ttl_above[r], R.idle_above[r] = tonumber(below), tonumber(above), tonumber(idle)
+    end
+    local spec = ARGV[at + 7]
+    if spec == last_spec then
+      R.group_last[R.groups] = r
+    else
+      local g, m = R.groups + 1, parse_matcher(spec)
+      R.groups, last_spec = g, spec
+      R.group_kind[g], R.group_head[g], R.group_matcher[g] = m.kind, m.head, m
+      R.group_first[g], R.group_last[g] = r, r
+    end
   end
-  return rules
+  return R
 end
 
--- Whether `key` matches the glob `m` describes. A glob is its fixed-width
--- parts split at the '*'s: the head must start the key, the tail end it, and
--- the middles follow in order in between, each at its leftmost place (any
--- later place leaves less room for the rest). Only the pattern '*' matches
--- the empty key (SCAN answers it without matching), and that is kind 'A'.
+-- Whether `key` matches the glob that matcher `m` (kind 'G') describes. A
+-- glob is its fixed-width parts split at the '*'s: the head must start the
+-- key, the tail end it, and the middles follow in order in between, each at
+-- its leftmost place (any later place leaves less room for the rest). Only
+-- the pattern '*' matches the empty key (SCAN answers it without matching),
+-- and that is kind 'A'.
 local function matches(key, m)
-  if m.kind ~= 'G' then
-    return m.kind ~= 'N'
-  end
   local len = #key
   if len == 0 or len < m.head_len + m.tail_len then
     return false
@@ -179,124 +213,136 @@ local function now_micros()
   return tonumber(now[1]) * 1000000 + tonumber(now[2])
 end
 
--- The outcome byte of `key` under `rules` (see the reply above), or nil when
--- no rule's pattern matches it.
-local function decide(key, rules)
-  local outcome, pttl = nil, nil
-  for r = 1, #rules do
-    local rule = rules[r]
-    if matches(key, rule.matcher) then
-      if rule.blind then
-        return BLIND + r
-      end
-      if not pttl then
-        pttl = call('PTTL', key)
-        if pttl == -2 then
-          return VANISHED
-        end
-      end
-      -- The conditions, cheapest first; TYPE and OBJECT IDLETIME are asked
-      -- only when a rule needs them.
-      local holds
-      if rule.no_ttl then
-        holds = pttl == -1
-      elseif pttl >= 0 then
-        holds = (rule.ttl_below < 0 or pttl < rule.ttl_below)
-          and (rule.ttl_above < 0 or pttl > rule.ttl_above)
-          -- An expire rule takes a key only when it would shorten its life.
-          and (rule.delete or pttl > rule.ttl)
-      else
-        holds = rule.ttl_below < 0 and rule.ttl_above < 0
-      end
-      if holds and rule.type ~= '' then
-        holds = call('TYPE', key).ok == rule.type
-      end
-      if holds and rule.idle_above >= 0 then
-        holds = call('OBJECT', 'IDLETIME', key) > rule.idle_above
-      end
-      if holds then
-        return 1 + r
-      end
-      outcome = UNCHANGED
-    end
-  end
-  return outcome
-end
-
 -- Phase 1: SCAN steps and the decision for every key they return, writing
--- nothing. Returns what to write and what to report.
-local function scan(rules, report_keys)
+-- nothing. Returns what to write and what to report. One function with
+-- locals: its inner loop runs per key, where every table lookup counts.
+local function scan(R, report_keys)
   local started = now_micros()
   local cursor, count, budget, max_keys = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   local step = { cursor, 'COUNT', count }
   if ARGV[5] ~= '' then
     step = { cursor, 'MATCH', ARGV[5], 'COUNT', count }
   end
-  local s = {
-    looked_at = 0, returned = 0, matched = 0, unchanged = 0, vanished = 0,
-    acted = {}, deletes = {}, expires = {}, blind = {}, keys = {}, outcomes = {},
-  }
-  for r = 1, #rules do
-    s.acted[r] = 0
+  local count_at, next_count = #step, min(count, max_keys)
+  local nrules, groups, class_of = R.n, R.groups, R.class
+  local group_kind, group_head, group_matcher = R.group_kind, R.group_head, R.group_matcher
+  local group_first, group_last = R.group_first, R.group_last
+  local delete_of, ttl_of, ttl_arg_of, no_ttl_of = R.delete, R.ttl, R.ttl_arg, R.no_ttl
+  local below_of, above_of, type_of, idle_of = R.ttl_below, R.ttl_above, R.type, R.idle_above
+  local acted, blind, nblind = {}, {}, {}
+  for r = 1, nrules do
+    acted[r], blind[r], nblind[r] = 0, {}, 0
   end
-  local ndeletes, nexpires = 0, 0
-  local now, last_step = started, 0
+  local deletes, expires, reported, outcomes = {}, {}, {}, {}
+  local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished = 0, 0, 0, 0, 0, 0, 0
+  local now = started
   repeat
-    step[1] = cursor
+    step[1], step[count_at] = cursor, next_count
     local reply = call('SCAN', unpack(step))
     cursor = reply[1]
     local keys = reply[2]
-    s.looked_at = s.looked_at + count
-    s.returned = s.returned + #keys
+    looked_at = looked_at + next_count
+    returned = returned + #keys
     for i = 1, #keys do
       local key = keys[i]
-      local outcome = decide(key, rules)
-      if outcome then
-        s.matched = s.matched + 1
-        if report_keys then
-          s.keys[s.matched], s.outcomes[s.matched] = key, outcome
+      -- The rules in order, a group of rules with the same pattern at a time;
+      -- each rule whose conditions do not hold hands the key to the next.
+      local outcome, pttl = nil, nil
+      for g = 1, groups do
+        local kind = group_kind[g]
+        if kind == 'P' and find(key, group_head[g]) or kind == 'G' and matches(key, group_matcher[g])
+          or kind == 'A' or kind == 'S' then
+          for r = group_first[g], group_last[g] do
+            local class = class_of[r]
+            if class == UNCONDITIONAL then
+              local n = nblind[r] + 1
+              nblind[r], blind[r][n] = n, key
+              acted[r] = acted[r] + 1
+              outcome = BLIND + r
+              break
+            end
+            if not pttl then
+              pttl = call('PTTL', key)
+              if pttl == -2 then
+                vanished = vanished + 1
+                outcome = VANISHED
+                break
+              end
+            end
+            -- The conditions, cheapest first; TYPE and OBJECT IDLETIME are
+            -- asked only when a rule needs them.
+            local holds
+            if class == NO_TTL then
+              holds = pttl == -1
+            elseif class == DUE_SOON then
+              holds = pttl >= 0 and pttl < below_of[r]
+            else
+              local below, above = below_of[r], above_of[r]
+              if no_ttl_of[r] then
+                holds = pttl == -1
+              elseif pttl >= 0 then
+                holds = (below < 0 or pttl < below) and (above < 0 or pttl > above)
+                  -- An expire rule takes a key only when it would shorten its life.
+                  and (delete_of[r] or pttl > ttl_of[r])
+              else
+                holds = below < 0 and above < 0
+              end
+              if holds and type_of[r] ~= '' then
+                holds = call('TYPE', key).ok == type_of[r]
+              end
+              if holds and idle_of[r] >= 0 then
+                holds = call('OBJECT', 'IDLETIME', key) > idle_of[r]
+              end
+            end
+            if holds then
+              if delete_of[r] then
+                ndeletes = ndeletes + 1
+                deletes[ndeletes] = key
+              else
+                nexpires = nexpires + 2
+                expires[nexpires - 1], expires[nexpires] = key, ttl_arg_of[r]
+              end
+              acted[r] = acted[r] + 1
+              outcome = 1 + r
+              break
+            end
+            outcome = UNCHANGED
+          end
+          if outcome ~= UNCHANGED then
+            break
+          end
         end
-        if outcome >= BLIND then
-          local r = outcome - BLIND
-          local blind = s.blind[r]
-          if not blind then
-            blind = {}
-            s.blind[r] = blind
-          end
-          blind[#blind + 1] = key
-          s.acted[r] = s.acted[r] + 1
-        elseif outcome > UNCHANGED then
-          local r = outcome - 1
-          local rule = rules[r]
-          if rule.delete then
-            ndeletes = ndeletes + 1
-            s.deletes[ndeletes] = key
-          else
-            nexpires = nexpires + 2
-            s.expires[nexpires - 1], s.expires[nexpires] = key, rule.ttl_arg
-          end
-          s.acted[r] = s.acted[r] + 1
-        elseif outcome == UNCHANGED then
-          s.unchanged = s.unchanged + 1
-        else
-          s.vanished = s.vanished + 1
+      end
+      if outcome then
+        matched = matched + 1
+        if outcome == UNCHANGED then
+          unchanged = unchanged + 1
+        end
+        if report_keys then
+          reported[matched], outcomes[matched] = key, outcome
         end
       end
     end
+    -- The next step looks at as many keys as the rest of the budget has
+    -- room for at this step's pace, so the call fills its budget.
     local before = now
     now = now_micros()
-    last_step = now - before
-  until cursor == '0' or now - started + last_step > budget or s.looked_at + count > max_keys
-  s.cursor, s.micros = cursor, now - started
-  return s
+    local room = floor(next_count * (budget - (now - started)) / max(now - before, 1))
+    next_count = min(count, max_keys - looked_at, room)
+  until cursor == '0' or next_count < MIN_STEP
+  return {
+    cursor = cursor, micros = now - started, looked_at = looked_at, returned = returned,
+    matched = matched, unchanged = unchanged, vanished = vanished, acted = acted,
+    blind = blind, deletes = deletes, expires = expires, keys = reported, outcomes = outcomes,
+  }
 end
 
 -- Phase 2: acts on the decided keys (a dry run only counts the blind
 -- deletes' keys that still exist). The blind deletes' keys that had vanished
 -- move from their rules' counts to the vanished ones.
 local function apply(s, dry_run)
-  for r, keys in pairs(s.blind) do
-    local existed = dry_run and count_existing(keys) or each_chunk('UNLINK', keys)
+  for r, keys in ipairs(s.blind) do
+    local existed = #keys > 0 and (dry_run and count_existing(keys) or each_chunk('UNLINK', keys)) or 0
     s.acted[r] = s.acted[r] - (#keys - existed)
     s.vanished = s.vanished + #keys - existed
   end
@@ -320,7 +366,7 @@ end
 
 local started = now_micros()
 local report_keys = ARGV[6] == '1'
-local s = scan(parse_rules(ARGV[7]), report_keys)
+local s = scan(parse_rules(), report_keys)
 apply(s, DRY_RUN)
 return {
   s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.acted,
