@@ -72,12 +72,6 @@ local call, find, tonumber, floor, min, max = redis.call, string.find, tonumber,
 -- limit on the number of arguments to one function call.
 local CHUNK = 4000
 
--- Redis 3.2 to 4.0 replicate a script that writes after SCAN only this way;
--- later versions always do and keep the call as a no-op.
-if not DRY_RUN and redis.replicate_commands then
-  redis.replicate_commands()
-end
-
 -- A name matcher (see ARGV above) as a table.
 local function parse_matcher(spec)
   local m = { kind = string.sub(spec, 1, 1) }
