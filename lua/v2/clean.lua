@@ -48,7 +48,8 @@
 --             that SCAN returned twice);
 --          7. per rule, the keys it acted on (or, in a dry run, would have);
 --          8. the microseconds the scan (SCAN and checks) took, and
---          9. the microseconds the whole script took, by the server's clock;
+--          9. the microseconds from the scan's start to the end, by the
+--             server's clock;
 --          10. with ARGV[6] = '1' the matched keys, else an empty array;
 --          11. a string with one byte per key of 10.: 0 the key had
 --              vanished; 1 no rule's conditions held (key left as it was);
@@ -325,7 +326,7 @@ local function scan(R, report_keys)
     next_count = min(count, max_keys - looked_at, room)
   until cursor == '0' or next_count < MIN_STEP
   return {
-    cursor = cursor, micros = now - started, looked_at = looked_at, returned = returned,
+    cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
     matched = matched, unchanged = unchanged, vanished = vanished, acted = acted,
     blind = blind, deletes = deletes, expires = expires, keys = reported, outcomes = outcomes,
   }
@@ -358,11 +359,9 @@ local function outcome_string(outcomes)
   return table.concat(parts)
 end
 
-local started = now_micros()
-local report_keys = ARGV[6] == '1'
-local s = scan(parse_rules(), report_keys)
+local s = scan(parse_rules(), ARGV[6] == '1')
 apply(s, DRY_RUN)
 return {
   s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.acted,
-  s.micros, now_micros() - started, s.keys, outcome_string(s.outcomes),
+  s.micros, now_micros() - s.started, s.keys, outcome_string(s.outcomes),
 }
