@@ -36,8 +36,8 @@ action  = "delete"
 /// out: enough to tell key families apart, few for Redis to check.
 const MATCH_PREFIX_MAX: usize = 16;
 
-/// The most rules one file may hold: a key's candidate rules travel as a
-/// 64-bit set, and the script's reply encodes the acting rule in one byte.
+/// The most rules one file may hold: the script's reply names the acting
+/// rule in one byte, and each rule is eight of its arguments.
 pub const MAX_RULES: usize = 64;
 
 /// A validated, ordered list of rules. The first rule whose pattern and
@@ -48,9 +48,8 @@ pub struct Rules {
     pub source: String,
     /// The rules in file order.
     pub rules: Vec<Rule>,
-    /// Each distinct pattern once, with the set of rules (bit i = rule i)
-    /// that use it: a key is matched against each pattern only once.
-    patterns: Vec<(Glob, u64)>,
+    /// Each distinct pattern once, for the SCAN MATCH.
+    patterns: Vec<Glob>,
 }
 
 /// One rule: a pattern, optional conditions, an action.
@@ -176,11 +175,10 @@ impl Rules {
             }
             rules.push(rule);
         }
-        let mut patterns: Vec<(Glob, u64)> = Vec::new();
-        for (index, rule) in rules.iter().enumerate() {
-            match patterns.iter_mut().find(|(glob, _)| *glob == rule.pattern) {
-                Some((_, set)) => *set |= 1 << index,
-                None => patterns.push((rule.pattern.clone(), 1 << index)),
+        let mut patterns: Vec<Glob> = Vec::new();
+        for rule in &rules {
+            if !patterns.contains(&rule.pattern) {
+                patterns.push(rule.pattern.clone());
             }
         }
         Ok(Rules {
@@ -190,15 +188,6 @@ impl Rules {
         })
     }
 
-    /// The rules whose pattern matches `key`, as a set (bit i = rule i), in
-    /// rule order; 0 when no rule can take the key.
-    pub fn candidates(&self, key: &[u8]) -> u64 {
-        self.patterns
-            .iter()
-            .filter(|(glob, _)| glob.matches(key))
-            .fold(0, |set, (_, rules)| set | rules)
-    }
-
     /// A SCAN MATCH pattern that every key some rule could take matches, so
     /// Redis filters the rest before they cross the network: the one pattern
     /// when all rules share it, else the rules' literal prefixes spelled
@@ -206,14 +195,10 @@ impl Rules {
     /// `cache:*` and `temp:*` give `[ct][ae][cm][hp][:e]*`. `None` when some
     /// pattern starts with a wildcard.
     pub fn scan_match(&self) -> Option<Vec<u8>> {
-        if let [(glob, _)] = self.patterns.as_slice() {
+        if let [glob] = self.patterns.as_slice() {
             return (!glob.matches_everything()).then(|| glob.as_bytes().to_vec());
         }
-        let prefixes: Vec<&[u8]> = self
-            .patterns
-            .iter()
-            .map(|(glob, _)| glob.literal_prefix())
-            .collect();
+        let prefixes: Vec<&[u8]> = self.patterns.iter().map(Glob::literal_prefix).collect();
         let len = prefixes
             .iter()
             .map(|p| p.len())
@@ -569,14 +554,6 @@ mod tests {
         assert_eq!(rules.rules[2].action, Action::Delete);
     }
 
-    #[test]
-    fn candidates_are_every_rule_whose_pattern_matches() {
-        let rules = Rules::builtin();
-        assert_eq!(rules.candidates(b"cache:x"), 0b011);
-        assert_eq!(rules.candidates(b"temp:x"), 0b100);
-        assert_eq!(rules.candidates(b"session:x"), 0);
-    }
-
     /// A rules file deleting keys of each pattern, in order.
     fn rules_text(patterns: &[&str]) -> String {
         let mut text = String::new();
@@ -641,7 +618,7 @@ mod tests {
             let filter = Glob::new(&scan_match).expect("a valid pattern");
             for _ in 0..50 {
                 let key = bytes(&mut rng, prefix, 5);
-                if rules.candidates(&key) != 0 {
+                if rules.rules.iter().any(|r| r.pattern.matches(&key)) {
                     assert!(
                         filter.matches(&key),
                         "{:?} hides {:?}, which {patterns:?} take",
