@@ -64,8 +64,8 @@ impl Target {
         Ok(Target { info, tls_ca })
     }
 
-    /// Opens one multiplexed connection: every command of the pass shares it,
-    /// so the pass can keep two commands (SCANs and script calls) in flight.
+    /// Opens the one connection every command of the run goes through (redis-rs's
+    /// multiplexed connection, with its reply timeout and async I/O).
     pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
         let client = match &self.tls_ca {
             Some(ca) => redis::Client::build_with_tls(
