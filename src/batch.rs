@@ -7,8 +7,9 @@ use std::time::Duration;
 use tracing::debug;
 
 use crate::error::Error;
+use crate::glob::Glob;
 use crate::report::Counts;
-use crate::rules::{Action, Rule, Rules};
+use crate::rules::{Action, Conditions, Rule, Rules};
 use crate::scripts::{Invoke, Script};
 
 /// Reply byte: the key had vanished before the script saw it.
@@ -31,29 +32,40 @@ pub struct RulesArgs {
 impl RulesArgs {
     /// The arguments for `rules`.
     pub fn new(rules: &Rules) -> RulesArgs {
-        let mut args = vec![rules.rules.len().to_string().into_bytes()];
-        for (rule, matcher) in rules.rules.iter().zip(rules.lua_matchers()) {
-            args.extend(rule_args(rule).map(String::into_bytes));
-            args.push(matcher);
-        }
+        let scan_match = rules.scan_match();
+        let matchers = rules.lua_matchers(scan_match.as_deref());
         RulesArgs {
-            rules: args,
-            scan_match: rules.scan_match(),
+            rules: encode(&rules.rules, matchers),
+            scan_match,
         }
     }
 
-    /// One unconditional delete rule with this name matcher and no SCAN
-    /// MATCH: for testing the matcher against every key.
-    pub fn delete_matching(matcher: Vec<u8>) -> RulesArgs {
-        let mut rules: Vec<Vec<u8>> = ["1", "d", "0", "0", "-1", "-1", "", "-1"]
-            .map(|a| a.as_bytes().to_vec())
-            .to_vec();
-        rules.push(matcher);
+    /// One unconditional delete rule for `pattern`, and no SCAN MATCH: for
+    /// testing the pattern's Lua matcher against every key.
+    pub fn delete_matching(pattern: Glob) -> RulesArgs {
+        let matcher = pattern.lua_matcher();
+        let rule = Rule {
+            name: "delete".into(),
+            pattern,
+            conditions: Conditions::default(),
+            action: Action::Delete,
+        };
         RulesArgs {
-            rules,
+            rules: encode(&[rule], vec![matcher]),
             scan_match: None,
         }
     }
+}
+
+/// ARGV[7] onwards: the number of rules, then for each its [`rule_args`] and
+/// its name matcher.
+fn encode(rules: &[Rule], matchers: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut args = vec![rules.len().to_string().into_bytes()];
+    for (rule, matcher) in rules.iter().zip(matchers) {
+        args.extend(rule_args(rule).map(String::into_bytes));
+        args.push(matcher);
+    }
+    args
 }
 
 /// Where one call starts and how much it may do.

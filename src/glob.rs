@@ -142,10 +142,10 @@ impl Glob {
     /// `lua/v2/clean.lua`): 'A' for `*`, 'N' when no key can match (an empty
     /// class), 'P' and a Lua pattern for a fixed head and a `*`, else 'G' and
     /// the fixed-width parts between the `*`s as Lua patterns, one byte of
-    /// key per part position. The parts come from
-    /// this port's own parse, and each class is spelled as the set of bytes
-    /// [`match_class`] accepts, so every Redis quirk (signed ranges, escapes,
-    /// `]` eaten by a range) carries over exactly.
+    /// key per part position. The parts come from this port's own parse, and
+    /// each class is spelled as the set of bytes [`match_class`] accepts, so
+    /// every Redis quirk (signed ranges, escapes, `]` eaten by a range)
+    /// carries over exactly.
     pub fn lua_matcher(&self) -> Vec<u8> {
         if self.shape == Shape::All {
             return b"A".to_vec();
@@ -153,17 +153,11 @@ impl Glob {
         let Some(parts) = lua_parts(&self.pattern) else {
             return b"N".to_vec();
         };
-        let star = parts.len() > 1;
-        let (head, tail) = match parts.as_slice() {
-            [only] => (only, &Vec::new()),
-            [head, .., tail] => (head, tail),
-            [] => unreachable!("a pattern has at least one part"),
-        };
-        let middles = if star {
-            &parts[1..parts.len() - 1]
-        } else {
-            &[]
-        };
+        let (head, rest) = parts.split_first().expect("a pattern has a first part");
+        let (tail, middles) = rest
+            .split_last()
+            .map_or((&[][..], &[][..]), |(t, m)| (&t[..], m));
+        let star = !rest.is_empty();
         if star && !head.is_empty() && tail.is_empty() && middles.is_empty() {
             return [&b"P"[..], &head.concat()].concat();
         }
@@ -191,7 +185,7 @@ type LuaItem = Vec<u8>;
 /// may be empty), each a list of Lua pattern items; `None` when some class
 /// accepts no byte at all, so no key can match.
 fn lua_parts(p: &[u8]) -> Option<Vec<Vec<LuaItem>>> {
-    let mut parts = vec![Vec::new()];
+    let (mut parts, mut part) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < p.len() {
         match p[i] {
@@ -199,13 +193,13 @@ fn lua_parts(p: &[u8]) -> Option<Vec<Vec<LuaItem>>> {
                 while byte_at(p, i + 1) == b'*' {
                     i += 1;
                 }
-                parts.push(Vec::new());
+                parts.push(std::mem::take(&mut part));
             }
-            b'?' => parts.last_mut()?.push(b".".to_vec()),
+            b'?' => part.push(b".".to_vec()),
             b'[' => {
                 let accepted: Vec<bool> =
                     (0..=255).map(|c| match_class(p, i, c).is_some()).collect();
-                parts.last_mut()?.push(lua_class(&accepted)?);
+                part.push(lua_class(&accepted)?);
                 // Validated patterns close every class.
                 i = class_end(p, i).expect("a validated pattern") - 1;
             }
@@ -217,11 +211,12 @@ fn lua_parts(p: &[u8]) -> Option<Vec<Vec<LuaItem>>> {
                 } else {
                     b
                 };
-                parts.last_mut()?.push(lua_literal(literal));
+                part.push(lua_literal(literal));
             }
         }
         i += 1;
     }
+    parts.push(part);
     Some(parts)
 }
 

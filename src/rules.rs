@@ -231,15 +231,15 @@ impl Rules {
     }
 
     /// Each rule's name matcher for the clean script ([`Glob::lua_matcher`]),
-    /// or `S` when the SCAN MATCH is the rule's own pattern: every key the
-    /// SCAN returns then matches it without a second look.
-    pub fn lua_matchers(&self) -> Vec<Vec<u8>> {
-        let scan_match = self.scan_match();
+    /// or `A` when `scan_match` (the pass's SCAN MATCH) is the rule's own
+    /// pattern: every key the SCAN returns then matches it without a second
+    /// look.
+    pub fn lua_matchers(&self, scan_match: Option<&[u8]>) -> Vec<Vec<u8>> {
         self.rules
             .iter()
             .map(|rule| {
-                if scan_match.as_deref() == Some(rule.pattern.as_bytes()) {
-                    b"S".to_vec()
+                if scan_match == Some(rule.pattern.as_bytes()) {
+                    b"A".to_vec()
                 } else {
                     rule.pattern.lua_matcher()
                 }

@@ -167,7 +167,7 @@ fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>>
         Dialect::Redis7,
     )
     .unwrap();
-    let rules = RulesArgs::delete_matching(glob.lua_matcher());
+    let rules = RulesArgs::delete_matching(glob.clone());
     let mut found = BTreeSet::new();
     let mut cursor = 0;
     loop {

@@ -723,6 +723,19 @@ fn json_log_format_writes_one_json_object_per_stderr_line() {
     }
 }
 
+/// Runs the job with `--batch-size 100 --rate-limit RATE`; returns its
+/// outcome, which exited 0, and how long it took.
+fn rate_limited_run(server: &RedisServer, rate: &str) -> (Outcome, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--batch-size", "100"])
+        .args(["--rate-limit", rate, "--url", &server.url()])
+        .run();
+    let elapsed = started.elapsed();
+    outcome.assert_code(0);
+    (outcome, elapsed)
+}
+
 #[test]
 fn rate_limit_spaces_the_scan_and_still_completes() {
     // 3000 keys at 6000 keys/s cannot take less than about half a second;
@@ -730,13 +743,7 @@ fn rate_limit_spaces_the_scan_and_still_completes() {
     let server = RedisServer::start();
     let mut con = server.conn();
     populate(&mut con, "temp", 3000);
-    let started = std::time::Instant::now();
-    let outcome = janitor()
-        .args(["run", "--output", "json", "--batch-size", "100"])
-        .args(["--rate-limit", "6000", "--url", &server.url()])
-        .run();
-    let elapsed = started.elapsed();
-    outcome.assert_code(0);
+    let (outcome, elapsed) = rate_limited_run(&server, "6000");
     let report = outcome.report();
     assert_eq!(report["complete"], true, "{}", outcome.dump());
     assert_eq!(rule_keys(&report, "temp"), 3000);
@@ -755,13 +762,7 @@ fn rate_limit_counts_the_keys_redis_looks_at_not_only_those_it_returns() {
     let mut con = server.conn();
     populate(&mut con, "temp", 3000);
     populate(&mut con, "keep", 9000);
-    let started = std::time::Instant::now();
-    let outcome = janitor()
-        .args(["run", "--output", "json", "--batch-size", "100"])
-        .args(["--rate-limit", "12000", "--url", &server.url()])
-        .run();
-    let elapsed = started.elapsed();
-    outcome.assert_code(0);
+    let (outcome, elapsed) = rate_limited_run(&server, "12000");
     let report = outcome.report();
     assert_eq!(rule_keys(&report, "temp"), 3000, "{}", outcome.dump());
     assert_eq!(dbsize(&mut con), 9000);
@@ -773,7 +774,7 @@ fn rate_limit_counts_the_keys_redis_looks_at_not_only_those_it_returns() {
 
 #[test]
 fn a_tiny_call_budget_still_cleans_everything() {
-    // Batches shrink to the floor when the budget is far below one key's
+    // SCAN steps shrink to the floor when the budget is far below one key's
     // cost; the outcome must not change.
     let server = RedisServer::start();
     let mut con = server.conn();

@@ -28,15 +28,15 @@
 --          idle_above_s: a number of -1 or an empty type means "no such
 --          condition" (the job has validated them: no_ttl never comes with
 --          ttl_below, for example);
---          the name matcher: 'A' (every key), 'S' (every key the SCAN MATCH
---          returns), 'N' (no key: the pattern has an empty class), 'P' and a
---          Lua pattern (the key starts with what it matches: a glob of a
---          fixed head and a '*'), or 'G' and fields separated by zero bytes:
---          the head, its length, the tail, its length, whether the pattern
---          has a '*' ('1' or '0'), and the middles: Lua patterns, one byte
---          per glob position, for the parts before the first '*', after the
---          last and between two. The job translates Redis's glob semantics
---          exactly.
+--          the name matcher: 'A' (every key the SCAN returns: the pattern
+--          is '*', or the SCAN MATCH is the pattern itself), 'N' (no key: the
+--          pattern has an empty class), 'P' and a Lua pattern (the key starts
+--          with what it matches: a glob of a fixed head and a '*'), or 'G' and
+--          fields separated by zero bytes: the head, its length, the tail,
+--          its length, whether the pattern has a '*' ('1' or '0'), and the
+--          middles: Lua patterns, one byte per glob position, for the parts
+--          before the first '*', after the last and between two. The job
+--          translates Redis's glob semantics exactly.
 --
 -- Reply    an array:
 --          1. the next cursor ('0' at the end of the keyspace);
@@ -246,7 +246,7 @@ local function scan(R, report_keys)
       for g = 1, groups do
         local kind = group_kind[g]
         if kind == 'P' and find(key, group_head[g]) or kind == 'G' and matches(key, group_matcher[g])
-          or kind == 'A' or kind == 'S' then
+          or kind == 'A' then
           for r = group_first[g], group_last[g] do
             local class = class_of[r]
             if class == UNCONDITIONAL then
