@@ -1,15 +1,15 @@
-//! One script call: the stretch of keyspace it cleans, the arguments that
-//! carry the rules, and reading its reply back into counts. This is the
-//! binary's side of the protocol documented at the top of `lua/v2/clean.lua`.
+//! One script call: the stretch of keyspace it cleans, and reading its reply
+//! back into counts. This is the binary's side of the protocol documented at
+//! the top of `lua/v3/clean.lua`; the rules are compiled into the script
+//! (`crate::lua`).
 
 use std::time::Duration;
 
 use tracing::debug;
 
 use crate::error::Error;
-use crate::glob::Glob;
 use crate::report::Counts;
-use crate::rules::{Action, Conditions, Rule, Rules};
+use crate::rules::Rules;
 use crate::scripts::{Invoke, Script};
 
 /// Reply byte: the key had vanished before the script saw it.
@@ -19,54 +19,6 @@ const UNCHANGED: u8 = 1;
 /// Reply bytes from here on: a delete without conditions (rule = byte - 128,
 /// 1-based) deleted the key unless it had vanished.
 const BLIND: u8 = 128;
-
-/// The rules as the script takes them, built once per pass.
-#[derive(Debug, Clone)]
-pub struct RulesArgs {
-    /// ARGV[7] onwards: the number of rules, then eight arguments per rule.
-    rules: Vec<Vec<u8>>,
-    /// ARGV[5]: the SCAN MATCH pattern, if any.
-    scan_match: Option<Vec<u8>>,
-}
-
-impl RulesArgs {
-    /// The arguments for `rules`.
-    pub fn new(rules: &Rules) -> RulesArgs {
-        let scan_match = rules.scan_match();
-        let matchers = rules.lua_matchers(scan_match.as_deref());
-        RulesArgs {
-            rules: encode(&rules.rules, matchers),
-            scan_match,
-        }
-    }
-
-    /// One unconditional delete rule for `pattern`, and no SCAN MATCH: for
-    /// testing the pattern's Lua matcher against every key.
-    pub fn delete_matching(pattern: Glob) -> RulesArgs {
-        let matcher = pattern.lua_matcher();
-        let rule = Rule {
-            name: "delete".into(),
-            pattern,
-            conditions: Conditions::default(),
-            action: Action::Delete,
-        };
-        RulesArgs {
-            rules: encode(&[rule], vec![matcher]),
-            scan_match: None,
-        }
-    }
-}
-
-/// ARGV[7] onwards: the number of rules, then for each its [`rule_args`] and
-/// its name matcher.
-fn encode(rules: &[Rule], matchers: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut args = vec![rules.len().to_string().into_bytes()];
-    for (rule, matcher) in rules.iter().zip(matchers) {
-        args.extend(rule_args(rule).map(String::into_bytes));
-        args.push(matcher);
-    }
-    args
-}
 
 /// Where one call starts and how much it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +38,7 @@ pub struct Batch {
 impl Batch {
     /// The call that runs `script` on this batch, naming the script `by` SHA
     /// or by text.
-    pub fn command(&self, script: &Script, by: Invoke, rules: &RulesArgs) -> redis::Cmd {
+    pub fn command(&self, script: &Script, by: Invoke) -> redis::Cmd {
         let (command, script_arg) = script.invocation(by);
         let mut cmd = redis::cmd(command);
         cmd.arg(script_arg)
@@ -95,16 +47,12 @@ impl Batch {
             .arg(self.step)
             .arg(self.scan_budget.as_micros() as u64)
             .arg(self.max_keys)
-            .arg(rules.scan_match.as_deref().unwrap_or_default())
             .arg(if self.report_keys { "1" } else { "0" });
-        for arg in &rules.rules {
-            cmd.arg(arg.as_slice());
-        }
         cmd
     }
 }
 
-/// What one script call answered (see the header of `lua/v2/clean.lua`).
+/// What one script call answered (see the header of `lua/v3/clean.lua`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
@@ -241,26 +189,6 @@ impl Fate {
     }
 }
 
-/// A rule's action and conditions, as the script takes them: action, TTL,
-/// no_ttl, ttl_below, ttl_above (milliseconds), type, idle_above (seconds).
-fn rule_args(rule: &Rule) -> [String; 7] {
-    let c = &rule.conditions;
-    let millis = |d: Option<Duration>| d.map_or(-1, |d| d.as_millis() as i64).to_string();
-    let (action, ttl) = match rule.action {
-        Action::Delete => ("d", 0),
-        Action::Expire(ttl) => ("e", ttl.as_millis()),
-    };
-    [
-        action.to_string(),
-        ttl.to_string(),
-        u8::from(c.no_ttl).to_string(),
-        millis(c.ttl_below),
-        millis(c.ttl_above),
-        c.key_type.map_or("", |t| t.as_str()).to_string(),
-        c.idle_above.map_or(-1, |d| d.as_secs() as i64).to_string(),
-    ]
-}
-
 fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
     // Keys are bytes: quoted and escaped, a key cannot forge or split a log line.
     let key = format!("\"{}\"", key.escape_ascii());
@@ -292,23 +220,5 @@ mod tests {
         assert!(Fate::decode(5, 3).is_err());
         assert!(Fate::decode(132, 3).is_err());
         assert!(Fate::decode(128, 3).is_err());
-    }
-
-    #[test]
-    fn rules_travel_in_the_scripts_format() {
-        let args = RulesArgs::new(&Rules::builtin());
-        let text: Vec<String> = args
-            .rules
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        assert_eq!(
-            text.join(","),
-            "3,e,3600000,1,-1,-1,,-1,Pcache%:,d,0,0,60000,-1,,-1,Pcache%:,d,0,0,-1,-1,,-1,Ptemp%:"
-        );
-        assert_eq!(
-            args.scan_match.as_deref(),
-            Some(&b"[ct][ae][cm][hp][:e]*"[..])
-        );
     }
 }

@@ -37,8 +37,13 @@ pub enum Command {
         #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
         rules: Option<PathBuf>,
     },
-    /// List the embedded Lua scripts with their version and SHA-1.
-    Scripts,
+    /// List the variants of the clean script for the rules, with their
+    /// version and SHA-1 (the rules are compiled into the script).
+    Scripts {
+        /// The rules file (default: the built-in rules).
+        #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
+        rules: Option<PathBuf>,
+    },
 }
 
 /// Options of `run`. Each has an environment variable, for Kubernetes

@@ -42,9 +42,11 @@ pub fn check(path: Option<&std::path::Path>) -> Result<Exit, Error> {
     Ok(Exit::Success)
 }
 
-/// `redis-janitor scripts`: the embedded scripts and their SHA-1.
-pub fn scripts() -> Result<Exit, Error> {
-    for script in Script::all() {
+/// `redis-janitor scripts`: the clean script's variants for the rules, and
+/// their SHA-1.
+pub fn scripts(path: Option<&std::path::Path>) -> Result<Exit, Error> {
+    let rules = job::load_rules(path)?;
+    for script in Script::variants(&rules)? {
         println!(
             "{} {} {:<20} {}",
             script.name,

@@ -138,20 +138,17 @@ impl Glob {
         &self.pattern
     }
 
-    /// The pattern as the clean script's name matcher (see the ARGV of
-    /// `lua/v2/clean.lua`): 'A' for `*`, 'N' when no key can match (an empty
-    /// class), 'P' and a Lua pattern for a fixed head and a `*`, else 'G' and
-    /// the fixed-width parts between the `*`s as Lua patterns, one byte of
-    /// key per part position. The parts come from this port's own parse, and
-    /// each class is spelled as the set of bytes [`match_class`] accepts, so
-    /// every Redis quirk (signed ranges, escapes, `]` eaten by a range)
-    /// carries over exactly.
-    pub fn lua_matcher(&self) -> Vec<u8> {
+    /// The pattern as a name matcher for the clean script's Lua, which
+    /// `crate::lua` renders into the script. The parts between the `*`s come
+    /// from this port's own parse, and each class is spelled as the set of
+    /// bytes [`match_class`] accepts, so every Redis quirk (signed ranges,
+    /// escapes, `]` eaten by a range) carries over exactly.
+    pub fn lua_matcher(&self) -> LuaMatcher {
         if self.shape == Shape::All {
-            return b"A".to_vec();
+            return LuaMatcher::All;
         }
         let Some(parts) = lua_parts(&self.pattern) else {
-            return b"N".to_vec();
+            return LuaMatcher::Never;
         };
         let (head, rest) = parts.split_first().expect("a pattern has a first part");
         let (tail, middles) = rest
@@ -159,23 +156,42 @@ impl Glob {
             .map_or((&[][..], &[][..]), |(t, m)| (&t[..], m));
         let star = !rest.is_empty();
         if star && !head.is_empty() && tail.is_empty() && middles.is_empty() {
-            return [&b"P"[..], &head.concat()].concat();
+            return LuaMatcher::Prefix(head.concat());
         }
-        let mut out = b"G".to_vec();
-        let mut field = |bytes: &[u8]| {
-            out.push(0);
-            out.extend_from_slice(bytes);
-        };
-        field(&head.concat());
-        field(head.len().to_string().as_bytes());
-        field(&tail.concat());
-        field(tail.len().to_string().as_bytes());
-        field(if star { b"1" } else { b"0" });
-        for middle in middles {
-            field(&middle.concat());
+        LuaMatcher::Parts {
+            head: head.concat(),
+            head_len: head.len(),
+            tail: tail.concat(),
+            tail_len: tail.len(),
+            star,
+            middles: middles.iter().map(|m| m.concat()).collect(),
         }
-        out
     }
+}
+
+/// How the clean script tells whether a key's name matches a pattern. The
+/// byte strings are Lua patterns (unanchored: the script anchors them) of
+/// one item per key byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LuaMatcher {
+    /// Every key SCAN returns: the pattern is `*`.
+    All,
+    /// No key: the pattern has a class that accepts no byte.
+    Never,
+    /// A fixed-width head then a `*`: the key starts with what it matches.
+    Prefix(Vec<u8>),
+    /// Any other glob: split at its `*`s into a head that starts the key, a
+    /// tail that ends it and middles in between, each `head_len` or
+    /// `tail_len` key bytes long. `star` tells whether there was any `*`
+    /// (without one, the key is exactly the head).
+    Parts {
+        head: Vec<u8>,
+        head_len: usize,
+        tail: Vec<u8>,
+        tail_len: usize,
+        star: bool,
+        middles: Vec<Vec<u8>>,
+    },
 }
 
 /// One key byte's worth of a Lua pattern: a literal, `.` or a class.
@@ -875,14 +891,33 @@ mod tests {
         assert!(e.to_string().contains("gives up"), "{e}");
     }
 
+    /// The matcher in a compact spelling: `A`, `N`, `P` and the prefix, or
+    /// `G` and its fields separated by `|`.
     fn lua(p: &[u8]) -> String {
-        let m = Glob::new(p).unwrap().lua_matcher();
-        String::from_utf8(
-            m.iter()
-                .flat_map(|&b| if b == 0 { vec![b'|'] } else { vec![b] })
-                .collect(),
-        )
-        .unwrap()
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        match Glob::new(p).unwrap().lua_matcher() {
+            LuaMatcher::All => "A".into(),
+            LuaMatcher::Never => "N".into(),
+            LuaMatcher::Prefix(head) => format!("P{}", text(&head)),
+            LuaMatcher::Parts {
+                head,
+                head_len,
+                tail,
+                tail_len,
+                star,
+                middles,
+            } => {
+                let mut fields = vec![
+                    text(&head),
+                    head_len.to_string(),
+                    text(&tail),
+                    tail_len.to_string(),
+                    u8::from(star).to_string(),
+                ];
+                fields.extend(middles.iter().map(|m| text(m)));
+                format!("G|{}", fields.join("|"))
+            }
+        }
     }
 
     #[test]
@@ -905,13 +940,19 @@ mod tests {
         assert_eq!(lua(b"[z-x]"), "G|[x-z]|1||0|0");
         assert_eq!(lua(b"[\\]-]"), "G|[%-%]]|1||0|0");
         // Signed chars: [a-\xff] is 0xff and 0x00..=0x61, NUL spelled %z.
-        let m = Glob::new(b"[a-\xff]").unwrap().lua_matcher();
-        let class = m[2..].split(|&b| b == 0).next().unwrap();
-        assert!(class.starts_with(b"[%z%\x01%\x02"), "{}", m.escape_ascii());
+        let LuaMatcher::Parts { head: class, .. } = Glob::new(b"[a-\xff]").unwrap().lua_matcher()
+        else {
+            panic!("a class is matched by parts");
+        };
+        assert!(
+            class.starts_with(b"[%z%\x01%\x02"),
+            "{}",
+            class.escape_ascii()
+        );
         assert!(
             class.ends_with(b"0-9%:%;%<%=%>%?%@A-Z%[%\\%]%^%_%`a%\xff]"),
             "{}",
-            m.escape_ascii()
+            class.escape_ascii()
         );
     }
 }

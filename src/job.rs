@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::pass;
 use crate::report::{Counts, Report, ServerInfo, Stop};
 use crate::rules::Rules;
-use crate::scripts::{self, Dialect, Mode, Script};
+use crate::scripts::{Dialect, Mode, Script};
 
 /// Everything a run needs, validated before any connection is made.
 pub struct Settings {
@@ -87,12 +87,7 @@ pub async fn run(
             Mode::Write
         };
         let dialect = Dialect::for_version(&info.version);
-        let loaded = script.insert(Script::embedded(
-            scripts::VERSION,
-            scripts::CLEAN,
-            mode,
-            dialect,
-        )?);
+        let loaded = script.insert(Script::clean(&settings.rules, mode, dialect)?);
         let mut load_conn = conn.clone();
         loaded.load(&mut load_conn).await?;
         info!(

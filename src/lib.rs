@@ -9,7 +9,8 @@
 //! - [`rules`]: the rules file: parse, validate, the built-in default
 //! - [`glob`]: the Redis-compatible glob matcher, and its Lua translation
 //! - [`connection`]: the Redis URL, credentials and connecting
-//! - [`scripts`]: the embedded `lua/` tree: variants, SHA-1, SCRIPT LOAD
+//! - [`scripts`]: the clean script: its variants, SHA-1, SCRIPT LOAD
+//! - [`lua`]: the rules compiled into the clean script's Lua template
 //! - [`pass`]: one pass over one node: script calls from cursor 0 back to 0
 //! - [`batch`]: one script call's arguments and reply
 //! - [`pacer`]: SCAN steps sized to a per-call time budget, and the rate limit
@@ -26,6 +27,7 @@ pub mod error;
 pub mod glob;
 pub mod job;
 pub mod logging;
+pub mod lua;
 pub mod pacer;
 pub mod pass;
 pub mod report;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => command::run(args),
         Command::Check { rules } => command::check(rules.as_deref()),
-        Command::Scripts => command::scripts(),
+        Command::Scripts { rules } => command::scripts(rules.as_deref()),
     };
     match result {
         Ok(exit) => exit.into(),

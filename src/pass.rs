@@ -15,7 +15,7 @@ use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::watch;
 use tracing::{Level, enabled, info, warn};
 
-use crate::batch::{Batch, Reply, RulesArgs};
+use crate::batch::{Batch, Reply};
 use crate::error::Error;
 use crate::pacer::Pacer;
 use crate::report::{Counts, Stop};
@@ -71,7 +71,6 @@ pub async fn run(
             options.max_call_time,
             options.rate_limit,
         ),
-        rules_args: RulesArgs::new(rules),
         counts: Counts::new(rules),
         started: Instant::now(),
         last_progress: Instant::now(),
@@ -101,7 +100,6 @@ struct Pass<'a> {
     script: &'a Script,
     options: &'a Options,
     pacer: Pacer,
-    rules_args: RulesArgs,
     counts: Counts,
     started: Instant,
     last_progress: Instant,
@@ -124,8 +122,7 @@ impl Pass<'_> {
                 max_keys: self.pacer.max_keys(),
                 report_keys: enabled!(Level::DEBUG),
             };
-            let (reply, resent) =
-                call(&mut self.conn, self.script, &batch, &self.rules_args).await?;
+            let (reply, resent) = call(&mut self.conn, self.script, &batch).await?;
             reply.tally(self.rules, &mut self.counts)?;
             self.counts.script_reloads += resent;
             self.pacer
@@ -190,13 +187,8 @@ async fn call(
     conn: &mut MultiplexedConnection,
     script: &Script,
     batch: &Batch,
-    rules: &RulesArgs,
 ) -> Result<(Reply, u64), Error> {
-    match batch
-        .command(script, Invoke::Sha, rules)
-        .query_async(conn)
-        .await
-    {
+    match batch.command(script, Invoke::Sha).query_async(conn).await {
         Ok(reply) => Ok((reply, 0)),
         Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             warn!(
@@ -205,7 +197,7 @@ async fn call(
                  or failed over); sending it again"
             );
             let reply = batch
-                .command(script, Invoke::Text, rules)
+                .command(script, Invoke::Text)
                 .query_async(conn)
                 .await
                 .map_err(|err| script_error(script, &err))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::glob::Glob;
+use crate::glob::{Glob, LuaMatcher};
 
 /// The rules used when no file is given: the classic cache-and-temp policy.
 pub const DEFAULT_RULES: &str = r#"
@@ -37,7 +37,7 @@ action  = "delete"
 const MATCH_PREFIX_MAX: usize = 16;
 
 /// The most rules one file may hold: the script's reply names the acting
-/// rule in one byte, and each rule is eight of its arguments.
+/// rule in one byte.
 pub const MAX_RULES: usize = 64;
 
 /// A validated, ordered list of rules. The first rule whose pattern and
@@ -129,6 +129,21 @@ impl Rules {
     /// The built-in default rules.
     pub fn builtin() -> Rules {
         Rules::parse("built-in rules", DEFAULT_RULES).expect("the built-in rules are valid")
+    }
+
+    /// One delete rule without conditions for `pattern`, which may be any
+    /// bytes: for testing the pattern's Lua matcher against every key.
+    pub fn delete_matching(pattern: Glob) -> Rules {
+        Rules {
+            source: "delete-matching rule".into(),
+            patterns: vec![pattern.clone()],
+            rules: vec![Rule {
+                name: "delete".into(),
+                pattern,
+                conditions: Conditions::default(),
+                action: Action::Delete,
+            }],
+        }
     }
 
     /// Reads and validates the rules file at `path`.
@@ -231,15 +246,15 @@ impl Rules {
     }
 
     /// Each rule's name matcher for the clean script ([`Glob::lua_matcher`]),
-    /// or `A` when `scan_match` (the pass's SCAN MATCH) is the rule's own
-    /// pattern: every key the SCAN returns then matches it without a second
-    /// look.
-    pub fn lua_matchers(&self, scan_match: Option<&[u8]>) -> Vec<Vec<u8>> {
+    /// or [`LuaMatcher::All`] when `scan_match` (the pass's SCAN MATCH) is
+    /// the rule's own pattern: every key the SCAN returns then matches it
+    /// without a second look.
+    pub fn lua_matchers(&self, scan_match: Option<&[u8]>) -> Vec<LuaMatcher> {
         self.rules
             .iter()
             .map(|rule| {
                 if scan_match == Some(rule.pattern.as_bytes()) {
-                    b"A".to_vec()
+                    LuaMatcher::All
                 } else {
                     rule.pattern.lua_matcher()
                 }

@@ -1,19 +1,22 @@
-//! The Lua scripts embedded from `lua/<version>/`: their variants for each
-//! server generation and mode, their SHA-1, and loading them with SCRIPT LOAD
-//! (checking that Redis computed the same SHA).
+//! The clean script: its template embedded from `lua/<version>/`, compiled
+//! for the rules (`crate::lua`), its variants for each server generation and
+//! mode, its SHA-1, and loading it with SCRIPT LOAD (checking that Redis
+//! computed the same SHA).
 
 use include_dir::{Dir, include_dir};
 use redis::aio::MultiplexedConnection;
 
 use crate::error::Error;
+use crate::lua;
+use crate::rules::Rules;
 
 /// The `lua/` tree, compiled into the binary: an image carries its scripts.
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v2";
+pub const VERSION: &str = "v3";
 
-/// The script that checks and acts on one batch of keys.
+/// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
 
 /// What a script variant may do.
@@ -68,7 +71,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory it came from, e.g. "v1".
+    /// The `lua/` directory its template came from, e.g. "v3".
     pub version: String,
     /// What it may do.
     pub mode: Mode,
@@ -81,22 +84,31 @@ pub struct Script {
 }
 
 impl Script {
-    /// The variant of script `name` in `version` for `mode` and `dialect`.
-    pub fn embedded(
-        version: &str,
-        name: &str,
+    /// The clean script for `rules`, in the variant for `mode` and `dialect`,
+    /// with the SCAN MATCH the rules allow.
+    pub fn clean(rules: &Rules, mode: Mode, dialect: Dialect) -> Result<Script, Error> {
+        Script::clean_scanning(rules, rules.scan_match().as_deref(), mode, dialect)
+    }
+
+    /// The clean script for `rules` with `scan_match` as its SCAN MATCH;
+    /// `None` makes it match every key's name in Lua, which tests of the Lua
+    /// matchers need.
+    pub fn clean_scanning(
+        rules: &Rules,
+        scan_match: Option<&[u8]>,
         mode: Mode,
         dialect: Dialect,
     ) -> Result<Script, Error> {
-        let path = format!("{version}/{name}.lua");
-        let body = LUA
+        let path = format!("{VERSION}/{CLEAN}.lua");
+        let template = LUA
             .get_file(&path)
             .and_then(|f| f.contents_utf8())
             .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
+        let body = lua::clean_script(template, rules, scan_match)?;
         let text = format!("{}{body}", header(mode, dialect));
         Ok(Script {
-            name: name.to_string(),
-            version: version.to_string(),
+            name: CLEAN.to_string(),
+            version: VERSION.to_string(),
             mode,
             dialect,
             sha: sha1_smol::Sha1::from(&text).digest().to_string(),
@@ -104,23 +116,16 @@ impl Script {
         })
     }
 
-    /// Every variant of every embedded script, for `redis-janitor scripts`.
-    pub fn all() -> Vec<Script> {
+    /// Every variant of the clean script for `rules`, for
+    /// `redis-janitor scripts`.
+    pub fn variants(rules: &Rules) -> Result<Vec<Script>, Error> {
         let mut all = Vec::new();
-        for dir in LUA.dirs() {
-            let version = dir.path().to_string_lossy();
-            for file in dir.files() {
-                let Some(name) = file.path().file_stem().map(|s| s.to_string_lossy()) else {
-                    continue;
-                };
-                for dialect in [Dialect::Redis7, Dialect::Legacy] {
-                    for mode in [Mode::Write, Mode::ReadOnly] {
-                        all.extend(Script::embedded(&version, &name, mode, dialect));
-                    }
-                }
+        for dialect in [Dialect::Redis7, Dialect::Legacy] {
+            for mode in [Mode::Write, Mode::ReadOnly] {
+                all.push(Script::clean(rules, mode, dialect)?);
             }
         }
-        all
+        Ok(all)
     }
 
     /// Loads the script into the server's script cache and checks that Redis
@@ -199,12 +204,42 @@ mod tests {
 
     #[test]
     fn variants_differ_only_in_their_header() {
-        let write = Script::embedded(VERSION, CLEAN, Mode::Write, Dialect::Redis7).unwrap();
-        let legacy = Script::embedded(VERSION, CLEAN, Mode::ReadOnly, Dialect::Legacy).unwrap();
+        let rules = Rules::builtin();
+        let write = Script::clean(&rules, Mode::Write, Dialect::Redis7).unwrap();
+        let legacy = Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy).unwrap();
         assert!(write.text.starts_with("#!lua flags=allow-oom\n"));
         assert!(!legacy.text.starts_with("#!"));
+        assert_eq!(
+            write
+                .text
+                .split_once("local DRY_RUN")
+                .unwrap()
+                .1
+                .split_once('\n')
+                .unwrap()
+                .1,
+            legacy
+                .text
+                .split_once("local DRY_RUN")
+                .unwrap()
+                .1
+                .split_once('\n')
+                .unwrap()
+                .1
+        );
         assert_ne!(write.sha, legacy.sha);
         assert_eq!(write.sha.len(), 40);
-        assert_eq!(Script::all().len(), 4);
+        assert_eq!(Script::variants(&rules).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_rules_are_part_of_the_script() {
+        let builtin = Script::clean(&Rules::builtin(), Mode::Write, Dialect::Redis7).unwrap();
+        let text = "[[rule]]\nname = \"t\"\npattern = \"temp:*\"\naction = \"delete\"\n";
+        let other = Rules::parse("test rules", text).unwrap();
+        let other = Script::clean(&other, Mode::Write, Dialect::Redis7).unwrap();
+        assert!(builtin.text.contains("cache-missing-ttl"));
+        assert!(!other.text.contains("cache-missing-ttl"));
+        assert_ne!(builtin.sha, other.sha);
     }
 }

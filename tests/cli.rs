@@ -133,15 +133,29 @@ fn scripts_lists_each_script_with_a_sha1_and_touches_no_redis() {
 
 #[test]
 fn the_sha_from_scripts_and_the_report_is_loaded_after_a_run() {
+    // The rules are compiled into the script: `scripts` lists the SHAs for
+    // the rules it is given, and those are what a run with them loads.
     let server = RedisServer::start();
     let mut con = server.conn();
     seed(&mut con, b"temp:1", "string", None);
+    let rules = write_rules(
+        server.dir(),
+        "[[rule]]\nname = \"temp\"\npattern = \"temp:*\"\naction = \"delete\"\n",
+    );
 
-    let listed = janitor().arg("scripts").run();
+    let listed = janitor().arg("scripts").arg("--rules").arg(&rules).run();
     listed.assert_code(0);
     let lines = script_lines(&listed.stdout);
+    let builtin = script_lines(&janitor().arg("scripts").run().stdout);
+    assert!(
+        lines
+            .iter()
+            .all(|(_, sha)| builtin.iter().all(|(_, b)| b != sha)),
+        "other rules, same SHAs:\n{}",
+        listed.stdout
+    );
 
-    let out = run_json(&server.url()).run();
+    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
     out.assert_code(0);
     let report = out.report();
     let sha = report["script"]["sha"]

@@ -815,7 +815,7 @@ fn dockerfile_copy_sources_exist_and_pass_dockerignore() {
         "Cargo.lock",
         "src/main.rs",
         "src/lib.rs",
-        "lua/v2/clean.lua",
+        "lua/v3/clean.lua",
     ] {
         assert!(
             !dockerignored(&ignore, needed),

@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use redis_janitor::batch::{Batch, Reply, RulesArgs};
+use redis_janitor::batch::{Batch, Reply};
 use redis_janitor::glob::Glob;
-use redis_janitor::scripts::{self, Dialect, Invoke, Mode, Script};
+use redis_janitor::rules::Rules;
+use redis_janitor::scripts::{Dialect, Invoke, Mode, Script};
 
 use crate::support::RedisServer;
 
@@ -160,14 +161,8 @@ fn compare_with_keys(
 /// The keys the clean script's Lua matcher for `glob` matches: a dry run of
 /// one unconditional delete rule, with no SCAN MATCH, listing its keys.
 fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>> {
-    let script = Script::embedded(
-        scripts::VERSION,
-        scripts::CLEAN,
-        Mode::ReadOnly,
-        Dialect::Redis7,
-    )
-    .unwrap();
-    let rules = RulesArgs::delete_matching(glob.clone());
+    let rules = Rules::delete_matching(glob.clone());
+    let script = Script::clean_scanning(&rules, None, Mode::ReadOnly, Dialect::Redis7).unwrap();
     let mut found = BTreeSet::new();
     let mut cursor = 0;
     loop {
@@ -178,10 +173,7 @@ fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>>
             max_keys: 100_000,
             report_keys: true,
         };
-        let reply: Reply = batch
-            .command(&script, Invoke::Text, &rules)
-            .query(con)
-            .unwrap();
+        let reply: Reply = batch.command(&script, Invoke::Text).query(con).unwrap();
         found.extend(reply.keys);
         if reply.cursor == 0 {
             return found;

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use redis_janitor::batch::{Batch, Reply, RulesArgs};
+use redis_janitor::batch::{Batch, Reply};
 use redis_janitor::report::Counts;
 use redis_janitor::rules::Rules;
-use redis_janitor::scripts::{self, Dialect, Invoke, Mode, Script};
+use redis_janitor::scripts::{Dialect, Invoke, Mode, Script};
 
 use crate::support::*;
 
@@ -43,29 +43,45 @@ fn batch(cursor: u64, max_keys: usize) -> Batch {
     }
 }
 
-/// Runs one call of the clean script and returns its reply.
-fn call(con: &mut redis::Connection, mode: Mode, batch: &Batch) -> redis::RedisResult<Reply> {
-    let rules = Rules::parse("test rules", RULES).unwrap();
-    let script = Script::embedded(scripts::VERSION, scripts::CLEAN, mode, Dialect::Redis7).unwrap();
-    batch
-        .command(&script, Invoke::Text, &RulesArgs::new(&rules))
-        .query(con)
+fn test_rules() -> Rules {
+    Rules::parse("test rules", RULES).unwrap()
 }
 
-/// Calls the script from cursor 0 until the cursor comes back, and returns
-/// the counts of the whole pass.
-fn pass(con: &mut redis::Connection, mode: Mode, max_keys: usize) -> Counts {
-    let rules = Rules::parse("test rules", RULES).unwrap();
-    let mut counts = Counts::new(&rules);
+/// Runs one call of the clean script compiled for `rules` and returns its
+/// reply.
+fn call_with(
+    con: &mut redis::Connection,
+    rules: &Rules,
+    mode: Mode,
+    batch: &Batch,
+) -> redis::RedisResult<Reply> {
+    let script = Script::clean(rules, mode, Dialect::Redis7).unwrap();
+    batch.command(&script, Invoke::Text).query(con)
+}
+
+/// Runs one call of the clean script for the test rules.
+fn call(con: &mut redis::Connection, mode: Mode, batch: &Batch) -> redis::RedisResult<Reply> {
+    call_with(con, &test_rules(), mode, batch)
+}
+
+/// Calls the script for `rules` from cursor 0 until the cursor comes back,
+/// and returns the counts of the whole pass.
+fn pass_with(con: &mut redis::Connection, rules: &Rules, mode: Mode, max_keys: usize) -> Counts {
+    let mut counts = Counts::new(rules);
     let mut cursor = 0;
     loop {
-        let reply = call(con, mode, &batch(cursor, max_keys)).unwrap();
-        reply.tally(&rules, &mut counts).unwrap();
+        let reply = call_with(con, rules, mode, &batch(cursor, max_keys)).unwrap();
+        reply.tally(rules, &mut counts).unwrap();
         if reply.cursor == 0 {
             return counts;
         }
         cursor = reply.cursor;
     }
+}
+
+/// A pass of the test rules.
+fn pass(con: &mut redis::Connection, mode: Mode, max_keys: usize) -> Counts {
+    pass_with(con, &test_rules(), mode, max_keys)
 }
 
 fn seed_mixed(con: &mut redis::Connection) {
@@ -188,4 +204,101 @@ fn a_spent_time_budget_stops_the_call_after_one_step() {
     assert_eq!(reply.looked_at, 100, "{reply:?}");
     assert_ne!(reply.cursor, 0, "{reply:?}");
     assert_eq!(dbsize(&mut con), 5000 - reply.returned);
+}
+
+#[test]
+fn rule_names_and_patterns_are_data_in_the_compiled_script() {
+    // Every byte of a name or pattern that could end a Lua string or
+    // comment, or start code, is in here; the script must still delete
+    // exactly the keys the pattern matches.
+    let rules = Rules::parse(
+        "hostile rules",
+        r#"
+[[rule]]
+name = "x\nreturn 1 --]]\" end"
+pattern = "q\"]]\n--\\[*"
+action = "delete"
+
+[[rule]]
+name = "never"
+pattern = "q\"]]\n--[x]*"
+type = "hash"
+action = "expire"
+ttl = "1h"
+"#,
+    )
+    .unwrap();
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[
+            (b"q\"]]\n--[1", "string", None),
+            (b"q\"]]\n--[\xff", "string", None),
+            (b"q\"]]\n--x", "string", None),
+            (b"q\"]]\n-[1", "string", None),
+            (b"other", "string", None),
+        ],
+    );
+    let counts = pass_with(&mut con, &rules, Mode::Write, 10_000);
+    assert_eq!(counts.per_rule, [2, 0]);
+    assert_eq!(counts.unchanged, 1, "{counts:?}");
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"q\"]]\n--x", "string", Ttl::Persistent),
+            (b"q\"]]\n-[1", "string", Ttl::Persistent),
+            (b"other", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+#[test]
+fn the_most_rules_a_file_may_hold_compile_into_one_script() {
+    // 64 rules of every matcher kind and condition: Lua's limits on a
+    // function (locals, upvalues, constants, jumps) must all hold.
+    let mut text = String::new();
+    for i in 0..redis_janitor::rules::MAX_RULES {
+        let (pattern, extra) = match i % 4 {
+            0 => (format!("k{i}:*"), ""),
+            1 => (format!("*:k{i}"), "type = \"string\""),
+            2 => (format!("k{i}?[xy]*z"), "ttl_below = \"1h\""),
+            _ => (format!("k{i}:*"), "no_ttl = true\nidle_above = \"1h\""),
+        };
+        text.push_str(&format!(
+            "[[rule]]\nname = \"r{i}\"\npattern = \"{pattern}\"\n{extra}\naction = \"delete\"\n"
+        ));
+    }
+    let rules = Rules::parse("64 rules", &text).unwrap();
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let mut keys: Vec<(Vec<u8>, Option<u64>)> = Vec::new();
+    for i in 0..rules.rules.len() {
+        let key = match i % 4 {
+            0 | 3 => format!("k{i}:a"),
+            1 => format!("a:k{i}"),
+            _ => format!("k{i}.x..z"),
+        };
+        keys.push((key.into_bytes(), (i % 4 == 2).then_some(60)));
+    }
+    keys.push((b"k0".to_vec(), None));
+    let seeded: Vec<(&[u8], &str, Option<u64>)> = keys
+        .iter()
+        .map(|(k, ttl)| (k.as_slice(), "string", *ttl))
+        .collect();
+    seed_all(&mut con, &seeded);
+    // A key just written has not been idle for an hour: those rules leave
+    // their key alone.
+    let counts = pass_with(&mut con, &rules, Mode::Write, 10_000);
+    let acted: Vec<u64> = (0..rules.rules.len())
+        .map(|i| u64::from(i % 4 != 3))
+        .collect();
+    assert_eq!(counts.per_rule, acted);
+    let left: Vec<(&[u8], &str, Ttl)> = seeded
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i % 4 == 3 || *i == rules.rules.len())
+        .map(|(_, (k, t, _))| (*k, *t, Ttl::Persistent))
+        .collect();
+    assert_keyspace(&mut con, &left);
 }
