@@ -9,6 +9,9 @@
 //! Every byte string goes into the script as a Lua literal with every byte
 //! outside printable ASCII (and `"`, `\`) escaped, so no key pattern or type
 //! name can change the code around it.
+//!
+//! The code is written to `String`s, which never fail a `write!`: hence the
+//! `let _ =` on each.
 
 use std::fmt::Write;
 
