@@ -15,10 +15,10 @@ use crate::scripts::{Invoke, Script};
 /// Reply byte: the key had vanished before the script saw it.
 const VANISHED: u8 = 0;
 /// Reply byte: no rule's conditions held; the key was left as it was.
-const UNCHANGED: u8 = 1;
+pub(crate) const UNCHANGED: u8 = 1;
 /// Reply bytes from here on: a delete without conditions (rule = byte - 128,
 /// 1-based) deleted the key unless it had vanished.
-const BLIND: u8 = 128;
+pub(crate) const BLIND: u8 = 128;
 
 /// Where one call starts and how much it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 
 use std::fmt::Write;
 
+use crate::batch::{BLIND, UNCHANGED};
 use crate::error::Error;
 use crate::glob::LuaMatcher;
 use crate::rules::{Action, Rule, Rules};
@@ -24,15 +25,16 @@ const SETUP: &str = "-- rules: setup";
 /// The template line that receives the per-key decision.
 const DECIDE: &str = "-- rules: decide";
 
-/// The outcome byte of a key rule `r` (0-based) acted on after checking it.
+/// The outcome byte of a key rule `r` (0-based) acted on after checking it;
+/// rule numbers in outcome bytes are 1-based.
 fn acted(r: usize) -> usize {
-    r + 2
+    usize::from(UNCHANGED) + 1 + r
 }
 
 /// The outcome byte of a key rule `r` (0-based), a delete without
 /// conditions, deleted unless it had vanished.
 fn deleted(r: usize) -> usize {
-    r + 129
+    usize::from(BLIND) + 1 + r
 }
 
 /// The clean script's body from `template`, for `rules`, with `scan_match` as
