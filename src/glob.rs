@@ -158,14 +158,14 @@ impl Glob {
         if star && !head.is_empty() && tail.is_empty() && middles.is_empty() {
             return LuaMatcher::Prefix(head.concat());
         }
-        LuaMatcher::Parts {
+        LuaMatcher::Parts(GlobParts {
             head: head.concat(),
             head_len: head.len(),
             tail: tail.concat(),
             tail_len: tail.len(),
             star,
             middles: middles.iter().map(|m| m.concat()).collect(),
-        }
+        })
     }
 }
 
@@ -180,18 +180,23 @@ pub enum LuaMatcher {
     Never,
     /// A fixed-width head then a `*`: the key starts with what it matches.
     Prefix(Vec<u8>),
-    /// Any other glob: split at its `*`s into a head that starts the key, a
-    /// tail that ends it and middles in between, each `head_len` or
-    /// `tail_len` key bytes long. `star` tells whether there was any `*`
-    /// (without one, the key is exactly the head).
-    Parts {
-        head: Vec<u8>,
-        head_len: usize,
-        tail: Vec<u8>,
-        tail_len: usize,
-        star: bool,
-        middles: Vec<Vec<u8>>,
-    },
+    /// Any other glob, matched by its parts.
+    Parts(GlobParts),
+}
+
+/// A glob split at its `*`s into a head that starts the key, a tail that
+/// ends it and middles in between, as Lua patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobParts {
+    pub head: Vec<u8>,
+    /// Key bytes the head matches.
+    pub head_len: usize,
+    pub tail: Vec<u8>,
+    /// Key bytes the tail matches.
+    pub tail_len: usize,
+    /// Whether the glob has any `*` (without one, the key is exactly the head).
+    pub star: bool,
+    pub middles: Vec<Vec<u8>>,
 }
 
 /// One key byte's worth of a Lua pattern: a literal, `.` or a class.
@@ -899,22 +904,15 @@ mod tests {
             LuaMatcher::All => "A".into(),
             LuaMatcher::Never => "N".into(),
             LuaMatcher::Prefix(head) => format!("P{}", text(&head)),
-            LuaMatcher::Parts {
-                head,
-                head_len,
-                tail,
-                tail_len,
-                star,
-                middles,
-            } => {
+            LuaMatcher::Parts(parts) => {
                 let mut fields = vec![
-                    text(&head),
-                    head_len.to_string(),
-                    text(&tail),
-                    tail_len.to_string(),
-                    u8::from(star).to_string(),
+                    text(&parts.head),
+                    parts.head_len.to_string(),
+                    text(&parts.tail),
+                    parts.tail_len.to_string(),
+                    u8::from(parts.star).to_string(),
                 ];
-                fields.extend(middles.iter().map(|m| text(m)));
+                fields.extend(parts.middles.iter().map(|m| text(m)));
                 format!("G|{}", fields.join("|"))
             }
         }
@@ -940,7 +938,8 @@ mod tests {
         assert_eq!(lua(b"[z-x]"), "G|[x-z]|1||0|0");
         assert_eq!(lua(b"[\\]-]"), "G|[%-%]]|1||0|0");
         // Signed chars: [a-\xff] is 0xff and 0x00..=0x61, NUL spelled %z.
-        let LuaMatcher::Parts { head: class, .. } = Glob::new(b"[a-\xff]").unwrap().lua_matcher()
+        let LuaMatcher::Parts(GlobParts { head: class, .. }) =
+            Glob::new(b"[a-\xff]").unwrap().lua_matcher()
         else {
             panic!("a class is matched by parts");
         };

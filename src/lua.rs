@@ -17,7 +17,7 @@ use std::fmt::Write;
 
 use crate::batch::{BLIND, UNCHANGED};
 use crate::error::Error;
-use crate::glob::LuaMatcher;
+use crate::glob::{GlobParts, LuaMatcher};
 use crate::rules::{Action, Rule, Rules};
 
 /// The template line that receives the rules' count, SCAN MATCH and globs.
@@ -52,7 +52,7 @@ pub fn clean_script(
             LuaMatcher::Never => continue,
             LuaMatcher::All => "do".to_string(),
             LuaMatcher::Prefix(head) => format!("if find(key, {}) then", string(&anchored(head))),
-            parts => {
+            LuaMatcher::Parts(parts) => {
                 globs.push(glob_table(parts));
                 format!("if matches(key, GLOBS[{}]) then", globs.len())
             }
@@ -112,9 +112,9 @@ fn groups(rules: &[Rule], matchers: &[LuaMatcher]) -> Vec<std::ops::Range<usize>
 /// The code for one group of rules: once the name matches, the key is
 /// UNCHANGED until a rule acts on it and `break`s out with its outcome.
 fn decide_group(out: &mut String, rules: &[Rule], group: std::ops::Range<usize>, test: &str) {
-    let names: Vec<String> = rules[group.clone()]
+    let names: Vec<&str> = rules[group.clone()]
         .iter()
-        .map(|r| r.name.clone())
+        .map(|r| r.name.as_str())
         .collect();
     let pattern = rules[group.start].pattern.as_bytes().escape_ascii();
     let _ = writeln!(out, "-- {} ({pattern})", names.join(", ").escape_default());
@@ -206,23 +206,15 @@ fn condition(rule: &Rule) -> String {
 }
 
 /// A glob matched by parts, as the table the template's `matches` takes.
-fn glob_table(matcher: &LuaMatcher) -> String {
-    let LuaMatcher::Parts {
-        head,
-        head_len,
-        tail,
-        tail_len,
-        star,
-        middles,
-    } = matcher
-    else {
-        unreachable!("only globs matched by parts have a table");
-    };
-    let middles: Vec<String> = middles.iter().map(|m| string(m)).collect();
+fn glob_table(parts: &GlobParts) -> String {
+    let middles: Vec<String> = parts.middles.iter().map(|m| string(m)).collect();
     format!(
-        "\n  {{ head = {}, head_len = {head_len}, tail = {}, tail_len = {tail_len}, star = {star}, middles = {{ {} }} }},",
-        string(&anchored(head)),
-        string(&anchored(tail)),
+        "\n  {{ head = {}, head_len = {}, tail = {}, tail_len = {}, star = {}, middles = {{ {} }} }},",
+        string(&anchored(&parts.head)),
+        parts.head_len,
+        string(&anchored(&parts.tail)),
+        parts.tail_len,
+        parts.star,
         middles.join(", ")
     )
 }
