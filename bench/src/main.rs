@@ -81,6 +81,9 @@ pub struct Run {
     /// Redis main-thread CPU seconds during the method.
     pub cpu: f64,
     pub latency: Latency,
+    /// The longest any command held Redis during the run, in ms, from the
+    /// slow log (0 when none took 2 ms).
+    pub longest_ms: f64,
     pub rss_kib: Option<u64>,
     /// Bytes the clients sent to / received from Redis (the PINGs excluded).
     pub net_in: u64,
@@ -299,6 +302,10 @@ impl Bench {
         let counters =
             |ctl: &mut redis::Connection| server::counters(ctl).map_err(|e| format!("INFO: {e}"));
         let before = counters(&mut self.ctl)?;
+        let longest = |ctl: &mut redis::Connection| {
+            server::longest_command(ctl).map_err(|e| format!("SLOWLOG: {e}"))
+        };
+        longest(&mut self.ctl)?;
         let prober = Prober::start(&self.server)?;
         let clock = CpuClock::now(self.server.pid());
         let started = Instant::now();
@@ -308,6 +315,7 @@ impl Bench {
         let latency = prober.finish();
         self.server.alive()?;
         let after = counters(&mut self.ctl)?;
+        let longest_ms = longest(&mut self.ctl)?;
         drop(conn);
 
         let mut problems = Vec::new();
@@ -362,6 +370,7 @@ impl Bench {
             wall,
             cpu: after.cpu_main - before.cpu_main,
             latency,
+            longest_ms,
             rss_kib: outcome.rss_kib,
             net_in: after.net_in.saturating_sub(before.net_in + 14 * pings),
             net_out: after.net_out.saturating_sub(before.net_out + 7 * pings),

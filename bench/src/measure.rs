@@ -130,6 +130,36 @@ pub fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
+/// A confidence interval for the median of `values` that assumes nothing
+/// about their distribution: the k-th smallest and the k-th largest value,
+/// with k as large as keeps the chance that the median lies between them at
+/// 95% or more (each value falls below the median with probability 1/2, so
+/// that chance is a binomial sum). With fewer than 6 values no such k exists
+/// and the interval is the whole range (93.75% for 5). Returns the interval
+/// and its confidence.
+pub fn median_interval(values: &[f64]) -> Option<(f64, f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    // below[j]: the chance that at most j of the n values fall below the median.
+    let mut below = Vec::with_capacity(n);
+    let (mut term, mut sum) = (0.5f64.powi(n as i32), 0.0);
+    for j in 0..n {
+        sum += term;
+        below.push(sum);
+        term *= (n - j) as f64 / (j + 1) as f64;
+    }
+    // The median lies outside [v[k-1], v[n-k]] with chance 2 * below[k-1].
+    let k = (1..=n.div_ceil(2))
+        .take_while(|&k| k == 1 || 2.0 * below[k - 1] <= 0.05)
+        .last()
+        .unwrap_or(1);
+    Some((v[k - 1], v[n - k], 1.0 - 2.0 * below[k - 1]))
+}
+
 /// How a child process ended, with what it used.
 #[derive(Debug)]
 pub struct ChildRun {
@@ -453,6 +483,25 @@ mod tests {
         assert!(after.thread - before.thread > 0.05, "{before:?} {after:?}");
         assert!(after.machine >= before.machine);
         assert!(after.redis >= before.redis);
+    }
+
+    #[test]
+    fn median_intervals_are_order_statistics_of_at_least_95_percent() {
+        // 5 values: only the whole range, 1 - 2/32 = 93.75%.
+        let (lo, hi, conf) = median_interval(&[5.0, 1.0, 4.0, 2.0, 3.0]).unwrap();
+        assert_eq!((lo, hi), (1.0, 5.0));
+        assert!((conf - 0.9375).abs() < 1e-12);
+        // 6 values: the whole range again, 1 - 2/64.
+        let (lo, hi, conf) = median_interval(&[6.0, 1.0, 5.0, 2.0, 4.0, 3.0]).unwrap();
+        assert_eq!((lo, hi), (1.0, 6.0));
+        assert!((conf - 0.96875).abs() < 1e-12);
+        // 20 values: the 6th smallest to the 6th largest (95.9%; the 7th
+        // would give 88.5%).
+        let twenty: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        let (lo, hi, conf) = median_interval(&twenty).unwrap();
+        assert_eq!((lo, hi), (6.0, 15.0));
+        assert!((conf - 0.9586).abs() < 1e-4, "{conf}");
+        assert_eq!(median_interval(&[]), None);
     }
 
     #[test]

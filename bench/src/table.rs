@@ -4,7 +4,7 @@
 //! scaling table. Tables are Markdown, ready for the README.
 
 use crate::Run;
-use crate::measure::median;
+use crate::measure::{median, median_interval};
 use crate::methods::Method;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -56,12 +56,13 @@ fn secs(v: f64) -> String {
     format!("{v:.2} s")
 }
 
-fn ratio(v: f64) -> String {
+fn ms(v: f64) -> String {
     format!("{v:.2}")
 }
 
-fn ms(v: f64) -> String {
-    format!("{v:.2}")
+/// The longest command of a run: "< 2" when none reached the slow log's 2 ms.
+fn longest(v: f64) -> String {
+    if v > 0.0 { ms(v) } else { "< 2".to_string() }
 }
 
 fn mib(kib: u64) -> String {
@@ -71,7 +72,7 @@ fn mib(kib: u64) -> String {
 /// The progress line printed after each run.
 pub fn run_line(run: &Run, seed_secs: f64) -> String {
     format!(
-        "rep {} {:<8} {} keys  seed {:.2} s  wall {:.3} s  server CPU {:.3} s ({:.0}% busy)  client CPU {:.3} s  other CPU {:.2} s  PING p50 {:.2} p99 {:.2} max {:.2} ms{}  {}",
+        "rep {} {:<8} {} keys  seed {:.2} s  wall {:.3} s  server CPU {:.3} s ({:.0}% busy)  client CPU {:.3} s  other CPU {:.2} s  PING p50 {:.2} p99 {:.2} max {:.2} ms  longest command {} ms{}  {}",
         run.rep + 1,
         run.method.name(),
         run.keys,
@@ -84,6 +85,7 @@ pub fn run_line(run: &Run, seed_secs: f64) -> String {
         run.latency.p50,
         run.latency.p99,
         run.latency.max,
+        longest(run.longest_ms),
         run.rss_kib
             .map_or(String::new(), |kib| format!("  peak RSS {}", mib(kib))),
         if run.ok() { "check ok" } else { "CHECK FAILED" }
@@ -100,6 +102,7 @@ fn find(runs: &[Run], method: Method, rep: usize) -> Option<&Run> {
 pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
     let mut rows = Vec::new();
     let mut traffic = Vec::new();
+    let mut verdicts = Vec::new();
     for &method in Method::ALL.iter().filter(|m| methods.contains(m)) {
         let all: Vec<&Run> = runs.iter().filter(|r| r.method == method).collect();
         if all.is_empty() {
@@ -112,13 +115,12 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
             .iter()
             .filter_map(|r| Some((*r, find(runs, Method::Bound, r.rep)?)))
             .collect();
-        let wall_x = median(
-            &pairs
-                .iter()
-                .map(|(r, b)| r.wall / b.wall)
-                .collect::<Vec<_>>(),
-        );
-        let cpu_x = median(&pairs.iter().map(|(r, b)| r.cpu / b.cpu).collect::<Vec<_>>());
+        let wall_x: Vec<f64> = pairs.iter().map(|(r, b)| r.wall / b.wall).collect();
+        let cpu_x: Vec<f64> = pairs.iter().map(|(r, b)| r.cpu / b.cpu).collect();
+        if method == Method::Janitor {
+            verdicts.push(verdict("wall x bound", &wall_x, 1.1));
+            verdicts.push(verdict("server CPU x bound", &cpu_x, 1.0));
+        }
         let max_of_max = ok.iter().map(|r| r.latency.max).reduce(f64::max);
         let rss: Vec<u64> = ok.iter().filter_map(|r| r.rss_kib).collect();
         let rss_text = if rss.is_empty() {
@@ -146,10 +148,10 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
                 runs
             },
             opt(med(&|r| r.wall), secs),
-            opt(wall_x, ratio),
+            with_interval(&wall_x),
             opt(med(&|r| r.cpu), secs),
             opt(med(&|r| r.cpu / keys as f64 * 1e6), |v| format!("{v:.2}")),
-            opt(cpu_x, ratio),
+            with_interval(&cpu_x),
             opt(med(&|r| r.cpu / r.wall), |v| format!("{:.0}%", 100.0 * v)),
             opt(med(&|r| r.latency.p50), ms),
             opt(med(&|r| r.latency.p99), ms),
@@ -164,6 +166,7 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
             opt(med(&|r| r.net_out as f64 / MIB), |v| format!("{v:.1}")),
             opt(med(&|r| r.latency.count as f64), |v| format!("{v:.0}")),
             opt(med(&|r| r.latency.p99_arrivals), ms),
+            opt(ok.iter().map(|r| r.longest_ms).reduce(f64::max), longest),
             opt(med(&|r| r.client_cpu), secs),
             opt(med(&|r| r.other_cpu), secs),
         ]);
@@ -195,6 +198,7 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
             "MiB from Redis",
             "PINGs sent",
             "p99 of 1/ms arrivals, ms",
+            "longest command ms",
             "client CPU",
             "other CPU",
         ],
@@ -204,13 +208,59 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
     format!(
         "\n{main}\n\n\
          Medians over the successful runs. x bound and CPU x bound: median of the ratios to the bound's run \
-         in the same repetition. server CPU: Redis main thread (user+sys). Redis busy: server CPU / wall. \
+         in the same repetition, and in brackets the interval that holds the true median with 95% confidence \
+         (order statistics; with fewer than 6 repetitions, the whole range). server CPU: Redis main thread (user+sys). Redis busy: server CPU / wall. \
          PING: a second client, one PING per ms; p50/p99/max are medians across runs, max of max is the worst run.\n\n\
          Details (medians): what the method enumerated, its traffic (the PING client's own bytes excluded), \
          and the PING p99 corrected for coordinated omission (as seen by requests arriving every 1 ms, \
-         including those a stalled PING client did not send); client CPU: the job process, or the thread running \
+         including those a stalled PING client did not send); the longest any one command held Redis in \
+         all runs (slow log; a script's own calls included); client CPU: the job process, or the thread running \
          an in-process method; other CPU: CPU time used during the run by anything but Redis, the benchmark and \
-         the job (noise from other work on the machine; it should be near 0):\n\n{traffic}\n"
+         the job (noise from other work on the machine; it should be near 0):\n\n{traffic}\n{}\n",
+        verdicts.concat()
+    )
+}
+
+/// The least confidence worth an interval: 5 repetitions (93.75%).
+const MIN_CONFIDENCE: f64 = 0.9;
+
+/// A ratio's median and, in brackets, its interval when there are enough
+/// repetitions for one.
+fn with_interval(ratios: &[f64]) -> String {
+    match (median(ratios), median_interval(ratios)) {
+        (Some(m), Some((lo, hi, conf))) if conf >= MIN_CONFIDENCE => {
+            format!("{m:.2} ({lo:.2}-{hi:.2})")
+        }
+        (Some(m), _) => format!("{m:.2}"),
+        _ => "-".to_string(),
+    }
+}
+
+/// One of the job's ratio targets, judged against its interval: met when
+/// the whole interval is at or below the target, missed when all of it is
+/// above, and not decided by this run's noise otherwise.
+fn verdict(what: &str, ratios: &[f64], target: f64) -> String {
+    let (Some(m), Some((lo, hi, conf))) = (median(ratios), median_interval(ratios)) else {
+        return String::new();
+    };
+    if conf < MIN_CONFIDENCE {
+        return format!(
+            "\njanitor {what}: median {m:.2}; target at most {target:.1}: too few repetitions ({}) to judge",
+            ratios.len()
+        );
+    }
+    let judged = if hi <= target {
+        "met"
+    } else if lo > target {
+        "MISSED"
+    } else if m <= target {
+        "median within, interval across it: rerun with more --reps to decide"
+    } else {
+        "median above, interval across it: rerun with more --reps to decide"
+    };
+    format!(
+        "\njanitor {what}: median {m:.2}, {:.1}% interval {lo:.2} to {hi:.2}; target at most {target:.1}: {judged}",
+        100.0 * conf
     )
 }
 
@@ -228,6 +278,7 @@ pub fn runs_list(runs: &[Run]) -> String {
                 ms(r.latency.p50),
                 ms(r.latency.p99),
                 ms(r.latency.max),
+                longest(r.longest_ms),
                 r.rss_kib.map_or("-".into(), mib),
                 format!(
                     "{:.2}{}",
@@ -250,6 +301,7 @@ pub fn runs_list(runs: &[Run]) -> String {
                 "p50 ms",
                 "p99 ms",
                 "max ms",
+                "longest cmd ms",
                 "peak RSS",
                 "other CPU s",
                 "check",
