@@ -208,8 +208,8 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
     format!(
         "\n{main}\n\n\
          Medians over the successful runs. x bound and CPU x bound: median of the ratios to the bound's run \
-         in the same repetition, and in brackets the interval that holds the true median with 95% confidence \
-         (order statistics; with fewer than 6 repetitions, the whole range). server CPU: Redis main thread (user+sys). Redis busy: server CPU / wall. \
+         in the same repetition, and in brackets the interval that holds the true median with at least 95% \
+         confidence (order statistics; from 5 repetitions on, where it is the whole range at 93.75%). server CPU: Redis main thread (user+sys). Redis busy: server CPU / wall. \
          PING: a second client, one PING per ms; p50/p99/max are medians across runs, max of max is the worst run.\n\n\
          Details (medians): what the method enumerated, its traffic (the PING client's own bytes excluded), \
          and the PING p99 corrected for coordinated omission (as seen by requests arriving every 1 ms, \
