@@ -54,6 +54,7 @@
 
 local VANISHED, UNCHANGED, BLIND = 0, 1, 128
 -- The fewest keys a SCAN step looks at: a smaller one costs more than it does.
+-- The same as MIN_STEP in src/pacer.rs, which sizes each call's first step.
 local MIN_STEP = 10
 -- Locals for what the per-key loops call: a global lookup costs a hash probe.
 local call, find, tonumber, floor, min, max = redis.call, string.find, tonumber, math.floor, math.min, math.max
@@ -104,7 +105,7 @@ end
 local function each_chunk(command, keys)
   local total = 0
   for first = 1, #keys, CHUNK do
-    total = total + call(command, unpack(keys, first, math.min(first + CHUNK - 1, #keys)))
+    total = total + call(command, unpack(keys, first, min(first + CHUNK - 1, #keys)))
   end
   return total
 end
@@ -207,7 +208,7 @@ end
 local function outcome_string(outcomes)
   local parts = {}
   for first = 1, #outcomes, CHUNK do
-    parts[#parts + 1] = string.char(unpack(outcomes, first, math.min(first + CHUNK - 1, #outcomes)))
+    parts[#parts + 1] = string.char(unpack(outcomes, first, min(first + CHUNK - 1, #outcomes)))
   end
   return table.concat(parts)
 end
