@@ -4,7 +4,8 @@
 use tracing::error;
 
 use crate::cli::{Format, RunArgs};
-use crate::error::{Error, Exit};
+use crate::error::Error;
+use crate::exit::{Exit, Stop};
 use crate::job::{self, Settings};
 use crate::scripts::Script;
 use crate::shutdown;
@@ -30,7 +31,7 @@ pub fn run(args: &RunArgs) -> Result<Exit, Error> {
     }
     match failure {
         Some(err) => Err(err),
-        None => Ok(Exit::after(report.stopped_by)),
+        None => Ok(report.stopped_by.map_or(Exit::Success, Stop::exit)),
     }
 }
 

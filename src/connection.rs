@@ -13,6 +13,9 @@ use crate::error::Error;
 /// The URL used when neither `--url`/`REDIS_URL` nor `REDIS_HOST` is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
+/// The default `--timeout`: for connecting, and for each reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A resolved Redis endpoint with its credentials.
 #[derive(Clone)]
 pub struct Target {

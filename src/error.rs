@@ -2,9 +2,8 @@
 //! to process exit codes.
 
 use std::fmt;
-use std::process::ExitCode;
 
-use crate::report::Stop;
+use crate::exit::Exit;
 use crate::rules::RulesError;
 
 /// Why a command failed. Each variant maps to one documented exit code.
@@ -77,38 +76,6 @@ impl std::error::Error for Error {}
 impl From<RulesError> for Error {
     fn from(err: RulesError) -> Self {
         Error::Rules(err)
-    }
-}
-
-/// Every exit code the binary uses, documented in the README.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// The pass completed, or stopped cleanly at `--max-runtime`.
-    Success = 0,
-    /// A runtime failure: Redis unreachable, authentication, script error.
-    Failure = 1,
-    /// Bad usage or a bad rules file, found before any connection.
-    Usage = 2,
-    /// Stopped by SIGINT after finishing the call in flight (128 + 2).
-    Interrupted = 130,
-    /// Stopped by SIGTERM after finishing the call in flight (128 + 15).
-    Terminated = 143,
-}
-
-impl Exit {
-    /// The exit code of a run that did not fail.
-    pub fn after(stopped_by: Option<Stop>) -> Exit {
-        match stopped_by {
-            Some(Stop::Sigterm) => Exit::Terminated,
-            Some(Stop::Sigint) => Exit::Interrupted,
-            Some(Stop::MaxRuntime) | None => Exit::Success,
-        }
-    }
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit as u8)
     }
 }
 

@@ -13,8 +13,9 @@ use tracing::info;
 use crate::cli::{Format, RunArgs};
 use crate::connection::Target;
 use crate::error::Error;
+use crate::exit::Stop;
 use crate::pass;
-use crate::report::{Counts, Report, ServerInfo, Stop};
+use crate::report::{Counts, Report, ServerInfo};
 use crate::rules::Rules;
 use crate::scripts::{Dialect, Mode, Script};
 

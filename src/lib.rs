@@ -17,13 +17,15 @@
 //! - [`report`]: the counts and their text/JSON rendering
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr
-//! - [`error`]: the failures callers branch on, and the exit codes
+//! - [`error`]: the failures callers branch on, and their exit codes
+//! - [`exit`]: exit codes and stop reasons (a leaf)
 
 pub mod batch;
 pub mod cli;
 pub mod command;
 pub mod connection;
 pub mod error;
+pub mod exit;
 pub mod glob;
 pub mod job;
 pub mod logging;

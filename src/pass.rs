@@ -17,8 +17,9 @@ use tracing::{Level, enabled, info, warn};
 
 use crate::batch::{Batch, Reply};
 use crate::error::Error;
+use crate::exit::Stop;
 use crate::pacer::Pacer;
-use crate::report::{Counts, Stop};
+use crate::report::Counts;
 use crate::rules::Rules;
 use crate::scripts::{Invoke, Script};
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::exit::Stop;
 use crate::rules::Rules;
 use crate::scripts::Script;
 
@@ -40,18 +41,6 @@ impl Counts {
     pub fn acted(&self) -> u64 {
         self.per_rule.iter().sum()
     }
-}
-
-/// Why a pass stopped before the end of the keyspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stop {
-    /// `--max-runtime` elapsed.
-    MaxRuntime,
-    /// SIGTERM arrived (Kubernetes stopping the Job).
-    Sigterm,
-    /// SIGINT arrived (Ctrl-C).
-    Sigint,
 }
 
 /// The final report of one run.
@@ -167,7 +156,7 @@ impl Report {
     pub fn to_text(&self) -> String {
         let status = match (&self.error, self.stopped_by, self.complete) {
             (Some(_), _, _) => "failed".to_string(),
-            (None, Some(stop), _) => format!("stopped early ({})", stop_name(stop)),
+            (None, Some(stop), _) => format!("stopped early ({})", stop.describe()),
             (None, None, true) => "complete".to_string(),
             (None, None, false) => "incomplete".to_string(),
         };
@@ -212,13 +201,5 @@ impl Report {
             text += &format!("  script reloads  {}\n", self.script_reloads);
         }
         text
-    }
-}
-
-fn stop_name(stop: Stop) -> &'static str {
-    match stop {
-        Stop::MaxRuntime => "max runtime reached",
-        Stop::Sigterm => "SIGTERM",
-        Stop::Sigint => "SIGINT",
     }
 }

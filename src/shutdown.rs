@@ -7,8 +7,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::warn;
 
-use crate::error::Exit;
-use crate::report::Stop;
+use crate::exit::Stop;
 
 /// Starts listening for signals; the receiver turns `Some` on the first one.
 /// Must be called inside a tokio runtime.
@@ -25,7 +24,7 @@ pub fn listen() -> std::io::Result<watch::Receiver<Option<Stop>>> {
             };
             if !first {
                 warn!("second signal: exiting without waiting for the call in flight");
-                let exit = Exit::after(Some(stop));
+                let exit = stop.exit();
                 std::process::exit(exit as i32);
             }
             first = false;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use redis_janitor::error::Exit;
+use redis_janitor::exit::Exit;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// The container's name in the CronJob's pod template.
