@@ -1,10 +1,24 @@
-//! What the user typed: the command line and its environment variables
-//! (clap). Turning this into validated settings is `job::Settings`' job.
+//! What the user typed: the command line and its environment variables, with
+//! clap, which lives here and nowhere else in the library. Every flag is
+//! defined once; its default is the library's own constant. The command line
+//! wins over the environment. Turning this into plain settings for the
+//! library is [`RunArgs::settings`].
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::connection::{DEFAULT_TIMEOUT, Target};
+use crate::error::Error;
+use crate::node::Task;
+use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
+use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
+use crate::report::Format;
+use crate::rules::Rules;
+use crate::run::Settings;
 
 /// Cleans a Redis keyspace by rules: one SCAN pass, one atomic Lua script
 /// call per batch of keys.
@@ -17,9 +31,9 @@ pub struct Cli {
         global = true,
         env = "JANITOR_LOG_FORMAT",
         value_enum,
-        default_value_t = Format::Text
+        default_value_t = FormatArg::Text
     )]
-    pub log_format: Format,
+    pub log_format: FormatArg,
 
     /// What to do.
     #[command(subcommand)]
@@ -32,22 +46,35 @@ pub enum Command {
     /// Run one pass over the keyspace, print the report, exit.
     Run(RunArgs),
     /// Validate a rules file and print the effective rules; touches no Redis.
-    Check {
-        /// The rules file to check (default: the built-in rules).
-        #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
-        rules: Option<PathBuf>,
-    },
+    Check(RulesArg),
     /// List the variants of the clean script for the rules, with their
     /// version and SHA-1 (the rules are compiled into the script).
-    Scripts {
-        /// The rules file (default: the built-in rules).
-        #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
-        rules: Option<PathBuf>,
-    },
+    Scripts(RulesArg),
+    /// Print the ACL SETUSER lines for the job's Redis user: one for real
+    /// and dry runs, one for dry runs only, for Redis 7+ and for Redis 6.2.
+    Acl,
+}
+
+/// The rules file option, shared by the subcommands that read rules.
+#[derive(Debug, Args)]
+pub struct RulesArg {
+    /// Rules file (default: the built-in rules; see `check`).
+    #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+impl RulesArg {
+    /// The rules from the file, or the built-in rules.
+    pub fn load(&self) -> Result<Rules, Error> {
+        Ok(match &self.rules {
+            Some(path) => Rules::load(path)?,
+            None => Rules::builtin(),
+        })
+    }
 }
 
 /// Options of `run`. Each has an environment variable, for Kubernetes
-/// manifests; the command line wins over the environment.
+/// manifests.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for
@@ -65,9 +92,8 @@ pub struct RunArgs {
     #[arg(long, env = "REDIS_TLS_CA_FILE", value_name = "FILE")]
     pub tls_ca_file: Option<PathBuf>,
 
-    /// Rules file (default: the built-in rules; see `check`).
-    #[arg(long, env = "JANITOR_RULES", value_name = "FILE")]
-    pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub rules: RulesArg,
 
     /// Decide and count exactly as a real run would, but write nothing.
     #[arg(long, env = "JANITOR_DRY_RUN")]
@@ -79,7 +105,7 @@ pub struct RunArgs {
         long,
         env = "JANITOR_BATCH_SIZE",
         value_name = "N",
-        default_value_t = 10_000,
+        default_value_t = DEFAULT_MAX_KEYS,
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub batch_size: u32,
@@ -91,13 +117,25 @@ pub struct RunArgs {
         long,
         env = "JANITOR_MAX_CALL_TIME",
         value_name = "DURATION",
-        default_value = "1ms",
+        default_value_t = HumanDuration(DEFAULT_MAX_CALL_TIME),
         value_parser = positive_duration
     )]
-    pub max_call_time: Duration,
+    pub max_call_time: HumanDuration,
 
-    /// Scan at most this many keys per second (default: as fast as the
-    /// --max-call-time budget allows).
+    /// The share of Redis's time the calls may take, from 0 (exclusive) to
+    /// 1 (full speed): the job pauses between calls so that, over any
+    /// second, they hold Redis for at most this share of it, plus one call.
+    #[arg(
+        long,
+        env = "JANITOR_MAX_SERVER_SHARE",
+        value_name = "FRACTION",
+        default_value_t = DEFAULT_MAX_SERVER_SHARE,
+        value_parser = share
+    )]
+    pub max_server_share: f64,
+
+    /// Scan at most this many keys per second (default: as fast as
+    /// --max-server-share allows).
     #[arg(
         long,
         env = "JANITOR_RATE_LIMIT",
@@ -108,48 +146,144 @@ pub struct RunArgs {
 
     /// Stop cleanly after this long (e.g. 4m30s); the report then says
     /// "complete": false and the exit code is still 0.
-    #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub max_runtime: Option<Duration>,
+    #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION")]
+    pub max_runtime: Option<HumanDuration>,
 
     /// Timeout for connecting and for each reply from Redis.
     #[arg(
         long,
         env = "JANITOR_TIMEOUT",
         value_name = "DURATION",
-        default_value = "30s",
-        value_parser = humantime::parse_duration
+        default_value_t = HumanDuration(DEFAULT_TIMEOUT)
     )]
-    pub timeout: Duration,
+    pub timeout: HumanDuration,
 
     /// How often to log progress while the pass runs.
     #[arg(
         long,
         env = "JANITOR_PROGRESS_INTERVAL",
         value_name = "DURATION",
-        default_value = "10s",
-        value_parser = humantime::parse_duration
+        default_value_t = HumanDuration(DEFAULT_PROGRESS_INTERVAL)
     )]
-    pub progress_interval: Duration,
+    pub progress_interval: HumanDuration,
 
     /// Format of the final report on stdout (json: exactly one object).
-    #[arg(long, env = "JANITOR_OUTPUT", value_enum, default_value_t = Format::Text)]
-    pub output: Format,
+    #[arg(long, env = "JANITOR_OUTPUT", value_enum, default_value_t = FormatArg::Text)]
+    pub output: FormatArg,
 }
 
-/// Text for people, JSON for machines.
+impl RunArgs {
+    /// The run's settings; `redis_host` is the `REDIS_HOST` variable.
+    pub fn settings(&self, redis_host: Option<&str>) -> Result<Settings, Error> {
+        let rules = self.rules.load()?;
+        let target = Target::resolve(
+            self.url.as_deref(),
+            redis_host,
+            self.password_file.as_deref(),
+            self.tls_ca_file.as_deref(),
+        )?;
+        Ok(Settings {
+            target,
+            timeout: self.timeout.0,
+            task: Task {
+                rules,
+                dry_run: self.dry_run,
+                pass: pass::Options {
+                    limits: Limits {
+                        max_keys: self.batch_size as usize,
+                        max_call_time: self.max_call_time.0,
+                        rate_limit: self.rate_limit,
+                        max_server_share: self.max_server_share,
+                    },
+                    max_runtime: self.max_runtime.map(|d| d.0),
+                    progress_interval: self.progress_interval.0,
+                },
+            },
+        })
+    }
+}
+
+/// `--output` and `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub enum FormatArg {
     /// Human-readable text.
     Text,
     /// JSON.
     Json,
 }
 
-/// A humantime duration greater than zero.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be greater than 0".into()),
+impl From<FormatArg> for Format {
+    fn from(format: FormatArg) -> Format {
+        match format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+        }
+    }
+}
+
+/// A duration written the humantime way (`90s`, `4m30s`), which is also how
+/// `--help` shows the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(text).map(HumanDuration)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+/// A duration greater than zero.
+fn positive_duration(text: &str) -> Result<HumanDuration, String> {
+    match text.parse::<HumanDuration>() {
+        Ok(HumanDuration(d)) if d.is_zero() => Err("must be greater than 0".into()),
         Ok(duration) => Ok(duration),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// A share of Redis's time: more than 0, at most 1.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
+        Ok(_) => Err("must be more than 0 and at most 1 (1 is full speed)".into()),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_librarys_and_show_as_written() {
+        let cli = Cli::parse_from(["redis-janitor", "run"]);
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let settings = args.settings(None).unwrap();
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        let pass = settings.task.pass;
+        assert_eq!(pass.limits.max_call_time, DEFAULT_MAX_CALL_TIME);
+        assert_eq!(pass.limits.max_server_share, DEFAULT_MAX_SERVER_SHARE);
+        assert_eq!(pass.limits.max_keys, DEFAULT_MAX_KEYS as usize);
+        assert_eq!(pass.progress_interval, DEFAULT_PROGRESS_INTERVAL);
+        assert_eq!(HumanDuration(DEFAULT_TIMEOUT).to_string(), "30s");
+    }
+
+    #[test]
+    fn a_share_is_more_than_0_and_at_most_1() {
+        assert_eq!(share("1"), Ok(1.0));
+        assert_eq!(share("0.1"), Ok(0.1));
+        for bad in ["0", "-0.5", "1.01", "NaN", "half"] {
+            assert!(share(bad).is_err(), "{bad}");
+        }
     }
 }

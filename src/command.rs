@@ -1,67 +1,131 @@
-//! The three subcommands, each printing its output to stdout and returning the
-//! exit code; failures come back as typed errors for `main` to report.
+//! The subcommands, each printing its output to stdout, and the one place
+//! where a failure becomes its one-line message on stderr and its exit code.
+//! Output that cannot be written (a full disk, a closed pipe) is a failure
+//! too, never a panic.
+
+use std::io::Write;
 
 use tracing::error;
 
-use crate::cli::{Format, RunArgs};
+use crate::acl::{self, Access};
+use crate::cli::{Cli, Command, RulesArg, RunArgs};
 use crate::error::Error;
-use crate::exit::{Exit, Stop};
-use crate::job::{self, Settings};
-use crate::scripts::Script;
-use crate::shutdown;
+use crate::exit::Exit;
+use crate::pass::End;
+use crate::report::{Format, Report};
+use crate::script::{Dialect, Script};
+use crate::{run, shutdown};
 
-/// `redis-janitor run`: one pass, then the report.
-pub fn run(args: &RunArgs) -> Result<Exit, Error> {
-    let redis_host = std::env::var("REDIS_HOST").ok();
-    let settings = Settings::new(args, redis_host.as_deref())?;
-    // One thread is enough: the job mostly waits on one connection, and on a
-    // shared node the other cores are better left to Redis and its clients.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| Error::Usage(format!("cannot start the async runtime: {err}")))?;
-    let (report, failure) = runtime.block_on(async {
-        let stop = shutdown::listen()
-            .map_err(|err| Error::Usage(format!("cannot install signal handlers: {err}")))?;
-        Ok::<_, Error>(job::run(&settings, stop).await)
-    })?;
-    match settings.output {
-        Format::Json => println!("{}", report.to_json()),
-        Format::Text => print!("{}", report.to_text()),
-    }
-    match failure {
-        Some(err) => Err(err),
-        None => Ok(report.stopped_by.map_or(Exit::Success, Stop::exit)),
+/// Runs the subcommand `cli` names and returns the exit code; a failure is
+/// reported on stderr first.
+pub fn main(cli: &Cli) -> Exit {
+    let result = match &cli.command {
+        Command::Run(args) => run(args),
+        Command::Check(rules) => check(rules),
+        Command::Scripts(rules) => scripts(rules),
+        Command::Acl => acl(),
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(err) => {
+            report_failure(&err, cli.log_format.into());
+            err.exit_code()
+        }
     }
 }
 
-/// `redis-janitor check`: validate and print the effective rules.
-pub fn check(path: Option<&std::path::Path>) -> Result<Exit, Error> {
-    let rules = job::load_rules(path)?;
-    println!("# {}: {} rules, valid", rules.source, rules.rules.len());
-    print!("{}", rules.to_toml());
+/// `redis-janitor run`: one pass, then the report; a failed run's cause is
+/// returned after its report is printed.
+fn run(args: &RunArgs) -> Result<Exit, Error> {
+    let redis_host = std::env::var("REDIS_HOST").ok();
+    let settings = args.settings(redis_host.as_deref())?;
+    // One thread is enough: the job mostly waits on its connections, and on
+    // a shared node the other cores are better left to Redis and its clients.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Error::System(format!("cannot start the async runtime: {err}")))?;
+    let outcome = runtime.block_on(async {
+        let stop = shutdown::listen()
+            .map_err(|err| Error::System(format!("cannot install signal handlers: {err}")))?;
+        Ok::<_, Error>(run::run(&settings, stop).await)
+    })?;
+    let report = Report::new(&outcome, &settings.task.rules, settings.task.dry_run);
+    print(&match args.output.into() {
+        Format::Json => format!("{}\n", report.to_json()),
+        Format::Text => report.to_text(),
+    })?;
+    match outcome.into_end() {
+        End::Failed(err) => Err(err),
+        end => Ok(end.exit()),
+    }
+}
+
+/// `redis-janitor check`: validate the rules, compile every variant of the
+/// script for them, and print the effective rules. It accepts exactly what
+/// `run` accepts before it connects.
+fn check(rules: &RulesArg) -> Result<Exit, Error> {
+    let rules = rules.load()?;
+    Script::variants(&rules)?;
+    print(&format!(
+        "# {}: {} rules, valid\n{}",
+        rules.source,
+        rules.rules.len(),
+        rules.to_toml()
+    ))?;
     Ok(Exit::Success)
 }
 
 /// `redis-janitor scripts`: the clean script's variants for the rules, and
 /// their SHA-1.
-pub fn scripts(path: Option<&std::path::Path>) -> Result<Exit, Error> {
-    let rules = job::load_rules(path)?;
+fn scripts(rules: &RulesArg) -> Result<Exit, Error> {
+    let rules = rules.load()?;
+    let mut text = String::new();
     for script in Script::variants(&rules)? {
-        println!(
-            "{} {} {:<20} {}",
+        text += &format!(
+            "{} {} {:<20} {}\n",
             script.name,
             script.version,
             script.variant(),
             script.sha
         );
     }
+    print(&text)?;
     Ok(Exit::Success)
+}
+
+/// `redis-janitor acl`: the `ACL SETUSER` lines for the job's users.
+fn acl() -> Result<Exit, Error> {
+    let mut text = String::new();
+    for (dialect, servers) in [
+        (Dialect::Redis7, "Redis 7 and later, Valkey"),
+        (Dialect::Legacy, "Redis 6.2"),
+    ] {
+        for (name, access, what) in [
+            ("janitor", Access::Clean, "runs and dry runs"),
+            ("janitor-ro", Access::DryRun, "dry runs only"),
+        ] {
+            text += &format!(
+                "# {servers}: {what}\n{}\n",
+                acl::setuser_line(name, access, dialect)
+            );
+        }
+    }
+    print(&text)?;
+    Ok(Exit::Success)
+}
+
+/// Writes `text` to stdout, all of it, or fails with why.
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|err| Error::System(format!("cannot write to stdout: {err}")))
 }
 
 /// Reports a failure on stderr, as one line: plain text, or a JSON log event
 /// when logs are JSON so that stderr stays machine-readable.
-pub fn report_failure(err: &Error, log_format: Format) {
+fn report_failure(err: &Error, log_format: Format) {
     match log_format {
         Format::Text => eprintln!("redis-janitor: error: {err}"),
         Format::Json => error!(error = %err, "run failed"),

@@ -1,12 +1,13 @@
 //! Where Redis is and how to reach it: the URL (or `REDIS_HOST`), the password
 //! file, a display form that never shows a password, and opening the
-//! connection with timeouts.
+//! connection with timeouts, named in `CLIENT LIST`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo};
+use tracing::warn;
 
 use crate::error::Error;
 
@@ -15,6 +16,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// The default `--timeout`: for connecting, and for each reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The name every connection of the job gives itself (`CLIENT SETNAME`), so
+/// that `CLIENT LIST` shows which connections are the job's.
+pub const CLIENT_NAME: &str = "redis-janitor";
 
 /// A resolved Redis endpoint with its credentials.
 #[derive(Clone)]
@@ -67,8 +72,10 @@ impl Target {
         Ok(Target { info, tls_ca })
     }
 
-    /// Opens the one connection every command of the run goes through (redis-rs's
-    /// multiplexed connection, with its reply timeout and async I/O).
+    /// Opens a connection (redis-rs's multiplexed connection, with its reply
+    /// timeout and async I/O) and names it [`CLIENT_NAME`]. A user whose ACL
+    /// does not allow `CLIENT SETNAME` gets a warning, not a failure: the
+    /// name is for people, the pass does not need it.
     pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
         let client = match &self.tls_ca {
             Some(ca) => redis::Client::build_with_tls(
@@ -84,10 +91,20 @@ impl Target {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        client
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|err| Error::from_redis(&format!("cannot connect to {self}"), &err))
+            .map_err(|err| Error::from_redis(&format!("cannot connect to {self}"), &err))?;
+        let named = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(CLIENT_NAME)
+            .exec_async(&mut conn)
+            .await;
+        match named.map_err(|err| Error::from_redis(&format!("CLIENT SETNAME on {self}"), &err)) {
+            Err(Error::Permission(message)) => warn!(%message, "the connection stays unnamed"),
+            other => other?,
+        }
+        Ok(conn)
     }
 
     /// `host:port`, as shown in the report.

@@ -1,10 +1,9 @@
-//! The failures that callers branch on, and the one place that maps outcomes
-//! to process exit codes.
+//! The failures callers branch on, and the one place that maps them to exit
+//! codes. Redis errors are classified by their kind, never by their text.
 
 use std::fmt;
 
 use crate::exit::Exit;
-use crate::rules::RulesError;
 
 /// Why a command failed. Each variant maps to one documented exit code.
 #[derive(Debug)]
@@ -12,17 +11,23 @@ pub enum Error {
     /// The command line or the environment is wrong (exit 2).
     Usage(String),
     /// The rules file is invalid (exit 2).
-    Rules(RulesError),
+    Rules(String),
     /// Redis could not be reached or dropped the connection (exit 1).
     Connection(String),
-    /// Redis refused our credentials or a command for lack of permission (exit 1).
+    /// Redis refused the credentials (exit 1).
     Auth(String),
+    /// Redis refused a command to this user: its ACL lacks a permission
+    /// (exit 1).
+    Permission(String),
     /// The server cannot run this pass as configured (exit 1).
     Unsupported(String),
     /// A script failed to load, returned an error or an unexpected reply (exit 1).
     Script(String),
     /// Any other error reply from Redis (exit 1).
     Redis(String),
+    /// The process itself failed: its runtime, its signal handlers, or
+    /// writing its output (exit 1).
+    System(String),
 }
 
 impl Error {
@@ -31,9 +36,8 @@ impl Error {
         use redis::{ErrorKind, ServerErrorKind};
         let message = format!("{context}: {}", one_line(&err.to_string()));
         match err.kind() {
-            ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
-                Error::Auth(message)
-            }
+            ErrorKind::Server(ServerErrorKind::NoPerm) => Error::Permission(message),
+            ErrorKind::AuthenticationFailed => Error::Auth(message),
             _ if err.code() == Some("WRONGPASS") || err.code() == Some("NOAUTH") => {
                 Error::Auth(message)
             }
@@ -60,26 +64,51 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Rules(err) => write!(f, "{err}"),
             Error::Usage(m)
+            | Error::Rules(m)
             | Error::Connection(m)
             | Error::Auth(m)
+            | Error::Permission(m)
             | Error::Unsupported(m)
             | Error::Script(m)
-            | Error::Redis(m) => f.write_str(m),
+            | Error::Redis(m)
+            | Error::System(m) => f.write_str(m),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-impl From<RulesError> for Error {
-    fn from(err: RulesError) -> Self {
-        Error::Rules(err)
-    }
-}
-
 /// Collapses a possibly multi-line message into one line.
 pub fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_usage_and_rules_errors_exit_2() {
+        let all = [
+            Error::Usage(String::new()),
+            Error::Rules(String::new()),
+            Error::Connection(String::new()),
+            Error::Auth(String::new()),
+            Error::Permission(String::new()),
+            Error::Unsupported(String::new()),
+            Error::Script(String::new()),
+            Error::Redis(String::new()),
+            Error::System(String::new()),
+        ];
+        let codes: Vec<Exit> = all.iter().map(Error::exit_code).collect();
+        let mut expected = vec![Exit::Failure; all.len()];
+        expected[..2].fill(Exit::Usage);
+        assert_eq!(codes, expected);
+    }
+
+    #[test]
+    fn messages_are_one_line() {
+        assert_eq!(one_line("a\n  b\r\n\tc "), "a b c");
+    }
 }

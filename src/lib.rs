@@ -2,37 +2,41 @@
 //! stretch at a time by one EVALSHA of a versioned Lua script that re-checks
 //! every key and deletes it or sets its TTL atomically in Redis.
 //!
-//! Layout:
-//! - [`cli`]: what the user typed (clap, with environment variables)
-//! - [`command`]: the `run`, `check` and `scripts` subcommands
-//! - [`job`]: one run: settings, connect, check the server, pass, report
-//! - [`rules`]: the rules file: parse, validate, the built-in default
+//! Layout, each module using only those above it (data flows down the list:
+//! settings -> rules -> script -> pass per node -> run -> report -> exit code):
+//! - [`exit`]: exit codes and stop reasons (a leaf)
+//! - [`error`]: the failures callers branch on, and their exit codes
 //! - [`glob`]: the Redis-compatible glob matcher, and its Lua translation
+//! - [`rules`]: the rules file: read, bound, validate, the built-in default
+//! - [`script`]: the clean script: compiled for the rules, its protocol,
+//!   its variants, SHA-1, SCRIPT LOAD and calls
+//! - [`acl`]: the Redis commands the job sends: ACL lines, and the probes
+//!   that check them before a pass
 //! - [`connection`]: the Redis URL, credentials and connecting
-//! - [`scripts`]: the clean script: its variants, SHA-1, SCRIPT LOAD
-//! - [`lua`]: the rules compiled into the clean script's Lua template
+//! - [`pacer`]: the size of each call, and the pauses between calls (share
+//!   of Redis's time, rate limit)
 //! - [`pass`]: one pass over one node: script calls from cursor 0 back to 0
-//! - [`batch`]: one script call's arguments and reply
-//! - [`pacer`]: SCAN steps sized to a per-call time budget, and the rate limit
-//! - [`report`]: the counts and their text/JSON rendering
+//! - [`node`]: one node's work: INFO checks, dialect, probes, load, pass
+//! - [`run`]: one run: its nodes, and how their outcomes merge
+//! - [`report`]: the run's report, as text or JSON
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr
-//! - [`error`]: the failures callers branch on, and their exit codes
-//! - [`exit`]: exit codes and stop reasons (a leaf)
+//! - [`cli`], [`command`]: the command line (clap lives there only), the
+//!   subcommands and their output
 
-pub mod batch;
+pub mod acl;
 pub mod cli;
 pub mod command;
 pub mod connection;
 pub mod error;
 pub mod exit;
 pub mod glob;
-pub mod job;
 pub mod logging;
-pub mod lua;
+pub mod node;
 pub mod pacer;
 pub mod pass;
 pub mod report;
 pub mod rules;
-pub mod scripts;
+pub mod run;
+pub mod script;
 pub mod shutdown;

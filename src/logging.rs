@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Format;
+use crate::report::Format;
 
 /// Installs the global subscriber. Stdout stays free for the report.
 pub fn init(format: Format) {

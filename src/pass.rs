@@ -11,87 +11,92 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{ErrorKind, ServerErrorKind};
 use tokio::sync::watch;
-use tracing::{Level, enabled, info, warn};
+use tracing::{Level, enabled, info};
 
-use crate::batch::{Batch, Reply};
 use crate::error::Error;
-use crate::exit::Stop;
-use crate::pacer::Pacer;
-use crate::report::Counts;
+use crate::exit::{Exit, Stop};
+use crate::pacer::{Limits, Pacer};
 use crate::rules::Rules;
-use crate::scripts::{Invoke, Script};
+use crate::script::Script;
+use crate::script::protocol::{Batch, Counts};
+
+/// The default `--progress-interval`.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The most keys one script call looks at.
-    pub batch_size: usize,
-    /// How long one script call should run at most; its SCAN steps stop
-    /// when the budget is spent.
-    pub max_call_time: Duration,
-    /// Scan at most this many keys per second.
-    pub rate_limit: Option<u32>,
+    /// What the calls are kept within: keys, time, rate, share of Redis.
+    pub limits: Limits,
     /// Stop cleanly once this much time has passed.
     pub max_runtime: Option<Duration>,
     /// How often to log progress.
     pub progress_interval: Duration,
 }
 
-/// How a pass ended.
+/// How a pass, a node's work or a run ended: one of three, so a report
+/// cannot say both "complete" and "failed".
 #[derive(Debug)]
-pub struct Outcome {
-    /// What it did, up to where it stopped.
-    pub counts: Counts,
-    /// Whether it reached the end of the keyspace.
-    pub complete: bool,
-    /// Why it stopped early, if it was asked to.
-    pub stopped_by: Option<Stop>,
-    /// Why it failed, if it did.
-    pub error: Option<Error>,
+pub enum End {
+    /// The pass reached the end of the keyspace.
+    Complete,
+    /// The pass stopped early, as it was asked to.
+    Stopped(Stop),
+    /// The pass failed.
+    Failed(Error),
 }
 
-/// Runs one pass with `script` (already loaded) over the node behind `conn`.
-/// When `stop` turns `Some`, the call in flight is finished and the pass
-/// returns.
+impl End {
+    /// The exit code of a run that ended so.
+    pub fn exit(&self) -> Exit {
+        match self {
+            End::Complete => Exit::Success,
+            End::Stopped(stop) => stop.exit(),
+            End::Failed(err) => err.exit_code(),
+        }
+    }
+
+    /// How much this ending weighs when a run's nodes ended differently:
+    /// a failure over a stop, a signal over `--max-runtime`, a stop over
+    /// completion.
+    pub fn weight(&self) -> u8 {
+        match self {
+            End::Complete => 0,
+            End::Stopped(Stop::MaxRuntime) => 1,
+            End::Stopped(Stop::Sigterm | Stop::Sigint) => 2,
+            End::Failed(_) => 3,
+        }
+    }
+}
+
+/// Runs one pass with `script` (already loaded) over the node behind `conn`,
+/// adding what it does to `counts`. When `stop` turns `Some`, the call in
+/// flight is finished and the pass returns.
 pub async fn run(
     conn: MultiplexedConnection,
     rules: &Rules,
     script: &Script,
     options: &Options,
     stop: watch::Receiver<Option<Stop>>,
-) -> Outcome {
+    counts: &mut Counts,
+) -> End {
+    let now = Instant::now();
     let mut pass = Pass {
         conn,
         rules,
         script,
         options,
-        pacer: Pacer::new(
-            options.batch_size,
-            options.max_call_time,
-            options.rate_limit,
-        ),
-        counts: Counts::new(rules),
-        started: Instant::now(),
-        last_progress: Instant::now(),
+        pacer: Pacer::new(options.limits, now),
+        counts,
+        started: now,
+        last_progress: now,
         stop,
     };
-    let result = pass.drive().await;
-    let counts = pass.counts;
-    match result {
-        Ok(stopped_by) => Outcome {
-            counts,
-            complete: stopped_by.is_none(),
-            stopped_by,
-            error: None,
-        },
-        Err(error) => Outcome {
-            counts,
-            complete: false,
-            stopped_by: None,
-            error: Some(error),
-        },
+    match pass.drive().await {
+        Ok(None) => End::Complete,
+        Ok(Some(stop)) => End::Stopped(stop),
+        Err(err) => End::Failed(err),
     }
 }
 
@@ -101,7 +106,7 @@ struct Pass<'a> {
     script: &'a Script,
     options: &'a Options,
     pacer: Pacer,
-    counts: Counts,
+    counts: &'a mut Counts,
     started: Instant,
     last_progress: Instant,
     stop: watch::Receiver<Option<Stop>>,
@@ -123,11 +128,11 @@ impl Pass<'_> {
                 max_keys: self.pacer.max_keys(),
                 report_keys: enabled!(Level::DEBUG),
             };
-            let (reply, resent) = call(&mut self.conn, self.script, &batch).await?;
-            reply.tally(self.rules, &mut self.counts)?;
-            self.counts.script_reloads += resent;
-            self.pacer
-                .record(reply.looked_at, reply.scan_micros, reply.micros);
+            let sent = Instant::now();
+            let (reply, resent) = self.script.call(&mut self.conn, &batch).await?;
+            self.pacer.record(&reply, sent, Instant::now());
+            reply.tally(self.rules, self.counts)?;
+            self.counts.script_reloads += u64::from(resent);
             self.log_progress();
             if reply.cursor == 0 {
                 return Ok(None);
@@ -136,18 +141,18 @@ impl Pass<'_> {
         }
     }
 
-    /// Waits until the rate limit lets the next call go out. Returns the
-    /// stop instead if one comes first (a signal, or `--max-runtime`).
+    /// Waits until the pacer lets the next call go out. Returns the stop
+    /// instead if one comes first (a signal, or `--max-runtime`).
     async fn wait_for_turn(&mut self) -> Option<Stop> {
         let deadline = self.options.max_runtime.map(|max| self.started + max);
         loop {
             if let Some(stop) = self.stop_requested() {
                 return Some(stop);
             }
-            let at = self
-                .pacer
-                .next_call_at(self.started)
-                .filter(|&at| at > Instant::now())?;
+            let at = self.pacer.next_call_at();
+            if at <= Instant::now() {
+                return None;
+            }
             let wake = deadline.map_or(at, |deadline| deadline.min(at));
             tokio::select! {
                 () = tokio::time::sleep_until(wake.into()) => {}
@@ -180,40 +185,31 @@ impl Pass<'_> {
     }
 }
 
-/// Runs one script call by SHA. On NOSCRIPT (cache flushed, restart,
-/// failover) it sends the call again with the script's text, which loads and
-/// runs it in one step, so a flush cannot slip in between. Returns the reply
-/// and how many times the call had to be sent again (0 or 1).
-async fn call(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    batch: &Batch,
-) -> Result<(Reply, u64), Error> {
-    match batch.command(script, Invoke::Sha).query_async(conn).await {
-        Ok(reply) => Ok((reply, 0)),
-        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            warn!(
-                sha = %script.sha,
-                "the script is no longer in Redis's cache (flushed, restarted \
-                 or failed over); sending it again"
-            );
-            let reply = batch
-                .command(script, Invoke::Text)
-                .query_async(conn)
-                .await
-                .map_err(|err| script_error(script, &err))?;
-            Ok((reply, 1))
-        }
-        Err(err) => Err(script_error(script, &err)),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A failed script call: connection and permission problems keep their kind,
-/// any other error reply is the script's.
-fn script_error(script: &Script, err: &redis::RedisError) -> Error {
-    let context = format!("script {} {} failed", script.name, script.version);
-    match Error::from_redis(&context, err) {
-        Error::Redis(message) => Error::Script(message),
-        other => other,
+    #[test]
+    fn a_run_ends_with_the_weightiest_of_its_nodes_endings() {
+        let endings = [
+            End::Complete,
+            End::Stopped(Stop::MaxRuntime),
+            End::Stopped(Stop::Sigterm),
+            End::Failed(Error::Redis(String::new())),
+        ];
+        let weights: Vec<u8> = endings.iter().map(End::weight).collect();
+        assert_eq!(weights, [0, 1, 2, 3]);
+        assert_eq!(End::Stopped(Stop::Sigint).weight(), 2);
+        let exits: Vec<Exit> = endings.iter().map(End::exit).collect();
+        assert_eq!(
+            exits,
+            [
+                Exit::Success,
+                Exit::Success,
+                Exit::Terminated,
+                Exit::Failure
+            ]
+        );
+        assert_eq!(End::Failed(Error::Usage(String::new())).exit(), Exit::Usage);
     }
 }

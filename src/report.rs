@@ -1,130 +1,114 @@
-//! What a pass did: the running counts, and the final report rendered as text
-//! or as one JSON object (its fields are documented in the README).
+//! The final report of a run, rendered from its outcome as text for people or
+//! as one JSON object for machines (its fields are documented in the
+//! README): the totals, how the run ended, and one entry per server.
 
-use std::time::Duration;
-
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 
 use crate::exit::Stop;
+use crate::node::{NodeOutcome, ServerInfo};
+use crate::pass::End;
 use crate::rules::Rules;
-use crate::scripts::Script;
+use crate::run::RunOutcome;
+use crate::script::Script;
+use crate::script::protocol::Counts;
 
-/// The counters a pass keeps as it goes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Keys SCAN returned.
-    pub keys_scanned: u64,
-    /// Keys whose name matched a rule's pattern and went to the script.
-    pub keys_matched: u64,
-    /// Script calls that completed.
-    pub batches: u64,
-    /// Keys gone between SCAN and the script.
-    pub vanished: u64,
-    /// Keys whose name matched but whose state no rule's conditions took.
-    pub unchanged: u64,
-    /// Keys each rule acted on (or would have, in a dry run), in rule order.
-    pub per_rule: Vec<u64>,
-    /// Times a NOSCRIPT reply made the pass load its script again.
-    pub script_reloads: u64,
-}
-
-impl Counts {
-    /// Zeroed counts for `rules`.
-    pub fn new(rules: &Rules) -> Counts {
-        Counts {
-            per_rule: vec![0; rules.rules.len()],
-            ..Counts::default()
-        }
-    }
-
-    /// Keys acted on by any rule.
-    pub fn acted(&self) -> u64 {
-        self.per_rule.iter().sum()
-    }
+/// Text for people, JSON for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON: one object (the report) or one object per line (logs).
+    Json,
 }
 
 /// The final report of one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// The pass reached the end of the keyspace.
-    pub complete: bool,
+#[derive(Debug, Serialize)]
+pub struct Report<'a> {
+    /// How the run ended: `complete`, `stopped_by` and `error`.
+    #[serde(flatten)]
+    status: Status<'a>,
     /// Nothing was written: counts are what a real run would do.
-    pub dry_run: bool,
-    /// Why the pass stopped early, if it was asked to.
-    pub stopped_by: Option<Stop>,
-    /// The one-line cause, when the run failed.
-    pub error: Option<String>,
-    /// Keys SCAN returned.
-    pub keys_scanned: u64,
-    /// Keys whose name matched a rule's pattern and went to the script.
-    pub keys_matched: u64,
-    /// Script calls that completed.
-    pub batches: u64,
+    dry_run: bool,
+    /// The counts of every node added together.
+    #[serde(flatten)]
+    totals: Tally<'a>,
     /// Wall time of the run, in seconds.
-    pub duration_seconds: f64,
-    /// Keys gone between SCAN and the script.
-    pub vanished: u64,
-    /// Keys that matched a pattern but that no rule's conditions took.
-    pub unchanged: u64,
-    /// Per rule, in rule order: how many keys it deleted or gave a TTL.
-    pub rules: Vec<RuleCount>,
-    /// The script the pass ran, once it was chosen for the server.
-    pub script: Option<ScriptInfo>,
-    /// Times a NOSCRIPT reply made the pass load its script again.
-    pub script_reloads: u64,
-    /// The server cleaned, when the connection got that far.
-    pub server: Option<ServerInfo>,
+    duration_seconds: f64,
+    /// The script the (first) node ran, once it was chosen for the server.
+    script: Option<ScriptInfo<'a>>,
+    /// The (first) server, once it answered `INFO`.
+    server: Option<&'a ServerInfo>,
+    /// One entry per node the run cleaned or tried to.
+    servers: Vec<ServerReport<'a>>,
 }
 
-/// One rule's line in the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuleCount {
-    /// The rule's name.
-    pub name: String,
-    /// "delete" or "expire".
-    pub action: &'static str,
-    /// Keys it acted on (or would have, in a dry run).
-    pub keys: u64,
-}
-
-/// The script named in the report and the log.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScriptInfo {
-    /// Script name, e.g. "clean".
-    pub name: String,
-    /// Script version, e.g. "v1".
-    pub version: String,
-    /// SHA-1 of the exact text loaded.
-    pub sha: String,
-}
-
-/// The server the pass ran against.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerInfo {
-    /// `redis_version` from INFO.
-    pub version: String,
+/// One node's entry in the report.
+#[derive(Debug, Serialize)]
+struct ServerReport<'a> {
     /// `host:port`.
-    pub address: String,
+    address: &'a str,
+    /// "Redis" or "Valkey", once the server answered `INFO`.
+    software: Option<&'a str>,
+    /// The server's own version, once it answered `INFO`.
+    version: Option<&'a str>,
+    /// How the node's work ended.
+    #[serde(flatten)]
+    status: Status<'a>,
+    /// What the node's pass did.
+    #[serde(flatten)]
+    tally: Tally<'a>,
+    /// How long the node's work took, in seconds.
+    duration_seconds: f64,
+    /// The script it ran.
+    script: Option<ScriptInfo<'a>>,
 }
 
-impl Report {
-    /// Builds the report from a pass's counts.
-    pub fn new(
-        rules: &Rules,
-        script: Option<&Script>,
-        counts: &Counts,
-        duration: Duration,
-        dry_run: bool,
-    ) -> Report {
-        Report {
-            complete: false,
-            dry_run,
-            stopped_by: None,
-            error: None,
+/// How something ended, as the three fields `complete`, `stopped_by` and
+/// `error`, all from one [`End`].
+#[derive(Debug)]
+struct Status<'a>(&'a End);
+
+impl Serialize for Status<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (stopped_by, error) = match self.0 {
+            End::Complete => (None, None),
+            End::Stopped(stop) => (Some(*stop), None),
+            End::Failed(err) => (None, Some(err.to_string())),
+        };
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("complete", &matches!(self.0, End::Complete))?;
+        map.serialize_entry("stopped_by", &stopped_by)?;
+        map.serialize_entry("error", &error)?;
+        map.end()
+    }
+}
+
+/// Counts as the report shows them, with each rule's name and action.
+#[derive(Debug, Serialize)]
+struct Tally<'a> {
+    /// Keys SCAN returned.
+    keys_scanned: u64,
+    /// Keys whose name matched a rule's pattern and went to the script.
+    keys_matched: u64,
+    /// Script calls that completed.
+    batches: u64,
+    /// Matched keys gone before their rule acted.
+    vanished: u64,
+    /// Keys that matched a pattern but that no rule's conditions took.
+    unchanged: u64,
+    /// Per rule, in rule order: how many keys it deleted or gave a TTL.
+    rules: Vec<RuleCount<'a>>,
+    /// Times a NOSCRIPT reply made the pass send its script again.
+    script_reloads: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn new(counts: &Counts, rules: &'a Rules) -> Tally<'a> {
+        Tally {
             keys_scanned: counts.keys_scanned,
             keys_matched: counts.keys_matched,
             batches: counts.batches,
-            duration_seconds: duration.as_secs_f64(),
             vanished: counts.vanished,
             unchanged: counts.unchanged,
             rules: rules
@@ -132,18 +116,64 @@ impl Report {
                 .iter()
                 .zip(&counts.per_rule)
                 .map(|(rule, &keys)| RuleCount {
-                    name: rule.name.clone(),
+                    name: &rule.name,
                     action: rule.action.name(),
                     keys,
                 })
                 .collect(),
-            script: script.map(|script| ScriptInfo {
-                name: script.name.clone(),
-                version: script.version.clone(),
-                sha: script.sha.clone(),
-            }),
             script_reloads: counts.script_reloads,
-            server: None,
+        }
+    }
+}
+
+/// One rule's line in the report.
+#[derive(Debug, Serialize)]
+struct RuleCount<'a> {
+    /// The rule's name.
+    name: &'a str,
+    /// "delete" or "expire".
+    action: &'static str,
+    /// Keys it acted on (or would have, in a dry run).
+    keys: u64,
+}
+
+/// The script named in the report.
+#[derive(Debug, Serialize)]
+struct ScriptInfo<'a> {
+    /// Script name, e.g. "clean".
+    name: &'a str,
+    /// Script version, e.g. "v3".
+    version: &'a str,
+    /// SHA-1 of the exact text loaded.
+    sha: &'a str,
+}
+
+impl<'a> ScriptInfo<'a> {
+    fn of(script: &'a Script) -> ScriptInfo<'a> {
+        ScriptInfo {
+            name: &script.name,
+            version: &script.version,
+            sha: &script.sha,
+        }
+    }
+}
+
+impl<'a> Report<'a> {
+    /// The report of `outcome`, a run of `rules`.
+    pub fn new(outcome: &'a RunOutcome, rules: &'a Rules, dry_run: bool) -> Report<'a> {
+        let first = outcome.nodes.first();
+        Report {
+            status: Status(outcome.end()),
+            dry_run,
+            totals: Tally::new(&outcome.counts(), rules),
+            duration_seconds: outcome.duration.as_secs_f64(),
+            script: first.and_then(|n| n.script.as_ref()).map(ScriptInfo::of),
+            server: first.and_then(|n| n.server.as_ref()),
+            servers: outcome
+                .nodes
+                .iter()
+                .map(|node| ServerReport::new(node, rules))
+                .collect(),
         }
     }
 
@@ -154,30 +184,24 @@ impl Report {
 
     /// The report as aligned text for a person.
     pub fn to_text(&self) -> String {
-        let status = match (&self.error, self.stopped_by, self.complete) {
-            (Some(_), _, _) => "failed".to_string(),
-            (None, Some(stop), _) => format!("stopped early ({})", stop.describe()),
-            (None, None, true) => "complete".to_string(),
-            (None, None, false) => "incomplete".to_string(),
-        };
-        let verb = if self.dry_run {
-            "would act on"
-        } else {
-            "acted on"
+        let failure = match self.status.0 {
+            End::Failed(err) => format!(": {err}"),
+            _ => String::new(),
         };
         let mut text = format!(
-            "redis-janitor {}: pass {status}{}\n",
+            "redis-janitor {}: pass {}{failure}\n",
             if self.dry_run { "dry run" } else { "run" },
-            self.error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
+            describe(self.status.0),
         );
-        if let Some(server) = &self.server {
-            text += &format!(
-                "  server          {} (Redis {})\n",
-                server.address, server.version
-            );
+        for server in &self.servers {
+            text += &format!("  server          {}", server.address);
+            if let (Some(software), Some(version)) = (server.software, server.version) {
+                text += &format!(" ({software} {version})");
+            }
+            if self.servers.len() > 1 {
+                text += &format!(": {}", describe(server.status.0));
+            }
+            text.push('\n');
         }
         if let Some(script) = &self.script {
             text += &format!(
@@ -185,21 +209,153 @@ impl Report {
                 script.name, script.version, script.sha
             );
         }
-        text += &format!("  keys scanned    {}\n", self.keys_scanned);
-        text += &format!("  keys matched    {}\n", self.keys_matched);
-        text += &format!("  batches         {}\n", self.batches);
+        let totals = &self.totals;
+        text += &format!("  keys scanned    {}\n", totals.keys_scanned);
+        text += &format!("  keys matched    {}\n", totals.keys_matched);
+        text += &format!("  batches         {}\n", totals.batches);
         text += &format!("  duration        {:.3}s\n", self.duration_seconds);
-        for rule in &self.rules {
+        let verb = if self.dry_run {
+            "would act on"
+        } else {
+            "acted on"
+        };
+        for rule in &totals.rules {
             text += &format!(
                 "  rule {:<24} {verb} {} keys ({})\n",
                 rule.name, rule.keys, rule.action
             );
         }
-        text += &format!("  unchanged       {}\n", self.unchanged);
-        text += &format!("  vanished        {}\n", self.vanished);
-        if self.script_reloads > 0 {
-            text += &format!("  script reloads  {}\n", self.script_reloads);
+        text += &format!("  unchanged       {}\n", totals.unchanged);
+        text += &format!("  vanished        {}\n", totals.vanished);
+        if totals.script_reloads > 0 {
+            text += &format!("  script reloads  {}\n", totals.script_reloads);
         }
         text
+    }
+}
+
+impl<'a> ServerReport<'a> {
+    fn new(node: &'a NodeOutcome, rules: &'a Rules) -> ServerReport<'a> {
+        ServerReport {
+            address: &node.address,
+            software: node.server.as_ref().map(|s| s.software.as_str()),
+            version: node.server.as_ref().map(|s| s.version.as_str()),
+            status: Status(&node.end),
+            tally: Tally::new(&node.counts, rules),
+            duration_seconds: node.duration.as_secs_f64(),
+            script: node.script.as_ref().map(ScriptInfo::of),
+        }
+    }
+}
+
+/// How the text report words an ending.
+fn describe(end: &End) -> String {
+    match end {
+        End::Complete => "complete".to_string(),
+        End::Stopped(stop) => format!("stopped early ({})", Stop::describe(*stop)),
+        End::Failed(_) => "failed".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::Error;
+
+    fn outcome(ends: Vec<End>) -> RunOutcome {
+        let rules = Rules::builtin();
+        RunOutcome {
+            nodes: ends
+                .into_iter()
+                .enumerate()
+                .map(|(i, end)| {
+                    let mut counts = Counts::new(&rules);
+                    counts.keys_scanned = 10 * (i as u64 + 1);
+                    counts.per_rule[2] = i as u64 + 1;
+                    NodeOutcome {
+                        address: format!("h:{i}"),
+                        server: Some(ServerInfo {
+                            address: format!("h:{i}"),
+                            software: "Valkey".into(),
+                            version: "8.1.8".into(),
+                        }),
+                        script: None,
+                        counts,
+                        duration: Duration::from_secs(1),
+                        end,
+                    }
+                })
+                .collect(),
+            duration: Duration::from_secs(2),
+        }
+    }
+
+    fn json(outcome: &RunOutcome) -> serde_json::Value {
+        let rules = Rules::builtin();
+        serde_json::from_str(&Report::new(outcome, &rules, false).to_json()).unwrap()
+    }
+
+    #[test]
+    fn the_three_states_are_three_fields_that_agree() {
+        let complete = json(&outcome(vec![End::Complete]));
+        assert_eq!(complete["complete"], true);
+        assert!(complete["stopped_by"].is_null() && complete["error"].is_null());
+        let stopped = json(&outcome(vec![End::Stopped(Stop::Sigterm)]));
+        assert_eq!(stopped["complete"], false);
+        assert_eq!(stopped["stopped_by"], "sigterm");
+        assert!(stopped["error"].is_null());
+        let failed = json(&outcome(vec![End::Failed(Error::Script("boom".into()))]));
+        assert_eq!(failed["complete"], false);
+        assert!(failed["stopped_by"].is_null());
+        assert_eq!(failed["error"], "boom");
+    }
+
+    #[test]
+    fn servers_hold_each_node_and_the_totals_their_sum() {
+        let report = json(&outcome(vec![
+            End::Complete,
+            End::Stopped(Stop::MaxRuntime),
+        ]));
+        assert_eq!(report["keys_scanned"], 30);
+        assert_eq!(report["rules"][2]["keys"], 3);
+        assert_eq!(report["stopped_by"], "max_runtime");
+        let servers = report["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[1]["address"], "h:1");
+        assert_eq!(servers[1]["software"], "Valkey");
+        assert_eq!(servers[1]["version"], "8.1.8");
+        assert_eq!(servers[1]["keys_scanned"], 20);
+        assert_eq!(servers[1]["rules"][2]["keys"], 2);
+        assert_eq!(servers[0]["complete"], true);
+        assert_eq!(servers[1]["stopped_by"], "max_runtime");
+        assert_eq!(report["server"]["address"], "h:0");
+    }
+
+    #[test]
+    fn text_names_the_server_with_its_own_version_and_each_state() {
+        let rules = Rules::builtin();
+        let one = outcome(vec![End::Complete]);
+        let text = Report::new(&one, &rules, true).to_text();
+        assert!(
+            text.starts_with("redis-janitor dry run: pass complete\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  server          h:0 (Valkey 8.1.8)\n"),
+            "{text}"
+        );
+        assert!(text.contains("would act on 1 keys (delete)"), "{text}");
+        let two = outcome(vec![
+            End::Complete,
+            End::Failed(Error::Auth("denied".into())),
+        ]);
+        let text = Report::new(&two, &rules, false).to_text();
+        assert!(
+            text.starts_with("redis-janitor run: pass failed: denied\n"),
+            "{text}"
+        );
+        assert!(text.contains("h:1 (Valkey 8.1.8): failed\n"), "{text}");
     }
 }

@@ -1,8 +1,11 @@
-//! The rules: which keys the job acts on and how. Parses and validates a TOML
-//! rules file (every error names the file and line), holds the built-in
-//! default, and renders the effective rules back as TOML for `check`.
+//! The rules: which keys the job acts on and how. Reads a TOML rules file
+//! (bounded in size, UTF-8 text), validates it (every error names the file
+//! and line) within the bounds Redis and the script accept, holds the
+//! built-in default, and renders the effective rules back as TOML for
+//! `check`.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,8 +40,19 @@ action  = "delete"
 const MATCH_PREFIX_MAX: usize = 16;
 
 /// The most rules one file may hold: the script's reply names the acting
-/// rule in one byte.
+/// rule in one byte (`script::protocol` asserts that they fit).
 pub const MAX_RULES: usize = 64;
+
+/// The largest rules file read: 64 rules take a few KB, so anything near
+/// this is not a rules file, and it is refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The longest duration a rule may hold: 100 years, `"100y"`. Every TTL
+/// the script compares or sets is then exact in Lua's numbers (doubles, exact
+/// to 2^53 ms), and `PEXPIRE`'s sum of it with the server's clock in
+/// milliseconds stays far below the 2^63 that Redis refuses, so no write can
+/// fail on a rule's value.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A validated, ordered list of rules. The first rule whose pattern and
 /// conditions all hold acts on a key; a key no rule takes is never touched.
@@ -101,6 +115,14 @@ pub enum KeyType {
     Stream,
 }
 
+impl Rule {
+    /// Whether the rule deletes every key its pattern matches, without a
+    /// check: the script then needs no `PTTL` for it.
+    pub fn is_unconditional_delete(&self) -> bool {
+        self.action == Action::Delete && self.conditions == Conditions::default()
+    }
+}
+
 impl KeyType {
     /// The name TYPE replies with.
     pub fn as_str(self) -> &'static str {
@@ -146,14 +168,16 @@ impl Rules {
         }
     }
 
-    /// Reads and validates the rules file at `path`.
+    /// Reads and validates the rules file at `path`: at most
+    /// [`MAX_FILE_BYTES`], refused before it is read, and UTF-8 text.
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|err| RulesError {
-            source: path.display().to_string(),
+        let source = path.display().to_string();
+        let text = read_text(path).map_err(|message| RulesError {
+            source: source.clone(),
             line: None,
-            message: format!("cannot read the rules file: {err}"),
+            message,
         })?;
-        Rules::parse(&path.display().to_string(), &text)
+        Rules::parse(&source, &text)
     }
 
     /// Validates rules given as TOML text; `source` names it in errors.
@@ -262,7 +286,8 @@ impl Rules {
             .collect()
     }
 
-    /// Whether any rule needs OBJECT IDLETIME.
+    /// Whether any rule needs `OBJECT IDLETIME`, which Redis refuses under
+    /// an LFU eviction policy.
     pub fn uses_idle_time(&self) -> bool {
         self.rules.iter().any(|r| r.conditions.idle_above.is_some())
     }
@@ -298,6 +323,12 @@ impl fmt::Display for RulesError {
 
 impl std::error::Error for RulesError {}
 
+impl From<RulesError> for crate::error::Error {
+    fn from(err: RulesError) -> Self {
+        crate::error::Error::Rules(err.to_string())
+    }
+}
+
 /// The 1-based line that byte `offset` of `text` is on.
 fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
@@ -305,6 +336,51 @@ fn line_of(text: &str, offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The text of the file at `path`, or why it is not a rules file. The size
+/// is checked before reading, and the read is bounded too, for files whose
+/// size the metadata does not tell (a pipe, `/dev/zero`).
+fn read_text(path: &Path) -> Result<String, String> {
+    let too_big = || {
+        format!(
+            "larger than {} KiB: not a rules file",
+            MAX_FILE_BYTES / 1024
+        )
+    };
+    let file =
+        std::fs::File::open(path).map_err(|err| format!("cannot read the rules file: {err}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|err| format!("cannot read the rules file: {err}"))?;
+    if meta.is_dir() {
+        return Err("is a directory, not a rules file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read the rules file: {err}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    let line_at =
+        |bytes: &[u8], offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        return Err(format!(
+            "line {}: a NUL byte: a binary file, not TOML text",
+            line_at(&bytes, nul)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let at = err.utf8_error().valid_up_to();
+        format!(
+            "line {}: not UTF-8 text (byte {at}): TOML files are UTF-8",
+            line_at(err.as_bytes(), at)
+        )
+    })
 }
 
 /// The file as written, with spans for messages.
@@ -441,25 +517,38 @@ impl RawRule {
     }
 }
 
-/// Parses an optional humantime duration field, e.g. "90s" or "4m30s".
+/// Parses an optional humantime duration field, e.g. "90s" or "4m30s": whole
+/// milliseconds (Redis keeps TTLs in milliseconds: "500us" would silently
+/// become 0), and at most [`MAX_DURATION`].
 fn duration(
     rule: &str,
     field: &str,
     value: &Option<Spanned<String>>,
 ) -> Result<Option<Duration>, Invalid> {
     let Some(value) = value else { return Ok(None) };
-    humantime::parse_duration(value.get_ref().trim())
-        .map(Some)
-        .map_err(|err| {
-            (
-                value.span(),
-                format!(
-                    "rule {rule:?}: {field} = {:?} is not a duration ({err}); \
-                     write e.g. \"90s\", \"1h\" or \"4m30s\"",
-                    value.get_ref()
-                ),
-            )
-        })
+    let text = value.get_ref();
+    let invalid = |why: String| {
+        (
+            value.span(),
+            format!("rule {rule:?}: {field} = {text:?} {why}"),
+        )
+    };
+    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
+        invalid(format!(
+            "is not a duration ({err}); write e.g. \"90s\", \"1h\" or \"4m30s\""
+        ))
+    })?;
+    if duration > MAX_DURATION {
+        return Err(invalid(
+            "is longer than 100 years, the longest duration a rule may hold".into(),
+        ));
+    }
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(invalid(
+            "is not a whole number of milliseconds: Redis keeps TTLs in milliseconds".into(),
+        ));
+    }
+    Ok(Some(duration))
 }
 
 /// Rejects rules whose conditions (with the action's implicit one) can never

@@ -943,7 +943,7 @@ fn dockerfile_labels_match_the_crate() {
     );
     assert_eq!(
         label("io.github.redis-janitor.script-version"),
-        redis_janitor::scripts::VERSION,
+        redis_janitor::script::VERSION,
         "the image's script-version label must be the Lua script version the binary embeds"
     );
     assert_eq!(

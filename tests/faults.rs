@@ -275,7 +275,10 @@ fn script_flushed_mid_pass_is_reloaded_and_the_pass_completes() {
     let server = RedisServer::start();
     let mut con = server.conn();
     seed_for_flush(&mut con);
-    let mut running = run_json(&server.url()).args(["--batch-size", "1"]).start();
+    let mut running = run_json(&server.url())
+        .args(["--batch-size", "1"])
+        .args(FULL_SPEED)
+        .start();
     // Flush the script cache five times, each after 50 more script calls, so
     // every flush is followed by batches that must reload it.
     let mut flushes = 0u64;
@@ -327,7 +330,10 @@ fn script_flush_looping_throughout_the_pass_is_survived() {
     wait_until(Duration::from_secs(10), "the first SCRIPT FLUSH", || {
         flushes.load(Ordering::Relaxed) > 0
     });
-    let out = run_json(&server.url()).args(["--batch-size", "1"]).run();
+    let out = run_json(&server.url())
+        .args(["--batch-size", "1"])
+        .args(FULL_SPEED)
+        .run();
     stop.store(true, Ordering::Relaxed);
     flusher.join().unwrap();
 
@@ -360,7 +366,10 @@ fn keys_deleted_or_expiring_during_the_pass_are_accounted_for() {
     }
     pipe.exec(&mut con).unwrap();
 
-    let running = run_json(&server.url()).args(["--batch-size", "10"]).start();
+    let running = run_json(&server.url())
+        .args(["--batch-size", "10"])
+        .args(FULL_SPEED)
+        .start();
     // A concurrent client unlinks half the target keys.
     let mut dcon = server.conn();
     for chunk in (0..5_000u64).collect::<Vec<_>>().chunks(50) {
@@ -561,7 +570,10 @@ fn keys_no_rule_takes_are_never_modified_under_concurrent_writes() {
             last
         })
     };
-    let out = run_json(&server.url()).args(["--batch-size", "5"]).run();
+    let out = run_json(&server.url())
+        .args(["--batch-size", "5"])
+        .args(FULL_SPEED)
+        .run();
     stop.store(true, Ordering::Relaxed);
     let last = writer.join().unwrap();
 

@@ -6,12 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use redis_janitor::batch::{Batch, Reply};
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::Rules;
-use redis_janitor::scripts::{Dialect, Invoke, Mode, Script};
+use redis_janitor::script::protocol::{Batch, Reply};
+use redis_janitor::script::{Invoke, Mode, Script};
 
-use crate::support::RedisServer;
+use crate::support::{RedisServer, dialect};
 
 /// Keys for the corner-case table: every byte the pattern syntax cares about,
 /// the signed-char boundaries, NUL, and the empty key (Redis accepts `SET ""`).
@@ -162,7 +162,7 @@ fn compare_with_keys(
 /// one unconditional delete rule, with no SCAN MATCH, listing its keys.
 fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>> {
     let rules = Rules::delete_matching(glob.clone());
-    let script = Script::clean_scanning(&rules, None, Mode::ReadOnly, Dialect::Redis7).unwrap();
+    let script = Script::clean_scanning(&rules, None, Mode::ReadOnly, dialect(con)).unwrap();
     let mut found = BTreeSet::new();
     let mut cursor = 0;
     loop {

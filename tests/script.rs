@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use redis_janitor::batch::{Batch, Reply};
-use redis_janitor::report::Counts;
 use redis_janitor::rules::Rules;
-use redis_janitor::scripts::{Dialect, Invoke, Mode, Script};
+use redis_janitor::script::protocol::Counts;
+use redis_janitor::script::protocol::{Batch, Reply};
+use redis_janitor::script::{Invoke, Mode, Script};
 
 use crate::support::*;
 
@@ -55,7 +55,7 @@ fn call_with(
     mode: Mode,
     batch: &Batch,
 ) -> redis::RedisResult<Reply> {
-    let script = Script::clean(rules, mode, Dialect::Redis7).unwrap();
+    let script = Script::clean(rules, mode, dialect(con)).unwrap();
     batch.command(&script, Invoke::Text).query(con)
 }
 

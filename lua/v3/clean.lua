@@ -9,13 +9,14 @@
 -- action.
 --
 -- This file is a template: the binary builds the script for one set of rules
--- (src/lua.rs). It prepends a header, an optional `#!lua flags=...` shebang
--- (Redis 7+) and `local DRY_RUN = true|false`, and replaces the two lines
--- marked `-- rules:` with the rules compiled to Lua: their number, the SCAN
--- MATCH pattern and the tables of the globs matched in Lua (`setup`), and the
--- per-key decision, one `if` per pattern and one per rule (`decide`). With
--- DRY_RUN the script decides exactly as it would otherwise, but writes
--- nothing. As it is, the template holds no rules and matches no key.
+-- (src/script/compile.rs). It prepends a header, an optional `#!lua
+-- flags=...` shebang (Redis 7+) and `local DRY_RUN = true|false`, and replaces
+-- the two marker lines, `compiled: setup` and `compiled: decide`, with code:
+-- the protocol's constants (VANISHED, UNCHANGED, BLIND and MIN_STEP, defined
+-- in src/script/protocol.rs), the rules' number, the SCAN MATCH pattern and
+-- the tables of the globs matched in Lua (`setup`), and the per-key decision,
+-- one `if` per pattern and one per rule (`decide`). With DRY_RUN the script
+-- decides exactly as it would otherwise, but writes nothing.
 --
 -- KEYS     none: the script finds its keys with SCAN.
 -- ARGV[1]  the cursor to SCAN from.
@@ -50,21 +51,23 @@
 -- still existed. Every other key is checked first (PTTL, and TYPE or OBJECT
 -- IDLETIME when a rule needs them). All checks run before the first write, so
 -- an error (for example OBJECT IDLETIME under an LFU eviction policy) aborts
--- the call with nothing applied.
+-- the call with nothing applied. The writes' arguments are the keys and each
+-- expire rule's TTL, a constant the binary checked when it read the rules
+-- (whole milliseconds, at most 100 years: PEXPIRE accepts it at any server
+-- time), and the binary checks before the pass that the user may run every
+-- command the script calls, so the write phase cannot fail halfway.
 
-local VANISHED, UNCHANGED, BLIND = 0, 1, 128
--- The fewest keys a SCAN step looks at: a smaller one costs more than it does.
--- The same as MIN_STEP in src/pacer.rs, which sizes each call's first step.
-local MIN_STEP = 10
 -- Locals for what the per-key loops call: a global lookup costs a hash probe.
 local call, find, tonumber, floor, min, max = redis.call, string.find, tonumber, math.floor, math.min, math.max
 -- Keys per UNLINK/EXISTS call, and bytes per string.char call: below Lua's
 -- limit on the number of arguments to one function call.
 local CHUNK = 4000
 
--- The rules: how many, the SCAN MATCH pattern (nil for none), and the globs
--- that `matches` checks, as tables (see there).
-local RULES, SCAN_MATCH, GLOBS = 0, nil, {} -- rules: setup
+-- The protocol's outcome bytes (see the reply, 11.) and the fewest keys a
+-- SCAN step looks at (a smaller one costs more than it does); the rules: how
+-- many, the SCAN MATCH pattern (nil for none), and the globs that `matches`
+-- checks, as tables (see there).
+-- compiled: setup
 
 -- Whether `key` matches the glob that `m` describes: `head` and `tail` are
 -- anchored Lua patterns of `head_len` and `tail_len` key bytes, `star`
@@ -160,7 +163,7 @@ local function scan(report_keys)
       -- out with its outcome), or PTTL finds it gone (VANISHED).
       local outcome, pttl = nil, nil
       repeat
-        -- rules: decide
+        -- compiled: decide
       until true
       if outcome then
         matched = matched + 1

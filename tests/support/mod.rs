@@ -631,16 +631,51 @@ fn check_report_shape(r: &Json, o: &Outcome) {
             })
         }),
     );
-    // The script variant depends on the server, so a report written before
-    // the server was known may carry `script: null` (with `server: null`).
+    // The script variant depends on the server, so a run that failed before
+    // it was chosen carries `script: null`.
     need(
         "script",
-        (r["script"].is_null() && r["server"].is_null())
+        r["script"].is_null()
             || r["script"]["name"].is_string()
                 && r["script"]["version"].is_string()
                 && r["script"]["sha"].as_str().is_some_and(is_sha1),
     );
-    need("server", r["server"].is_null() || (r["server"].is_object()));
+    need(
+        "server",
+        r["server"].is_null()
+            || ["address", "software", "version"]
+                .iter()
+                .all(|f| r["server"][f].is_string()),
+    );
+    // One state: complete, or stopped with a reason, or failed with an error.
+    let states = [
+        r["complete"] == true,
+        !r["stopped_by"].is_null(),
+        !r["error"].is_null(),
+    ];
+    need(
+        "complete/stopped_by/error",
+        states.iter().filter(|&&s| s).count() == 1,
+    );
+    // One entry per server, whose counts add up to the totals.
+    let servers = r["servers"].as_array().cloned().unwrap_or_default();
+    need(
+        "servers",
+        !servers.is_empty()
+            && servers.iter().all(|s| {
+                s["address"].is_string() && s["complete"].is_boolean() && is_u64(&s["keys_scanned"])
+            }),
+    );
+    for f in [
+        "keys_scanned",
+        "keys_matched",
+        "batches",
+        "vanished",
+        "unchanged",
+    ] {
+        let sum: u64 = servers.iter().filter_map(|s| s[f].as_u64()).sum();
+        need(&format!("sum of servers' {f}"), r[f].as_u64() == Some(sum));
+    }
     assert!(
         problems.is_empty(),
         "report fields missing or of the wrong type: {problems:?}\n{}",
@@ -1022,9 +1057,15 @@ pub fn info_field(con: &mut redis::Connection, section: &str, name: &str) -> Opt
     })
 }
 
-/// `redis_version` from INFO server.
+/// `redis_version` from INFO server (on Valkey, the Redis version it is
+/// compatible with).
 pub fn server_version(con: &mut redis::Connection) -> String {
     info_field(con, "server", "redis_version").expect("redis_version in INFO")
+}
+
+/// The script dialect for the server behind `con`.
+pub fn dialect(con: &mut redis::Connection) -> redis_janitor::script::Dialect {
+    redis_janitor::script::Dialect::for_version(&server_version(con))
 }
 
 /// Connections accepted so far (includes the caller's own).
@@ -1072,6 +1113,10 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
         thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// Arguments that let a pass go at full speed, for the tests that race a
+/// pass with other clients many calls long and do not test its pace.
+pub const FULL_SPEED: [&str; 2] = ["--max-server-share", "1"];
 
 /// `redis-janitor run --url URL --output json`, the common invocation.
 pub fn run_json(url: &str) -> Janitor {

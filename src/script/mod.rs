@@ -1,14 +1,24 @@
-//! The clean script: its template embedded from `lua/<version>/`, compiled
-//! for the rules (`crate::lua`), its variants for each server generation and
-//! mode, its SHA-1, and loading it with SCRIPT LOAD (checking that Redis
-//! computed the same SHA).
+//! The clean script, one concept in three parts:
+//! - [`compile`]: its template, embedded from `lua/<version>/`, filled in
+//!   for a set of rules;
+//! - [`protocol`]: what a call sends and what it answers;
+//! - this module: the variants for each server generation and mode, their
+//!   SHA-1, loading with SCRIPT LOAD (checking that Redis computed the same
+//!   SHA) and calling, with the fallback to the script's text on NOSCRIPT.
+
+pub mod compile;
+pub mod protocol;
 
 use include_dir::{Dir, include_dir};
 use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, ServerErrorKind};
+use tracing::warn;
 
 use crate::error::Error;
-use crate::lua;
 use crate::rules::Rules;
+
+use compile::Template;
+use protocol::{Batch, Reply};
 
 /// The `lua/` tree, compiled into the binary: an image carries its scripts.
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
@@ -104,7 +114,9 @@ impl Script {
             .get_file(&path)
             .and_then(|f| f.contents_utf8())
             .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
-        let body = lua::clean_script(template, rules, scan_match)?;
+        let template =
+            Template::parse(template).map_err(|err| Error::Script(format!("lua/{path}: {err}")))?;
+        let body = template.compile(rules, scan_match);
         let text = format!("{}{body}", header(mode, dialect));
         Ok(Script {
             name: CLEAN.to_string(),
@@ -136,13 +148,7 @@ impl Script {
             .arg(&self.text)
             .query_async(conn)
             .await
-            .map_err(|err| {
-                let context = format!("SCRIPT LOAD of {} {}", self.name, self.version);
-                match Error::from_redis(&context, &err) {
-                    Error::Redis(message) => Error::Script(message),
-                    other => other,
-                }
-            })?;
+            .map_err(|err| self.error("SCRIPT LOAD of", &err))?;
         if sha != self.sha {
             return Err(Error::Script(format!(
                 "SCRIPT LOAD of {} {} returned SHA {sha}, expected {}",
@@ -150,6 +156,44 @@ impl Script {
             )));
         }
         Ok(())
+    }
+
+    /// Runs one call by SHA. On NOSCRIPT (cache flushed, restart, failover)
+    /// it sends the call again with the script's text, which loads and runs
+    /// it in one step, so a flush cannot slip in between. Returns the reply
+    /// and whether the text had to be sent.
+    pub async fn call(
+        &self,
+        conn: &mut MultiplexedConnection,
+        batch: &Batch,
+    ) -> Result<(Reply, bool), Error> {
+        match batch.command(self, Invoke::Sha).query_async(conn).await {
+            Ok(reply) => Ok((reply, false)),
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                warn!(
+                    sha = %self.sha,
+                    "the script is no longer in Redis's cache (flushed, restarted \
+                     or failed over); sending it again"
+                );
+                let reply = batch
+                    .command(self, Invoke::Text)
+                    .query_async(conn)
+                    .await
+                    .map_err(|err| self.error("call of", &err))?;
+                Ok((reply, true))
+            }
+            Err(err) => Err(self.error("call of", &err)),
+        }
+    }
+
+    /// A failed `what` of this script: connection and permission problems
+    /// keep their kind, any other error reply is the script's.
+    fn error(&self, what: &str, err: &redis::RedisError) -> Error {
+        let context = format!("{what} script {} {}", self.name, self.version);
+        match Error::from_redis(&context, err) {
+            Error::Redis(message) => Error::Script(message),
+            other => other,
+        }
     }
 
     /// The command and its first argument that run the script: EVALSHA and
@@ -230,6 +274,73 @@ mod tests {
         assert_ne!(write.sha, legacy.sha);
         assert_eq!(write.sha.len(), 40);
         assert_eq!(Script::variants(&rules).unwrap().len(), 4);
+    }
+
+    /// Compiles `script` as Redis would, without a server: Lua 5.1, the
+    /// shebang line left out (Redis strips it before it compiles the rest).
+    fn assert_parses(script: &Script) {
+        let code = match script.text.strip_prefix("#!") {
+            Some(_) => &script.text[script.text.find('\n').unwrap()..],
+            None => &script.text[..],
+        };
+        let lua = mlua::Lua::new();
+        if let Err(err) = lua.load(code).set_name("@user_script").into_function() {
+            panic!(
+                "{} does not parse: {err}\n{}",
+                script.variant(),
+                script.text
+            );
+        }
+    }
+
+    #[test]
+    fn every_variant_of_the_builtin_rules_parses_as_lua() {
+        let variants = Script::variants(&Rules::builtin()).unwrap();
+        assert_eq!(variants.len(), 4);
+        for script in &variants {
+            assert_parses(script);
+        }
+    }
+
+    /// A random valid rules file: patterns over glob syntax and bytes that
+    /// Lua literals must escape, every condition and action, names with
+    /// quotes and newlines.
+    fn random_rules(rng: &mut fastrand::Rng) -> Rules {
+        let alphabet: Vec<char> = "ab:*?[]^-\\\"'\n\u{0}\u{ff}%.]]--".chars().collect();
+        let mut text =
+            String::from("[[rule]]\nname = \"first\"\npattern = \"*\"\naction = \"delete\"\n");
+        for i in 1..rng.usize(1..=crate::rules::MAX_RULES) {
+            let pattern: String = (0..rng.usize(1..12))
+                .map(|_| format!("\\u{:04x}", alphabet[rng.usize(..alphabet.len())] as u32))
+                .collect();
+            let mut rule =
+                format!("[[rule]]\nname = \"r{i} \\\" ]] \\n\"\npattern = \"{pattern}\"\n");
+            rule += match rng.u8(..4) {
+                0 => "no_ttl = true\n",
+                1 => "ttl_below = \"1h\"\nttl_above = \"2s\"\n",
+                2 => "type = \"hash\"\nidle_above = \"10m\"\n",
+                _ => "",
+            };
+            rule += match rng.u8(..2) {
+                0 => "action = \"delete\"\n",
+                _ => "action = \"expire\"\nttl = \"1s\"\n",
+            };
+            // Keep the rules whose pattern is a valid glob.
+            if Rules::parse("one rule", &rule).is_ok() {
+                text += &rule;
+            }
+        }
+        Rules::parse("random rules", &text).unwrap()
+    }
+
+    #[test]
+    fn every_variant_of_random_rules_parses_as_lua() {
+        let mut rng = fastrand::Rng::with_seed(0x1a45_5c41);
+        for _ in 0..100 {
+            for script in Script::variants(&random_rules(&mut rng)).unwrap() {
+                assert_parses(&script);
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! The rules compiled to Lua: the clean script's template (`lua/<version>/
-//! clean.lua`) filled in for one set of rules. Its `setup` line becomes the
-//! rules' count, the SCAN MATCH and the tables of the globs matched in Lua;
-//! its `decide` line becomes the per-key decision, one `if` per pattern and
-//! one per rule with only the conditions that rule has. The script then does
-//! no rule interpretation per key, which is most of what a key costs Redis
+//! clean.lua`) filled in for one set of rules. The template is split once,
+//! at its two marker lines, and the code goes between the pieces, so nothing
+//! a rule holds can be taken for a marker. The `setup` line becomes the
+//! protocol's constants (from `protocol`, where they are defined), the rules'
+//! count, the SCAN MATCH and the tables of the globs matched in Lua; the
+//! `decide` line becomes the per-key decision, one `if` per pattern and one
+//! per rule with only the conditions that rule has. The script then does no
+//! rule interpretation per key, which is most of what a key costs Redis
 //! beyond SCAN itself.
 //!
 //! Every byte string goes into the script as a Lua literal with every byte
@@ -15,15 +18,16 @@
 
 use std::fmt::Write;
 
-use crate::batch::{BLIND, UNCHANGED};
-use crate::error::Error;
 use crate::glob::{GlobParts, LuaMatcher};
 use crate::rules::{Action, Rule, Rules};
 
-/// The template line that receives the rules' count, SCAN MATCH and globs.
-const SETUP: &str = "-- rules: setup";
+use super::protocol::{BLIND, MIN_STEP, UNCHANGED, VANISHED};
+
+/// The template line that receives the constants, the rules' count, SCAN
+/// MATCH and globs.
+const SETUP: &str = "-- compiled: setup";
 /// The template line that receives the per-key decision.
-const DECIDE: &str = "-- rules: decide";
+const DECIDE: &str = "-- compiled: decide";
 
 /// The outcome byte of a key rule `r` (0-based) acted on after checking it;
 /// rule numbers in outcome bytes are 1-based.
@@ -37,13 +41,83 @@ fn deleted(r: usize) -> usize {
     usize::from(BLIND) + 1 + r
 }
 
-/// The clean script's body from `template`, for `rules`, with `scan_match` as
-/// its SCAN MATCH (`None`: every key's name is matched in Lua).
-pub fn clean_script(
-    template: &str,
-    rules: &Rules,
-    scan_match: Option<&[u8]>,
-) -> Result<String, Error> {
+/// The clean script's template, split at its marker lines: each marker is a
+/// line of its own, exactly once, `setup` before `decide`. The compiled code
+/// replaces each marker line, indented like it.
+#[derive(Debug, Clone, Copy)]
+pub struct Template<'a> {
+    /// The text before the setup line.
+    head: &'a str,
+    /// The setup line's indentation.
+    setup_indent: &'a str,
+    /// The text between the two marker lines.
+    middle: &'a str,
+    /// The decide line's indentation.
+    decide_indent: &'a str,
+    /// The text after the decide line.
+    tail: &'a str,
+}
+
+impl<'a> Template<'a> {
+    /// Splits `text` at its marker lines, or says which is missing.
+    pub fn parse(text: &'a str) -> Result<Template<'a>, String> {
+        let (head, setup_indent, rest) = split_at_marker(text, SETUP)?;
+        let (middle, decide_indent, tail) = split_at_marker(rest, DECIDE)?;
+        if split_at_marker(head, DECIDE).is_ok() || split_at_marker(tail, SETUP).is_ok() {
+            return Err(format!("{SETUP:?} must come before {DECIDE:?}"));
+        }
+        Ok(Template {
+            head,
+            setup_indent,
+            middle,
+            decide_indent,
+            tail,
+        })
+    }
+
+    /// The script's body for `rules`, with `scan_match` as its SCAN MATCH
+    /// (`None`: every key's name is matched in Lua).
+    pub fn compile(&self, rules: &Rules, scan_match: Option<&[u8]>) -> String {
+        let (setup, decide) = rules_code(rules, scan_match);
+        let mut out = String::from(self.head);
+        indented(&mut out, self.setup_indent, &setup);
+        out.push_str(self.middle);
+        indented(&mut out, self.decide_indent, &decide);
+        out.push_str(self.tail);
+        out
+    }
+}
+
+/// `text` split around the one line that is `marker` (with indentation):
+/// what comes before it, its indentation, and what comes after it.
+fn split_at_marker<'a>(text: &'a str, marker: &str) -> Result<(&'a str, &'a str, &'a str), String> {
+    let mut found = None;
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        if line.trim() == marker {
+            if found.is_some() {
+                return Err(format!("the template holds the line {marker:?} twice"));
+            }
+            let indent = &line[..line.len() - line.trim_start().len()];
+            found = Some((&text[..start], indent, &text[end..]));
+        }
+        start = end;
+    }
+    found.ok_or_else(|| format!("the template lacks the line {marker:?}"))
+}
+
+/// Appends each line of `code` to `out`, after `indent`.
+fn indented(out: &mut String, indent: &str, code: &str) {
+    for line in code.lines() {
+        out.push_str(indent);
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+/// The setup and decide code for `rules`.
+fn rules_code(rules: &Rules, scan_match: Option<&[u8]>) -> (String, String) {
     let matchers = rules.lua_matchers(scan_match);
     let mut globs = Vec::new();
     let mut decide = String::new();
@@ -60,40 +134,13 @@ pub fn clean_script(
         decide_group(&mut decide, &rules.rules, group, &test);
     }
     let setup = format!(
-        "local RULES, SCAN_MATCH, GLOBS = {}, {}, {{{}}}",
+        "local VANISHED, UNCHANGED, BLIND, MIN_STEP = {VANISHED}, {UNCHANGED}, {BLIND}, {MIN_STEP}\n\
+         local RULES, SCAN_MATCH, GLOBS = {}, {}, {{{}}}\n",
         rules.rules.len(),
         scan_match.map_or_else(|| "nil".to_string(), string),
         globs.concat()
     );
-    let body = fill(template, SETUP, &setup)?;
-    fill(&body, DECIDE, &decide)
-}
-
-/// Replaces the one line of `template` that holds `marker` with `code`,
-/// indented like that line.
-fn fill(template: &str, marker: &str, code: &str) -> Result<String, Error> {
-    let mut found = template.match_indices(marker);
-    let (Some((at, _)), None) = (found.next(), found.next()) else {
-        return Err(Error::Script(format!(
-            "the clean script's template must hold the line {marker:?} exactly once"
-        )));
-    };
-    let start = template[..at].rfind('\n').map_or(0, |n| n + 1);
-    let end = template[at..].find('\n').map_or(template.len(), |n| at + n);
-    let indent = &template[start..at];
-    let indent = if indent.trim().is_empty() { indent } else { "" };
-    let mut out = template[..start].to_string();
-    for line in code.lines() {
-        out.push_str(indent);
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(
-        template[end..]
-            .strip_prefix('\n')
-            .unwrap_or(&template[end..]),
-    );
-    Ok(out)
+    (setup, decide)
 }
 
 /// The runs of consecutive rules with the same matcher, whose test then runs
@@ -122,7 +169,7 @@ fn decide_group(out: &mut String, rules: &[Rule], group: std::ops::Range<usize>,
     let mut checked = false;
     for r in group {
         let rule = &rules[r];
-        if rule.action == Action::Delete && rule.conditions == Default::default() {
+        if rule.is_unconditional_delete() {
             let _ = write!(
                 out,
                 "  acted[{n}] = acted[{n}] + 1\n  nblind[{n}] = nblind[{n}] + 1\n  \
@@ -243,14 +290,18 @@ fn string(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const TEMPLATE: &str = "local RULES, SCAN_MATCH, GLOBS = 0, nil, {} -- rules: setup\n\
-                            for i = 1, 2 do\n  repeat\n    -- rules: decide\n  until true\nend\n";
+    const TEMPLATE: &str = "-- compiled: setup\n\
+                            for i = 1, 2 do\n  repeat\n    -- compiled: decide\n  until true\nend\n";
+
+    fn template() -> Template<'static> {
+        Template::parse(TEMPLATE).unwrap()
+    }
 
     /// The rules in `text` compiled without a SCAN MATCH, so that every
     /// pattern is matched in Lua.
     fn compiled(text: &str) -> String {
         let rules = Rules::parse("test rules", text).unwrap();
-        clean_script(TEMPLATE, &rules, None).unwrap()
+        template().compile(&rules, None)
     }
 
     #[test]
@@ -265,9 +316,13 @@ mod tests {
     #[test]
     fn builtin_rules_compile_to_one_test_per_pattern_and_rule() {
         let rules = Rules::builtin();
-        let body = clean_script(TEMPLATE, &rules, rules.scan_match().as_deref()).unwrap();
+        let body = template().compile(&rules, rules.scan_match().as_deref());
         assert!(
-            body.starts_with("local RULES, SCAN_MATCH, GLOBS = 3, \"[ct][ae][cm][hp][:e]*\", {}\n")
+            body.starts_with(
+                "local VANISHED, UNCHANGED, BLIND, MIN_STEP = 0, 1, 128, 10\n\
+                 local RULES, SCAN_MATCH, GLOBS = 3, \"[ct][ae][cm][hp][:e]*\", {}\n"
+            ),
+            "{body}"
         );
         assert_eq!(
             body.matches("if find(key, \"^cache%:\") then").count(),
@@ -340,9 +395,43 @@ mod tests {
     }
 
     #[test]
-    fn a_template_without_its_markers_is_refused() {
-        let rules = Rules::builtin();
-        let err = clean_script("return 1\n", &rules, None).unwrap_err();
-        assert!(err.to_string().contains("rules: setup"), "{err}");
+    fn a_template_needs_each_marker_once_and_in_order() {
+        let cases = [
+            ("return 1\n", "lacks the line \"-- compiled: setup\""),
+            (
+                "-- compiled: setup\nreturn 1\n",
+                "lacks the line \"-- compiled: decide\"",
+            ),
+            (
+                "-- compiled: setup\n-- compiled: decide\n  -- compiled: decide\n",
+                "twice",
+            ),
+            ("-- compiled: decide\n-- compiled: setup\n", "lacks"),
+            (
+                "-- compiled: setup\n-- compiled: decide\n-- compiled: setup\n",
+                "twice",
+            ),
+            // A marker only counts as a line of its own.
+            ("x = 1 -- compiled: setup\n-- compiled: decide\n", "lacks"),
+            (
+                "-- compiled: decide\n-- compiled: setup\n-- compiled: decide\n",
+                "must come before",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Template::parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn markers_in_a_rule_are_data_not_markers() {
+        let body = compiled(
+            "[[rule]]\nname = \"-- compiled: decide\"\npattern = \"-- compiled: setup*\"\naction = \"delete\"\n",
+        );
+        // The template's text around the code is all there, once.
+        assert!(body.ends_with("  until true\nend\n"), "{body}");
+        assert_eq!(body.matches("for i = 1, 2 do").count(), 1, "{body}");
+        assert!(body.contains("\"^%-%-% compiled%:% setup\""), "{body}");
     }
 }

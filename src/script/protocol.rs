@@ -1,24 +1,35 @@
-//! One script call: the stretch of keyspace it cleans, and reading its reply
-//! back into counts. This is the binary's side of the protocol documented at
-//! the top of `lua/v3/clean.lua`; the rules are compiled into the script
-//! (`crate::lua`).
+//! What the job and the clean script say to each other: one call's arguments
+//! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
+//! key's fate. The constants are defined here, once, and emitted into the
+//! script's Lua by `compile`; the reply's layout is documented at the top of
+//! `lua/v3/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
 use tracing::debug;
 
 use crate::error::Error;
-use crate::report::Counts;
-use crate::rules::Rules;
-use crate::scripts::{Invoke, Script};
+use crate::rules::{MAX_RULES, Rules};
 
-/// Reply byte: the key had vanished before the script saw it.
-const VANISHED: u8 = 0;
-/// Reply byte: no rule's conditions held; the key was left as it was.
-pub(crate) const UNCHANGED: u8 = 1;
-/// Reply bytes from here on: a delete without conditions (rule = byte - 128,
-/// 1-based) deleted the key unless it had vanished.
-pub(crate) const BLIND: u8 = 128;
+use super::{Invoke, Script};
+
+/// Outcome byte: the key had vanished before the script saw it.
+pub const VANISHED: u8 = 0;
+/// Outcome byte: no rule's conditions held; the key was left as it was.
+/// `UNCHANGED + 1 + r`: rule `r` (0-based) acted on the key after checking it.
+pub const UNCHANGED: u8 = 1;
+/// Outcome byte base: `BLIND + 1 + r`: rule `r` (0-based), a delete without
+/// conditions, deleted the key unless it had vanished.
+pub const BLIND: u8 = 128;
+
+// Every rule's two outcome bytes fit in one byte, apart from each other.
+const _: () = assert!(UNCHANGED as usize + MAX_RULES < BLIND as usize);
+const _: () = assert!(BLIND as usize + MAX_RULES <= u8::MAX as usize);
+
+/// The fewest keys a SCAN step looks at: a smaller step costs more than it
+/// does. The pacer sizes each call's first step no smaller, and the script
+/// stops a call rather than take a smaller one.
+pub const MIN_STEP: usize = 10;
 
 /// Where one call starts and how much it may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +64,7 @@ impl Batch {
 }
 
 /// What one script call answered (see the header of `lua/v3/clean.lua`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
     pub cursor: u64,
@@ -125,9 +136,57 @@ impl redis::FromRedisValue for Reply {
     }
 }
 
+/// The counters a pass keeps as it goes, summed over its calls (and a run's,
+/// over its nodes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Keys SCAN returned.
+    pub keys_scanned: u64,
+    /// Keys whose name matched a rule's pattern.
+    pub keys_matched: u64,
+    /// Script calls that completed.
+    pub batches: u64,
+    /// Matched keys gone before their rule acted.
+    pub vanished: u64,
+    /// Matched keys whose state no rule's conditions took.
+    pub unchanged: u64,
+    /// Keys each rule acted on (or would have, in a dry run), in rule order.
+    pub per_rule: Vec<u64>,
+    /// Times a NOSCRIPT reply made the pass send its script again.
+    pub script_reloads: u64,
+}
+
+impl Counts {
+    /// Zeroed counts for `rules`.
+    pub fn new(rules: &Rules) -> Counts {
+        Counts {
+            per_rule: vec![0; rules.rules.len()],
+            ..Counts::default()
+        }
+    }
+
+    /// Keys acted on by any rule.
+    pub fn acted(&self) -> u64 {
+        self.per_rule.iter().sum()
+    }
+
+    /// Adds `other`'s counts to these (the same rules).
+    pub fn add(&mut self, other: &Counts) {
+        self.keys_scanned += other.keys_scanned;
+        self.keys_matched += other.keys_matched;
+        self.batches += other.batches;
+        self.vanished += other.vanished;
+        self.unchanged += other.unchanged;
+        self.script_reloads += other.script_reloads;
+        for (total, keys) in self.per_rule.iter_mut().zip(&other.per_rule) {
+            *total += keys;
+        }
+    }
+}
+
 impl Reply {
-    /// Adds the reply to `counts`, and logs each reported key's fate at
-    /// debug level.
+    /// Checks the reply's shape against `rules`, adds it to `counts`, and
+    /// logs each reported key's fate at debug level.
     pub fn tally(&self, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
         if self.acted.len() != rules.rules.len() || self.keys.len() != self.outcomes.len() {
             return Err(Error::Script(format!(
@@ -138,8 +197,13 @@ impl Reply {
                 rules.rules.len()
             )));
         }
-        for (key, &outcome) in self.keys.iter().zip(&self.outcomes) {
-            log_key(key, Fate::decode(outcome, rules.rules.len())?, rules);
+        let fates: Vec<Fate> = self
+            .outcomes
+            .iter()
+            .map(|&outcome| Fate::decode(outcome, rules.rules.len()))
+            .collect::<Result<_, _>>()?;
+        for (key, fate) in self.keys.iter().zip(fates) {
+            log_key(key, fate, rules);
         }
         counts.batches += 1;
         counts.keys_scanned += self.returned;
@@ -220,5 +284,89 @@ mod tests {
         assert!(Fate::decode(5, 3).is_err());
         assert!(Fate::decode(132, 3).is_err());
         assert!(Fate::decode(128, 3).is_err());
+    }
+
+    /// A reply for the three built-in rules with every count distinct, so a
+    /// count added to the wrong total shows.
+    fn reply() -> Reply {
+        Reply {
+            cursor: 7,
+            looked_at: 100,
+            returned: 50,
+            matched: 40,
+            unchanged: 3,
+            vanished: 2,
+            acted: vec![10, 20, 5],
+            scan_micros: 600,
+            micros: 800,
+            keys: vec![b"cache:a".to_vec(), b"temp:\xff".to_vec()],
+            outcomes: vec![2, 131],
+        }
+    }
+
+    #[test]
+    fn a_reply_adds_to_every_count() {
+        let rules = Rules::builtin();
+        let mut counts = Counts::new(&rules);
+        reply().tally(&rules, &mut counts).unwrap();
+        reply().tally(&rules, &mut counts).unwrap();
+        assert_eq!(
+            counts,
+            Counts {
+                keys_scanned: 100,
+                keys_matched: 80,
+                batches: 2,
+                vanished: 4,
+                unchanged: 6,
+                per_rule: vec![20, 40, 10],
+                script_reloads: 0,
+            }
+        );
+        assert_eq!(counts.acted(), 70);
+    }
+
+    #[test]
+    fn a_reply_of_the_wrong_shape_is_refused_and_counts_nothing() {
+        let rules = Rules::builtin();
+        let mut counts = Counts::new(&rules);
+        let wrong_rules = Reply {
+            acted: vec![1, 2],
+            ..reply()
+        };
+        let wrong_keys = Reply {
+            outcomes: vec![2],
+            ..reply()
+        };
+        let wrong_outcome = Reply {
+            outcomes: vec![2, 200],
+            ..reply()
+        };
+        for bad in [wrong_rules, wrong_keys, wrong_outcome] {
+            let err = bad.tally(&rules, &mut counts).unwrap_err();
+            assert!(matches!(err, Error::Script(_)), "{err}");
+        }
+        assert_eq!(counts, Counts::new(&rules));
+    }
+
+    #[test]
+    fn counts_add_up_field_by_field() {
+        let rules = Rules::builtin();
+        let mut one = Counts::new(&rules);
+        reply().tally(&rules, &mut one).unwrap();
+        one.script_reloads = 1;
+        let mut total = one.clone();
+        total.add(&one);
+        assert_eq!(
+            total,
+            Counts {
+                keys_scanned: 100,
+                keys_matched: 80,
+                batches: 2,
+                vanished: 4,
+                unchanged: 6,
+                per_rule: vec![20, 40, 10],
+                script_reloads: 2,
+            }
+        );
     }
 }

@@ -1,0 +1,376 @@
+//! The Redis commands the job sends, each with the ACL permission that
+//! allows it: the one list from which the ACL lines for the job's Redis user
+//! are written (`redis-janitor acl`, and the operator's guide), and the
+//! probes that check, before a pass, that the user may run every command the
+//! pass will send. A call that lacked a permission halfway through its writes
+//! would be half-applied; a probe refuses the pass before anything is
+//! written, and its message names the command and the permission to add.
+//!
+//! A probe is a direct call with harmless arguments: on a key of the job's
+//! own that never exists ([`PROBE_KEY`]), or a script that returns at once.
+//! A command that Redis does not know (renamed or disabled with
+//! `rename-command`) fails its probe with Redis's own message, which names
+//! it.
+
+use redis::{ErrorKind, ServerErrorKind};
+
+use crate::error::Error;
+use crate::rules::{Action, Rules};
+use crate::script::{Dialect, Mode};
+
+/// The key the probes name: the job's own, never written.
+pub const PROBE_KEY: &str = "redis-janitor:probe";
+
+/// SHA-1 of the empty script: probing `EVALSHA` with it gets `NOSCRIPT` (or
+/// runs the empty script), either way after Redis checked the permission.
+const EMPTY_SCRIPT_SHA: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
+
+/// Every command the job sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Info,
+    ClientSetname,
+    Select,
+    ScriptLoad,
+    Evalsha,
+    EvalshaRo,
+    Eval,
+    EvalRo,
+    Scan,
+    Time,
+    Pttl,
+    Type,
+    ObjectIdletime,
+    Exists,
+    Unlink,
+    Pexpire,
+}
+
+impl Command {
+    /// Every command, in the order the ACL lines list them.
+    pub const ALL: [Command; 16] = [
+        Command::Info,
+        Command::ClientSetname,
+        Command::Select,
+        Command::ScriptLoad,
+        Command::Evalsha,
+        Command::EvalshaRo,
+        Command::Eval,
+        Command::EvalRo,
+        Command::Scan,
+        Command::Time,
+        Command::Pttl,
+        Command::Type,
+        Command::ObjectIdletime,
+        Command::Exists,
+        Command::Unlink,
+        Command::Pexpire,
+    ];
+
+    /// The command as Redis names it, e.g. `OBJECT IDLETIME`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Info => "INFO",
+            Command::ClientSetname => "CLIENT SETNAME",
+            Command::Select => "SELECT",
+            Command::ScriptLoad => "SCRIPT LOAD",
+            Command::Evalsha => "EVALSHA",
+            Command::EvalshaRo => "EVALSHA_RO",
+            Command::Eval => "EVAL",
+            Command::EvalRo => "EVAL_RO",
+            Command::Scan => "SCAN",
+            Command::Time => "TIME",
+            Command::Pttl => "PTTL",
+            Command::Type => "TYPE",
+            Command::ObjectIdletime => "OBJECT IDLETIME",
+            Command::Exists => "EXISTS",
+            Command::Unlink => "UNLINK",
+            Command::Pexpire => "PEXPIRE",
+        }
+    }
+
+    /// The ACL permission that allows it, e.g. `+object|idletime`.
+    pub fn permission(self) -> String {
+        format!("+{}", self.name().to_lowercase().replace(' ', "|"))
+    }
+
+    /// Why the job sends it, for messages.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Command::Info => "which the job reads the server's version and settings with",
+            Command::ClientSetname => "which names the job's connections in CLIENT LIST",
+            Command::Select => "which selects the URL's database",
+            Command::ScriptLoad => "which loads the clean script",
+            Command::Evalsha | Command::EvalshaRo => "which runs the clean script",
+            Command::Eval | Command::EvalRo => {
+                "which sends the clean script again after a NOSCRIPT reply"
+            }
+            _ => "which the clean script calls",
+        }
+    }
+
+    /// Only Redis 7 has it.
+    fn since_redis7(self) -> bool {
+        matches!(self, Command::EvalshaRo | Command::EvalRo)
+    }
+
+    /// Whether the script variant for `mode` on `dialect` may send it at
+    /// all, whatever the rules.
+    fn used_by(self, mode: Mode, dialect: Dialect) -> bool {
+        let read_only = mode == Mode::ReadOnly && dialect == Dialect::Redis7;
+        match self {
+            Command::Evalsha | Command::Eval => !read_only,
+            Command::EvalshaRo | Command::EvalRo => read_only,
+            Command::Exists => mode == Mode::ReadOnly,
+            Command::Unlink | Command::Pexpire => mode == Mode::Write,
+            _ => true,
+        }
+    }
+
+    /// A direct call of the command that changes nothing, to check the user
+    /// may run it; `None` for the commands the job checks by using them.
+    fn probe(self) -> Option<redis::Cmd> {
+        let mut cmd = redis::cmd(self.name().split(' ').next().unwrap_or_default());
+        match self {
+            Command::Info | Command::ClientSetname | Command::Select | Command::ScriptLoad => {
+                return None;
+            }
+            Command::Evalsha | Command::EvalshaRo => cmd.arg(EMPTY_SCRIPT_SHA).arg(0),
+            Command::Eval | Command::EvalRo => cmd.arg("return 0").arg(0),
+            Command::Scan => cmd.arg(0).arg("MATCH").arg(PROBE_KEY).arg("COUNT").arg(1),
+            Command::Time => &mut cmd,
+            Command::ObjectIdletime => cmd.arg("IDLETIME").arg(PROBE_KEY),
+            Command::Pexpire => cmd.arg(PROBE_KEY).arg(1),
+            Command::Pttl | Command::Type | Command::Exists | Command::Unlink => cmd.arg(PROBE_KEY),
+        };
+        Some(cmd)
+    }
+
+    /// The error for a reply of Redis refusing this command to the job:
+    /// a missing permission names the one to add.
+    pub fn refused(self, server: &str, err: &redis::RedisError) -> Error {
+        let context = format!("{server} refused {}, {}", self.name(), self.purpose());
+        match self.advise(Error::from_redis(&context, err)) {
+            Error::Redis(message) if err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) => {
+                Error::Unsupported(format!(
+                    "{message}: a real run needs the primary (a dry run works on a replica)"
+                ))
+            }
+            Error::Redis(message) => Error::Unsupported(message),
+            other => other,
+        }
+    }
+
+    /// `err` from sending this command, with the permission to add when it
+    /// is a missing one.
+    pub fn advise(self, err: Error) -> Error {
+        match err {
+            Error::Permission(message) => Error::Permission(format!(
+                "{message}; add {} to the Redis user's ACL",
+                self.permission()
+            )),
+            other => other,
+        }
+    }
+}
+
+/// The commands a pass with `rules` sends with the script variant for
+/// `mode` on `dialect`, in the order it first sends them.
+pub fn needed(rules: &Rules, mode: Mode, dialect: Dialect) -> Vec<Command> {
+    let any = |take: &dyn Fn(&crate::rules::Rule) -> bool| rules.rules.iter().any(take);
+    Command::ALL
+        .into_iter()
+        .filter(|command| command.used_by(mode, dialect))
+        .filter(|command| match command {
+            Command::Select => false,
+            Command::Pttl => any(&|r| !r.is_unconditional_delete()),
+            Command::Type => any(&|r| r.conditions.key_type.is_some()),
+            Command::ObjectIdletime => rules.uses_idle_time(),
+            Command::Exists => any(&|r| r.is_unconditional_delete()),
+            Command::Unlink => any(&|r| r.action == Action::Delete),
+            Command::Pexpire => any(&|r| matches!(r.action, Action::Expire(_))),
+            _ => true,
+        })
+        .collect()
+}
+
+/// Probes each command of `commands` on `conn` and returns the first
+/// refusal, as [`Command::refused`] words it.
+pub async fn probe(
+    conn: &mut redis::aio::MultiplexedConnection,
+    server: &str,
+    commands: &[Command],
+) -> Result<(), Error> {
+    for &command in commands {
+        let Some(cmd) = command.probe() else {
+            continue;
+        };
+        match cmd.query_async::<redis::Value>(conn).await {
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {}
+            Err(err) => return Err(command.refused(server, &err)),
+        }
+    }
+    Ok(())
+}
+
+/// Who a Redis user is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Real runs and dry runs.
+    Clean,
+    /// Dry runs only: reads, and runs only the read-only script variants.
+    DryRun,
+}
+
+/// The `ACL SETUSER` line for a user `name` with `access`, on servers of
+/// `dialect`. `reset` first makes the line safe to repeat.
+pub fn setuser_line(name: &str, access: Access, dialect: Dialect) -> String {
+    let mode = match access {
+        Access::Clean => None,
+        Access::DryRun => Some(Mode::ReadOnly),
+    };
+    let keys = match (access, dialect) {
+        (Access::DryRun, Dialect::Redis7) => "%R~*",
+        _ => "~*",
+    };
+    let permissions: Vec<String> = Command::ALL
+        .into_iter()
+        .filter(|c| dialect == Dialect::Redis7 || !c.since_redis7())
+        .filter(|c| mode.is_none_or(|mode| c.used_by(mode, dialect)))
+        .map(Command::permission)
+        .collect();
+    format!(
+        "ACL SETUSER {name} reset on >PASSWORD {keys} resetchannels -@all {}",
+        permissions.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::Script;
+
+    fn rules(text: &str) -> Rules {
+        Rules::parse("test rules", text).unwrap()
+    }
+
+    fn names(commands: &[Command]) -> Vec<&'static str> {
+        commands.iter().map(|c| c.name()).collect()
+    }
+
+    #[test]
+    fn permissions_name_subcommands_with_a_bar() {
+        assert_eq!(Command::ObjectIdletime.permission(), "+object|idletime");
+        assert_eq!(Command::EvalshaRo.permission(), "+evalsha_ro");
+    }
+
+    #[test]
+    fn a_pass_needs_only_what_its_rules_and_variant_use() {
+        let temp = rules("[[rule]]\nname = \"t\"\npattern = \"temp:*\"\naction = \"delete\"\n");
+        assert_eq!(
+            names(&needed(&temp, Mode::Write, Dialect::Redis7)),
+            [
+                "INFO",
+                "CLIENT SETNAME",
+                "SCRIPT LOAD",
+                "EVALSHA",
+                "EVAL",
+                "SCAN",
+                "TIME",
+                "UNLINK"
+            ]
+        );
+        assert_eq!(
+            names(&needed(&temp, Mode::ReadOnly, Dialect::Redis7))[3..],
+            ["EVALSHA_RO", "EVAL_RO", "SCAN", "TIME", "EXISTS"]
+        );
+        assert_eq!(
+            names(&needed(&temp, Mode::ReadOnly, Dialect::Legacy))[3..],
+            ["EVALSHA", "EVAL", "SCAN", "TIME", "EXISTS"]
+        );
+        let every_kind = rules(
+            "[[rule]]\nname = \"a\"\npattern = \"a:*\"\ntype = \"hash\"\nidle_above = \"1h\"\naction = \"delete\"\n\
+             [[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
+        );
+        assert_eq!(
+            names(&needed(&every_kind, Mode::Write, Dialect::Redis7))[5..],
+            [
+                "SCAN",
+                "TIME",
+                "PTTL",
+                "TYPE",
+                "OBJECT IDLETIME",
+                "UNLINK",
+                "PEXPIRE"
+            ]
+        );
+        assert_eq!(
+            names(&needed(&every_kind, Mode::ReadOnly, Dialect::Redis7))[5..],
+            ["SCAN", "TIME", "PTTL", "TYPE", "OBJECT IDLETIME"]
+        );
+    }
+
+    #[test]
+    fn the_script_calls_no_command_missing_from_the_list() {
+        // Every `call('X'[, 'Y']` and `each_chunk('X'` of every variant.
+        let rules = rules(
+            "[[rule]]\nname = \"a\"\npattern = \"a:*\"\ntype = \"hash\"\nidle_above = \"1h\"\naction = \"delete\"\n\
+             [[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n\
+             [[rule]]\nname = \"c\"\npattern = \"c:*\"\naction = \"delete\"\n",
+        );
+        let known: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
+        for script in Script::variants(&rules).unwrap() {
+            let mut called = Vec::new();
+            for (at, _) in script
+                .text
+                .match_indices("call('")
+                .chain(script.text.match_indices("each_chunk('"))
+            {
+                let args = &script.text[at..];
+                let args = &args[args.find('\'').unwrap()..args.find([',', ')']).unwrap()];
+                let mut name = args.trim_matches('\'').to_string();
+                if name == "OBJECT" {
+                    name.push_str(" IDLETIME");
+                }
+                called.push(name);
+            }
+            assert!(called.len() >= 8, "{called:?}");
+            for name in called {
+                assert!(
+                    known.contains(&name.as_str()),
+                    "{} calls {name}",
+                    script.variant()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn acl_lines_grant_each_generation_what_it_has() {
+        assert_eq!(
+            setuser_line("janitor", Access::Clean, Dialect::Redis7),
+            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
+             +select +script|load +evalsha +evalsha_ro +eval +eval_ro +scan +time +pttl +type \
+             +object|idletime +exists +unlink +pexpire"
+        );
+        assert_eq!(
+            setuser_line("janitor-ro", Access::DryRun, Dialect::Redis7),
+            "ACL SETUSER janitor-ro reset on >PASSWORD %R~* resetchannels -@all +info \
+             +client|setname +select +script|load +evalsha_ro +eval_ro +scan +time +pttl +type \
+             +object|idletime +exists"
+        );
+        assert_eq!(
+            setuser_line("janitor", Access::Clean, Dialect::Legacy),
+            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
+             +select +script|load +evalsha +eval +scan +time +pttl +type +object|idletime +exists \
+             +unlink +pexpire"
+        );
+        assert_eq!(
+            setuser_line("janitor-ro", Access::DryRun, Dialect::Legacy),
+            "ACL SETUSER janitor-ro reset on >PASSWORD ~* resetchannels -@all +info \
+             +client|setname +select +script|load +evalsha +eval +scan +time +pttl +type \
+             +object|idletime +exists"
+        );
+    }
+}

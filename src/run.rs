@@ -1,0 +1,170 @@
+//! One run of the job: connect to the nodes to clean (today the one the URL
+//! names), clean each with its own connection, and merge what they did.
+//!
+//! The run's ending follows one rule: it failed if any node failed; else it
+//! stopped if any node stopped (a signal before `--max-runtime`); else it is
+//! complete. Its exit code is that ending's (see `exit`).
+//!
+//! Data flows one way: [`Settings`] -> connection -> `node::clean` per node
+//! -> [`RunOutcome`], which the report renders.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::connection::Target;
+use crate::exit::{Exit, Stop};
+use crate::node::{self, NodeOutcome, Task};
+use crate::pass::End;
+use crate::script::protocol::Counts;
+
+/// Everything a run needs, validated before any connection is made. (No
+/// `Debug`: the target holds the password.)
+#[derive(Clone)]
+pub struct Settings {
+    /// Where Redis is.
+    pub target: Target,
+    /// Connect and reply timeout.
+    pub timeout: Duration,
+    /// What to do on each node.
+    pub task: Task,
+}
+
+/// What a run came to: each node's outcome.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Every node the run cleaned or tried to, in order.
+    pub nodes: Vec<NodeOutcome>,
+    /// Wall time of the run.
+    pub duration: Duration,
+}
+
+impl RunOutcome {
+    /// The nodes' counts added together.
+    pub fn counts(&self) -> Counts {
+        let mut total = Counts {
+            per_rule: vec![0; self.nodes.first().map_or(0, |n| n.counts.per_rule.len())],
+            ..Counts::default()
+        };
+        for node in &self.nodes {
+            total.add(&node.counts);
+        }
+        total
+    }
+
+    /// How the run ended: the weightiest of its nodes' endings (a failure,
+    /// then a signal, then `--max-runtime`, then completion).
+    pub fn end(&self) -> &End {
+        self.nodes
+            .iter()
+            .map(|node| &node.end)
+            .max_by_key(|end| end.weight())
+            .unwrap_or(&End::Complete)
+    }
+
+    /// The exit code of the run.
+    pub fn exit(&self) -> Exit {
+        self.end().exit()
+    }
+
+    /// How the run ended, taken out of the outcome (see [`RunOutcome::end`]).
+    pub fn into_end(mut self) -> End {
+        let weightiest = (0..self.nodes.len()).max_by_key(|&i| self.nodes[i].end.weight());
+        weightiest.map_or(End::Complete, |i| self.nodes.swap_remove(i).end)
+    }
+}
+
+/// Runs the job. Always returns every node's outcome, partial when a node
+/// failed or stopped.
+pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> RunOutcome {
+    let started = Instant::now();
+    let address = settings.target.address();
+    let node = match settings.target.connect(settings.timeout).await {
+        Ok(conn) => node::clean(conn, address, &settings.task, stop).await,
+        Err(err) => NodeOutcome {
+            address,
+            server: None,
+            script: None,
+            counts: Counts::new(&settings.task.rules),
+            duration: started.elapsed(),
+            end: End::Failed(err),
+        },
+    };
+    let outcome = RunOutcome {
+        nodes: vec![node],
+        duration: started.elapsed(),
+    };
+    log_finished(&outcome);
+    outcome
+}
+
+/// One log event with the outcome of a run that did not fail, so log
+/// pipelines see how it ended (the report itself goes to stdout; a failure
+/// is logged by the command as its one-line cause).
+fn log_finished(outcome: &RunOutcome) {
+    let stopped_by = match outcome.end() {
+        End::Failed(_) => return,
+        End::Stopped(stop) => Some(*stop),
+        End::Complete => None,
+    };
+    let counts = outcome.counts();
+    info!(
+        complete = stopped_by.is_none(),
+        stopped_by = ?stopped_by,
+        keys_scanned = counts.keys_scanned,
+        keys_matched = counts.keys_matched,
+        keys_acted = counts.acted(),
+        vanished = counts.vanished,
+        seconds = outcome.duration.as_secs_f64(),
+        "pass finished"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::rules::Rules;
+
+    fn node(end: End, scanned: u64) -> NodeOutcome {
+        let mut counts = Counts::new(&Rules::builtin());
+        counts.keys_scanned = scanned;
+        counts.per_rule[1] = scanned / 2;
+        NodeOutcome {
+            address: format!("h:{scanned}"),
+            server: None,
+            script: None,
+            counts,
+            duration: Duration::ZERO,
+            end,
+        }
+    }
+
+    #[test]
+    fn the_run_sums_its_nodes_and_ends_as_the_weightiest() {
+        let run = RunOutcome {
+            nodes: vec![
+                node(End::Complete, 10),
+                node(End::Stopped(Stop::MaxRuntime), 20),
+                node(End::Complete, 40),
+            ],
+            duration: Duration::ZERO,
+        };
+        assert_eq!(run.counts().keys_scanned, 70);
+        assert_eq!(run.counts().per_rule, [0, 35, 0]);
+        assert!(matches!(run.end(), End::Stopped(Stop::MaxRuntime)));
+        assert_eq!(run.exit(), Exit::Success);
+
+        let failed = RunOutcome {
+            nodes: vec![
+                node(End::Stopped(Stop::Sigterm), 1),
+                node(End::Failed(Error::Connection("gone".into())), 2),
+                node(End::Complete, 3),
+            ],
+            duration: Duration::ZERO,
+        };
+        assert!(matches!(failed.end(), End::Failed(err) if err.to_string() == "gone"));
+        assert_eq!(failed.exit(), Exit::Failure);
+    }
+}
