@@ -1,6 +1,6 @@
 # The redis-janitor container image: the release binary, with its Lua scripts
 # embedded, on a distroless base, run as a non-root user. The image tag is the
-# release of both the binary and its scripts (see the README's Kubernetes section).
+# release of both the binary and its scripts (see docs/operations.md).
 #
 #   docker build -t REGISTRY/redis-janitor:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #   docker run --rm REGISTRY/redis-janitor:0.1.0 scripts
