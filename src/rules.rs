@@ -764,6 +764,31 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_duration_and_whole_milliseconds_are_accepted() {
+        let text = "[[rule]]\nname = \"r\"\npattern = \"a*\"\nttl_above = \"1ms\"\n\
+                    action = \"expire\"\nttl = \"100y\"\n";
+        let rules = Rules::parse("r", text).unwrap();
+        assert_eq!(rules.rules[0].action, Action::Expire(MAX_DURATION));
+        assert_eq!(
+            rules.rules[0].conditions.ttl_above,
+            Some(Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn idle_time_is_needed_only_by_idle_rules() {
+        let rule = |extra: &str| {
+            Rules::parse(
+                "r",
+                &format!("[[rule]]\nname = \"r\"\npattern = \"a*\"\n{extra}action = \"delete\"\n"),
+            )
+            .unwrap()
+        };
+        assert!(rule("idle_above = \"1h\"\n").uses_idle_time());
+        assert!(!rule("type = \"hash\"\n").uses_idle_time());
+    }
+
+    #[test]
     fn a_contradiction_points_at_the_condition() {
         let text = "[[rule]]\nname = \"r\"\npattern = \"a*\"\nno_ttl = true\nttl_below = \"1s\"\naction = \"delete\"\n";
         assert!(error(text).starts_with("rules.toml:5: "), "{}", error(text));
@@ -801,6 +826,15 @@ mod tests {
             (
                 rule("action = \"delete\"\nidle_above = \"1500ms\""),
                 "whole seconds",
+            ),
+            (rule("action = \"expire\"\nttl = \"0s\""), "at least 1ms"),
+            (
+                rule("action = \"expire\"\nttl = \"100y 1ms\""),
+                "longer than 100 years",
+            ),
+            (
+                rule("action = \"delete\"\nttl_below = \"1ms 1ns\""),
+                "whole number of milliseconds",
             ),
             (
                 format!(

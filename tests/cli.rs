@@ -28,6 +28,8 @@ fn run_help_lists_every_flag() {
         "--dry-run",
         "--batch-size",
         "--max-runtime",
+        "--max-server-share",
+        "--rate-limit",
         "--timeout",
         "--log-format",
         "--output",
@@ -55,6 +57,10 @@ fn usage_errors_exit_2_without_connecting() {
         &["run", "--timeout", "soon"],
         &["run", "--output", "yaml"],
         &["run", "--log-format", "xml"],
+        &["run", "--max-server-share", "0"],
+        &["run", "--max-server-share", "1.5"],
+        &["run", "--max-server-share", "half"],
+        &["run", "--max-call-time", "0s"],
     ];
     let mut failures = Vec::new();
     for args in cases {
@@ -78,6 +84,7 @@ fn bad_values_in_env_vars_exit_2_without_connecting() {
         ("JANITOR_MAX_RUNTIME", "forever"),
         ("JANITOR_OUTPUT", "yaml"),
         ("JANITOR_LOG_FORMAT", "xml"),
+        ("JANITOR_MAX_SERVER_SHARE", "-1"),
     ];
     let mut failures = Vec::new();
     for (k, v) in cases {
@@ -186,4 +193,43 @@ fn the_sha_from_scripts_and_the_report_is_loaded_after_a_run() {
         "SCRIPT EXISTS {sha} is false after a run: the listed SHA is not what Redis computed"
     );
     assert_eq!(dbsize(&mut con), 0);
+}
+
+#[test]
+fn output_that_cannot_be_written_is_exit_1_with_one_line_not_a_panic() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed(&mut con, b"temp:1", "string", None);
+    let url = server.url();
+    let cases: [&[&str]; 4] = [
+        &["run", "--url", &url],
+        &["check"],
+        &["scripts"],
+        &["acl"],
+    ];
+    for args in cases {
+        let out = janitor().args(args).run_into_full_disk();
+        out.assert_code(1);
+        let line = out.stderr_lines().last().cloned().unwrap_or_default();
+        assert!(
+            line.contains("cannot write to stdout") && !out.stderr.contains("panicked"),
+            "{args:?}: {}",
+            out.dump()
+        );
+    }
+    // The run did its work before its report could not be printed.
+    assert_eq!(dbsize(&mut con), 0);
+}
+
+#[test]
+fn acl_prints_a_line_per_user_and_server_generation_and_touches_no_redis() {
+    let out = janitor().arg("acl").env("REDIS_URL", dead_url()).run();
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{}", out.dump());
+    for pair in lines.chunks(2) {
+        assert!(pair[0].starts_with("# "), "{}", out.dump());
+        assert!(pair[1].starts_with("ACL SETUSER janitor"), "{}", out.dump());
+        assert!(pair[1].contains(" reset on >PASSWORD "), "{}", out.dump());
+    }
 }

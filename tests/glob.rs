@@ -268,21 +268,24 @@ fn scan_match_agrees() {
 }
 
 /// Hostile patterns: Redis stops expanding after 1000 nested `*`; the
-/// exponential case returns promptly on both sides.
+/// exponential case returns promptly on both sides. (Redis 6.2 before
+/// 6.2.16 has no cap, so there the patterns past it are left out; rules
+/// files refuse them anyway.)
 #[test]
 fn nesting_cap_and_hostile_patterns_agree() {
     let server = RedisServer::start();
     let mut con = server.conn();
     let keys = vec![b"a".repeat(1100), b"a".repeat(60)];
     seed(&mut con, &keys);
-    let patterns = vec![
+    let mut patterns = vec![
         b"*a".repeat(1000),
-        b"*a".repeat(1001),
         [&b"*a".repeat(1000)[..], b"*"].concat(),
-        b"**a".repeat(1001),
         [&b"a*".repeat(30)[..], b"b"].concat(),
         [&b"*a".repeat(30)[..], b"*"].concat(),
     ];
+    if !crate::support::server_version(&mut con).starts_with("6.") {
+        patterns.extend([b"*a".repeat(1001), b"**a".repeat(1001)]);
+    }
     let report = compare_with_keys(&mut con, &keys, &patterns);
     assert!(report.is_empty(), "Glob disagrees with KEYS:\n{report}");
 }

@@ -84,11 +84,14 @@ fn default_rules_clean_a_mixed_keyspace_exactly() {
     assert_eq!(field(&report, "vanished"), 0, "{report:#}");
     assert!(field(&report, "batches") >= 1, "{report:#}");
     assert_matched_accounted(&report);
-    assert_eq!(
-        report["server"]["version"].as_str(),
-        Some(server_version(&mut con).as_str()),
-        "{report:#}"
-    );
+    let (software, version) = software_and_version(&mut con);
+    assert_eq!(report["server"]["software"], software, "{report:#}");
+    assert_eq!(report["server"]["version"], version, "{report:#}");
+    assert_eq!(report["servers"][0]["software"], software, "{report:#}");
+    assert_eq!(report["servers"][0]["version"], version, "{report:#}");
+    // A fresh run loads its script before the first call: no call meets
+    // NOSCRIPT.
+    assert_eq!(field(&report, "script_reloads"), 0, "{report:#}");
     assert!(
         report["server"]["address"]
             .as_str()
@@ -503,9 +506,28 @@ fn json_output_is_exactly_one_object_with_every_field() {
         "script",
         "script_reloads",
         "server",
+        "servers",
     ] {
         assert!(obj.contains_key(f), "missing {f}: {report:#}");
     }
+    let servers = report["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{report:#}");
+    for f in [
+        "address",
+        "software",
+        "version",
+        "complete",
+        "stopped_by",
+        "error",
+        "keys_scanned",
+        "rules",
+        "duration_seconds",
+        "script",
+    ] {
+        assert!(servers[0].get(f).is_some(), "servers[0] lacks {f}: {report:#}");
+    }
+    assert_eq!(servers[0]["script"], report["script"], "{report:#}");
+    assert_eq!(servers[0]["rules"], report["rules"], "{report:#}");
 }
 
 #[test]
@@ -567,13 +589,19 @@ fn max_runtime_stops_a_long_pass_with_exit_0_and_a_partial_report() {
     populate(&mut con, "cache", 300_000);
 
     let out = run_json(&server.url())
-        .args(["--max-runtime", "1ms", "--batch-size", "100"])
+        .args(["--max-runtime", "300ms", "--batch-size", "100"])
         .run();
     out.assert_code(0);
     let report = out.report();
     assert_eq!(report["complete"], false, "{report:#}");
     assert_eq!(report["stopped_by"], "max_runtime", "{report:#}");
+    assert_eq!(report["servers"][0]["stopped_by"], "max_runtime", "{report:#}");
     assert!(report["error"].is_null(), "{report:#}");
+    // It ran for its max runtime, not less.
+    assert!(
+        report["servers"][0]["duration_seconds"].as_f64().unwrap() >= 0.3,
+        "{report:#}"
+    );
     let expired = rule_keys(&report, "cache-missing-ttl");
     assert!(expired < 300_000, "the whole keyspace was done: {report:#}");
     assert_eq!(
@@ -626,9 +654,10 @@ fn rules_and_batch_size_can_come_from_the_environment() {
         vec![("x".into(), "delete".into(), 50)],
         "{report:#}"
     );
-    // Each call looks at one key (SCAN returns a whole hash bucket, so
-    // sometimes more): the 50 keys take many calls, not the default's one.
-    assert!(field(&report, "batches") >= 10, "{report:#}");
+    // Each call looks at one key, but SCAN returns a whole hash bucket (on
+    // Valkey 8.1, up to 7 keys in one): the 50 keys take many calls, not
+    // the default's one.
+    assert!(field(&report, "batches") >= 5, "{report:#}");
 }
 
 #[test]

@@ -94,7 +94,7 @@ fn check_touches_no_redis() {
 
 /// A bad rules file: its text, and the line numbers a message may name
 /// (the offending key's line or its `[[rule]]` header; for a rule whose
-/// conditions contradict each other, any line of that rule); `None` when no
+/// conditions contradict each other, the condition's line); `None` when no
 /// line applies (then only the path is required).
 struct Bad {
     what: &'static str,
@@ -192,34 +192,59 @@ const BAD: &[Bad] = &[
     Bad {
         what: "no_ttl with ttl_below",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nno_ttl = true\nttl_below = \"60s\"\naction = \"delete\"\n",
-        lines: Some(&[1, 2, 3, 4, 5, 6]),
+        lines: Some(&[5]),
     },
     Bad {
         what: "no_ttl with ttl_above",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nno_ttl = true\nttl_above = \"60s\"\naction = \"delete\"\n",
-        lines: Some(&[1, 2, 3, 4, 5, 6]),
+        lines: Some(&[5]),
     },
     Bad {
         what: "ttl_above above ttl_below",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = \"1h\"\nttl_below = \"10m\"\naction = \"delete\"\n",
-        lines: Some(&[1, 2, 3, 4, 5, 6]),
+        lines: Some(&[4]),
     },
     Bad {
         what: "ttl_above equal to ttl_below",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = \"1m\"\nttl_below = \"60s\"\naction = \"delete\"\n",
-        lines: Some(&[1, 2, 3, 4, 5, 6]),
+        lines: Some(&[4]),
     },
     Bad {
         what: "ttl_below of zero",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_below = \"0s\"\naction = \"delete\"\n",
-        lines: Some(&[1, 2, 3, 4, 5]),
+        lines: Some(&[4]),
+    },
+    Bad {
+        what: "a ttl longer than 100 years",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"expire\"\nttl = \"1000000000y\"\n",
+        lines: Some(&[5]),
+    },
+    Bad {
+        what: "a ttl_above longer than 100 years",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_above = \"101y\"\naction = \"delete\"\n",
+        lines: Some(&[4]),
+    },
+    Bad {
+        what: "an idle_above longer than 100 years",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nidle_above = \"36600d\"\naction = \"delete\"\n",
+        lines: Some(&[4]),
+    },
+    Bad {
+        what: "a sub-millisecond ttl_below",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\nttl_below = \"500us\"\naction = \"delete\"\n",
+        lines: Some(&[4]),
+    },
+    Bad {
+        what: "a ttl with a fraction of a millisecond",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"expire\"\nttl = \"1s 500us\"\n",
+        lines: Some(&[5]),
     },
     Bad {
         what: "contradiction in the second rule",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
                [[rule]]\nname = \"b\"\npattern = \"b:*\"\nttl_above = \"1h\"\n\
                ttl_below = \"1m\"\naction = \"delete\"\n",
-        lines: Some(&[6, 7, 8, 9, 10, 11]),
+        lines: Some(&[9]),
     },
     Bad {
         what: "second rule bad, first good",
@@ -289,6 +314,98 @@ fn assert_every_bad_file_refused(command: impl Fn(&Path) -> Janitor) {
         BAD.len(),
         failures.join("\n\n")
     );
+}
+
+/// Files that are not rules files: each refused with exit 2 and a message
+/// naming the path and what is wrong, before anything else happens.
+#[test]
+fn files_that_are_not_text_or_too_large_are_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n";
+    let mut big = rule.as_bytes().to_vec();
+    big.resize(1024 * 1024 + 1, b'\n');
+    let mut latin1 = rule.as_bytes().to_vec();
+    latin1.extend(b"# caf\xe9\n");
+    let mut binary = rule.as_bytes().to_vec();
+    binary.extend(b"\x7fELF\x00\x01");
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("big.toml", big, "larger than 1024 KiB"),
+        ("latin1.toml", latin1, "line 5: not UTF-8"),
+        ("binary.toml", binary, "line 5: a NUL byte"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        for sub in ["check", "run"] {
+            let out = janitor()
+                .args([sub, "--rules"])
+                .arg(&path)
+                .env("REDIS_URL", dead_url())
+                .run();
+            out.assert_code(2);
+            let line = out.one_line_stderr();
+            assert!(
+                line.contains(&path.display().to_string()) && line.contains(expected),
+                "{sub} {name}: {line:?}"
+            );
+        }
+    }
+    // A directory, and a device that never ends, are refused too.
+    for (path, expected) in [(dir.path(), "is a directory"), (std::path::Path::new("/dev/zero"), "larger than")] {
+        let out = janitor().args(["check", "--rules"]).arg(path).run();
+        out.assert_code(2);
+        assert!(out.one_line_stderr().contains(expected), "{}", out.dump());
+    }
+}
+
+#[test]
+fn the_longest_ttl_allowed_is_set_and_compared_exactly() {
+    // 100 years: PEXPIRE takes it (the server adds its clock to it), and
+    // PTTL values compare with it in Lua without rounding.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[(b"a:new", "string", None), (b"b:old", "string", Some(3600))],
+    );
+    let out = run_with_rules(
+        &server,
+        "[[rule]]\nname = \"forever\"\npattern = \"a:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"100y\"\n\
+         [[rule]]\nname = \"never\"\npattern = \"b:*\"\nttl_above = \"100y\"\naction = \"delete\"\n",
+    );
+    out.assert_code(0);
+    assert_eq!(rule_keys(&out.report(), "forever"), 1, "{}", out.dump());
+    let hundred_years_ms: i64 = 100 * 31_557_600 * 1000;
+    let pttl: i64 = redis::cmd("PTTL").arg("a:new").query(&mut con).unwrap();
+    assert!(
+        (hundred_years_ms - 60_000..=hundred_years_ms).contains(&pttl),
+        "PTTL {pttl}"
+    );
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"a:new", "string", Ttl::About(100 * 31_557_600)),
+            (b"b:old", "string", Ttl::About(3600)),
+        ],
+    );
+}
+
+#[test]
+fn a_rule_holding_the_templates_markers_runs_as_check_says() {
+    // `check` accepts what `run` accepts: it compiles every script variant.
+    let text = "[[rule]]\nname = \"-- compiled: setup\"\npattern = \"x-- compiled: decide*\"\naction = \"delete\"\n";
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[(b"x-- compiled: decide 1", "string", None), (b"x", "string", None)],
+    );
+    let path = write_rules(server.dir(), text);
+    janitor().args(["check", "--rules"]).arg(&path).run().assert_code(0);
+    janitor().args(["scripts", "--rules"]).arg(&path).run().assert_code(0);
+    let out = run_with_rules(&server, text);
+    out.assert_code(0);
+    assert_keyspace(&mut con, &[(b"x", "string", Ttl::Persistent)]);
 }
 
 #[test]

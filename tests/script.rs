@@ -191,6 +191,56 @@ fn an_error_in_the_checks_leaves_the_whole_call_unapplied() {
     assert_eq!(digest(&mut con), before);
 }
 
+/// `EVAL`/`EVALSHA` calls by the job so far, each form apart.
+fn calls_of(con: &mut redis::Connection, command: &str) -> u64 {
+    info_field(con, "commandstats", &format!("cmdstat_{command}"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
+    // Script::call falls back to the script's text on NOSCRIPT, and only
+    // then: any other error comes back as it is.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(&mut con, &[(b"cache:1", "string", None)]);
+    let rules = test_rules();
+    let script = Script::clean(&rules, Mode::Write, dialect(&mut con)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut conn = runtime.block_on(async {
+        let client = redis::Client::open(server.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    });
+    // Not loaded: the call by SHA meets NOSCRIPT and is sent again as text.
+    let (reply, resent) = runtime
+        .block_on(script.call(&mut conn, &batch(0, 100)))
+        .unwrap();
+    assert!(resent && reply.cursor == 0, "{reply:?}");
+    assert_eq!(calls_of(&mut con, "eval"), 1);
+    // Under an LFU policy the idle rule's check fails: an error, not resent.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lfu")
+        .exec(&mut con)
+        .unwrap();
+    let err = runtime
+        .block_on(script.call(&mut conn, &batch(0, 100)))
+        .unwrap_err();
+    assert!(err.to_string().contains("LFU"), "{err}");
+    assert_eq!(calls_of(&mut con, "eval"), 1, "the failed call was sent again");
+    assert_eq!(calls_of(&mut con, "evalsha"), 2);
+}
+
 #[test]
 fn a_spent_time_budget_stops_the_call_after_one_step() {
     let server = RedisServer::start();

@@ -78,7 +78,7 @@ fn tls_server(certs: &Path) -> (RedisServer, u16) {
     let tls_port = free_port().to_string();
     let cert = certs.join("server.pem");
     let key = certs.join("server.key");
-    let server = RedisServer::start_with(&[
+    let server = RedisServer::start_tls(&[
         "--tls-port",
         &tls_port,
         "--tls-cert-file",

@@ -1,6 +1,7 @@
 //! The single integration-test binary of `redis-janitor`: every module runs
 //! the real binary against its own private `redis-server` (see `support`).
 
+mod acl;
 mod cli;
 mod deploy;
 mod faults;

@@ -40,8 +40,34 @@ pub struct RedisServer {
     log_file: PathBuf,
 }
 
+/// The server binary the tests run against: `REDIS_SERVER_BIN` (CI runs
+/// the suite once per server version), else `redis-server` from the PATH.
 fn server_bin() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// A server binary built with TLS, for the TLS tests: `REDIS_TLS_SERVER_BIN`,
+/// else `redis-server` from the PATH (Debian's is built with TLS; the PyPI
+/// wheels of the other versions are not).
+fn tls_server_bin() -> String {
+    std::env::var("REDIS_TLS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+/// The major version `bin --version` prints (`... v=7.0.15 ...`).
+fn major_version(bin: &str) -> u32 {
+    static VERSIONS: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+    let mut versions = VERSIONS.lock().unwrap_or_else(|e| e.into_inner());
+    *versions.entry(bin.to_string()).or_insert_with(|| {
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{bin} --version`: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no version in `{bin} --version`: {text}"))
+    })
 }
 
 /// A loopback port that was free a moment ago (bind to :0, read, drop).
@@ -76,15 +102,34 @@ impl RedisServer {
     /// A server with extra `redis-server` arguments, e.g.
     /// `&["--requirepass", "pw"]` or `&["--maxmemory-policy", "allkeys-lfu"]`.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        let bin = server_bin();
+        Self::start_bin(&server_bin(), extra_args)
+    }
+
+    /// A server built with TLS (see [`tls_server_bin`]), with extra arguments.
+    pub fn start_tls(extra_args: &[&str]) -> Self {
+        Self::start_bin(&tls_server_bin(), extra_args)
+    }
+
+    fn start_bin(bin: &str, extra_args: &[&str]) -> Self {
+        // DEBUG is always enabled before Redis 7, which does not know the
+        // setting.
+        let debug: &[&str] = if major_version(bin) >= 7 {
+            &["--enable-debug-command", "yes"]
+        } else {
+            &[]
+        };
         for _attempt in 0..10 {
             let dir = tempfile::Builder::new()
                 .prefix("janitor-redis")
                 .tempdir()
                 .expect("create tempdir for redis-server");
             let log_file = dir.path().join("redis.log");
+            // What the server prints before its log is open (a bad
+            // setting) goes to stdout.
+            let stdout = std::fs::File::create(dir.path().join("stdout.log"))
+                .expect("create the server's stdout file");
             let port = free_port();
-            let mut cmd = Command::new(&bin);
+            let mut cmd = Command::new(bin);
             cmd.arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
@@ -97,11 +142,10 @@ impl RedisServer {
                 .arg(dir.path())
                 .arg("--logfile")
                 .arg(&log_file)
-                .arg("--enable-debug-command")
-                .arg("yes")
+                .args(debug)
                 .args(extra_args)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(stdout)
                 .stderr(Stdio::null());
             let child = match cmd.spawn() {
                 Ok(child) => child,
@@ -194,8 +238,11 @@ impl RedisServer {
         connect(&format!("redis://:{password}@127.0.0.1:{}", self.port))
     }
 
+    /// The server's log, and whatever it printed before the log was open.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+        let stdout = std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        format!("{stdout}{log}")
     }
 
     /// Kill the server with SIGKILL (no shutdown, no goodbye).
@@ -318,6 +365,28 @@ impl Janitor {
     pub fn run(self) -> Outcome {
         let timeout = self.timeout;
         self.start().wait_timeout(timeout)
+    }
+
+    /// Run with stdout on `/dev/full`, where every write fails (no space
+    /// left on device); the outcome's stdout is empty.
+    pub fn run_into_full_disk(mut self) -> Outcome {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("open /dev/full");
+        let out = self
+            .cmd
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run redis-janitor");
+        Outcome {
+            code: exit_code(out.status),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            raw_stdout: Vec::new(),
+            raw_stderr: out.stderr,
+        }
     }
 
     /// Spawn with stdout/stderr piped; the caller owns the child.
@@ -1063,9 +1132,40 @@ pub fn server_version(con: &mut redis::Connection) -> String {
     info_field(con, "server", "redis_version").expect("redis_version in INFO")
 }
 
+/// What the server is, as the report must name it: ("Valkey", its own
+/// version) on Valkey, ("Redis", `redis_version`) otherwise.
+pub fn software_and_version(con: &mut redis::Connection) -> (String, String) {
+    match info_field(con, "server", "valkey_version") {
+        Some(version) => ("Valkey".into(), version),
+        None => ("Redis".into(), server_version(con)),
+    }
+}
+
 /// The script dialect for the server behind `con`.
 pub fn dialect(con: &mut redis::Connection) -> redis_janitor::script::Dialect {
     redis_janitor::script::Dialect::for_version(&server_version(con))
+}
+
+/// `CLIENT LIST`: one line per connection, with its `name=`.
+pub fn client_list(con: &mut redis::Connection) -> String {
+    redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(con)
+        .expect("CLIENT LIST")
+}
+
+/// `ACL SETUSER` from a line as `redis-janitor acl` prints it, with
+/// `>PASSWORD` replaced by `password`.
+pub fn acl_setuser(con: &mut redis::Connection, line: &str, password: &str) {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|w| w.replace(">PASSWORD", &format!(">{password}")))
+        .collect();
+    assert_eq!(words[..2], ["ACL", "SETUSER"], "{line}");
+    redis::cmd("ACL")
+        .arg(&words[1..])
+        .exec(con)
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
 }
 
 /// Connections accepted so far (includes the caller's own).

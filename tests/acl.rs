@@ -1,0 +1,277 @@
+//! The Redis user the job logs in as. The lines `redis-janitor acl` prints,
+//! which the operator's guide shows, let a dry run and a real run with every
+//! kind of rule complete on the server under test, and nothing more. A user
+//! lacking any one command the pass needs, or a server that renamed one away,
+//! is refused before anything is written (else a call could delete keys and
+//! then fail on its first `PEXPIRE`, half-applied), with a message naming the
+//! command and the permission to add.
+
+use redis_janitor::acl::{self, Command};
+use redis_janitor::rules::Rules;
+use redis_janitor::script::{Dialect, Mode};
+
+use crate::support::*;
+
+const PASSWORD: &str = "acl-test-pw-8812";
+
+/// A rule of every kind: each condition, both actions, a delete without
+/// conditions.
+const EVERY_KIND: &str = r#"
+[[rule]]
+name = "no-ttl"
+pattern = "a:*"
+no_ttl = true
+action = "expire"
+ttl = "1h"
+
+[[rule]]
+name = "soon"
+pattern = "b:*"
+ttl_below = "100s"
+action = "delete"
+
+[[rule]]
+name = "far"
+pattern = "c:*"
+ttl_above = "2h"
+action = "expire"
+ttl = "1h"
+
+[[rule]]
+name = "hashes"
+pattern = "d:*"
+type = "hash"
+action = "delete"
+
+[[rule]]
+name = "idle"
+pattern = "e:*"
+idle_above = "500s"
+action = "delete"
+
+[[rule]]
+name = "temp"
+pattern = "temp:*"
+action = "delete"
+"#;
+
+fn seed_every_kind(con: &mut redis::Connection) {
+    seed_all(
+        con,
+        &[
+            (b"a:1", "string", None),
+            (b"a:2", "string", Some(50)),
+            (b"b:1", "string", Some(50)),
+            (b"b:2", "string", Some(500)),
+            (b"c:1", "set", Some(3 * 3600)),
+            (b"c:2", "set", Some(1800)),
+            (b"d:1", "hash", None),
+            (b"d:2", "string", None),
+            (b"e:1", "list", None),
+            (b"e:2", "list", None),
+            (b"temp:1", "string", None),
+            (b"keep", "string", None),
+        ],
+    );
+    make_idle(con, b"e:1", 1000);
+}
+
+fn every_kind_cleaned(con: &mut redis::Connection) {
+    assert_keyspace(
+        con,
+        &[
+            (b"a:1", "string", Ttl::About(3600)),
+            (b"a:2", "string", Ttl::About(50)),
+            (b"b:2", "string", Ttl::About(500)),
+            (b"c:1", "set", Ttl::About(3600)),
+            (b"c:2", "set", Ttl::About(1800)),
+            (b"d:2", "string", Ttl::Persistent),
+            (b"e:2", "list", Ttl::Persistent),
+            (b"keep", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+/// The `ACL SETUSER` line `redis-janitor acl` prints for `user` on servers
+/// of `dialect`.
+fn acl_line(dialect: Dialect, user: &str) -> String {
+    let out = janitor().arg("acl").run();
+    out.assert_code(0);
+    let heading = match dialect {
+        Dialect::Redis7 => "# Redis 7",
+        Dialect::Legacy => "# Redis 6.2",
+    };
+    let mut lines = out.stdout.lines();
+    while let Some(line) = lines.next() {
+        let next = lines.next().unwrap_or_default();
+        if line.starts_with(heading) && next.starts_with(&format!("ACL SETUSER {user} ")) {
+            return next.to_string();
+        }
+    }
+    panic!("no line for {user} under {heading:?}\n{}", out.dump());
+}
+
+/// `run` as `user`, with the rules of every kind.
+fn run_as(server: &RedisServer, user: &str, extra: &[&str]) -> Outcome {
+    let rules = write_rules(server.dir(), EVERY_KIND);
+    let password = write_file(server.dir(), "password", PASSWORD);
+    janitor()
+        .args(["run", "--output", "json", "--url"])
+        .arg(format!("redis://{user}@127.0.0.1:{}", server.port()))
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--password-file")
+        .arg(&password)
+        .args(extra)
+        .run()
+}
+
+/// The users `ACL LOG` names, one per refusal logged.
+fn acl_log_users(con: &mut redis::Connection) -> Vec<String> {
+    let entries: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(con).expect("ACL LOG");
+    entries
+        .iter()
+        .map(|e| match e.get("username") {
+            Some(redis::Value::BulkString(name)) => String::from_utf8_lossy(name).into_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_operators_guide_shows_the_lines_acl_prints() {
+    let out = janitor().arg("acl").env("REDIS_URL", dead_url()).run();
+    out.assert_code(0);
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("ACL SETUSER"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", out.dump());
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/operations.md"
+    ))
+    .unwrap();
+    for line in lines {
+        assert!(
+            guide.lines().any(|l| l == line),
+            "docs/operations.md lacks the line `redis-janitor acl` prints:\n{line}"
+        );
+    }
+}
+
+#[test]
+fn the_generated_users_run_every_kind_of_rule_and_no_more() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_every_kind(&mut con);
+    let dialect = dialect(&mut con);
+    acl_setuser(&mut con, &acl_line(dialect, "janitor"), PASSWORD);
+    acl_setuser(&mut con, &acl_line(dialect, "janitor-ro"), PASSWORD);
+    redis::cmd("ACL").arg("LOG").arg("RESET").exec(&mut con).unwrap();
+    let before = digest(&mut con);
+
+    let expected = vec![
+        ("no-ttl".to_string(), "expire".to_string(), 1),
+        ("soon".into(), "delete".into(), 1),
+        ("far".into(), "expire".into(), 1),
+        ("hashes".into(), "delete".into(), 1),
+        ("idle".into(), "delete".into(), 1),
+        ("temp".into(), "delete".into(), 1),
+    ];
+    for user in ["janitor", "janitor-ro"] {
+        let dry = run_as(&server, user, &["--dry-run"]);
+        dry.assert_code(0);
+        assert_eq!(rule_counts(&dry.report()), expected, "{user}: {}", dry.dump());
+        assert_eq!(digest(&mut con), before, "{user}'s dry run wrote");
+    }
+    assert_eq!(acl_log_users(&mut con), Vec::<String>::new());
+
+    // The dry-run user may not write: refused before the first call.
+    let refused = run_as(&server, "janitor-ro", &[]);
+    refused.assert_code(1);
+    assert!(
+        refused.one_line_stderr().contains("add +"),
+        "{}",
+        refused.dump()
+    );
+    assert_eq!(digest(&mut con), before, "the refused run wrote");
+    assert!(
+        acl_log_users(&mut con).iter().all(|u| u == "janitor-ro"),
+        "{:?}",
+        acl_log_users(&mut con)
+    );
+
+    redis::cmd("ACL").arg("LOG").arg("RESET").exec(&mut con).unwrap();
+    let real = run_as(&server, "janitor", &[]);
+    real.assert_code(0);
+    assert_eq!(rule_counts(&real.report()), expected, "{}", real.dump());
+    every_kind_cleaned(&mut con);
+    assert_eq!(acl_log_users(&mut con), Vec::<String>::new());
+}
+
+#[test]
+fn a_user_lacking_any_command_the_pass_needs_is_refused_before_it_writes() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_every_kind(&mut con);
+    populate(&mut con, "temp", 500);
+    let before = digest(&mut con);
+    let dialect = dialect(&mut con);
+    let rules = Rules::parse("every kind", EVERY_KIND).unwrap();
+    let full = acl_line(dialect, "janitor");
+    let mut failures = Vec::new();
+    for (mode, extra) in [(Mode::Write, &[][..]), (Mode::ReadOnly, &["--dry-run"][..])] {
+        for command in acl::needed(&rules, mode, dialect) {
+            if command == Command::ClientSetname {
+                continue; // the connection's name is optional: see below
+            }
+            let permission = command.permission();
+            let line: Vec<&str> = full.split(' ').filter(|w| *w != permission).collect();
+            acl_setuser(&mut con, &line.join(" "), PASSWORD);
+            let out = run_as(&server, "janitor", extra);
+            let message = out.stderr.trim().to_string();
+            let named = message.contains(command.name())
+                && message.contains(&format!("add {permission} "));
+            if out.code != 1 || !named || digest(&mut con) != before {
+                failures.push(format!("without {permission} ({mode:?}): {}", out.dump()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_user_that_may_not_name_its_connection_still_runs() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_every_kind(&mut con);
+    let full = acl_line(dialect(&mut con), "janitor");
+    let line: Vec<&str> = full
+        .split(' ')
+        .filter(|w| *w != "+client|setname")
+        .collect();
+    acl_setuser(&mut con, &line.join(" "), PASSWORD);
+    let out = run_as(&server, "janitor", &[]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("unnamed"), "{}", out.dump());
+    every_kind_cleaned(&mut con);
+}
+
+#[test]
+fn a_command_renamed_away_is_named_and_nothing_is_written() {
+    for command in ["SCAN", "PEXPIRE", "TIME"] {
+        let server = RedisServer::start_with(&["--rename-command", command, ""]);
+        let mut con = server.conn();
+        seed_every_kind(&mut con);
+        let before = digest(&mut con);
+        let rules = write_rules(server.dir(), EVERY_KIND);
+        let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+        out.assert_code(1);
+        let line = out.one_line_stderr();
+        assert!(line.contains(command), "[{command}] {}", out.dump());
+        assert_eq!(digest(&mut con), before, "[{command}] written");
+    }
+}
