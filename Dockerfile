@@ -6,8 +6,7 @@
 #   docker run --rm REGISTRY/redis-janitor:0.1.0 scripts
 #
 # Checked without a Docker engine: hadolint and checkov in .ci/deploy-checks,
-# and tests/deploy.rs (COPY sources exist and pass .dockerignore, binary name,
-# labels, user).
+# and tests/deploy.rs (the version labels against the binary).
 
 # The builder's Rust, at least Cargo.toml's rust-version. Its Debian release
 # (bookworm, glibc 2.36) must match the runtime's (distroless debian12): the

@@ -1,14 +1,16 @@
 """Turns checkov's JSON results into CI's verdict; run by .ci/deploy-checks.
 
-Usage: checkov_report.py RESULTS.json...
+Usage: checkov_report.py [--expect CHECK_ID]... RESULTS.json...
 
 Fails when checkov failed a check, could not parse a file, found nothing to
-scan, or when a check was skipped without a written reason. Prints every
-skip with its reason, so CI's log shows what is accepted and why.
+scan, when a check was skipped without a written reason, or when an expected
+check (--expect: our own policies) never ran: checkov only logs a policy it
+cannot load and goes on without it. Prints every skip with its reason, so
+CI's log shows what is accepted and why.
 """
 
+import argparse
 import json
-import sys
 
 NO_REASON = {"", "No comment provided"}
 
@@ -20,8 +22,13 @@ def reports(path):
 
 
 def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--expect", action="append", default=[], metavar="CHECK_ID")
+    parser.add_argument("results", nargs="+")
+    args = parser.parse_args()
     bad = 0
-    for path in sys.argv[1:]:
+    ran = set()
+    for path in args.results:
         for report in reports(path):
             kind = report.get("check_type", "?")
             summary = report.get("summary", {})
@@ -34,6 +41,8 @@ def main():
             if not summary.get("resource_count"):
                 print(f"  ERROR: nothing scanned ({path})")
                 bad += 1
+            for outcome in ("passed_checks", "failed_checks", "skipped_checks"):
+                ran.update(check["check_id"] for check in results.get(outcome, []))
             for error in results.get("parsing_errors", []):
                 print(f"  ERROR: could not parse {error}")
                 bad += 1
@@ -50,9 +59,15 @@ def main():
                     bad += 1
                 else:
                     print(f"  skipped {check['check_id']} on {check['resource']} ({check['file_path']}): {reason}")
+    for check_id in args.expect:
+        if check_id in ran:
+            print(f"  ran {check_id}")
+        else:
+            print(f"  ERROR: {check_id} never ran: it did not load, or nothing it checks was rendered")
+            bad += 1
     if bad:
         print(f"checkov: {bad} problems")
-        sys.exit(1)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Validates rendered Kubernetes manifests offline; run by .ci/deploy-checks.
+"""Validates rendered Kubernetes manifests offline against one Kubernetes
+version; run by .ci/deploy-checks once per version it supports.
 
 Usage: validate.py KUBERNETES_VERSION RULES_OUT_DIR RENDERED.yaml...
 
