@@ -59,6 +59,11 @@ impl Target {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
+        // redis-rs would send CLIENT SETINFO with its own name, one more
+        // command for the job's ACL to allow (or for ACL LOG to list); the
+        // job names its connections with CLIENT SETNAME instead.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        info = info.set_redis_settings(settings);
         let tls_ca = tls_ca_file
             .map(|path| {
                 std::fs::read(path).map_err(|err| {

@@ -149,11 +149,8 @@ fn the_operators_guide_shows_the_lines_acl_prints() {
         .filter(|l| l.starts_with("ACL SETUSER"))
         .collect();
     assert_eq!(lines.len(), 4, "{}", out.dump());
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/operations.md"
-    ))
-    .unwrap();
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
     for line in lines {
         assert!(
             guide.lines().any(|l| l == line),
@@ -170,7 +167,11 @@ fn the_generated_users_run_every_kind_of_rule_and_no_more() {
     let dialect = dialect(&mut con);
     acl_setuser(&mut con, &acl_line(dialect, "janitor"), PASSWORD);
     acl_setuser(&mut con, &acl_line(dialect, "janitor-ro"), PASSWORD);
-    redis::cmd("ACL").arg("LOG").arg("RESET").exec(&mut con).unwrap();
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(&mut con)
+        .unwrap();
     let before = digest(&mut con);
 
     let expected = vec![
@@ -184,7 +185,12 @@ fn the_generated_users_run_every_kind_of_rule_and_no_more() {
     for user in ["janitor", "janitor-ro"] {
         let dry = run_as(&server, user, &["--dry-run"]);
         dry.assert_code(0);
-        assert_eq!(rule_counts(&dry.report()), expected, "{user}: {}", dry.dump());
+        assert_eq!(
+            rule_counts(&dry.report()),
+            expected,
+            "{user}: {}",
+            dry.dump()
+        );
         assert_eq!(digest(&mut con), before, "{user}'s dry run wrote");
     }
     assert_eq!(acl_log_users(&mut con), Vec::<String>::new());
@@ -204,7 +210,11 @@ fn the_generated_users_run_every_kind_of_rule_and_no_more() {
         acl_log_users(&mut con)
     );
 
-    redis::cmd("ACL").arg("LOG").arg("RESET").exec(&mut con).unwrap();
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(&mut con)
+        .unwrap();
     let real = run_as(&server, "janitor", &[]);
     real.assert_code(0);
     assert_eq!(rule_counts(&real.report()), expected, "{}", real.dump());
@@ -233,8 +243,8 @@ fn a_user_lacking_any_command_the_pass_needs_is_refused_before_it_writes() {
             acl_setuser(&mut con, &line.join(" "), PASSWORD);
             let out = run_as(&server, "janitor", extra);
             let message = out.stderr.trim().to_string();
-            let named = message.contains(command.name())
-                && message.contains(&format!("add {permission} "));
+            let named =
+                message.contains(command.name()) && message.contains(&format!("add {permission} "));
             if out.code != 1 || !named || digest(&mut con) != before {
                 failures.push(format!("without {permission} ({mode:?}): {}", out.dump()));
             }

@@ -201,12 +201,7 @@ fn output_that_cannot_be_written_is_exit_1_with_one_line_not_a_panic() {
     let mut con = server.conn();
     seed(&mut con, b"temp:1", "string", None);
     let url = server.url();
-    let cases: [&[&str]; 4] = [
-        &["run", "--url", &url],
-        &["check"],
-        &["scripts"],
-        &["acl"],
-    ];
+    let cases: [&[&str]; 4] = [&["run", "--url", &url], &["check"], &["scripts"], &["acl"]];
     for args in cases {
         let out = janitor().args(args).run_into_full_disk();
         out.assert_code(1);

@@ -454,7 +454,11 @@ fn an_idle_rule_on_an_lfu_server_fails_before_changing_anything() {
             "[{policy}] the message should name the rule and the LFU policy\n{}",
             out.dump()
         );
-        assert_eq!(script_calls(&mut con), 0, "[{policy}] the script was called");
+        assert_eq!(
+            script_calls(&mut con),
+            0,
+            "[{policy}] the script was called"
+        );
         assert_eq!(digest(&mut con), before, "[{policy}] data changed");
     }
 }

@@ -524,7 +524,10 @@ fn json_output_is_exactly_one_object_with_every_field() {
         "duration_seconds",
         "script",
     ] {
-        assert!(servers[0].get(f).is_some(), "servers[0] lacks {f}: {report:#}");
+        assert!(
+            servers[0].get(f).is_some(),
+            "servers[0] lacks {f}: {report:#}"
+        );
     }
     assert_eq!(servers[0]["script"], report["script"], "{report:#}");
     assert_eq!(servers[0]["rules"], report["rules"], "{report:#}");
@@ -595,7 +598,10 @@ fn max_runtime_stops_a_long_pass_with_exit_0_and_a_partial_report() {
     let report = out.report();
     assert_eq!(report["complete"], false, "{report:#}");
     assert_eq!(report["stopped_by"], "max_runtime", "{report:#}");
-    assert_eq!(report["servers"][0]["stopped_by"], "max_runtime", "{report:#}");
+    assert_eq!(
+        report["servers"][0]["stopped_by"], "max_runtime",
+        "{report:#}"
+    );
     assert!(report["error"].is_null(), "{report:#}");
     // It ran for its max runtime, not less.
     assert!(

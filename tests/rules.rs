@@ -351,7 +351,10 @@ fn files_that_are_not_text_or_too_large_are_refused_before_parsing() {
         }
     }
     // A directory, and a device that never ends, are refused too.
-    for (path, expected) in [(dir.path(), "is a directory"), (std::path::Path::new("/dev/zero"), "larger than")] {
+    for (path, expected) in [
+        (dir.path(), "is a directory"),
+        (std::path::Path::new("/dev/zero"), "larger than"),
+    ] {
         let out = janitor().args(["check", "--rules"]).arg(path).run();
         out.assert_code(2);
         assert!(out.one_line_stderr().contains(expected), "{}", out.dump());
@@ -398,11 +401,22 @@ fn a_rule_holding_the_templates_markers_runs_as_check_says() {
     let mut con = server.conn();
     seed_all(
         &mut con,
-        &[(b"x-- compiled: decide 1", "string", None), (b"x", "string", None)],
+        &[
+            (b"x-- compiled: decide 1", "string", None),
+            (b"x", "string", None),
+        ],
     );
     let path = write_rules(server.dir(), text);
-    janitor().args(["check", "--rules"]).arg(&path).run().assert_code(0);
-    janitor().args(["scripts", "--rules"]).arg(&path).run().assert_code(0);
+    janitor()
+        .args(["check", "--rules"])
+        .arg(&path)
+        .run()
+        .assert_code(0);
+    janitor()
+        .args(["scripts", "--rules"])
+        .arg(&path)
+        .run()
+        .assert_code(0);
     let out = run_with_rules(&server, text);
     out.assert_code(0);
     assert_keyspace(&mut con, &[(b"x", "string", Ttl::Persistent)]);

@@ -237,7 +237,11 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
         .block_on(script.call(&mut conn, &batch(0, 100)))
         .unwrap_err();
     assert!(err.to_string().contains("LFU"), "{err}");
-    assert_eq!(calls_of(&mut con, "eval"), 1, "the failed call was sent again");
+    assert_eq!(
+        calls_of(&mut con, "eval"),
+        1,
+        "the failed call was sent again"
+    );
     assert_eq!(calls_of(&mut con, "evalsha"), 2);
 }
 

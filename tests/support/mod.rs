@@ -240,7 +240,8 @@ impl RedisServer {
 
     /// The server's log, and whatever it printed before the log was open.
     pub fn log(&self) -> String {
-        let stdout = std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default();
+        let stdout =
+            std::fs::read_to_string(self.dir.path().join("stdout.log")).unwrap_or_default();
         let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
         format!("{stdout}{log}")
     }
