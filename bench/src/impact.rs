@@ -20,6 +20,8 @@ use crate::{Bench, loadavg};
 /// How long the load runs before a scenario's window opens: connections
 /// made, the schedule steady, caches warm.
 const WARMUP: Duration = Duration::from_millis(500);
+/// The capacity is the median of this many closed-loop rounds.
+const CAPACITY_ROUNDS: usize = 3;
 /// The issue's share for the first target.
 const LOW_SHARE: f64 = 0.1;
 /// First target: at [`LOW_SHARE`], the load's p99 at most this much above
@@ -80,6 +82,10 @@ struct ImpactRun {
     other_cpu: f64,
     /// The longest command, in ms, from the slow log (0: none took 2 ms).
     longest_ms: f64,
+    /// CPU seconds the hypervisor took away from this VM during the pass.
+    steal: f64,
+    /// Major page faults of Redis and the benchmark during the pass.
+    major_faults: u64,
     problems: Vec<String>,
 }
 
@@ -96,9 +102,12 @@ impl ImpactRun {
         self.cpu / self.wall.max(1e-9)
     }
 
-    /// Like [`crate::Run::noisy`]: other work used over a tenth of a CPU.
+    /// Like [`crate::Run::noisy`], other work used over a tenth of a CPU; or
+    /// the hypervisor took the CPUs away for a while (steal: 50 ms is half
+    /// of a host scheduler period, a stall the load's tail shows); or some
+    /// thread waited for a disk read.
     fn noisy(&self) -> bool {
-        self.other_cpu > (0.1 * self.wall).max(0.05)
+        self.other_cpu > (0.1 * self.wall).max(0.05) || self.steal > 0.05 || self.major_faults > 0
     }
 }
 
@@ -134,23 +143,41 @@ pub fn run(
 
     // The capacity: the same traffic, closed loop, on a fresh keyspace.
     bench.fresh_keyspace(keys)?;
-    let before = bench.counters()?;
-    let clock = CpuClock::now(bench.server.pid());
-    let capacity = load::capacity(&spec, args.capacity_depth, capacity_secs)?;
-    let clock_after = CpuClock::now(bench.server.pid());
-    let after = bench.counters()?;
-    let busy = (after.cpu_main - before.cpu_main) / capacity.secs;
-    let load_cpu =
-        ((clock_after.bench - clock.bench) - (clock_after.thread - clock.thread)) / capacity.secs;
+    // Three rounds, and the median: one stall of the VM (see the noise
+    // columns) lowers one round, not the capacity.
+    let mut rounds = Vec::new();
+    for _ in 0..CAPACITY_ROUNDS {
+        let before = bench.counters()?;
+        let clock = CpuClock::now(bench.server.pid());
+        let capacity = load::capacity(
+            &spec,
+            args.capacity_depth,
+            capacity_secs / CAPACITY_ROUNDS as u32,
+        )?;
+        let clock_after = CpuClock::now(bench.server.pid());
+        let after = bench.counters()?;
+        let busy = (after.cpu_main - before.cpu_main) / capacity.secs;
+        let load_cpu = ((clock_after.bench - clock.bench) - (clock_after.thread - clock.thread))
+            / capacity.secs;
+        rounds.push((capacity.rate, busy, load_cpu));
+    }
+    rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (capacity, busy, load_cpu) = rounds[rounds.len() / 2];
     println!(
         "capacity: {:.1}k requests/s (50% GET, 50% SET of keep:* keys; closed loop, {} connection(s) with \
-         {} request(s) in flight each, {} tokio worker(s), {:.1} s): Redis main thread {:.0}% busy, the load \
-         client {:.0}% of a CPU",
-        capacity.rate / 1000.0,
+         {} request(s) in flight each, {} tokio worker(s); the median of {} rounds of {:.1} s: {}): Redis main \
+         thread {:.0}% busy, the load client {:.0}% of a CPU",
+        capacity / 1000.0,
         spec.connections,
         args.capacity_depth.max(1),
         spec.workers,
-        capacity.secs,
+        CAPACITY_ROUNDS,
+        capacity_secs.as_secs_f64() / CAPACITY_ROUNDS as f64,
+        rounds
+            .iter()
+            .map(|r| format!("{:.1}k", r.0 / 1000.0))
+            .collect::<Vec<_>>()
+            .join(", "),
         100.0 * busy,
         100.0 * load_cpu
     );
@@ -161,7 +188,7 @@ pub fn run(
             100.0 * busy
         );
     }
-    let rate = args.load_rate.unwrap_or(args.load_fraction * capacity.rate);
+    let rate = args.load_rate.unwrap_or(args.load_fraction * capacity);
     println!(
         "load:     open loop, {:.1}k requests/s ({}), due times 1/rate apart, latency from the due time; \
          {WARMUP:?} of warm-up before each window; baseline window {:.1} s",
@@ -207,8 +234,8 @@ pub fn run(
     let noisy = runs.iter().filter(|r| r.noisy()).count();
     if noisy > 0 {
         println!(
-            "WARNING: in {noisy} of {} runs, other work on the machine used more than 10% of a CPU \
-             (column `other CPU`): those figures are disturbed; rerun on a quiet machine",
+            "WARNING: {noisy} of {} runs were noisy (other work on the machine, the hypervisor's steal, or a \
+             major page fault: see the last columns): their tails are disturbed; rerun on a quiet machine",
             runs.len()
         );
     }
@@ -291,12 +318,14 @@ fn run_scenario(
         client_cpu,
         other_cpu: other_cpu.max(0.0),
         longest_ms,
+        steal: clock_after.steal - clock.steal,
+        major_faults: clock_after.major_faults.saturating_sub(clock.major_faults),
         problems,
     };
     eprintln!(
         "rep {} {:<14} {keys} keys  seed {seed_secs:.2} s  wall {:.3} s  Redis busy {:.0}%  load p50 {:.2} p99 {:.2} \
          p99.9 {:.2} max {:.2} ms  {:.1}k/s  sent late p99 {:.2} ms  load CPU {:.2} s  client CPU {}  other CPU {:.2} s  \
-         longest command {} ms  {}  load {}",
+         longest command {} ms  steal {:.2} s  major faults {}  {}  load {}",
         rep + 1,
         run.name(),
         run.wall,
@@ -312,6 +341,8 @@ fn run_scenario(
             .map_or_else(|| "-".to_string(), |c| format!("{c:.2} s")),
         run.other_cpu,
         longest(run.longest_ms),
+        run.steal,
+        run.major_faults,
         if run.ok() { "check ok" } else { "CHECK FAILED" },
         loadavg()
     );
@@ -427,6 +458,14 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
                 med(&col(&|r| r.client_cpu.unwrap_or(0.0)), cpu)
             },
             med(&col(&|r| r.other_cpu), cpu),
+            ok.iter()
+                .map(|r| r.steal)
+                .reduce(f64::max)
+                .map_or_else(|| "-".to_string(), cpu),
+            ok.iter()
+                .map(|r| r.major_faults)
+                .max()
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
         ]);
     }
     let table = crate::table::markdown(
@@ -447,6 +486,8 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
             "load client CPU",
             "pass client CPU",
             "other CPU",
+            "max steal",
+            "max major faults",
         ],
         1,
         &rows,
@@ -458,7 +499,9 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
          vs baseline: minus the baseline's in the same repetition (about the pass's own share). sent late: how \
          long after its due time the client wrote a request (the client's own part of the latency). load client \
          CPU: the load's threads, in % of one CPU; pass client CPU: the job process or the thread running the \
-         method; other CPU: anything else on the machine (noise).",
+         method; other CPU: anything else on the machine; max steal: the most CPU time the hypervisor took \
+         away during one run; max major faults: the most page faults of Redis and the benchmark that waited for \
+         a disk read during one run. A run is noisy when other CPU exceeds 10% of a CPU, steal 50 ms, or it had a major fault.",
         rate / 1000.0
     )
 }
@@ -565,8 +608,10 @@ fn runs_list(runs: &[ImpactRun]) -> String {
                 format!("{:.2}", r.load.max_ms()),
                 longest(r.longest_ms),
                 format!(
-                    "{:.2}{}",
+                    "{:.2} / {:.2} / {}{}",
                     r.other_cpu,
+                    r.steal,
+                    r.major_faults,
                     if r.noisy() { " noisy" } else { "" }
                 ),
                 if r.ok() { "ok".into() } else { "FAILED".into() },
@@ -586,7 +631,7 @@ fn runs_list(runs: &[ImpactRun]) -> String {
                 "p99.9 ms",
                 "max ms",
                 "longest cmd ms",
-                "other CPU s",
+                "other CPU s / steal s / major faults",
                 "check",
             ],
             2,

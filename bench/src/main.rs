@@ -14,13 +14,15 @@
 //! - `measure`: PING latency, child processes under GNU time, CPU clocks, statistics;
 //! - `table`: the main mode's tables;
 //! - `load`: the impact mode's open-loop GET/SET load;
-//! - `impact`: the impact mode: capacity, scenarios under load, its table and verdicts.
+//! - `impact`: the impact mode: capacity, scenarios under load, its table and verdicts;
+//! - `pin`: keeps the measured processes' code in memory.
 
 mod impact;
 mod keyspace;
 mod load;
 mod measure;
 mod methods;
+mod pin;
 mod server;
 mod table;
 
@@ -267,6 +269,12 @@ fn bench(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("copy {} to {}: {e}", job_bin.display(), job_copy.display()))?;
     let server = Server::start(&redis_bin, &tmp.path)?;
     let ctl = server.connect().map_err(|e| format!("connect: {e}"))?;
+    // Held to the end: the code of Redis, the job and the benchmark stays in
+    // memory (see pin.rs).
+    let (_pins, pinned_bytes) = pin::pin_code(
+        &[server.pid().to_string(), "self".to_string()],
+        &[job_copy.clone(), PathBuf::from(measure::TIME_BIN)],
+    );
     let mut bench = Bench {
         server,
         ctl,
@@ -280,6 +288,10 @@ fn bench(args: Args) -> Result<bool, String> {
     };
     let header = header(&mut bench, &args, keys, reps, naive_reps, &methods);
     println!("{header}");
+    println!(
+        "pinned:  {:.1} MiB of code in memory (redis-server, the job, the benchmark, their libraries)",
+        pinned_bytes as f64 / (1024.0 * 1024.0)
+    );
     for note in &notes {
         println!("note:    {note}");
     }
