@@ -15,6 +15,7 @@ use crate::keyspace::{Class, Mix};
 use crate::load::{self, LoadReport, LoadSpec, OpenLoop};
 use crate::measure::{CpuClock, median};
 use crate::methods::{self, JobSetup, Method, Outcome};
+use crate::table::longest;
 use crate::{Bench, loadavg};
 
 /// How long the load runs before a scenario's window opens: connections
@@ -353,14 +354,6 @@ fn run_scenario(
         eprintln!("    CHECK FAILED: {problem}");
     }
     Ok(run)
-}
-
-fn longest(v: f64) -> String {
-    if v > 0.0 {
-        format!("{v:.2}")
-    } else {
-        "< 2".to_string()
-    }
 }
 
 /// The successful runs of one scenario.

@@ -61,7 +61,7 @@ fn ms(v: f64) -> String {
 }
 
 /// The longest command of a run: "< 2" when none reached the slow log's 2 ms.
-fn longest(v: f64) -> String {
+pub fn longest(v: f64) -> String {
     if v > 0.0 { ms(v) } else { "< 2".to_string() }
 }
 
