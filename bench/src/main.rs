@@ -2,12 +2,27 @@
 //! each method (in alternating order) seeds a fresh keyspace, runs the method
 //! while measuring wall time, Redis main-thread CPU, a second client's PING
 //! latency and the job's peak RSS, checks the keyspace it left, and finally
-//! prints the table of medians and ratios to the server-side bound. Run it
-//! through `bench/run` (see bench/README.md).
+//! prints the table of medians and ratios to the server-side bound. With
+//! `--impact`, it instead runs each method under a fixed-rate GET/SET load
+//! and reports what the pass cost that load (`impact`). Run it through
+//! `bench/run` (see bench/README.md).
+//!
+//! Layout:
+//! - `server`: the private redis-server and its INFO counters;
+//! - `keyspace`: the key mix, seeding it, checking what a method left;
+//! - `methods`: the ways of cleaning (the job, the alternatives);
+//! - `measure`: PING latency, child processes under GNU time, CPU clocks, statistics;
+//! - `table`: the main mode's tables;
+//! - `load`: the impact mode's open-loop GET/SET load;
+//! - `impact`: the impact mode: capacity, scenarios under load, its table and verdicts;
+//! - `pin`: keeps the measured processes' code in memory.
 
+mod impact;
 mod keyspace;
+mod load;
 mod measure;
 mod methods;
+mod pin;
 mod server;
 mod table;
 
@@ -33,14 +48,23 @@ struct Args {
     /// Repetitions of every method [default: 5; 1 with --quick or --rss-scaling]
     #[arg(long)]
     reps: Option<usize>,
-    /// Methods to run, comma-separated, in this order (reversed every other repetition)
+    /// Methods to run, comma-separated, in this order (reversed every other
+    /// repetition): janitor, janitor@SHARE, pipeline, bound, scan, naive
+    /// [default: janitor,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<Method>>,
+    /// Also run the job capped at each of these shares of Redis's time
+    /// (methods janitor@SHARE, job arguments from --share-args)
+    /// [default: none; with --impact: 0.1,0.25,0.5 when the job has the flag]
+    #[arg(long, alias = "janitor-shares", value_delimiter = ',')]
+    shares: Option<Vec<String>>,
+    /// The job arguments of janitor@SHARE, `{}` standing for the share
     #[arg(
         long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "janitor,pipeline,bound,scan,naive"
+        allow_hyphen_values = true,
+        default_value = "--max-server-share {}"
     )]
-    methods: Vec<Method>,
+    share_args: String,
     /// Run the slow naive method only in the first N repetitions [default: all]
     #[arg(long)]
     naive_reps: Option<usize>,
@@ -68,6 +92,12 @@ struct Args {
     /// Keep the temp dir (redis log, job logs) instead of deleting it
     #[arg(long)]
     keep_tmp: bool,
+    /// Instead of the table: run each method under a fixed-rate GET/SET load
+    /// and report the load's latency (see bench/README.md)
+    #[arg(long)]
+    impact: bool,
+    #[command(flatten)]
+    impact_args: impact::ImpactArgs,
 }
 
 /// One measured run of one method.
@@ -136,7 +166,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// Everything a run needs.
-struct Bench {
+pub struct Bench {
     server: Server,
     ctl: redis::Connection,
     tmp: PathBuf,
@@ -145,6 +175,12 @@ struct Bench {
     /// Where it was copied from.
     job_src: PathBuf,
     job_args: Vec<String>,
+    /// What makes the `janitor` method run at full speed: `--max-server-share
+    /// 1.0` when the binary has that flag (its default is gentle), else
+    /// nothing (an older binary always runs at full speed).
+    full_speed: Vec<String>,
+    /// The job arguments of `janitor@S`, `{}` standing for S.
+    share_args: String,
     job_timeout: Duration,
 }
 
@@ -164,13 +200,35 @@ impl Drop for TempDir {
     }
 }
 
+/// The job's flag for its cap on Redis's time.
+const SHARE_FLAG: &str = "--max-server-share";
+
+/// The help text of `redis-janitor run`, read once to learn its flags.
+fn job_help(job_bin: &Path) -> Result<String, String> {
+    let out = Command::new(job_bin)
+        .args(["run", "--help"])
+        .output()
+        .map_err(|e| format!("cannot run {} run --help: {e}", job_bin.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether `help` lists `flag` as an option (not as part of another one).
+fn has_flag(help: &str, flag: &str) -> bool {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == ']')
+        .any(|word| word == flag)
+}
+
 fn bench(args: Args) -> Result<bool, String> {
     let keys = args
         .keys
         .unwrap_or(if args.quick { 20_000 } else { 1_000_000 });
     let reps = args
         .reps
-        .unwrap_or(if args.quick || args.rss_scaling { 1 } else { 5 });
+        .unwrap_or(if args.quick || args.rss_scaling || args.impact {
+            1
+        } else {
+            5
+        });
     let naive_reps = args.naive_reps.unwrap_or(reps).min(reps);
     let job_bin = args
         .job_bin
@@ -187,12 +245,14 @@ fn bench(args: Args) -> Result<bool, String> {
         .clone()
         .or_else(|| std::env::var("REDIS_SERVER_BIN").ok())
         .unwrap_or_else(|| "redis-server".into());
-    let mut methods = Vec::new();
-    for m in &args.methods {
-        if !methods.contains(m) {
-            methods.push(*m);
-        }
-    }
+    let help = job_help(&job_bin)?;
+    let full_speed: Vec<String> = if has_flag(&help, SHARE_FLAG) {
+        vec![SHARE_FLAG.into(), "1.0".into()]
+    } else {
+        Vec::new()
+    };
+    let mut notes = Vec::new();
+    let methods = resolve_methods(&args, &help, &mut notes)?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -209,6 +269,12 @@ fn bench(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("copy {} to {}: {e}", job_bin.display(), job_copy.display()))?;
     let server = Server::start(&redis_bin, &tmp.path)?;
     let ctl = server.connect().map_err(|e| format!("connect: {e}"))?;
+    // Held to the end: the code of Redis, the job and the benchmark stays in
+    // memory (see pin.rs).
+    let (_pins, pinned_bytes) = pin::pin_code(
+        &[server.pid().to_string(), "self".to_string()],
+        &[job_copy.clone(), PathBuf::from(measure::TIME_BIN)],
+    );
     let mut bench = Bench {
         server,
         ctl,
@@ -216,16 +282,42 @@ fn bench(args: Args) -> Result<bool, String> {
         job_bin: job_copy,
         job_src: job_bin,
         job_args: args.job_args.split_whitespace().map(String::from).collect(),
+        full_speed,
+        share_args: args.share_args.clone(),
         job_timeout: Duration::from_secs(args.job_timeout),
     };
     let header = header(&mut bench, &args, keys, reps, naive_reps, &methods);
     println!("{header}");
+    println!(
+        "pinned:  {:.1} MiB of code in memory (redis-server, the job, the benchmark, their libraries)",
+        pinned_bytes as f64 / (1024.0 * 1024.0)
+    );
+    for note in &notes {
+        println!("note:    {note}");
+    }
     let started = Instant::now();
+    if args.impact {
+        let ok = impact::run(
+            &mut bench,
+            &args.impact_args,
+            &methods,
+            keys,
+            reps,
+            naive_reps,
+            args.quick,
+        )?;
+        println!(
+            "total benchmark time: {:.0} s; load average at the end: {}",
+            started.elapsed().as_secs_f64(),
+            loadavg()
+        );
+        return Ok(ok);
+    }
     let runs = if args.rss_scaling {
         let mut runs = Vec::new();
         for &n in &args.rss_keys {
             for rep in 0..reps {
-                runs.push(bench.run_one(Method::Janitor, rep, n)?);
+                runs.push(bench.run_one(&Method::Janitor, rep, n)?);
             }
         }
         println!("{}", table::rss_scaling(&runs, &args.rss_keys));
@@ -233,10 +325,9 @@ fn bench(args: Args) -> Result<bool, String> {
     } else {
         let mut runs = Vec::new();
         for rep in 0..reps {
-            let mut order: Vec<Method> = methods
+            let mut order: Vec<&Method> = methods
                 .iter()
-                .copied()
-                .filter(|&m| m != Method::Naive || rep < naive_reps)
+                .filter(|&m| *m != Method::Naive || rep < naive_reps)
                 .collect();
             if rep % 2 == 1 {
                 order.reverse();
@@ -269,9 +360,91 @@ fn bench(args: Args) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// The methods to run, in order, without duplicates: --methods (or the
+/// mode's default), then janitor@S for each of --shares. Capped runs need
+/// the flag of --share-args: given --shares fail without it; the impact
+/// mode's default shares are then left out, with a note.
+fn resolve_methods(
+    args: &Args,
+    help: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Method>, String> {
+    let default: &[Method] = if args.impact {
+        &[Method::Janitor, Method::Pipeline, Method::Naive]
+    } else {
+        &[
+            Method::Janitor,
+            Method::Pipeline,
+            Method::Bound,
+            Method::Scan,
+            Method::Naive,
+        ]
+    };
+    let mut wanted: Vec<Method> = args.methods.clone().unwrap_or_else(|| default.to_vec());
+    let share_flag = args.share_args.split_whitespace().next().unwrap_or("");
+    let can_cap = !share_flag.is_empty() && has_flag(help, share_flag);
+    let shares: Vec<String> = match &args.shares {
+        Some(shares) => shares.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        None if args.impact && can_cap => {
+            let mut shares: Vec<String> = if args.quick {
+                vec!["0.25".into()]
+            } else {
+                ["0.1", "0.25", "0.5"].map(String::from).to_vec()
+            };
+            if let Some(d) = &args.impact_args.default_share
+                && !shares.contains(d)
+            {
+                shares.push(d.clone());
+            }
+            shares
+        }
+        None if args.impact => {
+            notes.push(format!(
+                "the job has no {share_flag}: no janitor@SHARE runs (give --share-args to cap it otherwise)"
+            ));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    for share in shares {
+        wanted.push(format!("janitor@{share}").parse()?);
+    }
+    let mut methods: Vec<Method> = Vec::new();
+    for m in wanted {
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    if methods.iter().any(|m| matches!(m, Method::JanitorAt(_))) && !can_cap {
+        return Err(format!(
+            "janitor@SHARE runs the job with `{}`, but `redis-janitor run --help` has no {share_flag:?} \
+             (an older binary? give --share-args, e.g. \"--rate-limit {{}}\")",
+            args.share_args
+        ));
+    }
+    Ok(methods)
+}
+
 impl Bench {
-    /// Flushes, seeds, runs `method` under measurement, and checks the result.
-    fn run_one(&mut self, method: Method, rep: usize, keys: u64) -> Result<Run, String> {
+    /// The arguments of `redis-janitor run` for a job method, after `--url
+    /// URL --output json`: its cap (or full speed), then --job-args.
+    pub fn job_args(&self, method: &Method) -> Vec<String> {
+        let mut args = match method {
+            Method::JanitorAt(share) => self
+                .share_args
+                .replace("{}", share)
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            _ => self.full_speed.clone(),
+        };
+        args.extend(self.job_args.iter().cloned());
+        args
+    }
+
+    /// Flushes the server and seeds a fresh keyspace of `keys` keys. Returns
+    /// its mix, when seeding started, and how long it took in seconds.
+    pub fn fresh_keyspace(&mut self, keys: u64) -> Result<(Mix, Instant, f64), String> {
         let mix = Mix::new(keys);
         redis::cmd("FLUSHALL")
             .arg("SYNC")
@@ -287,37 +460,40 @@ impl Bench {
             return Err(format!("seeded {keys} keys but DBSIZE says {dbsize}"));
         }
         server::settle(&mut self.ctl);
+        Ok((mix, seeded, seed_secs))
+    }
 
-        let mut conn = self.server.connect().map_err(|e| format!("connect: {e}"))?;
-        let log = self
-            .tmp
-            .join(format!("job-{}-{keys}-rep{}.log", method.name(), rep + 1));
-        let job = JobSetup {
-            bin: &self.job_bin,
-            url: self.server.url(),
-            args: &self.job_args,
-            log: &log,
-            timeout: self.job_timeout,
-        };
-        let counters =
-            |ctl: &mut redis::Connection| server::counters(ctl).map_err(|e| format!("INFO: {e}"));
-        let before = counters(&mut self.ctl)?;
-        let longest = |ctl: &mut redis::Connection| {
-            server::longest_command(ctl).map_err(|e| format!("SLOWLOG: {e}"))
-        };
-        longest(&mut self.ctl)?;
-        let prober = Prober::start(&self.server)?;
-        let clock = CpuClock::now(self.server.pid());
-        let started = Instant::now();
-        let result = methods::run(method, &mut conn, &job);
-        let wall = started.elapsed().as_secs_f64();
-        let clock_after = CpuClock::now(self.server.pid());
-        let latency = prober.finish();
-        self.server.alive()?;
-        let after = counters(&mut self.ctl)?;
-        let longest_ms = longest(&mut self.ctl)?;
-        drop(conn);
+    /// The server's INFO counters now.
+    pub fn counters(&mut self) -> Result<server::Counters, String> {
+        server::counters(&mut self.ctl).map_err(|e| format!("INFO: {e}"))
+    }
 
+    /// The longest command since the last call, in ms (see
+    /// [`server::longest_command`]).
+    pub fn longest_command(&mut self) -> Result<f64, String> {
+        server::longest_command(&mut self.ctl).map_err(|e| format!("SLOWLOG: {e}"))
+    }
+
+    /// Where the job's stderr of a run goes.
+    pub fn job_log(&self, method: &Method, keys: u64, rep: usize, tag: &str) -> PathBuf {
+        self.tmp.join(format!(
+            "job-{}{tag}-{keys}-rep{}.log",
+            method.name(),
+            rep + 1
+        ))
+    }
+
+    /// Checks what a method run did: its own result and counts, then the
+    /// whole keyspace. Returns the outcome and every problem found.
+    pub fn check(
+        &mut self,
+        method: Option<&Method>,
+        result: Result<Outcome, String>,
+        mix: &Mix,
+        seeded: Instant,
+        started: Instant,
+        log: &Path,
+    ) -> Result<(Outcome, Vec<String>), String> {
         let mut problems = Vec::new();
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -327,27 +503,24 @@ impl Bench {
             }
         };
         problems.extend(outcome.problems.iter().cloned());
-        let latency = latency.unwrap_or_else(|e| {
-            problems.push(e);
-            Latency::default()
-        });
-        if method.cleans() {
-            check_counts(&outcome.acted, &mix, seeded, &mut problems);
+        let cleans = method.is_some_and(Method::cleans);
+        if cleans {
+            check_counts(&outcome.acted, mix, seeded, &mut problems);
         }
-        let expect = if method.cleans() {
+        let expect = if cleans {
             Expect::Cleaned
         } else {
             Expect::Unchanged
         };
         problems.extend(keyspace::verify(
             &mut self.ctl,
-            &mix,
+            mix,
             expect,
             seeded,
             started,
         )?);
-        if method == Method::Janitor && !problems.is_empty() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if method.is_some_and(Method::is_job) && !problems.is_empty() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             problems.push(format!(
                 "the job's log ({}), last lines:\n{}",
@@ -355,6 +528,43 @@ impl Bench {
                 lines[lines.len().saturating_sub(15)..].join("\n")
             ));
         }
+        Ok((outcome, problems))
+    }
+
+    /// Flushes, seeds, runs `method` under measurement, and checks the result.
+    fn run_one(&mut self, method: &Method, rep: usize, keys: u64) -> Result<Run, String> {
+        let (mix, seeded, seed_secs) = self.fresh_keyspace(keys)?;
+        let mut conn = self.server.connect().map_err(|e| format!("connect: {e}"))?;
+        let log = self.job_log(method, keys, rep, "");
+        let job_args = self.job_args(method);
+        let job_bin = self.job_bin.clone();
+        let job = JobSetup {
+            bin: &job_bin,
+            url: self.server.url(),
+            args: &job_args,
+            log: &log,
+            timeout: self.job_timeout,
+        };
+        let before = self.counters()?;
+        self.longest_command()?;
+        let prober = Prober::start(&self.server)?;
+        let clock = CpuClock::now(self.server.pid());
+        let started = Instant::now();
+        let result = methods::run(method, &mut conn, &job);
+        let wall = started.elapsed().as_secs_f64();
+        let clock_after = CpuClock::now(self.server.pid());
+        let latency = prober.finish();
+        self.server.alive()?;
+        let after = self.counters()?;
+        let longest_ms = self.longest_command()?;
+        drop(conn);
+
+        let (outcome, mut problems) =
+            self.check(Some(method), result, &mix, seeded, started, &log)?;
+        let latency = latency.unwrap_or_else(|e| {
+            problems.push(e);
+            Latency::default()
+        });
         // The prober's own traffic: "*1\r\n$4\r\nPING\r\n" in, "+PONG\r\n" out.
         let pings = latency.count + 1;
         let job_cpu = outcome.job_cpu.unwrap_or(0.0);
@@ -364,7 +574,7 @@ impl Bench {
             - (clock_after.bench - clock.bench)
             - job_cpu;
         let run = Run {
-            method,
+            method: method.clone(),
             rep,
             keys,
             wall,
@@ -392,7 +602,7 @@ impl Bench {
 
 /// The 1-minute load average: above ~2 on two cores, something else competed
 /// with the benchmark for the CPUs.
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|t| t.split_whitespace().next().map(String::from))
@@ -498,19 +708,65 @@ fn header(
         if dirty { " + uncommitted changes" } else { "" }
     ));
     h.push_str(&format!("command: {command}\n"));
+    let names = methods
+        .iter()
+        .map(Method::name)
+        .collect::<Vec<_>>()
+        .join(",");
     if args.rss_scaling {
         h.push_str(&format!(
             "mode:    RSS scaling: the job alone at {:?} keys, {reps} run(s) each",
             args.rss_keys
         ));
+    } else if args.impact {
+        h.push_str(&format!(
+            "mode:    impact: {keys} keys, {reps} repetition(s) (naive in {naive_reps}) of baseline,{names} under a fixed-rate GET/SET load, order reversed every other repetition"
+        ));
     } else {
         h.push_str(&format!(
-            "mode:    {keys} keys, {reps} repetition(s) (naive in {naive_reps}), methods {}, order reversed every other repetition",
-            methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(",")
+            "mode:    {keys} keys, {reps} repetition(s) (naive in {naive_reps}), methods {names}, order reversed every other repetition"
         ));
     }
-    if !bench.job_args.is_empty() {
-        h.push_str(&format!("\njob args: {}", bench.job_args.join(" ")));
+    h.push_str(&format!(
+        "\njob runs: janitor with [{}]",
+        bench.job_args(&Method::Janitor).join(" ")
+    ));
+    if bench.full_speed.is_empty() {
+        h.push_str(&format!(
+            " (the job has no {SHARE_FLAG}: it runs at full speed)"
+        ));
+    }
+    if let Some(capped) = methods.iter().find(|m| matches!(m, Method::JanitorAt(_))) {
+        h.push_str(&format!(
+            "; {} with [{}]",
+            capped.name(),
+            bench.job_args(capped).join(" ")
+        ));
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_is_found_in_help_only_as_a_whole_word() {
+        let help = "      --max-call-time <DURATION>\n      --max-server-share <FRACTION>\n";
+        assert!(has_flag(help, "--max-server-share"));
+        assert!(has_flag(help, "--max-call-time"));
+        assert!(!has_flag(help, "--max-server"));
+        assert!(!has_flag("--max-server-share-x <N>", "--max-server-share"));
+    }
+
+    #[test]
+    fn methods_parse_with_shares() {
+        assert_eq!("janitor".parse(), Ok(Method::Janitor));
+        assert_eq!("janitor@0.25".parse(), Ok(Method::JanitorAt("0.25".into())));
+        assert!("janitor@".parse::<Method>().is_err());
+        assert!("janitor@-1".parse::<Method>().is_err());
+        assert!("nope".parse::<Method>().is_err());
+        assert_eq!(Method::JanitorAt("0.1".into()).share(), Some(0.1));
+        assert_eq!(Method::JanitorAt("50000".into()).share(), None);
+    }
 }

@@ -384,6 +384,12 @@ pub struct CpuClock {
     pub bench: f64,
     /// The calling thread alone (it runs the in-process methods).
     pub thread: f64,
+    /// CPU seconds the hypervisor gave to others while this VM wanted them
+    /// (the steal column of /proc/stat).
+    pub steal: f64,
+    /// Page faults of Redis and of this benchmark (the PING client, the load)
+    /// that had to read from disk: each one stalls its thread for the read.
+    pub major_faults: u64,
 }
 
 impl CpuClock {
@@ -393,8 +399,27 @@ impl CpuClock {
             redis: process_cpu(&format!("/proc/{redis_pid}/stat")).unwrap_or(0.0),
             bench: process_cpu("/proc/self/stat").unwrap_or(0.0),
             thread: thread_cpu(),
+            steal: stat_cpu_field(7).unwrap_or(0.0),
+            major_faults: major_faults(&format!("/proc/{redis_pid}/stat")).unwrap_or(0)
+                + major_faults("/proc/self/stat").unwrap_or(0),
         }
     }
+}
+
+/// CPU seconds since boot of one column of the `cpu` line of /proc/stat.
+fn stat_cpu_field(index: usize) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: f64 = line.split_whitespace().nth(index)?.parse().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+/// The major page faults of the process whose stat file is `path`.
+fn major_faults(path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // majflt is field 12 of the line, 10 after the command name.
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split_whitespace().nth(9)?.parse().ok()
 }
 
 fn clock_ticks() -> f64 {

@@ -1,7 +1,8 @@
-//! The five ways of cleaning the keyspace that the benchmark compares, each
+//! The ways of cleaning the keyspace that the benchmark compares, each
 //! applying the built-in rules (cache keys without TTL: PEXPIRE 1 h; cache
-//! keys with a TTL under 60 s: UNLINK; `temp:*`: UNLINK): the job itself, a
-//! careful client-side pipeline, the server-side bound (one EVAL looping
+//! keys with a TTL under 60 s: UNLINK; `temp:*`: UNLINK): the job itself (at
+//! full speed, or capped at a share of Redis's time), a careful client-side
+//! pipeline, the server-side bound (one EVAL looping
 //! SCAN), the bare SCAN floor, and the usual KEYS-and-a-loop script.
 
 use std::fs::File;
@@ -18,10 +19,18 @@ const SCAN_COUNT: u64 = 1000;
 /// The built-in rules' threshold: cache keys due in less than this are deleted.
 const BELOW_MS: i64 = 60_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// A way of cleaning the keyspace, as named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Method {
-    /// `redis-janitor run` (release build), default settings plus --job-args.
+    /// `redis-janitor run` (release build) at full speed (`--max-server-share
+    /// 1.0` when the binary has that flag), plus --job-args.
     Janitor,
+    /// `janitor@S`: the job capped at share S of Redis's time, that is with
+    /// --share-args (default `--max-server-share {}`) with S for `{}`, plus
+    /// --job-args. S is kept as typed, so that any flag can stand in for the
+    /// cap (`--share-args "--rate-limit {}"` makes `janitor@50000` a job
+    /// scanning 50k keys/s).
+    JanitorAt(String),
     /// Client-side pipeline: SCAN 1000, pipelined PTTL, pipelined UNLINK/PEXPIRE.
     Pipeline,
     /// Server-side bound: one EVAL whose Lua loops SCAN 1000 over the keyspace.
@@ -33,27 +42,71 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::Janitor,
-        Method::Pipeline,
-        Method::Bound,
-        Method::Scan,
-        Method::Naive,
-    ];
-
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> String {
         match self {
-            Method::Janitor => "janitor",
-            Method::Pipeline => "pipeline",
-            Method::Bound => "bound",
-            Method::Scan => "scan",
-            Method::Naive => "naive",
+            Method::Janitor => "janitor".into(),
+            Method::JanitorAt(share) => format!("janitor@{share}"),
+            Method::Pipeline => "pipeline".into(),
+            Method::Bound => "bound".into(),
+            Method::Scan => "scan".into(),
+            Method::Naive => "naive".into(),
         }
     }
 
     /// Whether it applies the rules (the bare SCAN changes nothing).
-    pub fn cleans(self) -> bool {
-        self != Method::Scan
+    pub fn cleans(&self) -> bool {
+        *self != Method::Scan
+    }
+
+    /// Whether it runs the job (and so has a log, an RSS and a report).
+    pub fn is_job(&self) -> bool {
+        matches!(self, Method::Janitor | Method::JanitorAt(_))
+    }
+
+    /// The cap of a `janitor@S` whose S reads as a share of Redis's time
+    /// (above 0, at most 1).
+    pub fn share(&self) -> Option<f64> {
+        match self {
+            Method::JanitorAt(s) => s.parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1.0),
+            _ => None,
+        }
+    }
+
+    /// Where it goes in a table: the job first (full speed, then by cap),
+    /// then the others in a fixed order.
+    pub fn rank(&self) -> (u8, f64) {
+        match self {
+            Method::Janitor => (0, 0.0),
+            Method::JanitorAt(s) => (1, s.parse().unwrap_or(f64::MAX)),
+            Method::Pipeline => (2, 0.0),
+            Method::Bound => (3, 0.0),
+            Method::Scan => (4, 0.0),
+            Method::Naive => (5, 0.0),
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Method, String> {
+        Ok(match s {
+            "janitor" => Method::Janitor,
+            "pipeline" => Method::Pipeline,
+            "bound" => Method::Bound,
+            "scan" => Method::Scan,
+            "naive" => Method::Naive,
+            _ => match s.strip_prefix("janitor@") {
+                Some(share) if share.parse::<f64>().is_ok_and(|v| v > 0.0) => {
+                    Method::JanitorAt(share.to_string())
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown method {s:?}: one of janitor, janitor@SHARE, pipeline, bound, scan, naive"
+                    ));
+                }
+            },
+        })
     }
 }
 
@@ -98,12 +151,12 @@ pub struct JobSetup<'a> {
 /// Runs `method` once. `conn` is opened before the clock starts; the job opens
 /// its own connection (its start-up is part of its wall time).
 pub fn run(
-    method: Method,
+    method: &Method,
     conn: &mut redis::Connection,
     job: &JobSetup,
 ) -> Result<Outcome, String> {
     match method {
-        Method::Janitor => janitor(job),
+        Method::Janitor | Method::JanitorAt(_) => janitor(job),
         Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
         Method::Bound => bound(conn).map_err(|e| format!("bound: {e}")),
         Method::Scan => scan(conn).map_err(|e| format!("scan: {e}")),
@@ -112,7 +165,7 @@ pub fn run(
 }
 
 /// Job environment variables that would override the command line's defaults.
-const JOB_ENV: [&str; 12] = [
+const JOB_ENV: [&str; 15] = [
     "REDIS_URL",
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
@@ -120,6 +173,9 @@ const JOB_ENV: [&str; 12] = [
     "JANITOR_RULES",
     "JANITOR_DRY_RUN",
     "JANITOR_BATCH_SIZE",
+    "JANITOR_MAX_CALL_TIME",
+    "JANITOR_RATE_LIMIT",
+    "JANITOR_MAX_SERVER_SHARE",
     "JANITOR_MAX_RUNTIME",
     "JANITOR_TIMEOUT",
     "JANITOR_PROGRESS_INTERVAL",

@@ -11,7 +11,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// A Markdown table with aligned columns: the first `left` columns are text
 /// (left-aligned), the others numbers (right-aligned).
-fn markdown(head: &[&str], left: usize, rows: &[Vec<String>]) -> String {
+pub fn markdown(head: &[&str], left: usize, rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -61,7 +61,7 @@ fn ms(v: f64) -> String {
 }
 
 /// The longest command of a run: "< 2" when none reached the slow log's 2 ms.
-fn longest(v: f64) -> String {
+pub fn longest(v: f64) -> String {
     if v > 0.0 { ms(v) } else { "< 2".to_string() }
 }
 
@@ -93,9 +93,9 @@ pub fn run_line(run: &Run, seed_secs: f64) -> String {
 }
 
 /// The successful run of `method` in repetition `rep`, if any.
-fn find(runs: &[Run], method: Method, rep: usize) -> Option<&Run> {
+fn find<'a>(runs: &'a [Run], method: &Method, rep: usize) -> Option<&'a Run> {
     runs.iter()
-        .find(|r| r.method == method && r.rep == rep && r.ok())
+        .find(|r| r.method == *method && r.rep == rep && r.ok())
 }
 
 /// The main table: one row per method.
@@ -103,8 +103,15 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
     let mut rows = Vec::new();
     let mut traffic = Vec::new();
     let mut verdicts = Vec::new();
-    for &method in Method::ALL.iter().filter(|m| methods.contains(m)) {
-        let all: Vec<&Run> = runs.iter().filter(|r| r.method == method).collect();
+    let mut caps = Vec::new();
+    let mut ordered: Vec<&Method> = methods.iter().collect();
+    ordered.sort_by(|a, b| {
+        a.rank()
+            .partial_cmp(&b.rank())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for method in ordered {
+        let all: Vec<&Run> = runs.iter().filter(|r| r.method == *method).collect();
         if all.is_empty() {
             continue;
         }
@@ -113,13 +120,17 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
         // Ratios to the bound, pair by pair within the same repetition.
         let pairs: Vec<(&Run, &Run)> = ok
             .iter()
-            .filter_map(|r| Some((*r, find(runs, Method::Bound, r.rep)?)))
+            .filter_map(|r| Some((*r, find(runs, &Method::Bound, r.rep)?)))
             .collect();
         let wall_x: Vec<f64> = pairs.iter().map(|(r, b)| r.wall / b.wall).collect();
         let cpu_x: Vec<f64> = pairs.iter().map(|(r, b)| r.cpu / b.cpu).collect();
-        if method == Method::Janitor {
+        if *method == Method::Janitor {
             verdicts.push(verdict("wall x bound", &wall_x, 1.1));
             verdicts.push(verdict("server CPU x bound", &cpu_x, 1.0));
+        }
+        if let Some(cap) = method.share() {
+            let shares: Vec<f64> = ok.iter().map(|r| r.cpu / r.wall.max(1e-9)).collect();
+            caps.push(cap_line(&method.name(), cap, &shares));
         }
         let max_of_max = ok.iter().map(|r| r.latency.max).reduce(f64::max);
         let rss: Vec<u64> = ok.iter().filter_map(|r| r.rss_kib).collect();
@@ -205,6 +216,15 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
         1,
         &traffic,
     );
+    let caps = if caps.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nThe cap: a capped job's share of Redis's time is its Redis busy (server CPU / wall, \
+             the job's start-up included):\n{}\n",
+            caps.concat()
+        )
+    };
     format!(
         "\n{main}\n\n\
          Medians over the successful runs. x bound and CPU x bound: median of the ratios to the bound's run \
@@ -216,8 +236,28 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
          including those a stalled PING client did not send); the longest any one command held Redis in \
          all runs (slow log; a script's own calls included); client CPU: the job process, or the thread running \
          an in-process method; other CPU: CPU time used during the run by anything but Redis, the benchmark and \
-         the job (noise from other work on the machine; it should be near 0):\n\n{traffic}\n{}\n",
+         the job (noise from other work on the machine; it should be near 0):\n\n{traffic}\n{}\n{caps}",
         verdicts.concat()
+    )
+}
+
+/// How far the measured share of a capped job is from its cap.
+fn cap_line(name: &str, cap: f64, shares: &[f64]) -> String {
+    let (Some(m), Some(lo), Some(hi)) = (
+        median(shares),
+        shares.iter().copied().reduce(f64::min),
+        shares.iter().copied().reduce(f64::max),
+    ) else {
+        return String::new();
+    };
+    format!(
+        "\n{name}: measured share {:.1}% (median of {} run(s), {:.1}% to {:.1}%), cap {:.1}%: {:.2}x the cap",
+        100.0 * m,
+        shares.len(),
+        100.0 * lo,
+        100.0 * hi,
+        100.0 * cap,
+        m / cap
     )
 }
 
