@@ -43,7 +43,7 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 # Pass the commit at build time: --build-arg REVISION="$(git rev-parse HEAD)".
 ARG REVISION=unknown
 
-# version: Cargo.toml's package version; script-version: src/scripts.rs VERSION.
+# version: Cargo.toml's package version; script-version: src/script/mod.rs VERSION.
 # tests/deploy.rs keeps both equal to the crate's.
 LABEL org.opencontainers.image.title="redis-janitor" \
       org.opencontainers.image.description="Cleans a Redis keyspace by rules: one SCAN pass, one atomic Lua script call per batch." \

@@ -139,7 +139,7 @@ impl Glob {
     }
 
     /// The pattern as a name matcher for the clean script's Lua, which
-    /// `crate::lua` renders into the script. The parts between the `*`s come
+    /// `script::compile` renders into the script. The parts between the `*`s come
     /// from this port's own parse, and each class is spelled as the set of
     /// bytes [`match_class`] accepts, so every Redis quirk (signed ranges,
     /// escapes, `]` eaten by a range) carries over exactly.

@@ -12,17 +12,23 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
-use tracing::{Level, enabled, info};
+use tracing::{Level, debug, enabled, info};
 
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
-use crate::pacer::{Limits, Pacer};
+use crate::pacer::{CallStats, Limits, Pacer};
 use crate::rules::Rules;
-use crate::script::Script;
 use crate::script::protocol::{Batch, Counts};
+use crate::script::{Invoke, Script};
 
 /// The default `--progress-interval`.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Calls between two samples of Redis's command statistics, from which the
+/// pacer measures what a call costs beyond the script's own clock: often
+/// enough to follow the server, seldom enough to cost nothing (one `INFO
+/// commandstats` per 100 calls of about a millisecond).
+const CALLS_PER_SAMPLE: u64 = 100;
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -128,9 +134,15 @@ impl Pass<'_> {
                 max_keys: self.pacer.max_keys(),
                 report_keys: enabled!(Level::DEBUG),
             };
+            if self.counts.batches.is_multiple_of(CALLS_PER_SAMPLE) {
+                self.sample_call_stats().await;
+            }
             let sent = Instant::now();
             let (reply, resent) = self.script.call(&mut self.conn, &batch).await?;
             self.pacer.record(&reply, sent, Instant::now());
+            if resent {
+                self.pacer.resent();
+            }
             reply.tally(self.rules, self.counts)?;
             self.counts.script_reloads += u64::from(resent);
             self.log_progress();
@@ -161,6 +173,22 @@ impl Pass<'_> {
         }
     }
 
+    /// Gives the pacer Redis's statistics of the command that runs the
+    /// script. They only refine the pacing: a server that does not give
+    /// them leaves the pacer with its estimate.
+    async fn sample_call_stats(&mut self) {
+        let command = self.script.invocation(Invoke::Sha).0.to_lowercase();
+        let info: Result<String, _> = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.conn)
+            .await;
+        match info.map(|info| call_stats(&info, &command)) {
+            Ok(Some(stats)) => self.pacer.calibrate(stats),
+            Ok(None) => self.pacer.calibrate(CallStats { calls: 0, usec: 0 }),
+            Err(err) => debug!(error = %err, "no command statistics"),
+        }
+    }
+
     fn stop_requested(&self) -> Option<Stop> {
         if let Some(stop) = *self.stop.borrow() {
             return Some(stop);
@@ -185,9 +213,43 @@ impl Pass<'_> {
     }
 }
 
+/// The calls and microseconds of `command` in `INFO commandstats` output
+/// (`cmdstat_evalsha:calls=2,usec=112,...`); `None` before its first call.
+fn call_stats(info: &str, command: &str) -> Option<CallStats> {
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:")))?;
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name)?.parse().ok())
+    };
+    Some(CallStats {
+        calls: field("calls=")?,
+        usec: field("usec=")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_stats_are_read_for_the_one_command() {
+        let info = "# Commandstats\r\ncmdstat_evalsha_ro:calls=7,usec=70,usec_per_call=10.00\r\n\
+                    cmdstat_evalsha:calls=2753,usec=2889871,usec_per_call=1049.72,rejected_calls=0\r\n";
+        assert_eq!(
+            call_stats(info, "evalsha"),
+            Some(CallStats {
+                calls: 2753,
+                usec: 2_889_871
+            })
+        );
+        assert_eq!(
+            call_stats(info, "evalsha_ro"),
+            Some(CallStats { calls: 7, usec: 70 })
+        );
+        assert_eq!(call_stats(info, "eval"), None);
+    }
 
     #[test]
     fn a_run_ends_with_the_weightiest_of_its_nodes_endings() {

@@ -72,6 +72,8 @@ struct ImpactRun {
     wall: f64,
     /// Redis main-thread CPU seconds during it: the load's and the pass's.
     cpu: f64,
+    /// Seconds Redis spent in script calls during it (command statistics).
+    scripts: f64,
     /// What the load saw.
     load: LoadReport,
     /// CPU seconds of the load's threads.
@@ -314,6 +316,7 @@ fn run_scenario(
         rep,
         wall,
         cpu: after.cpu_main - before.cpu_main,
+        scripts: after.scripts - before.scripts,
         load: report,
         load_cpu: bench_cpu - thread_cpu,
         client_cpu,
@@ -428,6 +431,11 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
             med(&col(&|r| r.wall), |v| format!("{v:.2} s")),
             med(&col(&|r| r.busy()), pct),
             vs_baseline(&|r| r.busy(), &pct_signed),
+            if is_baseline {
+                "-".to_string()
+            } else {
+                med(&col(&|r| r.scripts / r.wall.max(1e-9)), pct)
+            },
             med(&col(&|r| r.load.latency_ms(0.5)), ms),
             med(&col(&|r| r.load.latency_ms(0.99)), ms),
             vs_baseline(&|r| r.load.latency_ms(0.99), &signed),
@@ -468,6 +476,7 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
             "pass wall",
             "Redis busy",
             "busy vs baseline",
+            "script share",
             "load p50 ms",
             "p99 ms",
             "p99 vs baseline ms",
@@ -489,7 +498,9 @@ fn table(runs: &[ImpactRun], scenarios: &[Option<Method>], rate: f64) -> String 
         "\n{table}\n\nMedians over the successful runs. The load: {:.1}k requests/s asked for; latency from each \
          request's due time to its reply, for the requests due during the pass (the baseline: during its window). \
          Redis busy: Redis main-thread CPU / wall during the pass, the load's and the pass's work together; \
-         vs baseline: minus the baseline's in the same repetition (about the pass's own share). sent late: how \
+         vs baseline: minus the baseline's in the same repetition. script share: the time Redis spent in \
+         script calls (INFO commandstats: each call whole, set-up and reply included) / wall, the pass's own \
+         share of Redis's time. sent late: how \
          long after its due time the client wrote a request (the client's own part of the latency). load client \
          CPU: the load's threads, in % of one CPU; pass client CPU: the job process or the thread running the \
          method; other CPU: anything else on the machine; max steal: the most CPU time the hypervisor took \

@@ -110,6 +110,9 @@ pub struct Run {
     pub wall: f64,
     /// Redis main-thread CPU seconds during the method.
     pub cpu: f64,
+    /// Seconds Redis spent running scripts during the method (its command
+    /// statistics): a capped job's own share of Redis's time.
+    pub scripts: f64,
     pub latency: Latency,
     /// The longest any command held Redis during the run, in ms, from the
     /// slow log (0 when none took 2 ms).
@@ -579,6 +582,7 @@ impl Bench {
             keys,
             wall,
             cpu: after.cpu_main - before.cpu_main,
+            scripts: after.scripts - before.scripts,
             latency,
             longest_ms,
             rss_kib: outcome.rss_kib,

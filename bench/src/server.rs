@@ -26,6 +26,10 @@ pub struct Server {
 pub struct Counters {
     /// Main thread CPU seconds, user + system.
     pub cpu_main: f64,
+    /// Seconds Redis spent running scripts (`EVAL`, `EVALSHA` and their
+    /// `_RO` forms), by its own command statistics: each call whole, its
+    /// set-up and reply included, without the time spent on other clients.
+    pub scripts: f64,
     /// Bytes read from clients.
     pub net_in: u64,
     /// Bytes written to clients.
@@ -182,6 +186,14 @@ pub fn info(
 pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     let cpu = info(conn, "cpu")?;
     let stats = info(conn, "stats")?;
+    let commands = info(conn, "commandstats")?;
+    let scripts = ["evalsha", "evalsha_ro", "eval", "eval_ro"]
+        .iter()
+        .filter_map(|c| commands.get(&format!("cmdstat_{c}")))
+        .filter_map(|s| s.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+        .filter_map(|usec| usec.parse::<f64>().ok())
+        .sum::<f64>()
+        / 1e6;
     let f = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
     // Redis < 6.2 has no per-thread figures: fall back to the process's.
     let cpu_main = match (
@@ -194,6 +206,7 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     let u = |k: &str| f(&stats, k).unwrap_or(0.0) as u64;
     Ok(Counters {
         cpu_main,
+        scripts,
         net_in: u("total_net_input_bytes"),
         net_out: u("total_net_output_bytes"),
     })

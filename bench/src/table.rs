@@ -129,7 +129,7 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
             verdicts.push(verdict("server CPU x bound", &cpu_x, 1.0));
         }
         if let Some(cap) = method.share() {
-            let shares: Vec<f64> = ok.iter().map(|r| r.cpu / r.wall.max(1e-9)).collect();
+            let shares: Vec<f64> = ok.iter().map(|r| r.scripts / r.wall.max(1e-9)).collect();
             caps.push(cap_line(&method.name(), cap, &shares));
         }
         let max_of_max = ok.iter().map(|r| r.latency.max).reduce(f64::max);
@@ -220,8 +220,9 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
         String::new()
     } else {
         format!(
-            "\nThe cap: a capped job's share of Redis's time is its Redis busy (server CPU / wall, \
-             the job's start-up included):\n{}\n",
+            "\nThe cap: a capped job's share of Redis's time is the time Redis spent in its script calls \
+             (INFO commandstats, each call whole: set-up, script and reply) / wall, the job's start-up \
+             included. Redis busy counts more: the PING client, and Redis waking between calls:\n{}\n",
             caps.concat()
         )
     };
