@@ -336,19 +336,7 @@ fn files_that_are_not_text_or_too_large_are_refused_before_parsing() {
     for (name, bytes, expected) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        for sub in ["check", "run"] {
-            let out = janitor()
-                .args([sub, "--rules"])
-                .arg(&path)
-                .env("REDIS_URL", dead_url())
-                .run();
-            out.assert_code(2);
-            let line = out.one_line_stderr();
-            assert!(
-                line.contains(&path.display().to_string()) && line.contains(expected),
-                "{sub} {name}: {line:?}"
-            );
-        }
+        assert_rules_file_refused(&path, expected);
     }
     // A directory, and a device that never ends, are refused too.
     for (path, expected) in [
@@ -425,18 +413,27 @@ fn a_rule_holding_the_templates_markers_runs_as_check_says() {
 #[test]
 fn a_missing_rules_file_is_exit_2_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("does-not-exist.toml");
+    assert_rules_file_refused(
+        &dir.path().join("does-not-exist.toml"),
+        "cannot read the rules file",
+    );
+}
+
+/// `check` and `run` with the rules file `path` both exit 2, before any
+/// connection, with one line naming the path and holding `expected`.
+fn assert_rules_file_refused(path: &std::path::Path, expected: &str) {
     for sub in ["check", "run"] {
         let out = janitor()
             .args([sub, "--rules"])
-            .arg(&path)
+            .arg(path)
             .env("REDIS_URL", dead_url())
             .run();
         out.assert_code(2);
         let line = out.one_line_stderr();
         assert!(
-            line.contains(&path.display().to_string()),
-            "{sub}: message does not name the path: {line:?}"
+            line.contains(&path.display().to_string()) && line.contains(expected),
+            "{sub} {}: {line:?}",
+            path.display()
         );
     }
 }
