@@ -326,9 +326,14 @@ mod tests {
         pacer.record(&reply(1000, 500, 500), now, now);
         assert_eq!(pacer.scan_budget().as_micros(), 835);
         assert_eq!(pacer.step(), 269); // 835 / 2 / 1.55
-        // A call that looked at nothing teaches nothing.
+        // A call that looked at nothing teaches nothing, however long it
+        // took (SCAN steps over empty buckets), nor one the clock did not
+        // see.
         pacer.record(&reply(0, 0, 0), now, now);
+        pacer.record(&reply(0, 300, 400), now, now);
+        pacer.record(&reply(100, 0, 0), now, now);
         assert_eq!(pacer.step(), 269);
+        assert_eq!(pacer.scan_budget().as_micros(), 835);
     }
 
     #[test]
@@ -549,6 +554,24 @@ mod tests {
         overhead.record(us(1000), us(1300));
         overhead.calibrate(stats(2, 3000));
         assert_eq!(overhead.per_call(), Duration::ZERO);
+        // No call between two samples: nothing to measure.
+        overhead.calibrate(stats(2, 3000));
+        assert_eq!(overhead.per_call(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_call_sent_again_after_noscript_is_not_measured() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(limits(1000, None, 0.5), start);
+        pacer.calibrate(CallStats { calls: 0, usec: 0 });
+        pacer.record(&reply(100, 800, 1000), start, start + us(1500));
+        pacer.resent();
+        // Redis counted the EVAL, not an EVALSHA: this sample says nothing.
+        pacer.calibrate(CallStats {
+            calls: 1,
+            usec: 1100,
+        });
+        assert_eq!(pacer.overhead.per_call(), us(500));
     }
 
     #[test]

@@ -357,5 +357,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("h:1 (Valkey 8.1.8): failed\n"), "{text}");
+        for (stop, words) in [
+            (Stop::MaxRuntime, "max runtime reached"),
+            (Stop::Sigterm, "SIGTERM"),
+            (Stop::Sigint, "SIGINT"),
+        ] {
+            let text = Report::new(&outcome(vec![End::Stopped(stop)]), &rules, false).to_text();
+            let first = format!("redis-janitor run: pass stopped early ({words})\n");
+            assert!(text.starts_with(&first), "{text}");
+        }
     }
 }

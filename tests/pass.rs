@@ -743,18 +743,32 @@ fn json_log_format_writes_one_json_object_per_stderr_line() {
         }
         let out = j.run();
         out.assert_code(0);
-        out.report();
+        let report = out.report();
         let lines: Vec<&str> = out
             .stderr
             .lines()
             .filter(|l| !l.trim().is_empty())
             .collect();
         assert!(!lines.is_empty(), "no log lines at debug\n{}", out.dump());
-        for line in lines {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line:?}\n{}", out.dump()));
-            assert!(v.is_object(), "log line not an object: {line:?}");
-        }
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("log line is not JSON ({e}): {line:?}\n{}", out.dump())
+                })
+            })
+            .collect();
+        assert!(events.iter().all(|v| v.is_object()), "{}", out.dump());
+        // Log pipelines see how the pass ended, with its counts.
+        let finished = events
+            .iter()
+            .find(|v| v["message"] == "pass finished")
+            .unwrap_or_else(|| panic!("no \"pass finished\" event\n{}", out.dump()));
+        assert_eq!(finished["complete"], true, "{finished}");
+        assert_eq!(
+            finished["keys_scanned"], report["keys_scanned"],
+            "{finished}"
+        );
     }
 }
 

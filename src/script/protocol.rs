@@ -354,18 +354,21 @@ mod tests {
         let mut one = Counts::new(&rules);
         reply().tally(&rules, &mut one).unwrap();
         one.script_reloads = 1;
+        // Three nodes' worth: no count is 2 or 0, where doubling or
+        // squaring would pass for adding.
         let mut total = one.clone();
+        total.add(&one);
         total.add(&one);
         assert_eq!(
             total,
             Counts {
-                keys_scanned: 100,
-                keys_matched: 80,
-                batches: 2,
-                vanished: 4,
-                unchanged: 6,
-                per_rule: vec![20, 40, 10],
-                script_reloads: 2,
+                keys_scanned: 150,
+                keys_matched: 120,
+                batches: 3,
+                vanished: 6,
+                unchanged: 9,
+                per_rule: vec![30, 60, 15],
+                script_reloads: 3,
             }
         );
     }
