@@ -111,7 +111,7 @@ fn log_finished(outcome: &RunOutcome) {
     let counts = outcome.counts();
     info!(
         complete = stopped_by.is_none(),
-        stopped_by = ?stopped_by,
+        stopped_by = stopped_by.map(Stop::describe),
         keys_scanned = counts.keys_scanned,
         keys_matched = counts.keys_matched,
         keys_acted = counts.acted(),

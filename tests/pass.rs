@@ -765,6 +765,7 @@ fn json_log_format_writes_one_json_object_per_stderr_line() {
             .find(|v| v["message"] == "pass finished")
             .unwrap_or_else(|| panic!("no \"pass finished\" event\n{}", out.dump()));
         assert_eq!(finished["complete"], true, "{finished}");
+        assert!(finished.get("stopped_by").is_none(), "{finished}");
         assert_eq!(
             finished["keys_scanned"], report["keys_scanned"],
             "{finished}"
