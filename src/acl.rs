@@ -94,13 +94,13 @@ impl Command {
         format!("+{}", self.name().to_lowercase().replace(' ', "|"))
     }
 
-    /// Why the job sends it, for messages.
-    pub fn purpose(self) -> &'static str {
+    /// Why the job sends it, for the messages of [`Command::refused`]: the
+    /// commands the job probes, and `INFO`. (A refused `CLIENT SETNAME` is
+    /// only a warning, and `SELECT` and `SCRIPT LOAD` name themselves in
+    /// their own errors.)
+    fn purpose(self) -> &'static str {
         match self {
             Command::Info => "which the job reads the server's version and settings with",
-            Command::ClientSetname => "which names the job's connections in CLIENT LIST",
-            Command::Select => "which selects the URL's database",
-            Command::ScriptLoad => "which loads the clean script",
             Command::Evalsha | Command::EvalshaRo => "which runs the clean script",
             Command::Eval | Command::EvalRo => {
                 "which sends the clean script again after a NOSCRIPT reply"
