@@ -297,6 +297,7 @@ fn a_command_renamed_away_is_named_and_nothing_is_written() {
         out.assert_code(1);
         let line = out.one_line_stderr();
         assert!(line.contains(command), "[{command}] {}", out.dump());
+        assert!(!line.contains("primary"), "[{command}] {}", out.dump());
         assert_eq!(digest(&mut con), before, "[{command}] written");
     }
 }

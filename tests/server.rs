@@ -235,5 +235,11 @@ fn a_dry_run_works_on_a_replica_and_a_real_run_is_refused_there() {
         .args(["run", "--output", "json", "--url", &replica.url()])
         .run();
     real.assert_code(1);
+    assert!(
+        real.one_line_stderr()
+            .contains("a real run needs the primary (a dry run works on a replica)"),
+        "{}",
+        real.dump()
+    );
     assert_eq!(dbsize(&mut con), 2, "the primary was touched");
 }
