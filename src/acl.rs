@@ -309,6 +309,13 @@ mod tests {
             names(&needed(&every_kind, Mode::ReadOnly, Dialect::Redis7))[5..],
             ["SCAN", "TIME", "PTTL", "TYPE", "OBJECT IDLETIME"]
         );
+        let expire_only = rules(
+            "[[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
+        );
+        assert_eq!(
+            names(&needed(&expire_only, Mode::Write, Dialect::Redis7))[5..],
+            ["SCAN", "TIME", "PTTL", "PEXPIRE"]
+        );
     }
 
     #[test]
