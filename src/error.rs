@@ -108,6 +108,16 @@ mod tests {
     }
 
     #[test]
+    fn redis_errors_are_classified_by_kind() {
+        use redis::{ErrorKind, RedisError};
+        let auth = RedisError::from((ErrorKind::AuthenticationFailed, "no password"));
+        let err = Error::from_redis("AUTH", &auth);
+        assert!(matches!(&err, Error::Auth(m) if m.starts_with("AUTH: ")), "{err:?}");
+        let other = RedisError::from((ErrorKind::Client, "bad reply"));
+        assert!(matches!(Error::from_redis("x", &other), Error::Redis(_)));
+    }
+
+    #[test]
     fn messages_are_one_line() {
         assert_eq!(one_line("a\n  b\r\n\tc "), "a b c");
     }
