@@ -112,7 +112,10 @@ mod tests {
         use redis::{ErrorKind, RedisError};
         let auth = RedisError::from((ErrorKind::AuthenticationFailed, "no password"));
         let err = Error::from_redis("AUTH", &auth);
-        assert!(matches!(&err, Error::Auth(m) if m.starts_with("AUTH: ")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Auth(m) if m.starts_with("AUTH: ")),
+            "{err:?}"
+        );
         let other = RedisError::from((ErrorKind::Client, "bad reply"));
         assert!(matches!(Error::from_redis("x", &other), Error::Redis(_)));
     }

@@ -347,6 +347,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("would act on 1 keys (delete)"), "{text}");
+        assert!(!text.contains("script reloads"), "{text}");
+        let mut reloaded = outcome(vec![End::Complete]);
+        reloaded.nodes[0].counts.script_reloads = 2;
+        let text = Report::new(&reloaded, &rules, false).to_text();
+        assert!(text.contains("  script reloads  2\n"), "{text}");
         let two = outcome(vec![
             End::Complete,
             End::Failed(Error::Auth("denied".into())),

@@ -846,3 +846,29 @@ fn a_tiny_call_budget_still_cleans_everything() {
     assert_eq!(dbsize(&mut con), 2000);
     assert_eq!(expires_count(&mut con, 0), 2000);
 }
+
+#[test]
+fn the_pass_samples_redis_command_statistics_as_it_goes() {
+    // The pacer learns what a call costs Redis beyond the script's clock
+    // from INFO commandstats, sampled every 100 calls.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 5000);
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .exec(&mut con)
+        .unwrap();
+    let out = run_json(&server.url())
+        .args(["--batch-size", "1", "--max-server-share", "1"])
+        .run();
+    out.assert_code(0);
+    // Hundreds of calls (a SCAN bucket each), so that the samples
+    // outnumber the few INFO calls of the start.
+    let calls = field(&out.report(), "batches");
+    assert!(calls >= 500, "{calls} calls");
+    let samples = calls_of(&mut con, "info");
+    assert!(
+        samples >= calls / 100 && samples <= calls / 100 + 5,
+        "{samples} INFO calls for {calls} script calls"
+    );
+}

@@ -191,18 +191,6 @@ fn an_error_in_the_checks_leaves_the_whole_call_unapplied() {
     assert_eq!(digest(&mut con), before);
 }
 
-/// `EVAL`/`EVALSHA` calls by the job so far, each form apart.
-fn calls_of(con: &mut redis::Connection, command: &str) -> u64 {
-    info_field(con, "commandstats", &format!("cmdstat_{command}"))
-        .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
     // Script::call falls back to the script's text on NOSCRIPT, and only

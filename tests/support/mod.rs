@@ -1127,6 +1127,19 @@ pub fn info_field(con: &mut redis::Connection, section: &str, name: &str) -> Opt
     })
 }
 
+/// How many times `command` (lower case, e.g. `evalsha`) ran on the
+/// server since its statistics were last reset (`INFO commandstats`).
+pub fn calls_of(con: &mut redis::Connection, command: &str) -> u64 {
+    info_field(con, "commandstats", &format!("cmdstat_{command}"))
+        .and_then(|stats| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// `redis_version` from INFO server (on Valkey, the Redis version it is
 /// compatible with).
 pub fn server_version(con: &mut redis::Connection) -> String {
