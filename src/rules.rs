@@ -169,7 +169,7 @@ impl Rules {
     }
 
     /// Reads and validates the rules file at `path`: at most
-    /// [`MAX_FILE_BYTES`], refused before it is read, and UTF-8 text.
+    /// [`MAX_FILE_BYTES`] (never read further), and UTF-8 text.
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
         let source = path.display().to_string();
         let text = read_text(path).map_err(|message| RulesError {
@@ -338,16 +338,9 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// The text of the file at `path`, or why it is not a rules file. The size
-/// is checked before reading, and the read is bounded too, for files whose
-/// size the metadata does not tell (a pipe, `/dev/zero`).
+/// The text of the file at `path`, or why it is not a rules file. The read
+/// is bounded, so a huge file (or `/dev/zero`) costs at most the limit.
 fn read_text(path: &Path) -> Result<String, String> {
-    let too_big = || {
-        format!(
-            "larger than {} KiB: not a rules file",
-            MAX_FILE_BYTES / 1024
-        )
-    };
     let file =
         std::fs::File::open(path).map_err(|err| format!("cannot read the rules file: {err}"))?;
     let meta = file
@@ -356,15 +349,15 @@ fn read_text(path: &Path) -> Result<String, String> {
     if meta.is_dir() {
         return Err("is a directory, not a rules file".into());
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(too_big());
-    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|err| format!("cannot read the rules file: {err}"))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_big());
+        return Err(format!(
+            "larger than {} KiB: not a rules file",
+            MAX_FILE_BYTES / 1024
+        ));
     }
     let line_at =
         |bytes: &[u8], offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
