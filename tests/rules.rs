@@ -338,6 +338,17 @@ fn files_that_are_not_text_or_too_large_are_refused_before_parsing() {
         std::fs::write(&path, bytes).unwrap();
         assert_rules_file_refused(&path, expected);
     }
+    // The limit itself is allowed.
+    let mut fits = rule.as_bytes().to_vec();
+    fits.resize(1024 * 1024, b'\n');
+    let path = dir.path().join("fits.toml");
+    std::fs::write(&path, fits).unwrap();
+    janitor()
+        .arg("check")
+        .arg("--rules")
+        .arg(&path)
+        .run()
+        .assert_code(0);
     // A directory, and a device that never ends, are refused too.
     for (path, expected) in [
         (dir.path(), "is a directory"),
