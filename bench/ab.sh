@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Compares two builds of the job, alternately, on the same freshly seeded
+# keyspace (the benchmark's 1M-key mix), each at full speed: wall time, Redis
+# main-thread CPU and script calls per run, then the medians. A change that
+# should not alter the pass (a refactor) shows up here as equal medians; the
+# instruction counts of bench/callgrind.sh are the finer measure.
+#
+#   bench/ab.sh OLD_BINARY NEW_BINARY [PAIRS]     # PAIRS: 10 by default
+#
+# A binary without --max-server-share (before the cap) runs as it is; one
+# with it runs at --max-server-share 1. Starts its own redis-server on a free
+# loopback port; never the one on 6379.
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+old=$1 new=$2 pairs=${3:-10}
+dir=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+  --enable-debug-command yes --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+r() { redis-cli -p "$port" "$@"; }
+until r ping >/dev/null 2>&1; do sleep 0.1; done
+
+seed() {
+  r flushall >/dev/null
+  r debug populate 400000 keep 5 >/dev/null
+  r debug populate 200000 temp 5 >/dev/null
+  r debug populate 200000 cache:nottl 5 >/dev/null
+  r debug populate 100000 cache:short 5 >/dev/null
+  r debug populate 100000 cache:long 5 >/dev/null
+  r eval "for i=0,99999 do redis.call('PEXPIRE','cache:short:'..i,30000); redis.call('PEXPIRE','cache:long:'..i,7200000) end" 0 >/dev/null
+}
+cpu() { r info cpu | awk -F: '/used_cpu_(sys|user)_main_thread/ { s += $2 } END { printf "%.3f", s }'; }
+full_speed() { if "$1" run --help 2>/dev/null | grep -q -- --max-server-share; then echo --max-server-share 1; fi; }
+
+results="$dir/results"
+for i in $(seq 1 "$pairs"); do
+  for label in old new; do
+    bin=$old; [ "$label" = new ] && bin=$new
+    seed
+    c0=$(cpu); t0=$(date +%s.%N)
+    # shellcheck disable=SC2046 # the flag and its value are two words
+    report=$("$bin" run --url "redis://127.0.0.1:$port" --output json $(full_speed "$bin") 2>/dev/null)
+    t1=$(date +%s.%N); c1=$(cpu)
+    calls=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["batches"])' <<<"$report")
+    echo "pair $i: $label, $calls calls" >&2
+    echo "$label $t0 $t1 $c0 $c1 $calls" >>"$results"
+  done
+done
+python3 - "$results" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, t0, t1, c0, c1, calls = line.split()
+    wall, cpu = float(t1) - float(t0), float(c1) - float(c0)
+    runs.setdefault(label, []).append((wall, cpu, int(calls)))
+print("| build | runs | median wall s | median Redis CPU s | median calls |")
+print("|---|---:|---:|---:|---:|")
+for label in ("old", "new"):
+    r = runs[label]
+    med = lambda i: statistics.median(x[i] for x in r)
+    print(f"| {label} | {len(r)} | {med(0):.3f} | {med(1):.3f} | {med(2):.0f} |")
+old, new = runs["old"], runs["new"]
+ratio = lambda i: statistics.median(n[i] / o[i] for o, n in zip(old, new))
+print(f"\nnew / old, median of the pairs: wall {ratio(0):.3f}, Redis CPU {ratio(1):.3f}")
+PY
