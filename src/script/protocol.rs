@@ -354,8 +354,8 @@ mod tests {
         let mut one = Counts::new(&rules);
         reply().tally(&rules, &mut one).unwrap();
         one.script_reloads = 1;
-        // Three nodes' worth: no count is 2 or 0, where doubling or
-        // squaring would pass for adding.
+        // Three nodes' worth: with two, a count of 2 could not tell
+        // multiplying from adding (2 * 2 = 2 + 2).
         let mut total = one.clone();
         total.add(&one);
         total.add(&one);
