@@ -14,22 +14,16 @@ set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 old=$1 new=$2 pairs=${3:-10}
 dir=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# shellcheck source=bench/mix.sh
+. "$(dirname "$0")/mix.sh"
+port=$(free_port)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
   --enable-debug-command yes --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 r() { redis-cli -p "$port" "$@"; }
 until r ping >/dev/null 2>&1; do sleep 0.1; done
 
-seed() {
-  r flushall >/dev/null
-  r debug populate 400000 keep 5 >/dev/null
-  r debug populate 200000 temp 5 >/dev/null
-  r debug populate 200000 cache:nottl 5 >/dev/null
-  r debug populate 100000 cache:short 5 >/dev/null
-  r debug populate 100000 cache:long 5 >/dev/null
-  r eval "for i=0,99999 do redis.call('PEXPIRE','cache:short:'..i,30000); redis.call('PEXPIRE','cache:long:'..i,7200000) end" 0 >/dev/null
-}
+seed() { r flushall >/dev/null && seed_mix 100000 -p "$port"; }
 cpu() { r info cpu | awk -F: '/used_cpu_(sys|user)_main_thread/ { s += $2 } END { printf "%.3f", s }'; }
 full_speed() { if "$1" run --help 2>/dev/null | grep -q -- --max-server-share; then echo --max-server-share 1; fi; }
 

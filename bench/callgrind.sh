@@ -11,6 +11,8 @@
 # to make calls of the size it makes at full speed with its 1ms default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/mix.sh
+. bench/mix.sh
 [ "${1:-}" = "--" ] && shift
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 cargo build --release --locked --quiet
@@ -21,18 +23,13 @@ count() { # label, then "bound" or the job's extra arguments
   local label=$1; shift
   local dir port pid
   dir=$(mktemp -d)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" redis-server --port "$port" \
     --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --enable-debug-command yes >"$dir/vg.log" 2>&1 &
   pid=$!
   until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.2; done
   local r=(redis-cli -p "$port")
-  "${r[@]}" debug populate 40000 keep 5 >/dev/null
-  "${r[@]}" debug populate 20000 temp 5 >/dev/null
-  "${r[@]}" debug populate 20000 cache:nottl 5 >/dev/null
-  "${r[@]}" debug populate 10000 cache:short 5 >/dev/null
-  "${r[@]}" debug populate 10000 cache:long 5 >/dev/null
-  "${r[@]}" eval "for i=0,9999 do redis.call('PEXPIRE','cache:short:'..i,30000); redis.call('PEXPIRE','cache:long:'..i,7200000) end" 0 >/dev/null
+  seed_mix 10000 -p "$port"
   callgrind_control -z "$pid" >/dev/null 2>&1
   if [ "${1:-}" = bound ]; then
     "${r[@]}" eval "$bound_lua" 0 3600000 60000 1000 >/dev/null
