@@ -31,6 +31,9 @@ pub enum Command {
     Info,
     ClientSetname,
     Select,
+    ClusterShards,
+    ClusterSlots,
+    Readonly,
     ScriptLoad,
     Evalsha,
     EvalshaRo,
@@ -48,10 +51,13 @@ pub enum Command {
 
 impl Command {
     /// Every command, in the order the ACL lines list them.
-    pub const ALL: [Command; 16] = [
+    pub const ALL: [Command; 19] = [
         Command::Info,
         Command::ClientSetname,
         Command::Select,
+        Command::ClusterShards,
+        Command::ClusterSlots,
+        Command::Readonly,
         Command::ScriptLoad,
         Command::Evalsha,
         Command::EvalshaRo,
@@ -73,6 +79,9 @@ impl Command {
             Command::Info => "INFO",
             Command::ClientSetname => "CLIENT SETNAME",
             Command::Select => "SELECT",
+            Command::ClusterShards => "CLUSTER SHARDS",
+            Command::ClusterSlots => "CLUSTER SLOTS",
+            Command::Readonly => "READONLY",
             Command::ScriptLoad => "SCRIPT LOAD",
             Command::Evalsha => "EVALSHA",
             Command::EvalshaRo => "EVALSHA_RO",
@@ -101,17 +110,16 @@ impl Command {
     fn purpose(self) -> &'static str {
         match self {
             Command::Info => "which the job reads the server's version and settings with",
+            Command::ClusterShards | Command::ClusterSlots => {
+                "which the job finds the cluster's nodes with"
+            }
+            Command::Readonly => "which lets a dry run read from a cluster replica",
             Command::Evalsha | Command::EvalshaRo => "which runs the clean script",
             Command::Eval | Command::EvalRo => {
                 "which sends the clean script again after a NOSCRIPT reply"
             }
             _ => "which the clean script calls",
         }
-    }
-
-    /// Only Redis 7 has it.
-    fn since_redis7(self) -> bool {
-        matches!(self, Command::EvalshaRo | Command::EvalRo)
     }
 
     /// Whether the script variant for `mode` on `dialect` may send it at
@@ -121,7 +129,9 @@ impl Command {
         match self {
             Command::Evalsha | Command::Eval => !read_only,
             Command::EvalshaRo | Command::EvalRo => read_only,
-            Command::Exists => mode == Mode::ReadOnly,
+            Command::Exists | Command::Readonly => mode == Mode::ReadOnly,
+            Command::ClusterShards => dialect == Dialect::Redis7,
+            Command::ClusterSlots => dialect == Dialect::Legacy,
             Command::Unlink | Command::Pexpire => mode == Mode::Write,
             _ => true,
         }
@@ -132,7 +142,13 @@ impl Command {
     fn probe(self) -> Option<redis::Cmd> {
         let mut cmd = redis::cmd(self.name().split(' ').next().unwrap_or_default());
         match self {
-            Command::Info | Command::ClientSetname | Command::Select | Command::ScriptLoad => {
+            Command::Info
+            | Command::ClientSetname
+            | Command::Select
+            | Command::ClusterShards
+            | Command::ClusterSlots
+            | Command::Readonly
+            | Command::ScriptLoad => {
                 return None;
             }
             Command::Evalsha | Command::EvalshaRo => cmd.arg(EMPTY_SCRIPT_SHA).arg(0),
@@ -151,11 +167,9 @@ impl Command {
     pub fn refused(self, server: &str, err: &redis::RedisError) -> Error {
         let context = format!("{server} refused {}, {}", self.name(), self.purpose());
         match self.advise(Error::from_redis(&context, err)) {
-            Error::Redis(message) if err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) => {
-                Error::Unsupported(format!(
-                    "{message}: a real run needs the primary (a dry run works on a replica)"
-                ))
-            }
+            Error::Replica(message) => Error::Unsupported(format!(
+                "{message}: a real run needs the primary (a dry run works on a replica)"
+            )),
             Error::Redis(message) => Error::Unsupported(message),
             other => other,
         }
@@ -175,14 +189,19 @@ impl Command {
 }
 
 /// The commands a pass with `rules` sends with the script variant for
-/// `mode` on `dialect`, in the order it first sends them.
+/// `mode` on `dialect`, in the order it first sends them. (The commands
+/// that find a cluster's nodes, and READONLY, come before the pass and are
+/// checked by sending them.)
 pub fn needed(rules: &Rules, mode: Mode, dialect: Dialect) -> Vec<Command> {
     let any = |take: &dyn Fn(&crate::rules::Rule) -> bool| rules.rules.iter().any(take);
     Command::ALL
         .into_iter()
         .filter(|command| command.used_by(mode, dialect))
         .filter(|command| match command {
-            Command::Select => false,
+            Command::Select
+            | Command::ClusterShards
+            | Command::ClusterSlots
+            | Command::Readonly => false,
             Command::Pttl => any(&|r| !r.is_unconditional_delete()),
             Command::Type => any(&|r| r.conditions.key_type.is_some()),
             Command::ObjectIdletime => rules.uses_idle_time(),
@@ -226,9 +245,9 @@ pub enum Access {
 /// The `ACL SETUSER` line for a user `name` with `access`, on servers of
 /// `dialect`. `reset` first makes the line safe to repeat.
 pub fn setuser_line(name: &str, access: Access, dialect: Dialect) -> String {
-    let mode = match access {
-        Access::Clean => None,
-        Access::DryRun => Some(Mode::ReadOnly),
+    let modes: &[Mode] = match access {
+        Access::Clean => &[Mode::Write, Mode::ReadOnly],
+        Access::DryRun => &[Mode::ReadOnly],
     };
     let keys = match (access, dialect) {
         (Access::DryRun, Dialect::Redis7) => "%R~*",
@@ -236,8 +255,7 @@ pub fn setuser_line(name: &str, access: Access, dialect: Dialect) -> String {
     };
     let permissions: Vec<String> = Command::ALL
         .into_iter()
-        .filter(|c| dialect == Dialect::Redis7 || !c.since_redis7())
-        .filter(|c| mode.is_none_or(|mode| c.used_by(mode, dialect)))
+        .filter(|c| modes.iter().any(|&mode| c.used_by(mode, dialect)))
         .map(Command::permission)
         .collect();
     format!(
@@ -320,33 +338,32 @@ mod tests {
 
     #[test]
     fn the_script_calls_no_command_missing_from_the_list() {
-        // Every `call('X'[, 'Y']` and `each_chunk('X'` of every variant.
+        // Every quoted upper-case word of every variant is a command of the
+        // list, or an argument of one.
         let rules = rules(
             "[[rule]]\nname = \"a\"\npattern = \"a:*\"\ntype = \"hash\"\nidle_above = \"1h\"\naction = \"delete\"\n\
              [[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n\
              [[rule]]\nname = \"c\"\npattern = \"c:*\"\naction = \"delete\"\n",
         );
         let known: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
+        let arguments = ["MATCH", "COUNT", "IDLETIME"];
         for script in Script::variants(&rules).unwrap() {
-            let mut called = Vec::new();
-            for (at, _) in script
-                .text
-                .match_indices("call('")
-                .chain(script.text.match_indices("each_chunk('"))
-            {
-                let args = &script.text[at..];
-                let args = &args[args.find('\'').unwrap()..args.find([',', ')']).unwrap()];
-                let mut name = args.trim_matches('\'').to_string();
-                if name == "OBJECT" {
-                    name.push_str(" IDLETIME");
-                }
-                called.push(name);
-            }
-            assert!(called.len() >= 8, "{called:?}");
-            for name in called {
+            let quotes: Vec<usize> = script.text.match_indices('\'').map(|(at, _)| at).collect();
+            let words: Vec<&str> = quotes
+                .windows(2)
+                .map(|pair| &script.text[pair[0] + 1..pair[1]])
+                .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+                .collect();
+            assert!(words.len() >= 10, "{words:?}");
+            for word in words {
+                let command = if word == "OBJECT" {
+                    "OBJECT IDLETIME"
+                } else {
+                    word
+                };
                 assert!(
-                    known.contains(&name.as_str()),
-                    "{} calls {name}",
+                    known.contains(&command) || arguments.contains(&word),
+                    "{} calls {word}",
                     script.variant()
                 );
             }
@@ -358,26 +375,26 @@ mod tests {
         assert_eq!(
             setuser_line("janitor", Access::Clean, Dialect::Redis7),
             "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
-             +select +script|load +evalsha +evalsha_ro +eval +eval_ro +scan +time +pttl +type \
-             +object|idletime +exists +unlink +pexpire"
+             +select +cluster|shards +readonly +script|load +evalsha +evalsha_ro +eval +eval_ro \
+             +scan +time +pttl +type +object|idletime +exists +unlink +pexpire"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Redis7),
             "ACL SETUSER janitor-ro reset on >PASSWORD %R~* resetchannels -@all +info \
-             +client|setname +select +script|load +evalsha_ro +eval_ro +scan +time +pttl +type \
-             +object|idletime +exists"
+             +client|setname +select +cluster|shards +readonly +script|load +evalsha_ro +eval_ro \
+             +scan +time +pttl +type +object|idletime +exists"
         );
         assert_eq!(
             setuser_line("janitor", Access::Clean, Dialect::Legacy),
             "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
-             +select +script|load +evalsha +eval +scan +time +pttl +type +object|idletime +exists \
-             +unlink +pexpire"
+             +select +cluster|slots +readonly +script|load +evalsha +eval +scan +time +pttl +type \
+             +object|idletime +exists +unlink +pexpire"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Legacy),
             "ACL SETUSER janitor-ro reset on >PASSWORD ~* resetchannels -@all +info \
-             +client|setname +select +script|load +evalsha +eval +scan +time +pttl +type \
-             +object|idletime +exists"
+             +client|setname +select +cluster|slots +readonly +script|load +evalsha +eval +scan \
+             +time +pttl +type +object|idletime +exists"
         );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::connection::{DEFAULT_TIMEOUT, Target};
+use crate::connection::{DEFAULT_TIMEOUT, Target, read_password};
 use crate::error::Error;
 use crate::node::Task;
 use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
@@ -19,6 +19,7 @@ use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
+use crate::topology::{SentinelAuth, Source};
 
 /// Cleans a Redis keyspace by rules: one SCAN pass, one atomic Lua script
 /// call per batch of keys.
@@ -44,7 +45,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one pass over the keyspace, print the report, exit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validate a rules file and print the effective rules; touches no Redis.
     Check(RulesArg),
     /// List the variants of the clean script for the rules, with their
@@ -78,14 +79,28 @@ impl RulesArg {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for
-    /// TLS. When neither this nor REDIS_URL is set, REDIS_HOST=host:port is
-    /// used, then redis://127.0.0.1:6379.
+    /// TLS. For a Redis Cluster, seed nodes: repeat --url, or list hosts
+    /// comma-separated (redis://u@a:6379,b:6379). For Sentinel:
+    /// redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE[/db]
+    /// (the URL's credentials are the data nodes'). When neither this nor
+    /// REDIS_URL is set, REDIS_HOST=host:port is used, then
+    /// redis://127.0.0.1:6379.
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
 
     /// File holding the password (e.g. a mounted Secret); replaces the URL's.
     #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+
+    /// File holding the Sentinels' own password (sentinel.conf's
+    /// requirepass), for redis+sentinel:// URLs.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD_FILE", value_name = "FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+
+    /// The Sentinels' own ACL user, for redis+sentinel:// URLs (default:
+    /// the default user).
+    #[arg(long, env = "REDIS_SENTINEL_USERNAME", value_name = "USER")]
+    pub sentinel_username: Option<String>,
 
     /// PEM file of CA certificates to trust for rediss:// (default: the
     /// public web roots).
@@ -98,6 +113,21 @@ pub struct RunArgs {
     /// Decide and count exactly as a real run would, but write nothing.
     #[arg(long, env = "JANITOR_DRY_RUN")]
     pub dry_run: bool,
+
+    /// With --dry-run: read from a replica of each cluster primary, or of
+    /// the primary Sentinel names, instead of the primary.
+    #[arg(long, env = "JANITOR_FROM_REPLICAS", requires = "dry_run")]
+    pub from_replicas: bool,
+
+    /// How many cluster nodes are cleaned at once, each with its own
+    /// connection and pace (default: all primaries).
+    #[arg(
+        long,
+        env = "JANITOR_CONCURRENCY",
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub concurrency: Option<u32>,
 
     /// The most keys one script call looks at (the COUNTs of its SCAN
     /// steps); calls usually stop sooner, at --max-call-time.
@@ -176,16 +206,28 @@ impl RunArgs {
     /// The run's settings; `redis_host` is the `REDIS_HOST` variable.
     pub fn settings(&self, redis_host: Option<&str>) -> Result<Settings, Error> {
         let rules = self.rules.load()?;
-        let target = Target::resolve(
-            self.url.as_deref(),
-            redis_host,
-            self.password_file.as_deref(),
-            self.tls_ca_file.as_deref(),
-        )?;
+        let target = |url: Option<&str>| {
+            Target::resolve(
+                url,
+                redis_host,
+                self.password_file.as_deref(),
+                self.tls_ca_file.as_deref(),
+            )
+        };
+        let sentinel_auth = SentinelAuth {
+            username: self.sentinel_username.clone(),
+            password: self
+                .sentinel_password_file
+                .as_deref()
+                .map(read_password)
+                .transpose()?,
+        };
         Ok(Settings {
-            target,
-            timeout: self.timeout.0,
+            source: Source::resolve(&self.url, target, &sentinel_auth)?,
+            concurrency: self.concurrency.map(|n| n as usize),
+            from_replicas: self.from_replicas,
             task: Task {
+                timeout: self.timeout.0,
                 rules,
                 dry_run: self.dry_run,
                 pass: pass::Options {
@@ -269,7 +311,7 @@ mod tests {
             panic!("not run")
         };
         let settings = args.settings(None).unwrap();
-        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.task.timeout, DEFAULT_TIMEOUT);
         let pass = settings.task.pass;
         assert_eq!(pass.limits.max_call_time, DEFAULT_MAX_CALL_TIME);
         assert_eq!(pass.limits.max_server_share, DEFAULT_MAX_SERVER_SHARE);

@@ -116,6 +116,48 @@ impl Target {
     pub fn address(&self) -> String {
         self.info.addr().to_string()
     }
+
+    /// The host it connects to.
+    pub fn host(&self) -> String {
+        match self.info.addr() {
+            redis::ConnectionAddr::Tcp(host, _) | redis::ConnectionAddr::TcpTls { host, .. } => {
+                host.clone()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether it connects with TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), redis::ConnectionAddr::TcpTls { .. })
+    }
+
+    /// The user, password and database it connects with.
+    pub fn redis_settings(&self) -> &redis::RedisConnectionInfo {
+        self.info.redis_settings()
+    }
+
+    /// The same settings (user, password, database, TLS) at another address:
+    /// a cluster node, or the primary Sentinel names.
+    pub fn at(&self, host: &str, port: u16) -> Target {
+        let addr = match self.info.addr() {
+            redis::ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => redis::ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        Target {
+            info: self.info.clone().set_addr(addr),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
 }
 
 /// Shows `[user@]host:port/db`, and `rediss://` for TLS; never a password.
@@ -136,7 +178,7 @@ impl std::fmt::Display for Target {
 
 /// Reads a password from a file such as a mounted Kubernetes Secret, without
 /// its trailing newline.
-fn read_password(path: &Path) -> Result<String, Error> {
+pub fn read_password(path: &Path) -> Result<String, Error> {
     let text = std::fs::read_to_string(path).map_err(|err| {
         Error::Usage(format!(
             "cannot read the password file {}: {err}",

@@ -21,6 +21,9 @@ pub enum Error {
     Permission(String),
     /// The server cannot run this pass as configured (exit 1).
     Unsupported(String),
+    /// A write reached a replica: the node is not (or no longer) a primary,
+    /// as after a failover (exit 1).
+    Replica(String),
     /// A script failed to load, returned an error or an unexpected reply (exit 1).
     Script(String),
     /// Any other error reply from Redis (exit 1).
@@ -38,6 +41,7 @@ impl Error {
         match err.kind() {
             ErrorKind::Server(ServerErrorKind::NoPerm) => Error::Permission(message),
             ErrorKind::AuthenticationFailed => Error::Auth(message),
+            ErrorKind::Server(ServerErrorKind::ReadOnly) => Error::Replica(message),
             _ if err.code() == Some("WRONGPASS") || err.code() == Some("NOAUTH") => {
                 Error::Auth(message)
             }
@@ -70,6 +74,7 @@ impl fmt::Display for Error {
             | Error::Auth(m)
             | Error::Permission(m)
             | Error::Unsupported(m)
+            | Error::Replica(m)
             | Error::Script(m)
             | Error::Redis(m)
             | Error::System(m) => f.write_str(m),

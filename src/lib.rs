@@ -13,11 +13,15 @@
 //! - [`acl`]: the Redis commands the job sends: ACL lines, and the probes
 //!   that check them before a pass
 //! - [`connection`]: the Redis URL, credentials and connecting
+//! - [`topology`]: standalone, cluster or Sentinel -> the nodes to clean,
+//!   and a shard's new primary after a failover
 //! - [`pacer`]: the size of each call, and the pauses between calls (share
 //!   of Redis's time, rate limit)
 //! - [`pass`]: one pass over one node: script calls from cursor 0 back to 0
-//! - [`node`]: one node's work: INFO checks, dialect, probes, load, pass
-//! - [`run`]: one run: its nodes, and how their outcomes merge
+//! - [`node`]: one node's work: INFO checks, variant, probes, load, pass,
+//!   failovers followed
+//! - [`run`]: one run: its nodes cleaned at once, and how their outcomes
+//!   merge
 //! - [`report`]: the run's report, as text or JSON
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr
@@ -40,3 +44,4 @@ pub mod rules;
 pub mod run;
 pub mod script;
 pub mod shutdown;
+pub mod topology;

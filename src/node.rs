@@ -1,7 +1,10 @@
-//! One Redis node's share of a run, over one connection: read what the
-//! server is (`INFO`), refuse what it cannot run before touching anything,
-//! choose the script's dialect, check that the user may run every command
-//! the pass will send, load the script, and run the pass. Whatever happens,
+//! One Redis node's share of a run, over its own connection: connect, read
+//! what the server is (`INFO`), refuse what it cannot run before touching
+//! anything, choose the script's variant, check that the user may run every
+//! command the pass will send, load the script, and run the pass. When a
+//! cluster shard fails over during the pass, the pass starts again from
+//! cursor 0 on the shard's new primary: a cursor means nothing to another
+//! process, whose hash tables are ordered by its own seed. Whatever happens,
 //! the node's outcome comes back: what it did, and how it ended.
 
 use std::time::{Duration, Instant};
@@ -9,15 +12,20 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::acl::{self, Command};
+use crate::connection::Target;
 use crate::error::Error;
 use crate::exit::Stop;
 use crate::pass::{self, End};
 use crate::rules::Rules;
 use crate::script::protocol::Counts;
-use crate::script::{Dialect, Mode, Script};
+use crate::script::{Dialect, Layout, Mode, Script};
+use crate::topology::{self, Node, Role, field};
+
+/// The most failovers one node's pass follows before it gives up.
+const MAX_FAILOVERS: usize = 5;
 
 /// What to do on each node.
 #[derive(Debug, Clone)]
@@ -28,6 +36,30 @@ pub struct Task {
     pub dry_run: bool,
     /// How the pass runs.
     pub pass: pass::Options,
+    /// Connect and reply timeout; also how long a failed-over shard is
+    /// waited for.
+    pub timeout: Duration,
+}
+
+/// What every node of a run shares.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// What to do.
+    pub task: &'a Task,
+    /// The seed nodes, through which a cluster is asked for a shard's new
+    /// primary after a failover.
+    pub seeds: &'a [Target],
+    /// When the run started: `--max-runtime` counts from there.
+    pub started: Instant,
+}
+
+/// A failover a node's pass followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    /// The primary the pass was on.
+    pub from: String,
+    /// The shard's new primary, where the pass started again from cursor 0.
+    pub to: String,
 }
 
 /// What a server said it is.
@@ -50,8 +82,10 @@ impl std::fmt::Display for ServerInfo {
 /// What one node's work came to.
 #[derive(Debug)]
 pub struct NodeOutcome {
-    /// The node's `host:port`.
+    /// The node's `host:port` (after a failover, the new primary's).
     pub address: String,
+    /// Whether it is a primary or a replica.
+    pub role: Role,
     /// What the server is, once `INFO` answered.
     pub server: Option<ServerInfo>,
     /// The script the pass ran, once it was chosen for the server.
@@ -62,61 +96,120 @@ pub struct NodeOutcome {
     pub duration: Duration,
     /// How it ended.
     pub end: End,
+    /// The failovers its pass followed, each a new pass from cursor 0.
+    pub failovers: Vec<Failover>,
 }
 
-/// Cleans the node behind `conn`, at `address`, as `task` says.
+impl NodeOutcome {
+    /// The outcome of a node nothing was done on yet.
+    pub fn new(address: String, role: Role, rules: &Rules) -> NodeOutcome {
+        NodeOutcome {
+            address,
+            role,
+            server: None,
+            script: None,
+            counts: Counts::new(rules),
+            duration: Duration::ZERO,
+            end: End::Complete,
+            failovers: Vec::new(),
+        }
+    }
+}
+
+/// Cleans `node` as `context` says, following its shard's failovers.
 pub async fn clean(
-    mut conn: MultiplexedConnection,
-    address: String,
-    task: &Task,
+    mut node: Node,
+    context: Context<'_>,
     stop: watch::Receiver<Option<Stop>>,
 ) -> NodeOutcome {
     let started = Instant::now();
-    let mut node = NodeOutcome {
-        address,
-        server: None,
-        script: None,
-        counts: Counts::new(&task.rules),
-        duration: Duration::ZERO,
-        end: End::Complete,
-    };
-    node.end = match prepare(&mut conn, task, &mut node).await {
-        Ok(()) => {
-            let script = node.script.as_ref().expect("prepared");
-            pass::run(
-                conn,
-                &task.rules,
-                script,
-                &task.pass,
-                stop,
-                &mut node.counts,
-            )
-            .await
-        }
-        Err(err) => End::Failed(err),
-    };
-    node.duration = started.elapsed();
-    node
+    let task = context.task;
+    let mut outcome = NodeOutcome::new(node.target.address(), node.role, &task.rules);
+    loop {
+        let end = clean_once(&node, context, &mut outcome, stop.clone()).await;
+        let End::Failed(err) = end else {
+            outcome.end = end;
+            break;
+        };
+        let followed = outcome.failovers.len() < MAX_FAILOVERS && may_be_failover(&node, &err);
+        let new = match followed {
+            true => topology::new_primary(context.seeds, &node, task.timeout).await,
+            false => Ok(None),
+        };
+        let Ok(Some(new)) = new else {
+            outcome.end = End::Failed(err);
+            break;
+        };
+        let failover = Failover {
+            from: outcome.address.clone(),
+            to: new.target.address(),
+        };
+        warn!(
+            from = %failover.from,
+            to = %failover.to,
+            cause = %err,
+            "the shard failed over; its pass starts again from cursor 0 on the new primary"
+        );
+        outcome.address = failover.to.clone();
+        outcome.failovers.push(failover);
+        node = new;
+    }
+    outcome.duration = started.elapsed();
+    outcome
 }
 
-/// Everything before the first call, recorded in `node` as it is learnt.
+/// Whether `err` on `node` may mean its shard failed over: the node
+/// became a replica, or it went away. Only a cluster says where its shard
+/// went.
+fn may_be_failover(node: &Node, err: &Error) -> bool {
+    node.shard.is_some() && matches!(err, Error::Replica(_) | Error::Connection(_))
+}
+
+/// One pass over `node`, from cursor 0, adding to `outcome`.
+async fn clean_once(
+    node: &Node,
+    context: Context<'_>,
+    outcome: &mut NodeOutcome,
+    stop: watch::Receiver<Option<Stop>>,
+) -> End {
+    let task = context.task;
+    let mut conn = match node.target.connect(task.timeout).await {
+        Ok(conn) => conn,
+        Err(err) => return End::Failed(err),
+    };
+    if let Err(err) = prepare(&mut conn, node, task, outcome).await {
+        return End::Failed(err);
+    }
+    let script = outcome.script.as_ref().expect("prepared");
+    pass::run(
+        conn,
+        &task.rules,
+        script,
+        &task.pass,
+        context.started,
+        stop,
+        &mut outcome.counts,
+    )
+    .await
+}
+
+/// Everything before the first call, recorded in `outcome` as it is learnt.
 async fn prepare(
     conn: &mut MultiplexedConnection,
+    node: &Node,
     task: &Task,
-    node: &mut NodeOutcome,
+    outcome: &mut NodeOutcome,
 ) -> Result<(), Error> {
-    let address = node.address.clone();
-    let server = info_section(conn, &address, "server").await?;
-    // Valkey says `server_mode`, Redis `redis_mode`.
-    let server_mode = field(&server, "redis_mode").or_else(|| field(&server, "server_mode"));
-    if server_mode == Some("cluster") {
+    let address = outcome.address.clone();
+    let server = topology::info(conn, &address, "server").await?;
+    if topology::is_cluster(&server) != (node.layout == Layout::Cluster) {
         return Err(Error::Unsupported(format!(
-            "{address} is a Redis Cluster node; cluster mode is not supported yet"
+            "{address} changed between cluster and standalone mode during the run"
         )));
     }
     let dialect = Dialect::for_version(field(&server, "redis_version").unwrap_or_default());
     let info = server_info(&server, &address);
-    node.server = Some(info.clone());
+    outcome.server = Some(info.clone());
     if task.rules.uses_idle_time() {
         refuse_lfu(conn, &address, &task.rules).await?;
     }
@@ -125,9 +218,16 @@ async fn prepare(
     } else {
         Mode::Write
     };
-    let script = node
+    if mode == Mode::ReadOnly && node.layout == Layout::Cluster {
+        // A cluster replica serves reads only to a connection that asks.
+        redis::cmd("READONLY")
+            .exec_async(conn)
+            .await
+            .map_err(|err| Command::Readonly.refused(&address, &err))?;
+    }
+    let script = outcome
         .script
-        .insert(Script::clean(&task.rules, mode, dialect)?);
+        .insert(Script::clean(&task.rules, mode, dialect, node.layout)?);
     acl::probe(conn, &address, &acl::needed(&task.rules, mode, dialect)).await?;
     script
         .load(conn)
@@ -139,6 +239,7 @@ async fn prepare(
         script_version = %script.version,
         script_sha = %script.sha,
         variant = %script.variant(),
+        role = ?node.role,
         rules = %task.rules.source,
         dry_run = task.dry_run,
         "pass started"
@@ -153,7 +254,7 @@ async fn refuse_lfu(
     address: &str,
     rules: &Rules,
 ) -> Result<(), Error> {
-    let memory = info_section(conn, address, "memory").await?;
+    let memory = topology::info(conn, address, "memory").await?;
     let policy = field(&memory, "maxmemory_policy").unwrap_or_default();
     match rules
         .rules
@@ -169,19 +270,6 @@ async fn refuse_lfu(
     }
 }
 
-/// One section of INFO.
-async fn info_section(
-    conn: &mut MultiplexedConnection,
-    address: &str,
-    section: &str,
-) -> Result<String, Error> {
-    redis::cmd("INFO")
-        .arg(section)
-        .query_async(conn)
-        .await
-        .map_err(|err| Command::Info.refused(address, &err))
-}
-
 /// What `INFO server` says the server is. Valkey reports a Redis version
 /// for compatibility (`redis_version:7.2.4`) beside its own.
 fn server_info(server: &str, address: &str) -> ServerInfo {
@@ -194,15 +282,6 @@ fn server_info(server: &str, address: &str) -> ServerInfo {
         software: software.to_string(),
         version: version.to_string(),
     }
-}
-
-/// The value of `name` in INFO output (`name:value` lines).
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
-    info.lines().find_map(|line| {
-        line.strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .map(str::trim)
-    })
 }
 
 #[cfg(test)]

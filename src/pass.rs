@@ -19,7 +19,8 @@ use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::rules::Rules;
 use crate::script::protocol::{Batch, Counts};
-use crate::script::{Invoke, Script};
+use crate::script::{Invoke, Layout, Mode, Script};
+use crate::topology::field;
 
 /// The default `--progress-interval`.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
@@ -29,6 +30,11 @@ pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 /// enough to follow the server, seldom enough to cost nothing (one `INFO
 /// commandstats` per 100 calls of about a millisecond).
 const CALLS_PER_SAMPLE: u64 = 100;
+
+/// The longest time between two samples, whatever the pace: a sample of a
+/// writing pass on a cluster node also checks that the node is still a
+/// primary.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -77,13 +83,15 @@ impl End {
 }
 
 /// Runs one pass with `script` (already loaded) over the node behind `conn`,
-/// adding what it does to `counts`. When `stop` turns `Some`, the call in
-/// flight is finished and the pass returns.
+/// adding what it does to `counts`. `--max-runtime` counts from
+/// `run_started`. When `stop` turns `Some`, the call in flight is finished
+/// and the pass returns.
 pub async fn run(
     conn: MultiplexedConnection,
     rules: &Rules,
     script: &Script,
     options: &Options,
+    run_started: Instant,
     stop: watch::Receiver<Option<Stop>>,
     counts: &mut Counts,
 ) -> End {
@@ -95,8 +103,10 @@ pub async fn run(
         options,
         pacer: Pacer::new(options.limits, now),
         counts,
+        run_started,
         started: now,
         last_progress: now,
+        last_sample: None,
         stop,
     };
     match pass.drive().await {
@@ -113,8 +123,12 @@ struct Pass<'a> {
     options: &'a Options,
     pacer: Pacer,
     counts: &'a mut Counts,
+    /// When the run started, for `--max-runtime`.
+    run_started: Instant,
+    /// When this pass started, for its rate.
     started: Instant,
     last_progress: Instant,
+    last_sample: Option<(Instant, u64)>,
     stop: watch::Receiver<Option<Stop>>,
 }
 
@@ -134,8 +148,8 @@ impl Pass<'_> {
                 max_keys: self.pacer.max_keys(),
                 report_keys: enabled!(Level::DEBUG),
             };
-            if self.counts.batches.is_multiple_of(CALLS_PER_SAMPLE) {
-                self.sample_call_stats().await;
+            if self.sample_due() {
+                self.sample().await?;
             }
             let sent = Instant::now();
             let (reply, resent) = self.script.call(&mut self.conn, &batch).await?;
@@ -156,7 +170,7 @@ impl Pass<'_> {
     /// Waits until the pacer lets the next call go out. Returns the stop
     /// instead if one comes first (a signal, or `--max-runtime`).
     async fn wait_for_turn(&mut self) -> Option<Stop> {
-        let deadline = self.options.max_runtime.map(|max| self.started + max);
+        let deadline = self.options.max_runtime.map(|max| self.run_started + max);
         loop {
             if let Some(stop) = self.stop_requested() {
                 return Some(stop);
@@ -171,6 +185,37 @@ impl Pass<'_> {
                 Ok(()) = self.stop.changed() => {}
             }
         }
+    }
+
+    /// Whether the next call is preceded by a sample: every
+    /// [`CALLS_PER_SAMPLE`] calls, and at least every [`SAMPLE_INTERVAL`].
+    fn sample_due(&self) -> bool {
+        self.last_sample.is_none_or(|(at, batches)| {
+            self.counts.batches >= batches + CALLS_PER_SAMPLE || at.elapsed() >= SAMPLE_INTERVAL
+        })
+    }
+
+    /// Samples the server: its command statistics for the pacer and, for a
+    /// writing pass on a cluster node, its role. A cluster node that became
+    /// a replica (a failover) fails the pass with [`Error::Replica`]; on
+    /// Redis 7 the script's flags refuse the call on a replica anyway, but
+    /// Redis 6.2 would run it, and every key would be refused.
+    async fn sample(&mut self) -> Result<(), Error> {
+        self.last_sample = Some((Instant::now(), self.counts.batches));
+        self.sample_call_stats().await;
+        if self.script.layout == Layout::Cluster && self.script.mode == Mode::Write {
+            let replication: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut self.conn)
+                .await
+                .map_err(|err| Error::from_redis("INFO replication", &err))?;
+            if field(&replication, "role") == Some("slave") {
+                return Err(Error::Replica(
+                    "the cluster node is a replica now (a failover)".to_string(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Gives the pacer Redis's statistics of the command that runs the
@@ -194,7 +239,7 @@ impl Pass<'_> {
             return Some(stop);
         }
         let max = self.options.max_runtime?;
-        (self.started.elapsed() >= max).then_some(Stop::MaxRuntime)
+        (self.run_started.elapsed() >= max).then_some(Stop::MaxRuntime)
     }
 
     fn log_progress(&mut self) {

@@ -6,12 +6,13 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::exit::Stop;
-use crate::node::{NodeOutcome, ServerInfo};
+use crate::node::{Failover, NodeOutcome, ServerInfo};
 use crate::pass::End;
 use crate::rules::Rules;
 use crate::run::RunOutcome;
 use crate::script::Script;
 use crate::script::protocol::Counts;
+use crate::topology::Role;
 
 /// Text for people, JSON for machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,10 @@ pub struct Report<'a> {
 /// One node's entry in the report.
 #[derive(Debug, Serialize)]
 struct ServerReport<'a> {
-    /// `host:port`.
+    /// `host:port` (after a failover, the new primary's).
     address: &'a str,
+    /// "primary" or "replica".
+    role: Role,
     /// "Redis" or "Valkey", once the server answered `INFO`.
     software: Option<&'a str>,
     /// The server's own version, once it answered `INFO`.
@@ -62,6 +65,9 @@ struct ServerReport<'a> {
     duration_seconds: f64,
     /// The script it ran.
     script: Option<ScriptInfo<'a>>,
+    /// The failovers its pass followed, each restarting it from cursor 0
+    /// on the shard's new primary.
+    failovers: &'a [Failover],
 }
 
 /// How something ended, as the three fields `complete`, `stopped_by` and
@@ -95,6 +101,9 @@ struct Tally<'a> {
     batches: u64,
     /// Matched keys gone before their rule acted.
     vanished: u64,
+    /// Matched keys a cluster node refused because their slot was moving;
+    /// the next run gets them.
+    moved: u64,
     /// Keys that matched a pattern but that no rule's conditions took.
     unchanged: u64,
     /// Per rule, in rule order: how many keys it deleted or gave a TTL.
@@ -110,6 +119,7 @@ impl<'a> Tally<'a> {
             keys_matched: counts.keys_matched,
             batches: counts.batches,
             vanished: counts.vanished,
+            moved: counts.moved,
             unchanged: counts.unchanged,
             rules: rules
                 .rules
@@ -142,7 +152,7 @@ struct RuleCount<'a> {
 struct ScriptInfo<'a> {
     /// Script name, e.g. "clean".
     name: &'a str,
-    /// Script version, e.g. "v3".
+    /// Script version, e.g. "v4".
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,
@@ -198,10 +208,25 @@ impl<'a> Report<'a> {
             if let (Some(software), Some(version)) = (server.software, server.version) {
                 text += &format!(" ({software} {version})");
             }
+            if server.role == Role::Replica {
+                text += " replica";
+            }
             if self.servers.len() > 1 {
-                text += &format!(": {}", describe(server.status.0));
+                text += &format!(
+                    ": {}, {} keys scanned, {} acted on in {:.3}s",
+                    describe(server.status.0),
+                    server.tally.keys_scanned,
+                    server.tally.rules.iter().map(|r| r.keys).sum::<u64>(),
+                    server.duration_seconds
+                );
             }
             text.push('\n');
+            for failover in server.failovers {
+                text += &format!(
+                    "    failover      from {} to {}: the pass started again from cursor 0\n",
+                    failover.from, failover.to
+                );
+            }
         }
         if let Some(script) = &self.script {
             text += &format!(
@@ -227,6 +252,9 @@ impl<'a> Report<'a> {
         }
         text += &format!("  unchanged       {}\n", totals.unchanged);
         text += &format!("  vanished        {}\n", totals.vanished);
+        if totals.moved > 0 {
+            text += &format!("  moved           {}\n", totals.moved);
+        }
         if totals.script_reloads > 0 {
             text += &format!("  script reloads  {}\n", totals.script_reloads);
         }
@@ -238,12 +266,14 @@ impl<'a> ServerReport<'a> {
     fn new(node: &'a NodeOutcome, rules: &'a Rules) -> ServerReport<'a> {
         ServerReport {
             address: &node.address,
+            role: node.role,
             software: node.server.as_ref().map(|s| s.software.as_str()),
             version: node.server.as_ref().map(|s| s.version.as_str()),
             status: Status(&node.end),
             tally: Tally::new(&node.counts, rules),
             duration_seconds: node.duration.as_secs_f64(),
             script: node.script.as_ref().map(ScriptInfo::of),
+            failovers: &node.failovers,
         }
     }
 }
@@ -275,16 +305,19 @@ mod tests {
                     counts.keys_scanned = 10 * (i as u64 + 1);
                     counts.per_rule[2] = i as u64 + 1;
                     NodeOutcome {
-                        address: format!("h:{i}"),
                         server: Some(ServerInfo {
                             address: format!("h:{i}"),
                             software: "Valkey".into(),
                             version: "8.1.8".into(),
                         }),
-                        script: None,
                         counts,
                         duration: Duration::from_secs(1),
                         end,
+                        failovers: vec![Failover {
+                            from: "old:1".into(),
+                            to: format!("h:{i}"),
+                        }],
+                        ..NodeOutcome::new(format!("h:{i}"), Role::Primary, &rules)
                     }
                 })
                 .collect(),
@@ -330,6 +363,9 @@ mod tests {
         assert_eq!(servers[1]["rules"][2]["keys"], 2);
         assert_eq!(servers[0]["complete"], true);
         assert_eq!(servers[1]["stopped_by"], "max_runtime");
+        assert_eq!(servers[1]["role"], "primary");
+        assert_eq!(servers[1]["failovers"][0]["from"], "old:1");
+        assert_eq!(servers[1]["failovers"][0]["to"], "h:1");
         assert_eq!(report["server"]["address"], "h:0");
     }
 
@@ -361,7 +397,20 @@ mod tests {
             text.starts_with("redis-janitor run: pass failed: denied\n"),
             "{text}"
         );
-        assert!(text.contains("h:1 (Valkey 8.1.8): failed\n"), "{text}");
+        assert!(
+            text.contains(
+                "h:1 (Valkey 8.1.8): failed, 20 keys scanned, 2 acted on in 1.000s\n    \
+                 failover      from old:1 to h:1: the pass started again from cursor 0\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("moved"), "{text}");
+        let mut moved = outcome(vec![End::Complete]);
+        moved.nodes[0].counts.moved = 4;
+        moved.nodes[0].role = Role::Replica;
+        let text = Report::new(&moved, &rules, true).to_text();
+        assert!(text.contains("  moved           4\n"), "{text}");
+        assert!(text.contains("h:0 (Valkey 8.1.8) replica\n"), "{text}");
         for (stop, words) in [
             (Stop::MaxRuntime, "max runtime reached"),
             (Stop::Sigterm, "SIGTERM"),

@@ -1,34 +1,39 @@
-//! One run of the job: connect to the nodes to clean (today the one the URL
-//! names), clean each with its own connection, and merge what they did.
+//! One run of the job: find the nodes to clean (the standalone server, every
+//! primary of a cluster, or the primary Sentinel names), clean them at once,
+//! each with its own connection, and merge what they did.
 //!
 //! The run's ending follows one rule: it failed if any node failed; else it
 //! stopped if any node stopped (a signal before `--max-runtime`); else it is
 //! complete. Its exit code is that ending's (see `exit`).
 //!
-//! Data flows one way: [`Settings`] -> connection -> `node::clean` per node
+//! Data flows one way: [`Settings`] -> topology -> `node::clean` per node
 //! -> [`RunOutcome`], which the report renders.
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::connection::Target;
 use crate::exit::{Exit, Stop};
-use crate::node::{self, NodeOutcome, Task};
+use crate::node::{self, Context, NodeOutcome, Task};
 use crate::pass::End;
 use crate::script::protocol::Counts;
+use crate::topology::{self, Role, Source};
 
 /// Everything a run needs, validated before any connection is made. (No
-/// `Debug`: the target holds the password.)
+/// `Debug`: the source holds the password.)
 #[derive(Clone)]
 pub struct Settings {
-    /// Where Redis is.
-    pub target: Target,
-    /// Connect and reply timeout.
-    pub timeout: Duration,
+    /// Where the nodes are.
+    pub source: Source,
     /// What to do on each node.
     pub task: Task,
+    /// How many nodes are cleaned at once; `None`: all of them.
+    pub concurrency: Option<usize>,
+    /// A dry run reads from replicas (of each cluster primary, or of the
+    /// Sentinel service's primary).
+    pub from_replicas: bool,
 }
 
 /// What a run came to: each node's outcome.
@@ -79,24 +84,58 @@ impl RunOutcome {
 /// failed or stopped.
 pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> RunOutcome {
     let started = Instant::now();
-    let address = settings.target.address();
-    let node = match settings.target.connect(settings.timeout).await {
-        Ok(conn) => node::clean(conn, address, &settings.task, stop).await,
-        Err(err) => NodeOutcome {
-            address,
-            server: None,
-            script: None,
-            counts: Counts::new(&settings.task.rules),
-            duration: started.elapsed(),
-            end: End::Failed(err),
-        },
-    };
+    let task = &settings.task;
+    let nodes =
+        match topology::discover(&settings.source, task.timeout, settings.from_replicas).await {
+            Ok(nodes) => clean_all(settings, nodes, started, stop).await,
+            Err(err) => {
+                let mut node =
+                    NodeOutcome::new(source_address(&settings.source), Role::Primary, &task.rules);
+                node.duration = started.elapsed();
+                node.end = End::Failed(err);
+                vec![node]
+            }
+        };
     let outcome = RunOutcome {
-        nodes: vec![node],
+        nodes,
         duration: started.elapsed(),
     };
     log_finished(&outcome);
     outcome
+}
+
+/// Cleans `nodes`, at most `settings.concurrency` at once; their outcomes
+/// in the nodes' order.
+async fn clean_all(
+    settings: &Settings,
+    nodes: Vec<topology::Node>,
+    started: Instant,
+    stop: watch::Receiver<Option<Stop>>,
+) -> Vec<NodeOutcome> {
+    let seeds = match &settings.source {
+        Source::Direct(seeds) => seeds.clone(),
+        Source::Sentinel(_) => Vec::new(),
+    };
+    let context = Context {
+        task: &settings.task,
+        seeds: &seeds,
+        started,
+    };
+    let concurrency = settings.concurrency.unwrap_or(nodes.len()).max(1);
+    futures_util::stream::iter(nodes)
+        .map(|node| node::clean(node, context, stop.clone()))
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+/// Where a run that found no node looked: the first seed, or the Sentinels'
+/// service.
+fn source_address(source: &Source) -> String {
+    match source {
+        Source::Direct(seeds) => seeds.first().map(|s| s.address()).unwrap_or_default(),
+        Source::Sentinel(sentinels) => format!("sentinel service {}", sentinels.service),
+    }
 }
 
 /// One log event with the outcome of a run that did not fail, so log
@@ -132,12 +171,9 @@ mod tests {
         counts.keys_scanned = scanned;
         counts.per_rule[1] = scanned / 2;
         NodeOutcome {
-            address: format!("h:{scanned}"),
-            server: None,
-            script: None,
             counts,
-            duration: Duration::ZERO,
             end,
+            ..NodeOutcome::new(format!("h:{scanned}"), Role::Primary, &Rules::builtin())
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::Rules;
 use redis_janitor::script::protocol::{Batch, Reply};
-use redis_janitor::script::{Invoke, Mode, Script};
+use redis_janitor::script::{Invoke, Layout, Mode, Script};
 
 use crate::support::{RedisServer, dialect};
 
@@ -162,7 +162,14 @@ fn compare_with_keys(
 /// one unconditional delete rule, with no SCAN MATCH, listing its keys.
 fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>> {
     let rules = Rules::delete_matching(glob.clone());
-    let script = Script::clean_scanning(&rules, None, Mode::ReadOnly, dialect(con)).unwrap();
+    let script = Script::clean_scanning(
+        &rules,
+        None,
+        Mode::ReadOnly,
+        dialect(con),
+        Layout::Standalone,
+    )
+    .unwrap();
     let mut found = BTreeSet::new();
     let mut cursor = 0;
     loop {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis_janitor::rules::Rules;
 use redis_janitor::script::protocol::Counts;
 use redis_janitor::script::protocol::{Batch, Reply};
-use redis_janitor::script::{Invoke, Mode, Script};
+use redis_janitor::script::{Invoke, Layout, Mode, Script};
 
 use crate::support::*;
 
@@ -55,7 +55,7 @@ fn call_with(
     mode: Mode,
     batch: &Batch,
 ) -> redis::RedisResult<Reply> {
-    let script = Script::clean(rules, mode, dialect(con)).unwrap();
+    let script = Script::clean(rules, mode, dialect(con), Layout::Standalone).unwrap();
     batch.command(&script, Invoke::Text).query(con)
 }
 
@@ -199,7 +199,7 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
     let mut con = server.conn();
     seed_all(&mut con, &[(b"cache:1", "string", None)]);
     let rules = test_rules();
-    let script = Script::clean(&rules, Mode::Write, dialect(&mut con)).unwrap();
+    let script = Script::clean(&rules, Mode::Write, dialect(&mut con), Layout::Standalone).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -21,7 +21,8 @@ use std::fmt::Write;
 use crate::glob::{GlobParts, LuaMatcher};
 use crate::rules::{Action, Rule, Rules};
 
-use super::protocol::{BLIND, MIN_STEP, UNCHANGED, VANISHED};
+use super::Layout;
+use super::protocol::{BLIND, MIN_STEP, MOVED, UNCHANGED, VANISHED};
 
 /// The template line that receives the constants, the rules' count, SCAN
 /// MATCH and globs.
@@ -75,10 +76,11 @@ impl<'a> Template<'a> {
         })
     }
 
-    /// The script's body for `rules`, with `scan_match` as its SCAN MATCH
-    /// (`None`: every key's name is matched in Lua).
-    pub fn compile(&self, rules: &Rules, scan_match: Option<&[u8]>) -> String {
-        let (setup, decide) = rules_code(rules, scan_match);
+    /// The script's body for `rules` on a server of `layout`, with
+    /// `scan_match` as its SCAN MATCH (`None`: every key's name is matched
+    /// in Lua).
+    pub fn compile(&self, rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> String {
+        let (setup, decide) = rules_code(rules, scan_match, layout);
         let mut out = String::from(self.head);
         indented(&mut out, self.setup_indent, &setup);
         out.push_str(self.middle);
@@ -117,7 +119,7 @@ fn indented(out: &mut String, indent: &str, code: &str) {
 }
 
 /// The setup and decide code for `rules`.
-fn rules_code(rules: &Rules, scan_match: Option<&[u8]>) -> (String, String) {
+fn rules_code(rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> (String, String) {
     let matchers = rules.lua_matchers(scan_match);
     let mut globs = Vec::new();
     let mut decide = String::new();
@@ -131,10 +133,11 @@ fn rules_code(rules: &Rules, scan_match: Option<&[u8]>) -> (String, String) {
                 format!("if matches(key, GLOBS[{}]) then", globs.len())
             }
         };
-        decide_group(&mut decide, &rules.rules, group, &test);
+        decide_group(&mut decide, &rules.rules, group, &test, layout);
     }
     let setup = format!(
-        "local VANISHED, UNCHANGED, BLIND, MIN_STEP = {VANISHED}, {UNCHANGED}, {BLIND}, {MIN_STEP}\n\
+        "local VANISHED, UNCHANGED, MOVED, BLIND, MIN_STEP = \
+         {VANISHED}, {UNCHANGED}, {MOVED}, {BLIND}, {MIN_STEP}\n\
          local RULES, SCAN_MATCH, GLOBS = {}, {}, {{{}}}\n",
         rules.rules.len(),
         scan_match.map_or_else(|| "nil".to_string(), string),
@@ -158,7 +161,13 @@ fn groups(rules: &[Rule], matchers: &[LuaMatcher]) -> Vec<std::ops::Range<usize>
 
 /// The code for one group of rules: once the name matches, the key is
 /// UNCHANGED until a rule acts on it and `break`s out with its outcome.
-fn decide_group(out: &mut String, rules: &[Rule], group: std::ops::Range<usize>, test: &str) {
+fn decide_group(
+    out: &mut String,
+    rules: &[Rule],
+    group: std::ops::Range<usize>,
+    test: &str,
+    layout: Layout,
+) {
     let names: Vec<&str> = rules[group.clone()]
         .iter()
         .map(|r| r.name.as_str())
@@ -182,10 +191,7 @@ fn decide_group(out: &mut String, rules: &[Rule], group: std::ops::Range<usize>,
         }
         if !checked {
             out.push_str("  outcome = UNCHANGED\n");
-            out.push_str(
-                "  if not pttl then\n    pttl = call('PTTL', key)\n    if pttl == -2 then\n      \
-                 vanished = vanished + 1\n      outcome = VANISHED\n      break\n    end\n  end\n",
-            );
+            out.push_str(first_check(layout));
             checked = true;
         }
         let _ = writeln!(out, "  if {} then", condition(rule));
@@ -205,6 +211,24 @@ fn decide_group(out: &mut String, rules: &[Rule], group: std::ops::Range<usize>,
         let _ = writeln!(out, "    outcome = {}\n    break\n  end", acted(r));
     }
     out.push_str("end\n");
+}
+
+/// The key's first check, once per key: its PTTL, which tells whether it
+/// vanished. A cluster node may refuse the key (its slot is moving): then
+/// the key is MOVED, and the rest of the call leaves it alone.
+fn first_check(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Standalone => {
+            "  if not pttl then\n    pttl = call('PTTL', key)\n    if pttl == -2 then\n      \
+             vanished = vanished + 1\n      outcome = VANISHED\n      break\n    end\n  end\n"
+        }
+        Layout::Cluster => {
+            "  if not pttl then\n    pttl = try('PTTL', key)\n    if type(pttl) == 'table' then\n      \
+             moved = moved + 1\n      outcome = MOVED\n      break\n    end\n    \
+             if pttl == -2 then\n      \
+             vanished = vanished + 1\n      outcome = VANISHED\n      break\n    end\n  end\n"
+        }
+    }
 }
 
 /// A rule's conditions as one Lua expression over `pttl` (known), cheapest
@@ -301,7 +325,7 @@ mod tests {
     /// pattern is matched in Lua.
     fn compiled(text: &str) -> String {
         let rules = Rules::parse("test rules", text).unwrap();
-        template().compile(&rules, None)
+        template().compile(&rules, None, Layout::Standalone)
     }
 
     #[test]
@@ -316,10 +340,10 @@ mod tests {
     #[test]
     fn builtin_rules_compile_to_one_test_per_pattern_and_rule() {
         let rules = Rules::builtin();
-        let body = template().compile(&rules, rules.scan_match().as_deref());
+        let body = template().compile(&rules, rules.scan_match().as_deref(), Layout::Standalone);
         assert!(
             body.starts_with(
-                "local VANISHED, UNCHANGED, BLIND, MIN_STEP = 0, 1, 128, 10\n\
+                "local VANISHED, UNCHANGED, MOVED, BLIND, MIN_STEP = 0, 1, 127, 128, 10\n\
                  local RULES, SCAN_MATCH, GLOBS = 3, \"[ct][ae][cm][hp][:e]*\", {}\n"
             ),
             "{body}"
@@ -348,6 +372,26 @@ mod tests {
             "{body}"
         );
         assert!(body.ends_with("  until true\nend\n"), "{body}");
+    }
+
+    #[test]
+    fn on_a_cluster_node_the_first_check_may_find_the_key_moved() {
+        let text = "[[rule]]\nname = \"r\"\npattern = \"*\"\nno_ttl = true\naction = \"delete\"\n";
+        let rules = Rules::parse("t", text).unwrap();
+        let standalone = template().compile(&rules, None, Layout::Standalone);
+        let cluster = template().compile(&rules, None, Layout::Cluster);
+        assert!(
+            standalone.contains("pttl = call('PTTL', key)"),
+            "{standalone}"
+        );
+        assert!(!standalone.contains("MOVED\n"), "{standalone}");
+        assert!(cluster.contains("pttl = try('PTTL', key)"), "{cluster}");
+        assert!(
+            cluster.contains(
+                "if type(pttl) == 'table' then\n          moved = moved + 1\n          outcome = MOVED\n"
+            ),
+            "{cluster}"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use protocol::{Batch, Reply};
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v3";
+pub const VERSION: &str = "v4";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -66,6 +66,19 @@ impl Dialect {
     }
 }
 
+/// How the server holds its keys, which decides how the script may touch
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One keyspace: a command may name many keys.
+    Standalone,
+    /// A Redis Cluster node: each command names one key, a key whose slot
+    /// is moving may be refused (and is counted as moved), and on Redis 7
+    /// the script declares `allow-cross-slot-keys`, since its keys are of
+    /// many slots.
+    Cluster,
+}
+
 /// How a call names its script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invoke {
@@ -81,12 +94,14 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v3".
+    /// The `lua/` directory its template came from, e.g. "v4".
     pub version: String,
     /// What it may do.
     pub mode: Mode,
     /// The server generation it targets.
     pub dialect: Dialect,
+    /// How the server holds its keys.
+    pub layout: Layout,
     /// The exact text sent to SCRIPT LOAD.
     pub text: String,
     /// SHA-1 of `text`, lowercase hex: what SCRIPT LOAD returns.
@@ -94,10 +109,15 @@ pub struct Script {
 }
 
 impl Script {
-    /// The clean script for `rules`, in the variant for `mode` and `dialect`,
-    /// with the SCAN MATCH the rules allow.
-    pub fn clean(rules: &Rules, mode: Mode, dialect: Dialect) -> Result<Script, Error> {
-        Script::clean_scanning(rules, rules.scan_match().as_deref(), mode, dialect)
+    /// The clean script for `rules`, in the variant for `mode`, `dialect`
+    /// and `layout`, with the SCAN MATCH the rules allow.
+    pub fn clean(
+        rules: &Rules,
+        mode: Mode,
+        dialect: Dialect,
+        layout: Layout,
+    ) -> Result<Script, Error> {
+        Script::clean_scanning(rules, rules.scan_match().as_deref(), mode, dialect, layout)
     }
 
     /// The clean script for `rules` with `scan_match` as its SCAN MATCH;
@@ -108,6 +128,7 @@ impl Script {
         scan_match: Option<&[u8]>,
         mode: Mode,
         dialect: Dialect,
+        layout: Layout,
     ) -> Result<Script, Error> {
         let path = format!("{VERSION}/{CLEAN}.lua");
         let template = LUA
@@ -116,13 +137,14 @@ impl Script {
             .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
         let template =
             Template::parse(template).map_err(|err| Error::Script(format!("lua/{path}: {err}")))?;
-        let body = template.compile(rules, scan_match);
-        let text = format!("{}{body}", header(mode, dialect));
+        let body = template.compile(rules, scan_match, layout);
+        let text = format!("{}{body}", header(mode, dialect, layout));
         Ok(Script {
             name: CLEAN.to_string(),
             version: VERSION.to_string(),
             mode,
             dialect,
+            layout,
             sha: sha1_smol::Sha1::from(&text).digest().to_string(),
             text,
         })
@@ -132,9 +154,11 @@ impl Script {
     /// `redis-janitor scripts`.
     pub fn variants(rules: &Rules) -> Result<Vec<Script>, Error> {
         let mut all = Vec::new();
-        for dialect in [Dialect::Redis7, Dialect::Legacy] {
-            for mode in [Mode::Write, Mode::ReadOnly] {
-                all.push(Script::clean(rules, mode, dialect)?);
+        for layout in [Layout::Standalone, Layout::Cluster] {
+            for dialect in [Dialect::Redis7, Dialect::Legacy] {
+                for mode in [Mode::Write, Mode::ReadOnly] {
+                    all.push(Script::clean(rules, mode, dialect, layout)?);
+                }
             }
         }
         Ok(all)
@@ -209,7 +233,8 @@ impl Script {
         }
     }
 
-    /// A short label: "write, redis7" and the like.
+    /// A short label: "write, redis7", "read-only, legacy, cluster" and the
+    /// like.
     pub fn variant(&self) -> String {
         let mode = match self.mode {
             Mode::Write => "write",
@@ -219,18 +244,29 @@ impl Script {
             Dialect::Redis7 => "redis7",
             Dialect::Legacy => "legacy",
         };
-        format!("{mode}, {dialect}")
+        match self.layout {
+            Layout::Standalone => format!("{mode}, {dialect}"),
+            Layout::Cluster => format!("{mode}, {dialect}, cluster"),
+        }
     }
 }
 
-/// The lines prepended to a script body for its variant.
-fn header(mode: Mode, dialect: Dialect) -> &'static str {
-    match (dialect, mode) {
-        (Dialect::Redis7, Mode::Write) => "#!lua flags=allow-oom\nlocal DRY_RUN = false\n",
-        (Dialect::Redis7, Mode::ReadOnly) => "#!lua flags=no-writes\nlocal DRY_RUN = true\n",
-        (Dialect::Legacy, Mode::Write) => "local DRY_RUN = false\n",
-        (Dialect::Legacy, Mode::ReadOnly) => "local DRY_RUN = true\n",
-    }
+/// The lines prepended to a script body for its variant: the shebang with
+/// its flags (Redis 7+), and the two constants the template reads.
+fn header(mode: Mode, dialect: Dialect, layout: Layout) -> String {
+    let (flag, dry_run) = match mode {
+        Mode::Write => ("allow-oom", "false"),
+        Mode::ReadOnly => ("no-writes", "true"),
+    };
+    let (cross_slot, cluster) = match layout {
+        Layout::Standalone => ("", "false"),
+        Layout::Cluster => (",allow-cross-slot-keys", "true"),
+    };
+    let shebang = match dialect {
+        Dialect::Redis7 => format!("#!lua flags={flag}{cross_slot}\n"),
+        Dialect::Legacy => String::new(),
+    };
+    format!("{shebang}local DRY_RUN, CLUSTER = {dry_run}, {cluster}\n")
 }
 
 #[cfg(test)]
@@ -249,8 +285,10 @@ mod tests {
     #[test]
     fn variants_differ_only_in_their_header() {
         let rules = Rules::builtin();
-        let write = Script::clean(&rules, Mode::Write, Dialect::Redis7).unwrap();
-        let legacy = Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy).unwrap();
+        let write =
+            Script::clean(&rules, Mode::Write, Dialect::Redis7, Layout::Standalone).unwrap();
+        let legacy =
+            Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Standalone).unwrap();
         assert!(write.text.starts_with("#!lua flags=allow-oom\n"));
         assert!(!legacy.text.starts_with("#!"));
         assert_eq!(
@@ -273,7 +311,14 @@ mod tests {
         );
         assert_ne!(write.sha, legacy.sha);
         assert_eq!(write.sha.len(), 40);
-        assert_eq!(Script::variants(&rules).unwrap().len(), 4);
+        assert_eq!(Script::variants(&rules).unwrap().len(), 8);
+        let cluster = Script::clean(&rules, Mode::Write, Dialect::Redis7, Layout::Cluster).unwrap();
+        assert!(cluster.text.starts_with(
+            "#!lua flags=allow-oom,allow-cross-slot-keys\nlocal DRY_RUN, CLUSTER = false, true\n"
+        ));
+        let cluster = Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Cluster).unwrap();
+        assert!(cluster.text.starts_with("local DRY_RUN, CLUSTER = true, true\n"));
+        assert_eq!(cluster.variant(), "read-only, legacy, cluster");
     }
 
     /// Compiles `script` as Redis would, without a server: Lua 5.1, the
@@ -296,7 +341,7 @@ mod tests {
     #[test]
     fn every_variant_of_the_builtin_rules_parses_as_lua() {
         let variants = Script::variants(&Rules::builtin()).unwrap();
-        assert_eq!(variants.len(), 4);
+        assert_eq!(variants.len(), 8);
         for script in &variants {
             assert_parses(script);
         }
@@ -345,10 +390,17 @@ mod tests {
 
     #[test]
     fn the_rules_are_part_of_the_script() {
-        let builtin = Script::clean(&Rules::builtin(), Mode::Write, Dialect::Redis7).unwrap();
+        let builtin = Script::clean(
+            &Rules::builtin(),
+            Mode::Write,
+            Dialect::Redis7,
+            Layout::Standalone,
+        )
+        .unwrap();
         let text = "[[rule]]\nname = \"t\"\npattern = \"temp:*\"\naction = \"delete\"\n";
         let other = Rules::parse("test rules", text).unwrap();
-        let other = Script::clean(&other, Mode::Write, Dialect::Redis7).unwrap();
+        let other =
+            Script::clean(&other, Mode::Write, Dialect::Redis7, Layout::Standalone).unwrap();
         assert!(builtin.text.contains("cache-missing-ttl"));
         assert!(!other.text.contains("cache-missing-ttl"));
         assert_ne!(builtin.sha, other.sha);

@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v3/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v4/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -18,12 +18,17 @@ pub const VANISHED: u8 = 0;
 /// Outcome byte: no rule's conditions held; the key was left as it was.
 /// `UNCHANGED + 1 + r`: rule `r` (0-based) acted on the key after checking it.
 pub const UNCHANGED: u8 = 1;
+/// Outcome byte: the cluster node refused the key (its slot is moving away
+/// or being imported); the key was left for the next run.
+pub const MOVED: u8 = 127;
 /// Outcome byte base: `BLIND + 1 + r`: rule `r` (0-based), a delete without
 /// conditions, deleted the key unless it had vanished.
 pub const BLIND: u8 = 128;
 
-// Every rule's two outcome bytes fit in one byte, apart from each other.
-const _: () = assert!(UNCHANGED as usize + MAX_RULES < BLIND as usize);
+// Every rule's two outcome bytes fit in one byte, apart from each other and
+// from MOVED.
+const _: () = assert!(UNCHANGED as usize + MAX_RULES < MOVED as usize);
+const _: () = assert!(MOVED < BLIND);
 const _: () = assert!(BLIND as usize + MAX_RULES <= u8::MAX as usize);
 
 /// The fewest keys a SCAN step looks at: a smaller step costs more than it
@@ -63,7 +68,7 @@ impl Batch {
     }
 }
 
-/// What one script call answered (see the header of `lua/v3/clean.lua`).
+/// What one script call answered (see the header of `lua/v4/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
@@ -78,6 +83,8 @@ pub struct Reply {
     pub unchanged: u64,
     /// Matched keys gone before their rule acted.
     pub vanished: u64,
+    /// Matched keys the cluster node refused (their slot is moving).
+    pub moved: u64,
     /// Per rule, the keys it acted on.
     pub acted: Vec<u64>,
     /// How long the scan ran, by the server's clock.
@@ -92,6 +99,7 @@ pub struct Reply {
 
 /// The reply's shape on the wire.
 type Wire = (
+    u64,
     u64,
     u64,
     u64,
@@ -114,6 +122,7 @@ impl redis::FromRedisValue for Reply {
             matched,
             unchanged,
             vanished,
+            moved,
             acted,
             scan_micros,
             micros,
@@ -127,6 +136,7 @@ impl redis::FromRedisValue for Reply {
             matched,
             unchanged,
             vanished,
+            moved,
             acted,
             scan_micros,
             micros,
@@ -148,6 +158,9 @@ pub struct Counts {
     pub batches: u64,
     /// Matched keys gone before their rule acted.
     pub vanished: u64,
+    /// Matched keys a cluster node refused because their slot was moving;
+    /// the next run gets them.
+    pub moved: u64,
     /// Matched keys whose state no rule's conditions took.
     pub unchanged: u64,
     /// Keys each rule acted on (or would have, in a dry run), in rule order.
@@ -176,6 +189,7 @@ impl Counts {
         self.keys_matched += other.keys_matched;
         self.batches += other.batches;
         self.vanished += other.vanished;
+        self.moved += other.moved;
         self.unchanged += other.unchanged;
         self.script_reloads += other.script_reloads;
         for (total, keys) in self.per_rule.iter_mut().zip(&other.per_rule) {
@@ -210,6 +224,7 @@ impl Reply {
         counts.keys_matched += self.matched;
         counts.unchanged += self.unchanged;
         counts.vanished += self.vanished;
+        counts.moved += self.moved;
         for (total, acted) in counts.per_rule.iter_mut().zip(&self.acted) {
             *total += acted;
         }
@@ -222,6 +237,8 @@ impl Reply {
 enum Fate {
     /// The key no longer existed.
     Vanished,
+    /// The cluster node refused the key: its slot is moving.
+    Moved,
     /// No rule's conditions held; the key was left as it was.
     Unchanged,
     /// This rule (0-based) acted on the key after checking it.
@@ -238,6 +255,7 @@ impl Fate {
         let fate = match outcome {
             VANISHED => Some(Fate::Vanished),
             UNCHANGED => Some(Fate::Unchanged),
+            MOVED => Some(Fate::Moved),
             BLIND.. => rule(BLIND).map(Fate::Deleted),
             _ => rule(UNCHANGED).map(Fate::Acted),
         };
@@ -259,6 +277,9 @@ fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
     match fate {
         Fate::Vanished => debug!(%key, "key vanished before the script saw it"),
         Fate::Unchanged => debug!(%key, "no rule's conditions hold; key left as it was"),
+        Fate::Moved => {
+            debug!(%key, "the node refused the key, its slot is moving; left for the next run")
+        }
         Fate::Acted(rule) => {
             let rule = &rules.rules[rule];
             debug!(%key, rule = %rule.name, action = rule.action.name(), "rule acts on key");
@@ -281,6 +302,8 @@ mod tests {
         assert_eq!(Fate::decode(2, 3).unwrap(), Fate::Acted(0));
         assert_eq!(Fate::decode(4, 3).unwrap(), Fate::Acted(2));
         assert_eq!(Fate::decode(129, 3).unwrap(), Fate::Deleted(0));
+        assert_eq!(Fate::decode(127, 3).unwrap(), Fate::Moved);
+        assert!(Fate::decode(126, 3).is_err());
         assert!(Fate::decode(5, 3).is_err());
         assert!(Fate::decode(132, 3).is_err());
         assert!(Fate::decode(128, 3).is_err());
@@ -296,6 +319,7 @@ mod tests {
             matched: 40,
             unchanged: 3,
             vanished: 2,
+            moved: 1,
             acted: vec![10, 20, 5],
             scan_micros: 600,
             micros: 800,
@@ -317,6 +341,7 @@ mod tests {
                 keys_matched: 80,
                 batches: 2,
                 vanished: 4,
+                moved: 2,
                 unchanged: 6,
                 per_rule: vec![20, 40, 10],
                 script_reloads: 0,
@@ -366,6 +391,7 @@ mod tests {
                 keys_matched: 120,
                 batches: 3,
                 vanished: 6,
+                moved: 3,
                 unchanged: 9,
                 per_rule: vec![30, 60, 15],
                 script_reloads: 3,

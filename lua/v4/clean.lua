@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v3.
+-- redis-janitor clean script, version v4.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -10,13 +10,23 @@
 --
 -- This file is a template: the binary builds the script for one set of rules
 -- (src/script/compile.rs). It prepends a header, an optional `#!lua
--- flags=...` shebang (Redis 7+) and `local DRY_RUN = true|false`, and replaces
--- the two marker lines, `compiled: setup` and `compiled: decide`, with code:
--- the protocol's constants (VANISHED, UNCHANGED, BLIND and MIN_STEP, defined
+-- flags=...` shebang (Redis 7+) and `local DRY_RUN, CLUSTER = ...`, and
+-- replaces the two marker lines, `compiled: setup` and `compiled: decide`, with
+-- code: the protocol's constants (VANISHED, UNCHANGED, MOVED, BLIND and
+-- MIN_STEP, defined
 -- in src/script/protocol.rs), the rules' number, the SCAN MATCH pattern and
 -- the tables of the globs matched in Lua (`setup`), and the per-key decision,
 -- one `if` per pattern and one per rule (`decide`). With DRY_RUN the script
 -- decides exactly as it would otherwise, but writes nothing.
+--
+-- With CLUSTER (a Redis Cluster node) every command names one key: a
+-- command over keys of several slots fails there even when the script may
+-- touch keys of many (`allow-cross-slot-keys`). A key of a slot that is
+-- moving away or being imported is refused by Redis; the script asks for its
+-- first check or its unconditional delete with redis.pcall, counts such a
+-- key as MOVED, leaves it for the next run and goes on. A key its check
+-- reached is served here, so the key's other commands in the call cannot be
+-- refused.
 --
 -- KEYS     none: the script finds its keys with SCAN.
 -- ARGV[1]  the cursor to SCAN from.
@@ -35,20 +45,22 @@
 --          5. of those, the keys no rule's conditions took;
 --          6. of those, the keys gone before their rule acted on them (a key
 --             that SCAN returned twice);
---          7. per rule, the keys it acted on (or, in a dry run, would have);
---          8. the microseconds the scan (SCAN and checks) took, and
---          9. the microseconds from the scan's start to the end, by the
+--          7. of those, the keys this cluster node refused (moving slots);
+--          8. per rule, the keys it acted on (or, in a dry run, would have);
+--          9. the microseconds the scan (SCAN and checks) took, and
+--          10. the microseconds from the scan's start to the end, by the
 --             server's clock;
---          10. with ARGV[5] = '1' the matched keys, else an empty array;
---          11. a string with one byte per key of 10.: 0 the key had
+--          11. with ARGV[5] = '1' the matched keys, else an empty array;
+--          12. a string with one byte per key of 11.: 0 the key had
 --              vanished; 1 no rule's conditions held (key left as it was);
 --              1 + r rule r acted on it (or, in a dry run, would have);
---              128 + r rule r, a delete without conditions, deleted it if it
---              still existed.
+--              127 the node refused the key (moved); 128 + r rule r, a
+--              delete without conditions, deleted it if it still existed
+--              (and, on a cluster node, was served here).
 --
 -- Keys whose first matching rule is a delete without conditions need no
--- check: they are deleted in one UNLINK per rule, whose reply tells how many
--- still existed. Every other key is checked first (PTTL, and TYPE or OBJECT
+-- check: they are deleted in one UNLINK per rule (per key with CLUSTER),
+-- whose reply tells how many still existed. Every other key is checked first (PTTL, and TYPE or OBJECT
 -- IDLETIME when a rule needs them). All checks run before the first write, so
 -- an error (for example OBJECT IDLETIME under an LFU eviction policy) aborts
 -- the call with nothing applied. The writes' arguments are the keys and each
@@ -58,10 +70,14 @@
 -- command the script calls, so the write phase cannot fail halfway.
 
 -- Locals for what the per-key loops call: a global lookup costs a hash probe.
-local call, find, tonumber, floor, min, max = redis.call, string.find, tonumber, math.floor, math.min, math.max
--- Keys per UNLINK/EXISTS call, and bytes per string.char call: below Lua's
--- limit on the number of arguments to one function call.
+local call, try, find, tonumber, floor, min, max =
+  redis.call, redis.pcall, string.find, tonumber, math.floor, math.min, math.max
+-- Bytes per string.char call: below Lua's limit on the number of arguments
+-- to one function call.
 local CHUNK = 4000
+-- Keys per UNLINK/EXISTS call: as many as a call takes, or one on a cluster
+-- node, where one command's keys must share a slot.
+local KEYS_PER_CALL = CLUSTER and 1 or CHUNK
 
 -- The protocol's outcome bytes (see the reply, 11.) and the fewest keys a
 -- SCAN step looks at (a smaller one costs more than it does); the rules: how
@@ -107,22 +123,50 @@ end
 -- Runs `command` on `keys` in chunks and sums the integer replies.
 local function each_chunk(command, keys)
   local total = 0
-  for first = 1, #keys, CHUNK do
-    total = total + call(command, unpack(keys, first, min(first + CHUNK - 1, #keys)))
+  for first = 1, #keys, KEYS_PER_CALL do
+    total = total + call(command, unpack(keys, first, min(first + KEYS_PER_CALL - 1, #keys)))
   end
   return total
 end
 
--- How many of `keys` exist; a key listed twice counts once, as for UNLINK.
-local function count_existing(keys)
-  local seen, unique = {}, {}
+-- Runs `command` on each of `keys` that the node serves (CLUSTER): sums the
+-- integer replies, and counts the keys the node refused.
+local function each_served(command, keys)
+  local total, refused = 0, 0
+  for i = 1, #keys do
+    local reply = try(command, keys[i])
+    if type(reply) == 'table' then
+      refused = refused + 1
+    else
+      total = total + reply
+    end
+  end
+  return total, refused
+end
+
+-- The unique keys of `keys`: a key listed twice counts once, as for UNLINK.
+local function unique(keys)
+  local seen, out = {}, {}
   for i = 1, #keys do
     if not seen[keys[i]] then
       seen[keys[i]] = true
-      unique[#unique + 1] = keys[i]
+      out[#out + 1] = keys[i]
     end
   end
-  return each_chunk('EXISTS', unique)
+  return out
+end
+
+-- How many of one rule's unconditional deletes' `keys` existed (and were
+-- deleted unless `dry_run`), and how many the node refused.
+local function blind_delete(keys, dry_run)
+  local command = dry_run and 'EXISTS' or 'UNLINK'
+  if dry_run then
+    keys = unique(keys)
+  end
+  if CLUSTER then
+    return each_served(command, keys)
+  end
+  return each_chunk(command, keys), 0
 end
 
 -- The server's clock, in microseconds.
@@ -147,7 +191,7 @@ local function scan(report_keys)
     acted[r], blind[r], nblind[r] = 0, {}, 0
   end
   local deletes, expires, reported, outcomes = {}, {}, {}, {}
-  local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished = 0, 0, 0, 0, 0, 0, 0
+  local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
   local now = started
   repeat
     step[1], step[count_at] = cursor, next_count
@@ -160,7 +204,8 @@ local function scan(report_keys)
       local key = keys[i]
       -- The rules in order: a key whose name matches a pattern is
       -- UNCHANGED until one of the pattern's rules acts on it (and `break`s
-      -- out with its outcome), or PTTL finds it gone (VANISHED).
+      -- out with its outcome), or PTTL finds it gone (VANISHED) or, on a
+      -- cluster node, refused (MOVED).
       local outcome, pttl = nil, nil
       repeat
         -- compiled: decide
@@ -184,19 +229,23 @@ local function scan(report_keys)
   until cursor == '0' or next_count < MIN_STEP
   return {
     cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
-    matched = matched, unchanged = unchanged, vanished = vanished, acted = acted,
+    matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
     blind = blind, deletes = deletes, expires = expires, keys = reported, outcomes = outcomes,
   }
 end
 
 -- Phase 2: acts on the decided keys (a dry run only counts the blind
 -- deletes' keys that still exist). The blind deletes' keys that had vanished
--- move from their rules' counts to the vanished ones.
+-- or that the node refused move from their rules' counts to the vanished or
+-- moved ones.
 local function apply(s, dry_run)
   for r, keys in ipairs(s.blind) do
-    local existed = #keys > 0 and (dry_run and count_existing(keys) or each_chunk('UNLINK', keys)) or 0
-    s.acted[r] = s.acted[r] - (#keys - existed)
-    s.vanished = s.vanished + #keys - existed
+    if #keys > 0 then
+      local existed, refused = blind_delete(keys, dry_run)
+      s.acted[r] = s.acted[r] - (#keys - existed)
+      s.vanished = s.vanished + #keys - existed - refused
+      s.moved = s.moved + refused
+    end
   end
   if not dry_run then
     each_chunk('UNLINK', s.deletes)
@@ -219,6 +268,6 @@ end
 local s = scan(ARGV[5] == '1')
 apply(s, DRY_RUN)
 return {
-  s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.acted,
+  s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.moved, s.acted,
   s.micros, now_micros() - s.started, s.keys, outcome_string(s.outcomes),
 }

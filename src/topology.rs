@@ -1,0 +1,665 @@
+//! Where the nodes to clean are. The user names a standalone server, the
+//! seed nodes of a Redis Cluster (`--url` repeated, or one URL with several
+//! comma-separated hosts), or Sentinels and the service they watch
+//! (`redis+sentinel://`); this module turns that into the nodes a run
+//! cleans, each with the target to connect to, and finds a cluster shard's
+//! primary again after a failover.
+//!
+//! A cluster's shards come from `CLUSTER SHARDS` on Redis 7+ and Valkey, and
+//! from `CLUSTER SLOTS` on 6.2, asked of the first seed that answers. Every
+//! node is reached with the seed's settings (user, password, TLS) at the
+//! address the cluster announces for it. Sentinels are asked through the
+//! redis crate, which also checks that the primary they name says it is one.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::{ConnectionInfo, IntoConnectionInfo, Value};
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::acl::Command;
+use crate::connection::Target;
+use crate::error::Error;
+use crate::script::{Dialect, Layout};
+
+/// The Sentinel port, when a `redis+sentinel://` host names none.
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// How often a failed-over shard is asked for its new primary.
+const FAILOVER_POLL: Duration = Duration::from_millis(100);
+
+/// What the user named: where the nodes are found.
+#[derive(Clone)]
+pub enum Source {
+    /// One or more URLs: a standalone server, or seed nodes of a cluster.
+    Direct(Vec<Target>),
+    /// Sentinels, which name the primary of a service.
+    Sentinel(Box<Sentinels>),
+}
+
+/// Sentinels and what to ask them.
+#[derive(Clone)]
+pub struct Sentinels {
+    /// The Sentinels, with their own credentials.
+    pub sentinels: Vec<ConnectionInfo>,
+    /// The service (master) name the Sentinels watch.
+    pub service: String,
+    /// The data nodes' settings (user, password, database, TLS), at no
+    /// address yet: the Sentinels give it.
+    pub data: Target,
+}
+
+/// Whether a node is a primary or a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It holds the writable copy of its keys.
+    Primary,
+    /// It copies a primary (a dry run may read from it).
+    Replica,
+}
+
+/// One node a run cleans.
+#[derive(Clone)]
+pub struct Node {
+    /// Where to connect.
+    pub target: Target,
+    /// What the topology said the node is.
+    pub role: Role,
+    /// How it holds its keys.
+    pub layout: Layout,
+    /// On a cluster: the shard, to find its primary again after a failover.
+    pub shard: Option<Shard>,
+}
+
+/// A cluster shard as it was found: its slots and its nodes' ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    /// The slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
+    /// The id of the node that was its primary.
+    pub primary: String,
+    /// The ids of all its nodes, the primary first.
+    pub ids: Vec<String>,
+}
+
+/// A cluster node as `CLUSTER SHARDS` or `CLUSTER SLOTS` announce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    id: String,
+    host: String,
+    port: u16,
+    primary: bool,
+    online: bool,
+}
+
+/// A shard with its members, primary first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ShardMap {
+    slots: Vec<(u16, u16)>,
+    members: Vec<Member>,
+}
+
+impl ShardMap {
+    fn primary(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.primary)
+    }
+
+    fn shard(&self) -> Option<Shard> {
+        Some(Shard {
+            slots: self.slots.clone(),
+            primary: self.primary()?.id.clone(),
+            ids: self.members.iter().map(|m| m.id.clone()).collect(),
+        })
+    }
+}
+
+/// The nodes to clean: for a standalone server or Sentinel its primary (or,
+/// with `from_replicas`, a replica), for a cluster every shard's primary (or
+/// one of its replicas).
+pub async fn discover(
+    source: &Source,
+    timeout: Duration,
+    from_replicas: bool,
+) -> Result<Vec<Node>, Error> {
+    match source {
+        Source::Direct(seeds) => discover_direct(seeds, timeout, from_replicas).await,
+        Source::Sentinel(sentinels) => {
+            let node = tokio::time::timeout(timeout, sentinels.node(from_replicas))
+                .await
+                .map_err(|_| {
+                    Error::Connection(format!(
+                        "no Sentinel of {} answered within {timeout:?}",
+                        sentinels.service
+                    ))
+                })??;
+            Ok(vec![node])
+        }
+    }
+}
+
+/// Connects to the first seed that answers and reads the topology from it.
+async fn discover_direct(
+    seeds: &[Target],
+    timeout: Duration,
+    from_replicas: bool,
+) -> Result<Vec<Node>, Error> {
+    let (seed, mut conn) = connect_any(seeds, timeout).await?;
+    let address = seed.address();
+    let server = info(&mut conn, &address, "server").await?;
+    if !is_cluster(&server) {
+        if seeds.len() > 1 {
+            return Err(Error::Usage(format!(
+                "several Redis URLs name the seed nodes of one cluster, but {address} is not a \
+                 cluster node; give one URL for a standalone server"
+            )));
+        }
+        let role = role(&info(&mut conn, &address, "replication").await?);
+        return Ok(vec![Node {
+            target: seed.clone(),
+            role,
+            layout: Layout::Standalone,
+            shard: None,
+        }]);
+    }
+    let dialect = Dialect::for_version(field(&server, "redis_version").unwrap_or_default());
+    let shards = shards(&mut conn, seed, dialect).await?;
+    info!(seed = %address, shards = shards.len(), "found a Redis Cluster");
+    Ok(shards
+        .iter()
+        .filter_map(|shard| cluster_node(seed, shard, from_replicas))
+        .collect())
+}
+
+/// The node to clean of `shard`: its primary, or with `from_replicas` its
+/// first online replica (its primary when it has none).
+fn cluster_node(seed: &Target, shard: &ShardMap, from_replicas: bool) -> Option<Node> {
+    let primary = shard.primary()?;
+    let replica = shard.members.iter().find(|m| !m.primary && m.online);
+    let (member, role) = match replica {
+        Some(replica) if from_replicas => (replica, Role::Replica),
+        _ => (primary, Role::Primary),
+    };
+    if from_replicas && role == Role::Primary {
+        warn!(primary = %format!("{}:{}", primary.host, primary.port),
+              "the shard has no replica online; the dry run reads from its primary");
+    }
+    Some(Node {
+        target: seed.at(&member.host, member.port),
+        role,
+        layout: Layout::Cluster,
+        shard: shard.shard(),
+    })
+}
+
+/// The first of `targets` that accepts a connection, or the last failure.
+async fn connect_any(
+    targets: &[Target],
+    timeout: Duration,
+) -> Result<(&Target, MultiplexedConnection), Error> {
+    let mut failure = Error::Usage("no Redis URL given".to_string());
+    for target in targets {
+        match target.connect(timeout).await {
+            Ok(conn) => return Ok((target, conn)),
+            Err(err) => failure = err,
+        }
+    }
+    Err(failure)
+}
+
+/// Finds the primary of `shard` after its node at `old` failed: asks the
+/// cluster (through `seeds`, then `old`'s shard mates) until the shard has
+/// another primary, for at most `timeout`. `None` when the same node is
+/// still the primary.
+pub async fn new_primary(
+    seeds: &[Target],
+    old: &Node,
+    timeout: Duration,
+) -> Result<Option<Node>, Error> {
+    let Some(shard) = &old.shard else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = match connect_any(seeds, timeout).await {
+            Ok((seed, mut conn)) => {
+                let address = seed.address();
+                let server = info(&mut conn, &address, "server").await?;
+                let dialect =
+                    Dialect::for_version(field(&server, "redis_version").unwrap_or_default());
+                let shards = shards(&mut conn, seed, dialect).await?;
+                shards
+                    .iter()
+                    .find(|s| s.members.iter().any(|m| shard.ids.contains(&m.id)))
+                    .and_then(|s| Some((s.primary()?.clone(), s.clone(), seed.clone())))
+            }
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(_) => None,
+        };
+        match found {
+            Some((member, map, seed)) if member.id != shard.primary && member.online => {
+                return Ok(Some(Node {
+                    target: seed.at(&member.host, member.port),
+                    role: Role::Primary,
+                    layout: Layout::Cluster,
+                    shard: map.shard(),
+                }));
+            }
+            _ if Instant::now() >= deadline => return Ok(None),
+            _ => tokio::time::sleep(FAILOVER_POLL).await,
+        }
+    }
+}
+
+impl Sentinels {
+    /// Asks the Sentinels for the service's primary (or a replica).
+    async fn node(&self, from_replicas: bool) -> Result<Node, Error> {
+        let context = format!("Sentinels of {}", self.service);
+        let fail = |err: redis::RedisError| Error::from_redis(&context, &err);
+        let mut sentinel =
+            redis::sentinel::Sentinel::build(self.sentinels.clone()).map_err(fail)?;
+        let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(self.data.redis_settings().clone());
+        let (client, role) = if from_replicas {
+            let replicas = sentinel
+                .async_get_replica_clients(&self.service, Some(&node_info))
+                .await
+                .map_err(fail)?;
+            match replicas.into_iter().next() {
+                Some(client) => (client, Role::Replica),
+                None => {
+                    warn!(service = %self.service, "the service has no replica; the dry run reads from its primary");
+                    self.primary(&mut sentinel, &node_info).await?
+                }
+            }
+        } else {
+            self.primary(&mut sentinel, &node_info).await?
+        };
+        let (host, port) = match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "the {context} named {other}, which is not a TCP address"
+                )));
+            }
+        };
+        let target = self.data.at(&host, port);
+        info!(service = %self.service, node = %target.address(), role = ?role, "the Sentinels named the node");
+        Ok(Node {
+            target,
+            role,
+            layout: Layout::Standalone,
+            shard: None,
+        })
+    }
+
+    async fn primary(
+        &self,
+        sentinel: &mut redis::sentinel::Sentinel,
+        node_info: &redis::sentinel::SentinelNodeConnectionInfo,
+    ) -> Result<(redis::Client, Role), Error> {
+        let client = sentinel
+            .async_master_for(&self.service, Some(node_info))
+            .await
+            .map_err(|err| Error::from_redis(&format!("Sentinels of {}", self.service), &err))?;
+        Ok((client, Role::Primary))
+    }
+}
+
+/// The Sentinels' own credentials, separate from the data nodes'.
+#[derive(Clone, Default)]
+pub struct SentinelAuth {
+    /// Their ACL user, if not `default`.
+    pub username: Option<String>,
+    /// Their password (`requirepass` in sentinel.conf).
+    pub password: Option<String>,
+}
+
+impl Source {
+    /// Resolves what the user named. `urls` are the `--url` values (each may
+    /// list several hosts, comma-separated); `target` resolves one URL with
+    /// the connection settings (`None`: the default, or `REDIS_HOST`). A
+    /// `redis+sentinel://` URL (also `redis-sentinel://`; `rediss+sentinel`
+    /// reaches the data nodes over TLS) must be the only one.
+    pub fn resolve(
+        urls: &[String],
+        target: impl Fn(Option<&str>) -> Result<Target, Error>,
+        sentinel_auth: &SentinelAuth,
+    ) -> Result<Source, Error> {
+        let urls: Vec<&str> = urls
+            .iter()
+            .map(|u| u.trim())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if let Some(sentinel) = urls.iter().find(|u| sentinel_scheme(u).is_some()) {
+            if urls.len() > 1 {
+                return Err(Error::Usage(
+                    "a redis+sentinel:// URL lists every Sentinel itself; give it alone"
+                        .to_string(),
+                ));
+            }
+            return Ok(Source::Sentinel(Box::new(sentinels(
+                sentinel,
+                target,
+                sentinel_auth,
+            )?)));
+        }
+        if urls.is_empty() {
+            return Ok(Source::Direct(vec![target(None)?]));
+        }
+        let mut seeds = Vec::new();
+        for url in urls {
+            for item in seed_urls(url)? {
+                seeds.push(target(Some(&item))?);
+            }
+        }
+        Ok(Source::Direct(seeds))
+    }
+}
+
+/// The data nodes' scheme for a Sentinel URL's scheme, or `None` for any
+/// other URL.
+fn sentinel_scheme(url: &str) -> Option<&'static str> {
+    match url.split_once("://")?.0.to_ascii_lowercase().as_str() {
+        "redis+sentinel" | "redis-sentinel" => Some("redis"),
+        "rediss+sentinel" | "rediss-sentinel" => Some("rediss"),
+        _ => None,
+    }
+}
+
+/// `scheme://[userinfo@]host[:port][,host[:port]...][/db]` as one URL per
+/// host: the later hosts take the first's scheme and credentials. An item
+/// that is a URL of its own stays as it is.
+fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
+    let mut items = url.split(',');
+    let first = items.next().unwrap_or_default().to_string();
+    let (scheme, rest) = first.split_once("://").ok_or_else(|| {
+        Error::Usage(
+            "invalid Redis URL (expected redis://[user:password@]host[:port][/db] \
+             or rediss://...): it has no scheme"
+                .to_string(),
+        )
+    })?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    let prefix = format!("{scheme}://{userinfo}");
+    let mut out = vec![first.clone()];
+    for item in items.map(str::trim).filter(|i| !i.is_empty()) {
+        out.push(match item.contains("://") {
+            true => item.to_string(),
+            false => format!("{prefix}{item}"),
+        });
+    }
+    Ok(out)
+}
+
+/// The Sentinels, service and data-node settings of a `redis+sentinel://`
+/// URL: `scheme://[userinfo@]host[:port][,host[:port]...]/service[/db]`.
+/// The URL's credentials and database are the data nodes'.
+fn sentinels(
+    url: &str,
+    target: impl Fn(Option<&str>) -> Result<Target, Error>,
+    auth: &SentinelAuth,
+) -> Result<Sentinels, Error> {
+    let data_scheme = sentinel_scheme(url).unwrap_or("redis");
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let (service, db) = path.split_once('/').unwrap_or((path, ""));
+    if service.is_empty() || hosts.is_empty() {
+        return Err(Error::Usage(
+            "invalid Sentinel URL (expected redis+sentinel://[user:password@]host[:port]\
+             [,host[:port]...]/SERVICE[/db])"
+                .to_string(),
+        ));
+    }
+    // The data nodes' address is not known yet: the Sentinels give it.
+    let data = target(Some(&format!(
+        "{data_scheme}://{userinfo}sentinel-primary/{db}"
+    )))?;
+    Ok(Sentinels {
+        sentinels: sentinel_infos(hosts, auth)?,
+        service: service.to_string(),
+        data,
+    })
+}
+
+/// Each Sentinel of the comma-separated `hosts` (port 26379 by default),
+/// with the Sentinels' own credentials.
+fn sentinel_infos(hosts: &str, auth: &SentinelAuth) -> Result<Vec<ConnectionInfo>, Error> {
+    hosts
+        .split(',')
+        .map(|host| {
+            let host = host.trim();
+            let url = if host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                && !host.ends_with(']')
+            {
+                format!("redis://{host}")
+            } else {
+                format!("redis://{host}:{SENTINEL_PORT}")
+            };
+            let info = url.as_str().into_connection_info().map_err(|_| {
+                Error::Usage(format!(
+                    "invalid Sentinel address {host:?} in the Redis URL"
+                ))
+            })?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = &auth.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &auth.password {
+                settings = settings.set_password(password);
+            }
+            Ok(info.set_redis_settings(settings))
+        })
+        .collect()
+}
+
+/// Whether `INFO server` says cluster mode (`redis_mode`, or Valkey's
+/// `server_mode`).
+pub fn is_cluster(server: &str) -> bool {
+    field(server, "redis_mode").or_else(|| field(server, "server_mode")) == Some("cluster")
+}
+
+/// The role `INFO replication` gives.
+fn role(replication: &str) -> Role {
+    match field(replication, "role") {
+        Some("slave") => Role::Replica,
+        _ => Role::Primary,
+    }
+}
+
+/// The shards with slots, sorted by their first slot.
+async fn shards(
+    conn: &mut MultiplexedConnection,
+    seed: &Target,
+    dialect: Dialect,
+) -> Result<Vec<ShardMap>, Error> {
+    let address = seed.address();
+    let (command, reply) = match dialect {
+        Dialect::Redis7 => (Command::ClusterShards, "SHARDS"),
+        Dialect::Legacy => (Command::ClusterSlots, "SLOTS"),
+    };
+    let value: Value = redis::cmd("CLUSTER")
+        .arg(reply)
+        .query_async(conn)
+        .await
+        .map_err(|err| command.refused(&address, &err))?;
+    let host = seed.host();
+    let mut shards = match dialect {
+        Dialect::Redis7 => parse_shards(&value, &host, seed.is_tls()),
+        Dialect::Legacy => parse_slots(&value, &host),
+    }
+    .ok_or_else(|| {
+        Error::Redis(format!(
+            "{address} answered CLUSTER {reply} in a form the job does not know"
+        ))
+    })?;
+    shards.retain(|s| !s.slots.is_empty() && s.primary().is_some());
+    shards.sort_by_key(|s| s.slots.iter().map(|r| r.0).min());
+    if shards.is_empty() {
+        return Err(Error::Redis(format!(
+            "{address} is a cluster node, but no shard serves any slot"
+        )));
+    }
+    Ok(shards)
+}
+
+/// `CLUSTER SHARDS` (Redis 7+): per shard a map of `slots` (a flat list of
+/// range bounds) and `nodes` (maps of id, endpoint or ip, port or tls-port,
+/// role and health). An empty or `?` endpoint is the host asked.
+fn parse_shards(value: &Value, asked: &str, tls: bool) -> Option<Vec<ShardMap>> {
+    let Value::Array(shards) = value else {
+        return None;
+    };
+    shards
+        .iter()
+        .map(|shard| {
+            let shard = map(shard)?;
+            let bounds: Vec<u16> = items(shard.get("slots")?)?
+                .iter()
+                .map(|v| int(v).and_then(|n| u16::try_from(n).ok()))
+                .collect::<Option<_>>()?;
+            let slots = bounds.chunks(2).map(|r| (r[0], r[r.len() - 1])).collect();
+            let members = items(shard.get("nodes")?)?
+                .iter()
+                .map(|node| {
+                    let node = map(node)?;
+                    let text = |name: &str| node.get(name).and_then(|v| string(v));
+                    let port = |name: &str| {
+                        node.get(name)
+                            .and_then(|v| int(v))
+                            .and_then(|p| u16::try_from(p).ok())
+                            .filter(|&p| p != 0)
+                    };
+                    let host = text("endpoint")
+                        .filter(|e| !e.is_empty() && e != "?")
+                        .or_else(|| text("ip"))
+                        .unwrap_or_else(|| asked.to_string());
+                    let port = if tls {
+                        port("tls-port").or_else(|| port("port"))
+                    } else {
+                        port("port").or_else(|| port("tls-port"))
+                    }?;
+                    Some(Member {
+                        id: text("id")?,
+                        host,
+                        port,
+                        primary: text("role")? == "master",
+                        online: text("health").is_none_or(|h| h == "online"),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(ShardMap { slots, members })
+        })
+        .collect()
+}
+
+/// `CLUSTER SLOTS` (Redis 6.2): per slot range its start, end, primary and
+/// replicas, each `[host, port, id, ...]`; a range per entry, so the ranges
+/// of one primary are gathered into one shard. An empty host is the host
+/// asked.
+fn parse_slots(value: &Value, asked: &str) -> Option<Vec<ShardMap>> {
+    let Value::Array(ranges) = value else {
+        return None;
+    };
+    let mut shards: Vec<ShardMap> = Vec::new();
+    for range in ranges {
+        let range = items(range)?;
+        let start = u16::try_from(int(range.first()?)?).ok()?;
+        let end = u16::try_from(int(range.get(1)?)?).ok()?;
+        let members = range[2..]
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let node = items(node)?;
+                let host = string(node.first()?)
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| asked.to_string());
+                Some(Member {
+                    id: string(node.get(2)?)?,
+                    host,
+                    port: u16::try_from(int(node.get(1)?)?).ok()?,
+                    primary: i == 0,
+                    online: true,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let primary = members.first()?.id.clone();
+        match shards.iter_mut().find(|s| s.members[0].id == primary) {
+            Some(shard) => shard.slots.push((start, end)),
+            None => shards.push(ShardMap {
+                slots: vec![(start, end)],
+                members,
+            }),
+        }
+    }
+    Some(shards)
+}
+
+/// A flat `[key, value, ...]` array (or a RESP3 map) as a map.
+fn map(value: &Value) -> Option<HashMap<String, &Value>> {
+    match value {
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|kv| Some((string(&kv[0])?, kv.get(1)?)))
+            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| Some((string(k)?, v))).collect(),
+        _ => None,
+    }
+}
+
+fn items(value: &Value) -> Option<&[Value]> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
+fn string(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        other => string(other)?.parse().ok(),
+    }
+}
+
+/// One section of INFO, or the refusal.
+pub async fn info(
+    conn: &mut MultiplexedConnection,
+    address: &str,
+    section: &str,
+) -> Result<String, Error> {
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .map_err(|err| Command::Info.refused(address, &err))
+}
+
+/// The value of `name` in INFO output (`name:value` lines).
+pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
