@@ -8,6 +8,9 @@
 //!
 //! A probe is a direct call with harmless arguments: on a key of the job's
 //! own that never exists ([`PROBE_KEY`]), or a script that returns at once.
+//! On a cluster node that does not serve the key's slot the probe is
+//! answered with a redirection, which Redis sends only once the ACL allowed
+//! the command.
 //! A command that Redis does not know (renamed or disabled with
 //! `rename-command`) fails its probe with Redis's own message, which names
 //! it.
@@ -226,7 +229,15 @@ pub async fn probe(
         };
         match cmd.query_async::<redis::Value>(conn).await {
             Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {}
+            // Redis checks the ACL first: a cluster node that redirects the
+            // probe's key to another node has let the user run the command.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::Server(
+                        ServerErrorKind::NoScript | ServerErrorKind::Moved | ServerErrorKind::Ask
+                    )
+                ) => {}
             Err(err) => return Err(command.refused(server, &err)),
         }
     }

@@ -144,23 +144,6 @@ fn tls_refuses_a_certificate_from_an_unknown_ca() {
 }
 
 #[test]
-fn a_cluster_node_is_refused_before_anything_is_touched() {
-    let server = RedisServer::start_with(&["--cluster-enabled", "yes"]);
-    let mut con = server.conn();
-    // A lone cluster node without slots refuses writes; its keyspace is empty
-    // and must stay that way, and the job must say why it stops.
-    let outcome = janitor()
-        .args(["run", "--output", "json", "--url", &server.url()])
-        .run();
-    outcome.assert_code(1);
-    let report = outcome.report();
-    assert_eq!(report["complete"], false);
-    let error = report["error"].as_str().unwrap_or_default();
-    assert!(error.contains("cluster"), "{}", outcome.dump());
-    assert_eq!(script_calls(&mut con), 0);
-}
-
-#[test]
 fn a_server_at_maxmemory_is_still_cleaned() {
     // With noeviction and memory over the limit Redis refuses writes that may
     // grow memory; the job's script declares allow-oom and must still run.

@@ -3,6 +3,7 @@
 
 mod acl;
 mod cli;
+mod cluster;
 mod deploy;
 mod faults;
 mod glob;

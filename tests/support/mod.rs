@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+mod cluster;
+pub use cluster::*;
+
 /// How long a server may take to answer its first PING.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one janitor invocation may take before the test fails (instead of
@@ -102,15 +105,17 @@ impl RedisServer {
     /// A server with extra `redis-server` arguments, e.g.
     /// `&["--requirepass", "pw"]` or `&["--maxmemory-policy", "allkeys-lfu"]`.
     pub fn start_with(extra_args: &[&str]) -> Self {
-        Self::start_bin(&server_bin(), extra_args)
+        Self::start_bin(&server_bin(), extra_args, free_port)
     }
 
     /// A server built with TLS (see [`tls_server_bin`]), with extra arguments.
     pub fn start_tls(extra_args: &[&str]) -> Self {
-        Self::start_bin(&tls_server_bin(), extra_args)
+        Self::start_bin(&tls_server_bin(), extra_args, free_port)
     }
 
-    fn start_bin(bin: &str, extra_args: &[&str]) -> Self {
+    /// A server on a port from `pick_port` (a cluster node needs its bus
+    /// port, 10000 higher, free too).
+    fn start_bin(bin: &str, extra_args: &[&str], pick_port: fn() -> u16) -> Self {
         // DEBUG is always enabled before Redis 7, which does not know the
         // setting.
         let debug: &[&str] = if major_version(bin) >= 7 {
@@ -128,7 +133,7 @@ impl RedisServer {
             // setting) goes to stdout.
             let stdout = std::fs::File::create(dir.path().join("stdout.log"))
                 .expect("create the server's stdout file");
-            let port = free_port();
+            let port = pick_port();
             let mut cmd = Command::new(bin);
             cmd.arg("--port")
                 .arg(port.to_string())
@@ -802,8 +807,8 @@ pub fn assert_matched_accounted(report: &Json) {
     let acted: u64 = rule_counts(report).iter().map(|(_, _, k)| k).sum();
     assert_eq!(
         field(report, "keys_matched"),
-        acted + field(report, "vanished") + field(report, "unchanged"),
-        "keys_matched != sum(rules.keys) + vanished + unchanged in {report:#}"
+        acted + field(report, "vanished") + field(report, "unchanged") + field(report, "moved"),
+        "keys_matched != sum(rules.keys) + vanished + unchanged + moved in {report:#}"
     );
 }
 
@@ -834,6 +839,12 @@ pub struct KeyState {
 
 /// Every key of the connection's database with its type and PTTL.
 pub fn keyspace(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyState> {
+    keyspace_of(con, false)
+}
+
+/// [`keyspace`], with `asking` each key asked for after `ASKING`: on a
+/// cluster node, so that the keys of a slot it is importing answer too.
+pub fn keyspace_of(con: &mut redis::Connection, asking: bool) -> BTreeMap<Vec<u8>, KeyState> {
     let mut names = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {
@@ -854,7 +865,14 @@ pub fn keyspace(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyState> {
     for chunk in names.chunks(500) {
         let mut pipe = redis::pipe();
         for key in chunk {
-            pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+            if asking {
+                pipe.cmd("ASKING").ignore();
+            }
+            pipe.cmd("TYPE").arg(key);
+            if asking {
+                pipe.cmd("ASKING").ignore();
+            }
+            pipe.cmd("PTTL").arg(key);
         }
         let replies: Vec<redis::Value> = pipe.query(con).expect("TYPE/PTTL pipeline");
         for (key, pair) in chunk.iter().zip(replies.chunks(2)) {
@@ -1020,7 +1038,7 @@ pub fn assert_same_keyspace(
 
 /// Create `key` holding a small value of type `kind`, with an expiry of
 /// `ttl_secs` seconds if given.
-pub fn seed(con: &mut redis::Connection, key: &[u8], kind: &str, ttl_secs: Option<u64>) {
+pub fn seed(con: &mut impl redis::ConnectionLike, key: &[u8], kind: &str, ttl_secs: Option<u64>) {
     let c = match kind {
         "string" => {
             let mut c = redis::cmd("SET");
@@ -1065,7 +1083,7 @@ pub fn seed(con: &mut redis::Connection, key: &[u8], kind: &str, ttl_secs: Optio
 }
 
 /// Seed many keys at once: `(key, type, ttl_secs)`.
-pub fn seed_all(con: &mut redis::Connection, keys: &[(&[u8], &str, Option<u64>)]) {
+pub fn seed_all(con: &mut impl redis::ConnectionLike, keys: &[(&[u8], &str, Option<u64>)]) {
     for (key, kind, ttl) in keys {
         seed(con, key, kind, *ttl);
     }

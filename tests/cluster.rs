@@ -1,0 +1,378 @@
+//! Redis Cluster: every primary of a real 3-primary cluster cleaned at once,
+//! each over its own connection, ending in exactly the state one node holding
+//! the same keys ends in; seed nodes; a slot moving during a pass (its keys
+//! are counted as moved and left for the next run); a failover during a pass
+//! (that node's pass starts again from cursor 0 on the new primary); dry runs
+//! on replicas.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::thread;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Keys of every default rule's kind, odd and binary names among them,
+/// spread over many slots, and keys no rule selects.
+fn seed_mixed(con: &mut impl redis::ConnectionLike) {
+    seed_all(
+        con,
+        &[
+            (b"cache:\x00", "hash", None),
+            (b"cache:\xff\xff", "string", None),
+            (b"cache:new\nline", "list", None),
+            (b"cache: space", "string", Some(30)),
+            (b"cache:{tagged}1", "string", None),
+            (b"cache:{tagged}2", "string", Some(20)),
+            (b"temp:\xff\xfe\x00bin", "string", None),
+            (b"temp:\"quoted\" 'single'", "set", Some(7200)),
+            (b"temp:*", "stream", None),
+            (b"keep:\xff", "string", None),
+            (b"\x00temp:x", "string", None),
+            (b"CACHE:upper", "string", None),
+            (b"", "string", None),
+        ],
+    );
+    for i in 0..300 {
+        let ttl = match i % 3 {
+            0 => None,
+            1 => Some(30),
+            _ => Some(7200),
+        };
+        seed(con, format!("cache:{i}").as_bytes(), "string", ttl);
+        seed(con, format!("temp:{i}").as_bytes(), "hash", ttl);
+        seed(con, format!("user:{i}").as_bytes(), "string", None);
+    }
+}
+
+/// Rule name -> keys, and the other totals, of a report.
+fn counts(report: &serde_json::Value) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<String, u64> = rule_counts(report)
+        .into_iter()
+        .map(|(name, _, keys)| (name, keys))
+        .collect();
+    for name in ["keys_scanned", "keys_matched", "vanished", "unchanged", "moved"] {
+        counts.insert(name.to_string(), field(report, name));
+    }
+    counts
+}
+
+#[test]
+fn a_cluster_ends_in_exactly_the_state_of_one_node_with_the_same_keys() {
+    let single = RedisServer::start();
+    let cluster = RedisCluster::start(3, 0);
+    seed_mixed(&mut single.conn());
+    seed_mixed(&mut cluster.client());
+    let before = cluster.keyspace();
+    assert_same_keyspace(&keyspace(&mut single.conn()), &before);
+    // Every primary holds keys of the rules.
+    for node in cluster.primaries() {
+        assert!(dbsize(&mut node.conn()) > 100, "{}", cluster.logs());
+    }
+
+    let single_dry = run_json(&single.url()).arg("--dry-run").run();
+    let cluster_dry = run_json(&cluster.url()).arg("--dry-run").run();
+    single_dry.assert_code(0);
+    cluster_dry.assert_code(0);
+    assert_eq!(counts(&cluster_dry.report()), counts(&single_dry.report()));
+    assert_same_keyspace(&before, &cluster.keyspace());
+
+    let single_run = run_json(&single.url()).run();
+    let cluster_run = run_json(&cluster.url()).run();
+    single_run.assert_code(0);
+    cluster_run.assert_code(0);
+    let report = cluster_run.report();
+    assert_eq!(counts(&report), counts(&single_run.report()));
+    assert_eq!(counts(&report), counts(&cluster_dry.report()));
+    assert_same_keyspace(&keyspace(&mut single.conn()), &cluster.keyspace());
+    assert_matched_accounted(&report);
+
+    // One entry per primary, each complete, adding up to the totals.
+    let servers = report["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3, "{report:#}");
+    let mut addresses: Vec<String> = cluster
+        .primaries()
+        .iter()
+        .map(|n| n.host_port())
+        .collect();
+    let mut reported: Vec<String> = servers
+        .iter()
+        .map(|s| s["address"].as_str().unwrap().to_string())
+        .collect();
+    addresses.sort();
+    reported.sort();
+    assert_eq!(reported, addresses);
+    for server in servers {
+        assert_eq!(server["role"], "primary", "{report:#}");
+        assert_eq!(server["complete"], true, "{report:#}");
+        assert!(server["keys_scanned"].as_u64().unwrap() > 100, "{report:#}");
+        assert!(server["duration_seconds"].as_f64().unwrap() > 0.0);
+    }
+    let scanned: u64 = servers
+        .iter()
+        .map(|s| s["keys_scanned"].as_u64().unwrap())
+        .sum();
+    assert_eq!(scanned, field(&report, "keys_scanned"));
+}
+
+#[test]
+fn seed_nodes_may_be_repeated_comma_separated_and_partly_down() {
+    let cluster = RedisCluster::start(3, 0);
+    seed_mixed(&mut cluster.client());
+    let dead = dead_url();
+    let out = janitor()
+        .args(["run", "--output", "json", "--dry-run"])
+        .args(["--url", &dead, "--url", &cluster.nodes[1].url()])
+        .run();
+    out.assert_code(0);
+    assert_eq!(out.report()["servers"].as_array().unwrap().len(), 3);
+
+    // One URL, several hosts: the later ones take the first's scheme.
+    let hosts = format!("{dead},{}", cluster.nodes[2].host_port());
+    let out = janitor()
+        .args(["run", "--output", "json", "--concurrency", "1"])
+        .env("REDIS_URL", &hosts)
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["servers"].as_array().unwrap().len(), 3);
+    assert_eq!(rule_keys(&report, "temp"), 303, "{report:#}");
+    assert!(!cluster.keyspace().keys().any(|k| k.starts_with(b"temp:")));
+}
+
+#[test]
+fn several_urls_that_are_not_one_cluster_are_refused() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    seed(&mut a.conn(), b"temp:1", "string", None);
+    let out = janitor()
+        .args(["run", "--url", &a.url(), "--url", &b.url()])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("is not a cluster node"), "{}", out.dump());
+    assert_eq!(dbsize(&mut a.conn()), 1);
+}
+
+/// Puts `slot` half-way from its owner to `to`: MIGRATING there, IMPORTING
+/// here, and the first `moved` of `keys` already migrated.
+fn start_migration(cluster: &RedisCluster, slot: u16, to: usize, keys: &[Vec<u8>], moved: usize) {
+    let from = cluster.owner(slot);
+    let target = &cluster.nodes[to];
+    let from_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut from.conn()).unwrap();
+    let to_id = cluster.id(to);
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .exec(&mut target.conn())
+        .unwrap();
+    redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .exec(&mut from.conn())
+        .unwrap();
+    migrate(from, target, &keys[..moved]);
+}
+
+fn migrate(from: &RedisServer, to: &RedisServer, keys: &[Vec<u8>]) {
+    redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to.port())
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(keys)
+        .exec(&mut from.conn())
+        .unwrap();
+}
+
+/// Migrates the rest of `slot`'s keys from `from` to node `to`, then gives
+/// the slot to `to` on every node (a node that loses a slot while holding
+/// keys of it deletes them).
+fn finish_migration(cluster: &RedisCluster, from: &RedisServer, slot: u16, to: usize) {
+    loop {
+        let rest: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100)
+            .query(&mut from.conn())
+            .unwrap();
+        if rest.is_empty() {
+            break;
+        }
+        migrate(from, &cluster.nodes[to], &rest);
+    }
+    let to_id = cluster.id(to);
+    for node in &cluster.nodes {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to_id)
+            .exec(&mut node.conn())
+            .unwrap();
+    }
+}
+
+/// `count` keys `temp:{tag}:i` of one slot, and that slot.
+fn keys_of_one_slot(cluster: &RedisCluster, count: usize) -> (u16, Vec<Vec<u8>>) {
+    let keys: Vec<Vec<u8>> = (0..count)
+        .map(|i| format!("temp:{{moving}}:{i}").into_bytes())
+        .collect();
+    let slot = key_slot(&mut cluster.nodes[0].conn(), &keys[0]);
+    (slot, keys)
+}
+
+#[test]
+fn keys_of_a_slot_being_moved_are_counted_as_moved_and_left_for_the_next_run() {
+    let cluster = RedisCluster::start(3, 0);
+    let (slot, keys) = keys_of_one_slot(&cluster, 40);
+    let mut client = cluster.client();
+    for key in &keys {
+        seed(&mut client, key, "string", None);
+    }
+    seed_mixed(&mut client);
+    let owner = cluster.owner(slot).port();
+    let to = cluster.nodes.iter().position(|n| n.port() != owner).unwrap();
+    start_migration(&cluster, slot, to, &keys, 15);
+
+    let out = run_json(&cluster.url()).run();
+    out.assert_code(0);
+    let report = out.report();
+    // The 15 keys on the importing node are refused there; the 25 still on
+    // the migrating node are served by it.
+    assert_eq!(field(&report, "moved"), 15, "{report:#}");
+    assert_eq!(rule_keys(&report, "temp"), 303 + 25, "{report:#}");
+    assert_matched_accounted(&report);
+    let left: BTreeSet<Vec<u8>> = cluster
+        .keyspace()
+        .into_keys()
+        .filter(|k| k.starts_with(b"temp:{moving}"))
+        .collect();
+    assert_eq!(left, keys[..15].iter().cloned().collect());
+
+    let from = cluster.owner(slot);
+    finish_migration(&cluster, from, slot, to);
+    let out = run_json(&cluster.url()).run();
+    out.assert_code(0);
+    assert_eq!(field(&out.report(), "moved"), 0);
+    assert_eq!(rule_keys(&out.report(), "temp"), 15);
+    let single = RedisServer::start();
+    seed_mixed(&mut single.conn());
+    run_json(&single.url()).run().assert_code(0);
+    assert_same_keyspace(&keyspace(&mut single.conn()), &cluster.keyspace());
+}
+
+#[test]
+fn a_slot_resharded_during_a_pass_never_fails_it_and_the_next_run_finishes() {
+    let cluster = RedisCluster::start(3, 0);
+    let (slot, keys) = keys_of_one_slot(&cluster, 200);
+    let mut client = cluster.client();
+    for key in &keys {
+        seed(&mut client, key, "string", None);
+    }
+    cluster.populate("cache", 30_000);
+    assert_eq!(cluster.dbsize(), 30_200);
+    let owner = cluster.owner(slot).port();
+    let to = cluster.nodes.iter().position(|n| n.port() != owner).unwrap();
+
+    let running = run_json(&cluster.url())
+        .args(["--rate-limit", "5000"])
+        .start();
+    let from = cluster.nodes.iter().find(|n| n.port() == owner).unwrap();
+    wait_until(Duration::from_secs(20), "the pass to start", || {
+        script_calls(&mut from.conn()) > 0
+    });
+    start_migration(&cluster, slot, to, &keys, 0);
+    for chunk in keys.chunks(20) {
+        migrate(from, &cluster.nodes[to], chunk);
+        thread::sleep(Duration::from_millis(50));
+    }
+    finish_migration(&cluster, from, slot, to);
+    let out = running.wait();
+    out.assert_code(0);
+    assert_matched_accounted(&out.report());
+
+    run_json(&cluster.url()).run().assert_code(0);
+    let after = cluster.keyspace();
+    assert!(!after.keys().any(|k| k.starts_with(b"temp:")), "temp keys left");
+    let missing: Vec<String> = (0..30_000)
+        .map(|i| format!("cache:{i}"))
+        .filter(|k| !after.contains_key(k.as_bytes()))
+        .collect();
+    assert_eq!(missing, Vec::<String>::new(), "{}", cluster.logs());
+    assert_eq!(after.len(), 30_000);
+    assert!(after.values().all(|s| s.pttl > 0), "a cache key kept no TTL");
+}
+
+#[test]
+fn a_failover_during_a_pass_restarts_that_shard_from_cursor_0_on_the_new_primary() {
+    let cluster = RedisCluster::start(3, 1);
+    cluster.populate("cache", 30_000);
+    let old = &cluster.nodes[0];
+    let replica = &cluster.nodes[3];
+
+    let running = run_json(&cluster.url())
+        .args(["--rate-limit", "5000"])
+        .start();
+    wait_until(Duration::from_secs(20), "the pass to start", || {
+        script_calls(&mut old.conn()) > 2
+    });
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .exec(&mut replica.conn())
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the failover", || {
+        info_field(&mut replica.conn(), "replication", "role").as_deref() == Some("master")
+    });
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    let servers = report["servers"].as_array().unwrap();
+    let failed_over: Vec<&serde_json::Value> = servers
+        .iter()
+        .filter(|s| !s["failovers"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(failed_over.len(), 1, "{report:#}");
+    let server = failed_over[0];
+    assert_eq!(server["address"], replica.host_port(), "{report:#}");
+    assert_eq!(server["failovers"][0]["from"], old.host_port());
+    assert_eq!(server["failovers"][0]["to"], replica.host_port());
+    assert_eq!(server["complete"], true, "{report:#}");
+    assert!(out.stderr.contains("starts again from cursor 0"), "{}", out.dump());
+
+    // Every key got its TTL, on the new primary too.
+    cluster.wait_ready();
+    let after = cluster.keyspace();
+    assert_eq!(after.len(), 30_000);
+    assert!(after.values().all(|s| s.pttl > 0), "a cache key kept no TTL");
+}
+
+#[test]
+fn a_dry_run_may_read_from_the_replicas() {
+    let cluster = RedisCluster::start(3, 1);
+    seed_mixed(&mut cluster.client());
+    cluster.wait_ready();
+    let before = cluster.keyspace();
+    let on_primaries = run_json(&cluster.url()).arg("--dry-run").run();
+    on_primaries.assert_code(0);
+
+    let out = run_json(&cluster.url())
+        .args(["--dry-run", "--from-replicas"])
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(counts(&report), counts(&on_primaries.report()));
+    let replicas: Vec<String> = cluster.nodes[3..].iter().map(|n| n.host_port()).collect();
+    for server in report["servers"].as_array().unwrap() {
+        assert_eq!(server["role"], "replica", "{report:#}");
+        assert!(replicas.contains(&server["address"].as_str().unwrap().to_string()));
+    }
+    assert_same_keyspace(&before, &cluster.keyspace());
+
+    let refused = janitor().args(["run", "--from-replicas", "--url", &cluster.url()]).run();
+    refused.assert_code(2);
+}
