@@ -116,6 +116,7 @@ impl RedisCluster {
                 && !nodes.contains("fail")
                 && info_field(con, "replication", "master_link_status")
                     .is_none_or(|s| s == "up")
+                && shards_online(con)
         });
     }
 
@@ -237,6 +238,19 @@ fn cluster_info(con: &mut redis::Connection) -> String {
         .arg("INFO")
         .query(con)
         .expect("CLUSTER INFO")
+}
+
+/// Whether `CLUSTER SHARDS` (Redis 7+) calls every node online: a replica
+/// is `loading` there until its primary's gossip tells its offset. True
+/// where the command does not exist.
+fn shards_online(con: &mut redis::Connection) -> bool {
+    match redis::cmd("CLUSTER").arg("SHARDS").query::<redis::Value>(con) {
+        Ok(shards) => {
+            let text = format!("{shards:?}");
+            !text.contains("loading") && !text.contains("fail")
+        }
+        Err(_) => true,
+    }
 }
 
 /// `CLUSTER NODES` as one string.
