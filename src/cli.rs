@@ -44,7 +44,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one pass over the keyspace, print the report, exit.
-    Run(RunArgs),
+    // Boxed: its options are many times the size of the other subcommands'.
+    Run(Box<RunArgs>),
     /// Validate a rules file and print the effective rules; touches no Redis.
     Check(RulesArg),
     /// List the variants of the clean script for the rules, with their
