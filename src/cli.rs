@@ -19,6 +19,7 @@ use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
+use crate::tls::TlsOptions;
 
 /// Cleans a Redis keyspace by rules: one SCAN pass, one atomic Lua script
 /// call per batch of keys.
@@ -92,6 +93,25 @@ pub struct RunArgs {
     /// public web roots).
     #[arg(long, env = "REDIS_TLS_CA_FILE", value_name = "FILE")]
     pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (servers with
+    /// tls-auth-clients yes); needs --tls-key-file.
+    #[arg(long, env = "REDIS_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Verify the server's certificate against this name instead of the
+    /// URL's host (e.g. when connecting to an IP address).
+    #[arg(long, env = "REDIS_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Verify no server certificate (encrypted, but not authenticated);
+    /// warns on every run. A rediss:// URL's #insecure needs it too.
+    #[arg(long, env = "REDIS_TLS_INSECURE")]
+    pub tls_insecure: bool,
 
     #[command(flatten)]
     pub rules: RulesArg,
@@ -181,7 +201,7 @@ impl RunArgs {
             self.url.as_deref(),
             redis_host,
             self.password_file.as_deref(),
-            self.tls_ca_file.as_deref(),
+            &self.tls_options(),
         )?;
         Ok(Settings {
             target,
@@ -201,6 +221,17 @@ impl RunArgs {
                 },
             },
         })
+    }
+
+    /// The TLS options, as given.
+    fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: self.tls_server_name.clone(),
+            insecure: self.tls_insecure,
+        }
     }
 }
 
