@@ -19,6 +19,7 @@ use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
+use crate::tls::TlsOptions;
 use crate::topology::{SentinelAuth, Source};
 
 /// Cleans a Redis keyspace by rules: one SCAN pass, one atomic Lua script
@@ -45,6 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one pass over the keyspace, print the report, exit.
+    // Boxed: its options are many times the size of the other subcommands'.
     Run(Box<RunArgs>),
     /// Validate a rules file and print the effective rules; touches no Redis.
     Check(RulesArg),
@@ -106,6 +108,25 @@ pub struct RunArgs {
     /// public web roots).
     #[arg(long, env = "REDIS_TLS_CA_FILE", value_name = "FILE")]
     pub tls_ca_file: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (servers with
+    /// tls-auth-clients yes); needs --tls-key-file.
+    #[arg(long, env = "REDIS_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Verify the server's certificate against this name instead of the
+    /// URL's host (e.g. when connecting to an IP address).
+    #[arg(long, env = "REDIS_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// Verify no server certificate (encrypted, but not authenticated);
+    /// warns on every run. A rediss:// URL's #insecure needs it too.
+    #[arg(long, env = "REDIS_TLS_INSECURE")]
+    pub tls_insecure: bool,
 
     #[command(flatten)]
     pub rules: RulesArg,
@@ -206,13 +227,9 @@ impl RunArgs {
     /// The run's settings; `redis_host` is the `REDIS_HOST` variable.
     pub fn settings(&self, redis_host: Option<&str>) -> Result<Settings, Error> {
         let rules = self.rules.load()?;
+        let tls = self.tls_options();
         let target = |url: Option<&str>| {
-            Target::resolve(
-                url,
-                redis_host,
-                self.password_file.as_deref(),
-                self.tls_ca_file.as_deref(),
-            )
+            Target::resolve(url, redis_host, self.password_file.as_deref(), &tls)
         };
         let sentinel_auth = SentinelAuth {
             username: self.sentinel_username.clone(),
@@ -242,6 +259,17 @@ impl RunArgs {
                 },
             },
         })
+    }
+
+    /// The TLS options, as given.
+    fn tls_options(&self) -> TlsOptions {
+        TlsOptions {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            server_name: self.tls_server_name.clone(),
+            insecure: self.tls_insecure,
+        }
     }
 }
 

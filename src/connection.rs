@@ -1,15 +1,24 @@
 //! Where Redis is and how to reach it: the URL (or `REDIS_HOST`), the password
-//! file, a display form that never shows a password, and opening the
-//! connection with timeouts, named in `CLIENT LIST`.
+//! file, the TLS settings, a display form that never shows a password, and
+//! opening the connection with timeouts, named in `CLIENT LIST`.
+//!
+//! A [`Target`] keeps the address it connects to apart from the name the
+//! server's TLS certificate is verified against, so that [`Target::at`] can
+//! point the same credentials and TLS settings at another node.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo};
+use redis::io::AsyncDNSResolver;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisFuture,
+};
 use tracing::warn;
 
 use crate::error::Error;
+use crate::tls::{Tls, TlsOptions};
 
 /// The URL used when neither `--url`/`REDIS_URL` nor `REDIS_HOST` is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -24,21 +33,24 @@ pub const CLIENT_NAME: &str = "redis-janitor";
 /// A resolved Redis endpoint with its credentials.
 #[derive(Clone)]
 pub struct Target {
+    /// The address connected to (host and port as given, never the TLS
+    /// server name), the credentials and the db.
     info: ConnectionInfo,
-    /// PEM CA certificates to trust for `rediss://` instead of the built-in roots.
-    tls_ca: Option<Vec<u8>>,
+    /// The TLS settings for `rediss://`; `None` for plain TCP.
+    tls: Option<Tls>,
 }
 
 impl Target {
     /// Resolves the endpoint. Precedence: `url` (from `--url` or `REDIS_URL`),
     /// then `host` (`REDIS_HOST=host[:port]`, what older manifests set), then
-    /// [`DEFAULT_URL`]. A password file replaces the URL's password; a CA
-    /// file is trusted for TLS instead of the built-in web roots.
+    /// [`DEFAULT_URL`]. A password file replaces the URL's password. The TLS
+    /// options need a `rediss://` URL; verification is turned off only by
+    /// `--tls-insecure`, never by the URL alone.
     pub fn resolve(
         url: Option<&str>,
         host: Option<&str>,
         password_file: Option<&Path>,
-        tls_ca_file: Option<&Path>,
+        tls: &TlsOptions,
     ) -> Result<Target, Error> {
         let url = match (non_empty(url), non_empty(host)) {
             (Some(url), _) => url.to_string(),
@@ -64,17 +76,27 @@ impl Target {
         // job names its connections with CLIENT SETNAME instead.
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
         info = info.set_redis_settings(settings);
-        let tls_ca = tls_ca_file
-            .map(|path| {
-                std::fs::read(path).map_err(|err| {
-                    Error::Usage(format!(
-                        "cannot read the TLS CA file {}: {err}",
-                        path.display()
-                    ))
-                })
-            })
-            .transpose()?;
-        Ok(Target { info, tls_ca })
+        let tls = tls_of(info.addr(), tls)?;
+        Ok(Target { info, tls })
+    }
+
+    /// The same credentials, db and TLS settings (CA, client certificate,
+    /// server name, verification) for the node at `host:port`: how one
+    /// target built from the user's URL reaches every node of a topology.
+    pub fn at(&self, host: &str, port: u16) -> Target {
+        let addr = match &self.tls {
+            Some(tls) => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: tls.is_insecure(),
+                tls_params: None,
+            },
+            None => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        Target {
+            info: self.info.clone().set_addr(addr),
+            tls: self.tls.clone(),
+        }
     }
 
     /// Opens a connection (redis-rs's multiplexed connection, with its reply
@@ -82,37 +104,45 @@ impl Target {
     /// does not allow `CLIENT SETNAME` gets a warning, not a failure: the
     /// name is for people, the pass does not need it.
     pub async fn connect(&self, timeout: Duration) -> Result<MultiplexedConnection, Error> {
-        let client = match &self.tls_ca {
-            Some(ca) => redis::Client::build_with_tls(
-                self.info.clone(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            ),
-            None => redis::Client::open(self.info.clone()),
-        }
-        .map_err(|err| Error::from_redis(&format!("cannot use {self}"), &err))?;
-        let config = AsyncConnectionConfig::new()
+        let client = self.client()?;
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
+        if let Some(resolver) = self.resolver() {
+            config = config.set_dns_resolver(resolver);
+        }
+        // Once per process, which is one run, whatever its number of nodes.
+        static INSECURE_WARNING: std::sync::Once = std::sync::Once::new();
+        if self.tls.as_ref().is_some_and(Tls::is_insecure) {
+            INSECURE_WARNING.call_once(|| {
+                warn!(
+                    target = %self,
+                    "TLS certificate verification is off (--tls-insecure): the connection \
+                     is encrypted, but anyone in the path can pose as the server"
+                )
+            });
+        }
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|err| Error::from_redis(&format!("cannot connect to {self}"), &err))?;
+            .map_err(|err| self.failure(&format!("cannot connect to {self}"), &err))?;
+        // With TLS 1.3 the server checks the client's certificate after the
+        // client's side of the handshake is done: its refusal shows here, as
+        // the reply to the first command.
         let named = redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg(CLIENT_NAME)
             .exec_async(&mut conn)
             .await;
-        match named.map_err(|err| Error::from_redis(&format!("CLIENT SETNAME on {self}"), &err)) {
+        match named.map_err(|err| self.failure(&format!("CLIENT SETNAME on {self}"), &err)) {
             Err(Error::Permission(message)) => warn!(%message, "the connection stays unnamed"),
             other => other?,
         }
         Ok(conn)
     }
 
-    /// `host:port`, as shown in the report.
+    /// `host:port`, as shown in the report: the address connected to, never
+    /// the TLS server name.
     pub fn address(&self) -> String {
         self.info.addr().to_string()
     }
@@ -137,35 +167,60 @@ impl Target {
         self.info.redis_settings()
     }
 
-    /// The same settings (user, password, database, TLS) at another address:
-    /// a cluster node, or the primary Sentinel names.
-    pub fn at(&self, host: &str, port: u16) -> Target {
-        let addr = match self.info.addr() {
-            redis::ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => redis::ConnectionAddr::TcpTls {
-                host: host.to_string(),
-                port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => redis::ConnectionAddr::Tcp(host.to_string(), port),
+    /// The redis-rs client: for TLS, its address holds the name to verify
+    /// (rustls sends it as SNI and checks the certificate against it) and
+    /// [`Target::resolver`] maps that name to the address connected to.
+    fn client(&self) -> Result<redis::Client, Error> {
+        let client = match (&self.tls, self.info.addr()) {
+            (Some(tls), ConnectionAddr::TcpTls { host, port, .. }) => {
+                let addr = ConnectionAddr::TcpTls {
+                    host: tls.server_name().unwrap_or(host).to_string(),
+                    port: *port,
+                    insecure: tls.is_insecure(),
+                    tls_params: None,
+                };
+                let info = self.info.clone().set_addr(addr);
+                match tls.certificates() {
+                    Some(certificates) => redis::Client::build_with_tls(info, certificates),
+                    None => redis::Client::open(info),
+                }
+            }
+            _ => redis::Client::open(self.info.clone()),
         };
-        Target {
-            info: self.info.clone().set_addr(addr),
-            tls_ca: self.tls_ca.clone(),
+        client.map_err(|err| Error::from_redis(&format!("cannot use {self}"), &err))
+    }
+
+    /// A resolver from the TLS server name to the address connected to, when
+    /// they differ.
+    fn resolver(&self) -> Option<ConnectTo> {
+        let name = self.tls.as_ref()?.server_name()?;
+        match self.info.addr() {
+            ConnectionAddr::TcpTls { host, port, .. } if host != name => Some(ConnectTo {
+                host: host.clone(),
+                port: *port,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The failure for a redis-rs error in `context`: a failed TLS
+    /// handshake as a failure to connect, in words that name the option to
+    /// look at; anything else by its kind.
+    fn failure(&self, context: &str, err: &redis::RedisError) -> Error {
+        match self.tls.as_ref().and_then(|tls| tls.explain(err)) {
+            Some(why) => Error::Connection(format!("cannot connect to {self}: {why}")),
+            None => Error::from_redis(context, err),
         }
     }
 }
 
 /// Shows `[user@]host:port/db`, and `rediss://` for TLS; never a password.
+/// The host is the one connected to; a TLS server name is not shown.
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = match self.info.addr() {
-            redis::ConnectionAddr::TcpTls { .. } => "rediss",
-            _ => "redis",
+        let scheme = match self.tls {
+            Some(_) => "rediss",
+            None => "redis",
         };
         let settings = self.info.redis_settings();
         let user = settings
@@ -173,6 +228,54 @@ impl std::fmt::Display for Target {
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
         write!(f, "{scheme}://{user}{}/{}", self.info.addr(), settings.db())
+    }
+}
+
+/// Resolves any name to one host and port: with `--tls-server-name`, the
+/// connection's address holds the name to verify, and the socket must go to
+/// the address the user gave.
+struct ConnectTo {
+    /// The host connected to: a DNS name or an IP address.
+    host: String,
+    /// Its port.
+    port: u16,
+}
+
+impl AsyncDNSResolver for ConnectTo {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _name: &'b str,
+        _port: u16,
+    ) -> RedisFuture<'a, Box<dyn Iterator<Item = SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
+            Ok(Box::new(addrs) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
+}
+
+/// The TLS settings for the URL's address: `None` for plain TCP, where no
+/// TLS option may be given; for `rediss://`, the options read and checked.
+/// The URL's `#insecure`, which turns verification off in redis-rs, needs
+/// `--tls-insecure` too, so that verification never turns off silently.
+fn tls_of(addr: &ConnectionAddr, options: &TlsOptions) -> Result<Option<Tls>, Error> {
+    match addr {
+        ConnectionAddr::TcpTls { insecure, .. } => {
+            if *insecure && !options.insecure {
+                return Err(Error::Usage(
+                    "the URL's #insecure would turn TLS certificate verification off: \
+                     remove it, or turn verification off explicitly with --tls-insecure \
+                     (REDIS_TLS_INSECURE=true)"
+                        .into(),
+                ));
+            }
+            Tls::load(options).map(Some)
+        }
+        _ if options.flags().is_empty() => Ok(None),
+        _ => Err(Error::Usage(format!(
+            "{}: the TLS options need a rediss:// URL, and the URL is plain redis://",
+            options.flags().join(", ")
+        ))),
     }
 }
 
@@ -203,26 +306,35 @@ fn non_empty(value: Option<&str>) -> Option<&str> {
 mod tests {
     use super::*;
 
+    /// No TLS option given.
+    const NO_TLS: TlsOptions = TlsOptions {
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        server_name: None,
+        insecure: false,
+    };
+
     #[test]
     fn url_wins_over_redis_host() {
-        let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None, None).unwrap();
+        let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None, &NO_TLS).unwrap();
         assert_eq!(target.address(), "a:1");
     }
 
     #[test]
     fn redis_host_is_used_when_no_url() {
-        let target = Target::resolve(None, Some("cache.example:6380"), None, None).unwrap();
+        let target = Target::resolve(None, Some("cache.example:6380"), None, &NO_TLS).unwrap();
         assert_eq!(target.to_string(), "redis://cache.example:6380/0");
-        let target = Target::resolve(Some(""), None, None, None).unwrap();
+        let target = Target::resolve(Some(""), None, None, &NO_TLS).unwrap();
         assert_eq!(target.address(), "127.0.0.1:6379");
     }
 
     #[test]
     fn display_never_shows_the_password() {
         let target =
-            Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None, None).unwrap();
+            Target::resolve(Some("redis://janitor:s3cret@h:1/4"), None, None, &NO_TLS).unwrap();
         assert_eq!(target.to_string(), "redis://janitor@h:1/4");
-        let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None, None)
+        let err = Target::resolve(Some("redis://u:s3cret@h:notaport"), None, None, &NO_TLS)
             .err()
             .expect("invalid");
         assert!(!err.to_string().contains("s3cret"), "{err}");
@@ -233,10 +345,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("password");
         std::fs::write(&path, "from-file\n").unwrap();
-        let target = Target::resolve(Some("redis://u:old@h:1"), None, Some(&path), None).unwrap();
+        let target =
+            Target::resolve(Some("redis://u:old@h:1"), None, Some(&path), &NO_TLS).unwrap();
         assert_eq!(target.info.redis_settings().password(), Some("from-file"));
         assert_eq!(target.info.redis_settings().username(), Some("u"));
         std::fs::write(&path, "\n").unwrap();
-        assert!(Target::resolve(None, None, Some(&path), None).is_err());
+        assert!(Target::resolve(None, None, Some(&path), &NO_TLS).is_err());
+    }
+
+    #[test]
+    fn tls_options_need_a_rediss_url() {
+        let options = TlsOptions {
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            ..TlsOptions::default()
+        };
+        let err = Target::resolve(Some("redis://h:1"), None, None, &options)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        assert!(err.to_string().contains("--tls-cert-file"), "{err}");
+        assert!(err.to_string().contains("rediss://"), "{err}");
+    }
+
+    #[test]
+    fn the_urls_insecure_needs_tls_insecure() {
+        let url = Some("rediss://h:1/#insecure");
+        let err = Target::resolve(url, None, None, &NO_TLS)
+            .err()
+            .expect("refused");
+        assert!(matches!(err, Error::Usage(_)), "{err:?}");
+        assert!(err.to_string().contains("--tls-insecure"), "{err}");
+        let insecure = TlsOptions {
+            insecure: true,
+            ..TlsOptions::default()
+        };
+        let target = Target::resolve(url, None, None, &insecure).unwrap();
+        assert!(target.tls.as_ref().is_some_and(Tls::is_insecure));
+        // --tls-insecure alone is enough: the URL need not say it too.
+        let target = Target::resolve(Some("rediss://h:1"), None, None, &insecure).unwrap();
+        assert!(target.tls.as_ref().is_some_and(Tls::is_insecure));
+    }
+
+    #[test]
+    fn the_address_is_the_one_connected_to_not_the_tls_name() {
+        let options = TlsOptions {
+            server_name: Some("redis.test".into()),
+            ..TlsOptions::default()
+        };
+        let target =
+            Target::resolve(Some("rediss://u:pw@10.0.0.1:7000/2"), None, None, &options).unwrap();
+        assert_eq!(target.address(), "10.0.0.1:7000");
+        assert_eq!(target.to_string(), "rediss://u@10.0.0.1:7000/2");
+        let resolver = target.resolver().expect("a resolver for the name");
+        assert_eq!((resolver.host.as_str(), resolver.port), ("10.0.0.1", 7000));
+        let client = target.client().unwrap();
+        let addr = client.get_connection_info().addr().clone();
+        assert!(
+            matches!(addr, ConnectionAddr::TcpTls { ref host, port: 7000, insecure: false, .. } if host == "redis.test"),
+            "{addr:?}"
+        );
+    }
+
+    #[test]
+    fn at_keeps_credentials_db_and_tls_for_another_address() {
+        let options = TlsOptions {
+            server_name: Some("redis.test".into()),
+            ..TlsOptions::default()
+        };
+        let url = Some("rediss://u:pw@10.0.0.1:7000/2");
+        let target = Target::resolve(url, None, None, &options).unwrap();
+        let node = target.at("10.0.0.2", 7001);
+        assert_eq!(node.address(), "10.0.0.2:7001");
+        assert_eq!(node.to_string(), "rediss://u@10.0.0.2:7001/2");
+        assert_eq!(node.info.redis_settings().password(), Some("pw"));
+        assert_eq!(
+            node.tls.as_ref().and_then(Tls::server_name),
+            Some("redis.test")
+        );
+        let plain = Target::resolve(Some("redis://h:1/3"), None, None, &NO_TLS)
+            .unwrap()
+            .at("h2", 2);
+        assert_eq!(plain.to_string(), "redis://h2:2/3");
+        assert!(plain.tls.is_none());
     }
 }

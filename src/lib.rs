@@ -12,6 +12,8 @@
 //!   its variants, SHA-1, SCRIPT LOAD and calls
 //! - [`acl`]: the Redis commands the job sends: ACL lines, and the probes
 //!   that check them before a pass
+//! - [`tls`]: the TLS options (CA, client certificate, server name,
+//!   verification), read and checked, and why a handshake failed
 //! - [`connection`]: the Redis URL, credentials and connecting
 //! - [`topology`]: standalone, cluster or Sentinel -> the nodes to clean,
 //!   and a shard's new primary after a failover
@@ -44,4 +46,5 @@ pub mod rules;
 pub mod run;
 pub mod script;
 pub mod shutdown;
+pub mod tls;
 pub mod topology;

@@ -24,6 +24,11 @@ fn run_help_lists_every_flag() {
     for flag in [
         "--url",
         "--password-file",
+        "--tls-ca-file",
+        "--tls-cert-file",
+        "--tls-key-file",
+        "--tls-server-name",
+        "--tls-insecure",
         "--rules",
         "--dry-run",
         "--batch-size",

@@ -50,7 +50,13 @@ fn counts(report: &serde_json::Value) -> BTreeMap<String, u64> {
         .into_iter()
         .map(|(name, _, keys)| (name, keys))
         .collect();
-    for name in ["keys_scanned", "keys_matched", "vanished", "unchanged", "moved"] {
+    for name in [
+        "keys_scanned",
+        "keys_matched",
+        "vanished",
+        "unchanged",
+        "moved",
+    ] {
         counts.insert(name.to_string(), field(report, name));
     }
     counts
@@ -89,11 +95,7 @@ fn a_cluster_ends_in_exactly_the_state_of_one_node_with_the_same_keys() {
     // One entry per primary, each complete, adding up to the totals.
     let servers = report["servers"].as_array().unwrap();
     assert_eq!(servers.len(), 3, "{report:#}");
-    let mut addresses: Vec<String> = cluster
-        .primaries()
-        .iter()
-        .map(|n| n.host_port())
-        .collect();
+    let mut addresses: Vec<String> = cluster.primaries().iter().map(|n| n.host_port()).collect();
     let mut reported: Vec<String> = servers
         .iter()
         .map(|s| s["address"].as_str().unwrap().to_string())
@@ -148,7 +150,11 @@ fn several_urls_that_are_not_one_cluster_are_refused() {
         .args(["run", "--url", &a.url(), "--url", &b.url()])
         .run();
     out.assert_code(2);
-    assert!(out.stderr.contains("is not a cluster node"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("is not a cluster node"),
+        "{}",
+        out.dump()
+    );
     assert_eq!(dbsize(&mut a.conn()), 1);
 }
 
@@ -157,7 +163,10 @@ fn several_urls_that_are_not_one_cluster_are_refused() {
 fn start_migration(cluster: &RedisCluster, slot: u16, to: usize, keys: &[Vec<u8>], moved: usize) {
     let from = cluster.owner(slot);
     let target = &cluster.nodes[to];
-    let from_id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut from.conn()).unwrap();
+    let from_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut from.conn())
+        .unwrap();
     let to_id = cluster.id(to);
     redis::cmd("CLUSTER")
         .arg("SETSLOT")
@@ -236,7 +245,11 @@ fn keys_of_a_slot_being_moved_are_counted_as_moved_and_left_for_the_next_run() {
     }
     seed_mixed(&mut client);
     let owner = cluster.owner(slot).port();
-    let to = cluster.nodes.iter().position(|n| n.port() != owner).unwrap();
+    let to = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() != owner)
+        .unwrap();
     start_migration(&cluster, slot, to, &keys, 15);
 
     let out = run_json(&cluster.url()).run();
@@ -277,7 +290,11 @@ fn a_slot_resharded_during_a_pass_never_fails_it_and_the_next_run_finishes() {
     cluster.populate("cache", 30_000);
     assert_eq!(cluster.dbsize(), 30_200);
     let owner = cluster.owner(slot).port();
-    let to = cluster.nodes.iter().position(|n| n.port() != owner).unwrap();
+    let to = cluster
+        .nodes
+        .iter()
+        .position(|n| n.port() != owner)
+        .unwrap();
 
     let running = run_json(&cluster.url())
         .args(["--rate-limit", "5000"])
@@ -298,14 +315,20 @@ fn a_slot_resharded_during_a_pass_never_fails_it_and_the_next_run_finishes() {
 
     run_json(&cluster.url()).run().assert_code(0);
     let after = cluster.keyspace();
-    assert!(!after.keys().any(|k| k.starts_with(b"temp:")), "temp keys left");
+    assert!(
+        !after.keys().any(|k| k.starts_with(b"temp:")),
+        "temp keys left"
+    );
     let missing: Vec<String> = (0..30_000)
         .map(|i| format!("cache:{i}"))
         .filter(|k| !after.contains_key(k.as_bytes()))
         .collect();
     assert_eq!(missing, Vec::<String>::new(), "{}", cluster.logs());
     assert_eq!(after.len(), 30_000);
-    assert!(after.values().all(|s| s.pttl > 0), "a cache key kept no TTL");
+    assert!(
+        after.values().all(|s| s.pttl > 0),
+        "a cache key kept no TTL"
+    );
 }
 
 #[test]
@@ -342,13 +365,20 @@ fn a_failover_during_a_pass_restarts_that_shard_from_cursor_0_on_the_new_primary
     assert_eq!(server["failovers"][0]["from"], old.host_port());
     assert_eq!(server["failovers"][0]["to"], replica.host_port());
     assert_eq!(server["complete"], true, "{report:#}");
-    assert!(out.stderr.contains("starts again from cursor 0"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("starts again from cursor 0"),
+        "{}",
+        out.dump()
+    );
 
     // Every key got its TTL, on the new primary too.
     cluster.wait_ready();
     let after = cluster.keyspace();
     assert_eq!(after.len(), 30_000);
-    assert!(after.values().all(|s| s.pttl > 0), "a cache key kept no TTL");
+    assert!(
+        after.values().all(|s| s.pttl > 0),
+        "a cache key kept no TTL"
+    );
 }
 
 #[test]
@@ -373,6 +403,8 @@ fn a_dry_run_may_read_from_the_replicas() {
     }
     assert_same_keyspace(&before, &cluster.keyspace());
 
-    let refused = janitor().args(["run", "--from-replicas", "--url", &cluster.url()]).run();
+    let refused = janitor()
+        .args(["run", "--from-replicas", "--url", &cluster.url()])
+        .run();
     refused.assert_code(2);
 }

@@ -13,6 +13,7 @@ mod rules;
 mod script;
 mod server;
 mod support;
+mod tls;
 
 /// The harness itself: a private server starts, answers, and dies with its
 /// handle.

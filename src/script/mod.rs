@@ -316,8 +316,13 @@ mod tests {
         assert!(cluster.text.starts_with(
             "#!lua flags=allow-oom,allow-cross-slot-keys\nlocal DRY_RUN, CLUSTER = false, true\n"
         ));
-        let cluster = Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Cluster).unwrap();
-        assert!(cluster.text.starts_with("local DRY_RUN, CLUSTER = true, true\n"));
+        let cluster =
+            Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Cluster).unwrap();
+        assert!(
+            cluster
+                .text
+                .starts_with("local DRY_RUN, CLUSTER = true, true\n")
+        );
         assert_eq!(cluster.variant(), "read-only, legacy, cluster");
     }
 

@@ -76,7 +76,9 @@ impl RedisCluster {
             let first = i as u16 * per;
             let last = (first + per).min(SLOTS) - 1;
             let mut addslots = redis::cmd("CLUSTER");
-            addslots.arg("ADDSLOTS").arg((first..=last).collect::<Vec<u16>>());
+            addslots
+                .arg("ADDSLOTS")
+                .arg((first..=last).collect::<Vec<u16>>());
             addslots.exec(&mut node.conn()).expect("CLUSTER ADDSLOTS");
         }
         let mut first = self.nodes[0].conn();
@@ -114,8 +116,7 @@ impl RedisCluster {
             cluster_info(con).contains("cluster_state:ok")
                 && nodes.lines().filter(|l| l.contains("slave")).count() == replicas
                 && !nodes.contains("fail")
-                && info_field(con, "replication", "master_link_status")
-                    .is_none_or(|s| s == "up")
+                && info_field(con, "replication", "master_link_status").is_none_or(|s| s == "up")
                 && shards_online(con)
         });
     }
@@ -153,7 +154,9 @@ impl RedisCluster {
     pub fn primaries(&self) -> Vec<&RedisServer> {
         self.nodes
             .iter()
-            .filter(|n| info_field(&mut n.conn(), "replication", "role").as_deref() == Some("master"))
+            .filter(|n| {
+                info_field(&mut n.conn(), "replication", "role").as_deref() == Some("master")
+            })
             .collect()
     }
 
@@ -173,7 +176,11 @@ impl RedisCluster {
                 let redis::Value::Array(primary) = &range[2] else {
                     panic!("CLUSTER SLOTS: {range:?}")
                 };
-                (int(&range[0]) as u16, int(&range[1]) as u16, int(&primary[1]) as u16)
+                (
+                    int(&range[0]) as u16,
+                    int(&range[1]) as u16,
+                    int(&primary[1]) as u16,
+                )
             })
             .collect();
         let port = ranges
@@ -181,7 +188,10 @@ impl RedisCluster {
             .find(|(start, end, _)| (*start..=*end).contains(&slot))
             .map(|(_, _, port)| *port)
             .expect("the slot has an owner");
-        self.nodes.iter().find(|n| n.port() == port).expect("a node of ours")
+        self.nodes
+            .iter()
+            .find(|n| n.port() == port)
+            .expect("a node of ours")
     }
 
     /// A connection of redis-rs's cluster client, which sends each key's
@@ -202,7 +212,10 @@ impl RedisCluster {
         for first in (0..count).step_by(1000) {
             let mut pipe = redis::cluster::cluster_pipe();
             for i in first..(first + 1000).min(count) {
-                pipe.cmd("SET").arg(format!("{prefix}:{i}")).arg("v").ignore();
+                pipe.cmd("SET")
+                    .arg(format!("{prefix}:{i}"))
+                    .arg("v")
+                    .ignore();
             }
             pipe.exec(&mut con).expect("cluster pipeline of SETs");
         }
@@ -244,7 +257,10 @@ fn cluster_info(con: &mut redis::Connection) -> String {
 /// is `loading` there until its primary's gossip tells its offset. True
 /// where the command does not exist.
 fn shards_online(con: &mut redis::Connection) -> bool {
-    match redis::cmd("CLUSTER").arg("SHARDS").query::<redis::Value>(con) {
+    match redis::cmd("CLUSTER")
+        .arg("SHARDS")
+        .query::<redis::Value>(con)
+    {
         Ok(shards) => {
             let text = format!("{shards:?}");
             !text.contains("loading") && !text.contains("fail")

@@ -5,8 +5,11 @@
 //!
 //! Modelled on redis-rs's `redis-test/src/server.rs` and
 //! `redis/tests/support/mod.rs`. Nothing here ever talks to 127.0.0.1:6379.
+//! Certificates and a server requiring them (mutual TLS) are in [`tls`].
 
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -314,6 +317,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
     "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+    "REDIS_TLS_SERVER_NAME",
+    "REDIS_TLS_INSECURE",
     "RUST_LOG",
 ];
 
