@@ -11,6 +11,7 @@ mod keys;
 mod pass;
 mod rules;
 mod script;
+mod sentinel;
 mod server;
 mod support;
 mod tls;

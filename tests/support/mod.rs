@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 mod cluster;
+mod sentinel;
 pub use cluster::*;
+pub use sentinel::*;
 
 /// How long a server may take to answer its first PING.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -119,6 +121,12 @@ impl RedisServer {
     /// A server on a port from `pick_port` (a cluster node needs its bus
     /// port, 10000 higher, free too).
     fn start_bin(bin: &str, extra_args: &[&str], pick_port: fn() -> u16) -> Self {
+        Self::spawn(bin, &[], extra_args, pick_port)
+    }
+
+    /// `bin` with `leading` arguments first (a config file, `--sentinel`),
+    /// then the harness's, then `extra_args`.
+    fn spawn(bin: &str, leading: &[&str], extra_args: &[&str], pick_port: fn() -> u16) -> Self {
         // DEBUG is always enabled before Redis 7, which does not know the
         // setting.
         let debug: &[&str] = if major_version(bin) >= 7 {
@@ -138,7 +146,8 @@ impl RedisServer {
                 .expect("create the server's stdout file");
             let port = pick_port();
             let mut cmd = Command::new(bin);
-            cmd.arg("--port")
+            cmd.args(leading)
+                .arg("--port")
                 .arg(port.to_string())
                 .arg("--bind")
                 .arg("127.0.0.1")

@@ -1,0 +1,142 @@
+//! Real Redis Sentinel for the tests: a primary and its replica, both with
+//! a password, watched by two Sentinels (`redis-server CONF --sentinel`, each
+//! with a generated config and a password of its own), and a failover
+//! forced with `SENTINEL FAILOVER`.
+
+use super::*;
+
+/// The service name the Sentinels watch.
+pub const SERVICE: &str = "mymaster";
+/// The data nodes' password.
+pub const DATA_PASSWORD: &str = "data-secret";
+/// The Sentinels' own password.
+pub const SENTINEL_PASSWORD: &str = "sentinel-secret";
+/// How long Sentinel may take to learn the replica, or to fail over.
+const SENTINEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A primary, its replica and two Sentinels, killed when dropped.
+pub struct SentinelSetup {
+    /// The primary when the setup started.
+    pub primary: RedisServer,
+    /// Its replica.
+    pub replica: RedisServer,
+    /// The Sentinels.
+    pub sentinels: Vec<RedisServer>,
+    /// Holds the Sentinels' config files (Sentinel rewrites them).
+    _configs: Vec<tempfile::TempDir>,
+}
+
+impl SentinelSetup {
+    pub fn start() -> Self {
+        let auth = [
+            "--requirepass",
+            DATA_PASSWORD,
+            "--masterauth",
+            DATA_PASSWORD,
+        ];
+        let primary = RedisServer::start_with(&auth);
+        let port = primary.port().to_string();
+        let mut args = auth.to_vec();
+        args.extend(["--replicaof", "127.0.0.1", &port]);
+        let replica = RedisServer::start_with(&args);
+        let mut configs = Vec::new();
+        let sentinels = (0..2)
+            .map(|_| {
+                let dir = tempfile::tempdir().expect("a temp dir for sentinel.conf");
+                let conf = dir.path().join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor {SERVICE} 127.0.0.1 {port} 1\n\
+                         sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n\
+                         sentinel down-after-milliseconds {SERVICE} 1000\n\
+                         sentinel failover-timeout {SERVICE} 10000\n\
+                         requirepass {SENTINEL_PASSWORD}\n"
+                    ),
+                )
+                .expect("write sentinel.conf");
+                let conf = conf.to_str().expect("a UTF-8 path").to_string();
+                configs.push(dir);
+                RedisServer::spawn(&server_bin(), &[&conf, "--sentinel"], &[], free_port)
+            })
+            .collect();
+        let setup = SentinelSetup {
+            primary,
+            replica,
+            sentinels,
+            _configs: configs,
+        };
+        setup.wait_for_replica();
+        setup
+    }
+
+    /// A connection to the data node `node`.
+    pub fn data_conn(node: &RedisServer) -> redis::Connection {
+        node.conn_with_password(DATA_PASSWORD)
+    }
+
+    /// A connection to Sentinel `i`.
+    pub fn sentinel_conn(&self, i: usize) -> redis::Connection {
+        self.sentinels[i].conn_with_password(SENTINEL_PASSWORD)
+    }
+
+    /// `redis+sentinel://` URL of the Sentinels, with the data password.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self.sentinels.iter().map(|s| s.host_port()).collect();
+        format!(
+            "redis+sentinel://:{DATA_PASSWORD}@{}/{SERVICE}",
+            hosts.join(",")
+        )
+    }
+
+    /// The address the Sentinel `i` names for the primary.
+    pub fn primary_address(&self, i: usize) -> String {
+        let (host, port): (String, String) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SERVICE)
+            .query(&mut self.sentinel_conn(i))
+            .expect("SENTINEL GET-MASTER-ADDR-BY-NAME");
+        format!("{host}:{port}")
+    }
+
+    /// Waits until the replica's link is up and every Sentinel knows it.
+    fn wait_for_replica(&self) {
+        wait_until(SENTINEL_TIMEOUT, "the replica's link to be up", || {
+            info_field(
+                &mut Self::data_conn(&self.replica),
+                "replication",
+                "master_link_status",
+            )
+            .as_deref()
+                == Some("up")
+        });
+        for i in 0..self.sentinels.len() {
+            wait_until(SENTINEL_TIMEOUT, "Sentinel to know the replica", || {
+                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(SERVICE)
+                    .query(&mut self.sentinel_conn(i))
+                    .expect("SENTINEL REPLICAS");
+                !replicas.is_empty() && !format!("{replicas:?}").contains("s_down")
+            });
+        }
+    }
+
+    /// Forces a failover and waits until the replica is the primary every
+    /// Sentinel names.
+    pub fn fail_over(&self) {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(SERVICE)
+            .exec(&mut self.sentinel_conn(0))
+            .expect("SENTINEL FAILOVER");
+        let new = self.replica.host_port();
+        for i in 0..self.sentinels.len() {
+            wait_until(
+                SENTINEL_TIMEOUT,
+                "every Sentinel to name the new primary",
+                || self.primary_address(i) == new,
+            );
+        }
+    }
+}
