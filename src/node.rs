@@ -289,14 +289,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_fields_are_found_by_exact_name() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
-        assert_eq!(field(info, "redis_version"), Some("7.0.15"));
-        assert_eq!(field(info, "redis_mode"), Some("standalone"));
-        assert_eq!(field(info, "redis"), None);
-    }
-
-    #[test]
     fn valkey_is_named_with_its_own_version() {
         let valkey =
             "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n";

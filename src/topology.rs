@@ -663,3 +663,197 @@ pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
             .map(str::trim)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsOptions;
+
+    fn target(url: Option<&str>) -> Result<Target, Error> {
+        Target::resolve(url, None, None, &TlsOptions::default())
+    }
+
+    fn seeds(urls: &[&str]) -> Vec<String> {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        match Source::resolve(&urls, target, &SentinelAuth::default()).unwrap() {
+            Source::Direct(seeds) => seeds.iter().map(|s| s.to_string()).collect(),
+            Source::Sentinel(_) => panic!("not a Sentinel URL"),
+        }
+    }
+
+    #[test]
+    fn later_hosts_of_one_url_take_the_first_ones_scheme_and_credentials() {
+        assert_eq!(
+            seeds(&["redis://janitor:pw@a:7000,b:7001, c"]),
+            [
+                "redis://janitor@a:7000/0",
+                "redis://janitor@b:7001/0",
+                "redis://janitor@c:6379/0"
+            ]
+        );
+        assert_eq!(
+            seeds(&["rediss://a:1,redis://b:2", "redis://c:3"]),
+            ["rediss://a:1/0", "redis://b:2/0", "redis://c:3/0"]
+        );
+        assert_eq!(seeds(&[]), ["redis://127.0.0.1:6379/0"]);
+    }
+
+    #[test]
+    fn a_sentinel_url_gives_the_sentinels_the_service_and_the_data_nodes_settings() {
+        let auth = SentinelAuth {
+            username: Some("watcher".into()),
+            password: Some("sentinel-pw".into()),
+        };
+        let url = "redis+sentinel://janitor:data-pw@s1,s2:26380/mymaster/3".to_string();
+        let Source::Sentinel(sentinels) = Source::resolve(&[url], target, &auth).unwrap() else {
+            panic!("a Sentinel URL")
+        };
+        assert_eq!(sentinels.service, "mymaster");
+        let addrs: Vec<String> = sentinels
+            .sentinels
+            .iter()
+            .map(|s| s.addr().to_string())
+            .collect();
+        assert_eq!(addrs, ["s1:26379", "s2:26380"]);
+        let sentinel = sentinels.sentinels[0].redis_settings();
+        assert_eq!(sentinel.username(), Some("watcher"));
+        assert_eq!(sentinel.password(), Some("sentinel-pw"));
+        let data = sentinels.data.at("10.0.0.5", 6379);
+        assert_eq!(data.to_string(), "redis://janitor@10.0.0.5:6379/3");
+        assert_eq!(data.redis_settings().password(), Some("data-pw"));
+
+        let tls = "rediss-sentinel://s1/svc".to_string();
+        let Source::Sentinel(sentinels) =
+            Source::resolve(&[tls], target, &SentinelAuth::default()).unwrap()
+        else {
+            panic!("a Sentinel URL")
+        };
+        assert!(sentinels.data.is_tls());
+    }
+
+    #[test]
+    fn sentinel_urls_need_a_service_and_stand_alone() {
+        for url in [
+            "redis+sentinel://s1",
+            "redis+sentinel://s1/",
+            "redis+sentinel:///svc",
+        ] {
+            let err = Source::resolve(&[url.to_string()], target, &SentinelAuth::default())
+                .err()
+                .expect("refused");
+            assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
+        }
+        let two = [
+            "redis+sentinel://s1/svc".to_string(),
+            "redis://a".to_string(),
+        ];
+        assert!(Source::resolve(&two, target, &SentinelAuth::default()).is_err());
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn node(fields: &[(&str, Value)]) -> Value {
+        Value::Array(
+            fields
+                .iter()
+                .flat_map(|(k, v)| [bulk(k), v.clone()])
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn cluster_shards_give_each_shard_its_slots_and_members() {
+        let shard = |slots: Vec<i64>, nodes: Vec<Value>| {
+            node(&[
+                (
+                    "slots",
+                    Value::Array(slots.into_iter().map(Value::Int).collect()),
+                ),
+                ("nodes", Value::Array(nodes)),
+            ])
+        };
+        let reply = Value::Array(vec![
+            shard(
+                vec![0, 99, 200, 299],
+                vec![
+                    node(&[
+                        ("id", bulk("p1")),
+                        ("port", Value::Int(7000)),
+                        ("ip", bulk("10.0.0.1")),
+                        ("endpoint", bulk("10.0.0.1")),
+                        ("role", bulk("master")),
+                        ("health", bulk("online")),
+                    ]),
+                    node(&[
+                        ("id", bulk("r1")),
+                        ("port", Value::Int(7003)),
+                        ("tls-port", Value::Int(8003)),
+                        ("ip", bulk("10.0.0.4")),
+                        ("endpoint", bulk("?")),
+                        ("role", bulk("replica")),
+                        ("health", bulk("loading")),
+                    ]),
+                ],
+            ),
+            shard(vec![], vec![]),
+        ]);
+        let shards = parse_shards(&reply, "seed", true).unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].slots, [(0, 99), (200, 299)]);
+        assert_eq!(
+            shards[0].members[1],
+            Member {
+                id: "r1".into(),
+                host: "10.0.0.4".into(),
+                port: 8003,
+                primary: false,
+                online: false,
+            }
+        );
+        assert_eq!(shards[0].members[0].port, 7000);
+        assert_eq!(shards[0].shard().unwrap().ids, ["p1", "r1"]);
+        assert!(shards[1].primary().is_none());
+        // No replica online: a dry run from replicas reads from the primary.
+        let seed = target(Some("redis://u:pw@seed:1")).unwrap();
+        let chosen = cluster_node(&seed, &shards[0], true).unwrap();
+        assert_eq!(chosen.role, Role::Primary);
+        assert_eq!(chosen.target.to_string(), "redis://u@10.0.0.1:7000/0");
+    }
+
+    #[test]
+    fn cluster_slots_gather_each_primarys_ranges_into_one_shard() {
+        let range = |start: i64, end: i64, nodes: Vec<(&str, i64, &str)>| {
+            let mut items = vec![Value::Int(start), Value::Int(end)];
+            items.extend(nodes.into_iter().map(|(host, port, id)| {
+                Value::Array(vec![bulk(host), Value::Int(port), bulk(id)])
+            }));
+            Value::Array(items)
+        };
+        let reply = Value::Array(vec![
+            range(0, 10, vec![("", 7000, "p1"), ("h2", 7001, "r1")]),
+            range(11, 20, vec![("h3", 7002, "p2")]),
+            range(21, 30, vec![("", 7000, "p1"), ("h2", 7001, "r1")]),
+        ]);
+        let shards = parse_slots(&reply, "seed").unwrap();
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].slots, [(0, 10), (21, 30)]);
+        assert_eq!(shards[0].members[0].host, "seed");
+        assert!(shards[0].members[0].primary && !shards[0].members[1].primary);
+        assert_eq!(shards[1].members[0].id, "p2");
+        assert!(parse_slots(&Value::Int(1), "seed").is_none());
+    }
+
+    #[test]
+    fn info_fields_are_found_by_exact_name() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n";
+        assert_eq!(field(info, "redis_version"), Some("7.0.15"));
+        assert_eq!(field(info, "redis"), None);
+        assert!(is_cluster(info));
+        assert!(is_cluster("server_name:valkey\r\nserver_mode:cluster\r\n"));
+        assert!(!is_cluster("redis_mode:standalone\r\n"));
+        assert_eq!(role("role:slave\r\n"), Role::Replica);
+        assert_eq!(role("role:master\r\n"), Role::Primary);
+    }
+}
