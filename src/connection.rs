@@ -157,6 +157,11 @@ impl Target {
         }
     }
 
+    /// Its TLS settings; `None` for plain TCP.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
     /// Whether it connects with TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.info.addr(), redis::ConnectionAddr::TcpTls { .. })

@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{ConnectionInfo, IntoConnectionInfo, Value};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode, Value};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -42,8 +43,10 @@ pub enum Source {
 /// Sentinels and what to ask them.
 #[derive(Clone)]
 pub struct Sentinels {
-    /// The Sentinels, with their own credentials.
-    pub sentinels: Vec<ConnectionInfo>,
+    /// The Sentinels' addresses.
+    pub sentinels: Vec<ConnectionAddr>,
+    /// The Sentinels' own credentials.
+    pub auth: SentinelAuth,
     /// The service (master) name the Sentinels watch.
     pub service: String,
     /// The data nodes' settings (user, password, database, TLS), at no
@@ -254,35 +257,36 @@ pub async fn new_primary(
 }
 
 impl Sentinels {
-    /// Asks the Sentinels for the service's primary (or a replica).
+    /// Asks the Sentinels for the service's primary, or with `from_replicas`
+    /// for a replica (the primary when it has none). The redis crate's
+    /// Sentinel client asks each Sentinel in turn, and checks with `ROLE`
+    /// that the node it names is what it says, over the data nodes' TLS.
     async fn node(&self, from_replicas: bool) -> Result<Node, Error> {
-        let context = format!("Sentinels of {}", self.service);
-        let fail = |err: redis::RedisError| Error::from_redis(&context, &err);
-        let mut sentinel =
-            redis::sentinel::Sentinel::build(self.sentinels.clone()).map_err(fail)?;
-        let node_info = redis::sentinel::SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(self.data.redis_settings().clone());
-        let (client, role) = if from_replicas {
-            let replicas = sentinel
-                .async_get_replica_clients(&self.service, Some(&node_info))
-                .await
-                .map_err(fail)?;
-            match replicas.into_iter().next() {
-                Some(client) => (client, Role::Replica),
-                None => {
-                    warn!(service = %self.service, "the service has no replica; the dry run reads from its primary");
-                    self.primary(&mut sentinel, &node_info).await?
+        let (client, role) = match from_replicas {
+            true => match self.client(SentinelServerType::Replica).await {
+                Ok(client) => (client, Role::Replica),
+                Err(err) => {
+                    warn!(service = %self.service, error = %err,
+                          "no replica of the service answered; the dry run reads from its primary");
+                    (
+                        self.client(SentinelServerType::Master).await?,
+                        Role::Primary,
+                    )
                 }
-            }
-        } else {
-            self.primary(&mut sentinel, &node_info).await?
+            },
+            false => (
+                self.client(SentinelServerType::Master).await?,
+                Role::Primary,
+            ),
         };
         let (host, port) = match client.get_connection_info().addr() {
-            redis::ConnectionAddr::Tcp(host, port)
-            | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                (host.clone(), *port)
+            }
             other => {
                 return Err(Error::Unsupported(format!(
-                    "the {context} named {other}, which is not a TCP address"
+                    "the Sentinels of {} named {other}, which is not a TCP address",
+                    self.service
                 )));
             }
         };
@@ -296,16 +300,43 @@ impl Sentinels {
         })
     }
 
-    async fn primary(
-        &self,
-        sentinel: &mut redis::sentinel::Sentinel,
-        node_info: &redis::sentinel::SentinelNodeConnectionInfo,
-    ) -> Result<(redis::Client, Role), Error> {
-        let client = sentinel
-            .async_master_for(&self.service, Some(node_info))
+    /// A client for the node of `server_type` the Sentinels name.
+    async fn client(&self, server_type: SentinelServerType) -> Result<redis::Client, Error> {
+        let context = format!("Sentinels of {}", self.service);
+        let fail = |err: redis::RedisError| Error::from_redis(&context, &err);
+        let data = self.data.redis_settings();
+        let mut builder =
+            SentinelClientBuilder::new(self.sentinels.clone(), &self.service, server_type)
+                .map_err(fail)?
+                .set_client_to_redis_db(data.db());
+        if let Some(user) = data.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = data.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(tls) = self.data.tls() {
+            let mode = match tls.is_insecure() {
+                true => TlsMode::Insecure,
+                false => TlsMode::Secure,
+            };
+            builder = builder.set_client_to_redis_tls_mode(mode);
+            if let Some(certificates) = tls.certificates() {
+                builder = builder.set_client_to_redis_certificates(certificates);
+            }
+        }
+        if let Some(user) = &self.auth.username {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = &self.auth.password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        builder
+            .build()
+            .map_err(fail)?
+            .async_get_client()
             .await
-            .map_err(|err| Error::from_redis(&format!("Sentinels of {}", self.service), &err))?;
-        Ok((client, Role::Primary))
+            .map_err(fail)
     }
 }
 
@@ -427,41 +458,35 @@ fn sentinels(
         "{data_scheme}://{userinfo}sentinel-primary/{db}"
     )))?;
     Ok(Sentinels {
-        sentinels: sentinel_infos(hosts, auth)?,
+        sentinels: sentinel_addresses(hosts)?,
+        auth: auth.clone(),
         service: service.to_string(),
         data,
     })
 }
 
-/// Each Sentinel of the comma-separated `hosts` (port 26379 by default),
-/// with the Sentinels' own credentials.
-fn sentinel_infos(hosts: &str, auth: &SentinelAuth) -> Result<Vec<ConnectionInfo>, Error> {
+/// Each Sentinel of the comma-separated `hosts` (port 26379 by default).
+fn sentinel_addresses(hosts: &str) -> Result<Vec<ConnectionAddr>, Error> {
     hosts
         .split(',')
         .map(|host| {
             let host = host.trim();
-            let url = if host
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                && !host.ends_with(']')
-            {
-                format!("redis://{host}")
-            } else {
-                format!("redis://{host}:{SENTINEL_PORT}")
+            let has_port = !host.ends_with(']')
+                && host
+                    .rsplit_once(':')
+                    .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+            let url = match has_port {
+                true => format!("redis://{host}"),
+                false => format!("redis://{host}:{SENTINEL_PORT}"),
             };
-            let info = url.as_str().into_connection_info().map_err(|_| {
-                Error::Usage(format!(
-                    "invalid Sentinel address {host:?} in the Redis URL"
-                ))
-            })?;
-            let mut settings = info.redis_settings().clone();
-            if let Some(user) = &auth.username {
-                settings = settings.set_username(user);
-            }
-            if let Some(password) = &auth.password {
-                settings = settings.set_password(password);
-            }
-            Ok(info.set_redis_settings(settings))
+            url.as_str()
+                .into_connection_info()
+                .map(|info| info.addr().clone())
+                .map_err(|_| {
+                    Error::Usage(format!(
+                        "invalid Sentinel address {host:?} in the Redis URL"
+                    ))
+                })
         })
         .collect()
 }
@@ -709,15 +734,10 @@ mod tests {
             panic!("a Sentinel URL")
         };
         assert_eq!(sentinels.service, "mymaster");
-        let addrs: Vec<String> = sentinels
-            .sentinels
-            .iter()
-            .map(|s| s.addr().to_string())
-            .collect();
+        let addrs: Vec<String> = sentinels.sentinels.iter().map(|s| s.to_string()).collect();
         assert_eq!(addrs, ["s1:26379", "s2:26380"]);
-        let sentinel = sentinels.sentinels[0].redis_settings();
-        assert_eq!(sentinel.username(), Some("watcher"));
-        assert_eq!(sentinel.password(), Some("sentinel-pw"));
+        assert_eq!(sentinels.auth.username.as_deref(), Some("watcher"));
+        assert_eq!(sentinels.auth.password.as_deref(), Some("sentinel-pw"));
         let data = sentinels.data.at("10.0.0.5", 6379);
         assert_eq!(data.to_string(), "redis://janitor@10.0.0.5:6379/3");
         assert_eq!(data.redis_settings().password(), Some("data-pw"));

@@ -45,6 +45,11 @@ fn the_job_cleans_the_primary_sentinel_names_before_and_after_a_failover() {
         ],
     );
 
+    // A forced failover does not wait for the replica to catch up.
+    let mut replica = SentinelSetup::data_conn(&setup.replica);
+    wait_until(Duration::from_secs(10), "the replica to catch up", || {
+        keyspace(&mut replica).len() == 2
+    });
     setup.fail_over();
     let mut new_primary = SentinelSetup::data_conn(&setup.replica);
     seed_keys(&mut new_primary, "2");
