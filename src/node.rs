@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::acl::{self, Command};
 use crate::connection::Target;
@@ -125,8 +125,18 @@ pub async fn clean(
     let started = Instant::now();
     let task = context.task;
     let mut outcome = NodeOutcome::new(node.target.address(), node.role, &task.rules);
+    if let Some(stop) = stop_before_start(context, &stop) {
+        // A node whose turn comes after the stop (--concurrency) is not
+        // even connected to.
+        outcome.end = End::Stopped(stop);
+        return outcome;
+    }
     loop {
-        let end = clean_once(&node, context, &mut outcome, stop.clone()).await;
+        // Every event of the node's pass names the node.
+        let span = info_span!("node", address = %node.target.address());
+        let end = clean_once(&node, context, &mut outcome, stop.clone())
+            .instrument(span)
+            .await;
         let End::Failed(err) = end else {
             outcome.end = end;
             break;
@@ -156,6 +166,17 @@ pub async fn clean(
     }
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// The stop that came before the node's turn: a signal, or the end of
+/// `--max-runtime`.
+fn stop_before_start(context: Context<'_>, stop: &watch::Receiver<Option<Stop>>) -> Option<Stop> {
+    let max_runtime = context.task.pass.max_runtime;
+    (*stop.borrow()).or_else(|| {
+        max_runtime
+            .is_some_and(|max| context.started.elapsed() >= max)
+            .then_some(Stop::MaxRuntime)
+    })
 }
 
 /// Whether `err` on `node` may mean its shard failed over: the node

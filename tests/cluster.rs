@@ -408,3 +408,34 @@ fn a_dry_run_may_read_from_the_replicas() {
         .run();
     refused.assert_code(2);
 }
+
+#[test]
+fn concurrency_bounds_the_nodes_cleaned_at_once_and_max_runtime_counts_for_all() {
+    let cluster = RedisCluster::start(3, 0);
+    cluster.populate("cache", 60_000);
+    let out = run_json(&cluster.url())
+        .args(["--concurrency", "1", "--max-runtime", "300ms"])
+        .args(["--rate-limit", "10000", "--progress-interval", "100ms"])
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["stopped_by"], "max_runtime", "{report:#}");
+    let servers = report["servers"].as_array().unwrap();
+    // The first node ran until --max-runtime; the others' turn came after
+    // it, so they were never connected to.
+    assert!(servers[0]["keys_scanned"].as_u64().unwrap() > 0, "{report:#}");
+    for server in &servers[1..] {
+        assert_eq!(server["stopped_by"], "max_runtime", "{report:#}");
+        assert_eq!(server["keys_scanned"], 0, "{report:#}");
+        assert!(server["software"].is_null(), "{report:#}");
+    }
+    // Progress lines name their node.
+    let first = servers[0]["address"].as_str().unwrap();
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("progress") && l.contains(&format!("address={first}"))),
+        "{}",
+        out.dump()
+    );
+}
