@@ -46,9 +46,9 @@ pub struct Task {
 pub struct Context<'a> {
     /// What to do.
     pub task: &'a Task,
-    /// The seed nodes, through which a cluster is asked for a shard's new
-    /// primary after a failover.
-    pub seeds: &'a [Target],
+    /// The nodes through which a cluster is asked for a shard's new primary
+    /// after a failover: the seeds, then every node found.
+    pub nodes: &'a [Target],
     /// When the run started: `--max-runtime` counts from there.
     pub started: Instant,
 }
@@ -143,7 +143,7 @@ pub async fn clean(
         };
         let followed = outcome.failovers.len() < MAX_FAILOVERS && may_be_failover(&node, &err);
         let new = match followed {
-            true => topology::new_primary(context.seeds, &node, task.timeout).await,
+            true => topology::new_primary(context.nodes, &node, task.timeout).await,
             false => Ok(None),
         };
         let Ok(Some(new)) = new else {

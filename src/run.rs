@@ -112,13 +112,16 @@ async fn clean_all(
     started: Instant,
     stop: watch::Receiver<Option<Stop>>,
 ) -> Vec<NodeOutcome> {
-    let seeds = match &settings.source {
+    // After a failover, the cluster is asked through the seeds, then through
+    // every node found: the seed may be the node that failed.
+    let mut known = match &settings.source {
         Source::Direct(seeds) => seeds.clone(),
         Source::Sentinel(_) => Vec::new(),
     };
+    known.extend(nodes.iter().map(|node| node.target.clone()));
     let context = Context {
         task: &settings.task,
-        seeds: &seeds,
+        nodes: &known,
         started,
     };
     let concurrency = settings.concurrency.unwrap_or(nodes.len()).max(1);

@@ -77,14 +77,12 @@ pub struct Node {
     pub shard: Option<Shard>,
 }
 
-/// A cluster shard as it was found: its slots and its nodes' ids.
+/// A cluster shard as it was found: its nodes' ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shard {
-    /// The slot ranges it serves, inclusive.
-    pub slots: Vec<(u16, u16)>,
     /// The id of the node that was its primary.
     pub primary: String,
-    /// The ids of all its nodes, the primary first.
+    /// The ids of all its nodes.
     pub ids: Vec<String>,
 }
 
@@ -112,7 +110,6 @@ impl ShardMap {
 
     fn shard(&self) -> Option<Shard> {
         Some(Shard {
-            slots: self.slots.clone(),
             primary: self.primary()?.id.clone(),
             ids: self.members.iter().map(|m| m.id.clone()).collect(),
         })
@@ -167,8 +164,7 @@ async fn discover_direct(
             shard: None,
         }]);
     }
-    let dialect = Dialect::for_version(field(&server, "redis_version").unwrap_or_default());
-    let shards = shards(&mut conn, seed, dialect).await?;
+    let shards = shards(&mut conn, seed, &server).await?;
     info!(seed = %address, shards = shards.len(), "found a Redis Cluster");
     Ok(shards
         .iter()
@@ -212,12 +208,12 @@ async fn connect_any(
     Err(failure)
 }
 
-/// Finds the primary of `shard` after its node at `old` failed: asks the
-/// cluster (through `seeds`, then `old`'s shard mates) until the shard has
-/// another primary, for at most `timeout`. `None` when the same node is
-/// still the primary.
+/// Finds the primary of `old`'s shard after `old` failed: asks the cluster,
+/// through the first of `nodes` that answers, until the shard has another
+/// primary, for at most `timeout`. `None` when the same node is still the
+/// primary then.
 pub async fn new_primary(
-    seeds: &[Target],
+    nodes: &[Target],
     old: &Node,
     timeout: Duration,
 ) -> Result<Option<Node>, Error> {
@@ -226,34 +222,37 @@ pub async fn new_primary(
     };
     let deadline = Instant::now() + timeout;
     loop {
-        let found = match connect_any(seeds, timeout).await {
-            Ok((seed, mut conn)) => {
-                let address = seed.address();
-                let server = info(&mut conn, &address, "server").await?;
-                let dialect =
-                    Dialect::for_version(field(&server, "redis_version").unwrap_or_default());
-                let shards = shards(&mut conn, seed, dialect).await?;
-                shards
-                    .iter()
-                    .find(|s| s.members.iter().any(|m| shard.ids.contains(&m.id)))
-                    .and_then(|s| Some((s.primary()?.clone(), s.clone(), seed.clone())))
-            }
+        let asked = shards_from_any(nodes, timeout).await.map(|(seed, shards)| {
+            let map = shards
+                .into_iter()
+                .find(|s| s.members.iter().any(|m| shard.ids.contains(&m.id)))?;
+            let primary = map.primary()?;
+            (primary.id != shard.primary && primary.online).then(|| Node {
+                target: seed.at(&primary.host, primary.port),
+                role: Role::Primary,
+                layout: Layout::Cluster,
+                shard: map.shard(),
+            })
+        });
+        match asked {
+            Ok(Some(node)) => return Ok(Some(node)),
+            Ok(None) if Instant::now() >= deadline => return Ok(None),
             Err(err) if Instant::now() >= deadline => return Err(err),
-            Err(_) => None,
-        };
-        match found {
-            Some((member, map, seed)) if member.id != shard.primary && member.online => {
-                return Ok(Some(Node {
-                    target: seed.at(&member.host, member.port),
-                    role: Role::Primary,
-                    layout: Layout::Cluster,
-                    shard: map.shard(),
-                }));
-            }
-            _ if Instant::now() >= deadline => return Ok(None),
+            // Not yet: the cluster is still electing, or the node asked
+            // is busy with it.
             _ => tokio::time::sleep(FAILOVER_POLL).await,
         }
     }
+}
+
+/// The shards, as the first of `nodes` that answers tells them.
+async fn shards_from_any(
+    nodes: &[Target],
+    timeout: Duration,
+) -> Result<(Target, Vec<ShardMap>), Error> {
+    let (seed, mut conn) = connect_any(nodes, timeout).await?;
+    let server = info(&mut conn, &seed.address(), "server").await?;
+    Ok((seed.clone(), shards(&mut conn, seed, &server).await?))
 }
 
 impl Sentinels {
@@ -505,13 +504,15 @@ fn role(replication: &str) -> Role {
     }
 }
 
-/// The shards with slots, sorted by their first slot.
+/// The shards with slots, sorted by their first slot, of the cluster of
+/// `seed`, whose `INFO server` is `server`.
 async fn shards(
     conn: &mut MultiplexedConnection,
     seed: &Target,
-    dialect: Dialect,
+    server: &str,
 ) -> Result<Vec<ShardMap>, Error> {
     let address = seed.address();
+    let dialect = Dialect::for_version(field(server, "redis_version").unwrap_or_default());
     let (command, reply) = match dialect {
         Dialect::Redis7 => (Command::ClusterShards, "SHARDS"),
         Dialect::Legacy => (Command::ClusterSlots, "SLOTS"),

@@ -443,3 +443,42 @@ fn concurrency_bounds_the_nodes_cleaned_at_once_and_max_runtime_counts_for_all()
         out.dump()
     );
 }
+
+#[test]
+fn a_seed_primary_killed_during_a_pass_is_followed_to_its_promoted_replica() {
+    let mut cluster = RedisCluster::start(3, 1);
+    cluster.populate("cache", 30_000);
+    let replica = cluster.nodes[3].host_port();
+    let killed = cluster.nodes[0].host_port();
+
+    // The only seed is the node killed: the job asks the other primaries.
+    let running = run_json(&cluster.url())
+        .args(["--rate-limit", "5000"])
+        .start();
+    wait_until(Duration::from_secs(20), "the pass to start", || {
+        script_calls(&mut cluster.nodes[0].conn()) > 2
+    });
+    cluster.nodes[0].kill9();
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    let server = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == replica.as_str())
+        .unwrap_or_else(|| panic!("no entry for the promoted replica: {report:#}"));
+    assert_eq!(
+        server["failovers"][0]["from"],
+        killed.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(server["complete"], true, "{report:#}");
+
+    // While the cluster was down its nodes refused keys (moved); the next
+    // run, through a live seed, gets them.
+    let out = run_json(&cluster.nodes[1].url()).run();
+    out.assert_code(0);
+    assert_eq!(field(&out.report(), "moved"), 0);
+    assert_only_cache_keys_each_with_a_ttl(&cluster, 30_000);
+}

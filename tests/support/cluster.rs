@@ -150,10 +150,11 @@ impl RedisCluster {
         self.nodes[0].url()
     }
 
-    /// The nodes that are primaries now.
+    /// The live nodes that are primaries now.
     pub fn primaries(&self) -> Vec<&RedisServer> {
         self.nodes
             .iter()
+            .filter(|n| ping_raw(n.port()))
             .filter(|n| {
                 info_field(&mut n.conn(), "replication", "role").as_deref() == Some("master")
             })
