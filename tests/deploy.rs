@@ -3,7 +3,8 @@
 //! the binary's usage code; every rules file under `k8s/` passes `redis-janitor
 //! check` and is mounted where `JANITOR_RULES` points; the job's max runtime
 //! leaves the binary's timeout room before Kubernetes kills it; the image's
-//! labels and tag name the binary's version and its script version.
+//! labels and tag name the binary's version and its script version; every
+//! environment variable the manifests set is one the binary reads.
 //!
 //! The rest is checked on the rendered manifests and the Dockerfile by
 //! `.ci/deploy-checks`: kubernetes-validate, promtool, hadolint, checkov and
@@ -518,4 +519,52 @@ fn the_image_names_the_binarys_version_and_script_version() {
         Some(version),
         "k8s/base newTag vs the binary's version"
     );
+}
+
+/// Every environment variable the manifests give the container (an `env`
+/// entry, or a configMapGenerator literal `NAME=value`) is one the binary
+/// reads: a misspelt name would be ignored without a word.
+#[test]
+fn every_environment_variable_in_the_manifests_is_one_the_binary_reads() {
+    let help = janitor().args(["run", "--help"]).run();
+    help.assert_code(0);
+    let mut known: Vec<&str> = help
+        .stdout
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .collect();
+    known.push("RUST_LOG");
+    assert!(known.contains(&"REDIS_SENTINEL_PASSWORD_FILE"), "{known:?}");
+    let mut given = Vec::new();
+    for (file, doc) in k8s_docs() {
+        walk(&doc, None, &mut |key, node| match (key, node) {
+            (Some("env"), Yaml::Array(entries)) => {
+                for entry in entries {
+                    given.extend(
+                        entry["name"]
+                            .as_str()
+                            .map(|n| (file.clone(), n.to_string())),
+                    );
+                }
+            }
+            (Some("literals"), Yaml::Array(literals)) => {
+                for literal in literals.iter().filter_map(Yaml::as_str) {
+                    given.extend(
+                        literal
+                            .split_once('=')
+                            .map(|(n, _)| (file.clone(), n.to_string())),
+                    );
+                }
+            }
+            _ => {}
+        });
+    }
+    assert!(given.len() > 10, "{given:?}");
+    for (file, name) in given {
+        assert!(
+            known.contains(&name.as_str()),
+            "{file}: {name} is no variable the binary reads"
+        );
+    }
 }
