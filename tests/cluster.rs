@@ -423,7 +423,10 @@ fn concurrency_bounds_the_nodes_cleaned_at_once_and_max_runtime_counts_for_all()
     let servers = report["servers"].as_array().unwrap();
     // The first node ran until --max-runtime; the others' turn came after
     // it, so they were never connected to.
-    assert!(servers[0]["keys_scanned"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(
+        servers[0]["keys_scanned"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
     for server in &servers[1..] {
         assert_eq!(server["stopped_by"], "max_runtime", "{report:#}");
         assert_eq!(server["keys_scanned"], 0, "{report:#}");
