@@ -1,10 +1,12 @@
-//! Mutual TLS and TLS hardening, against a `redis-server` that requires a
-//! client certificate: the right certificate cleans like plain TCP, a
-//! missing or foreign one stops the run before anything is touched, the
-//! server name is verified instead of the IP address connected to, and
-//! verification is turned off only by `--tls-insecure`, with a warning.
+//! TLS, against a `redis-server` that requires a client certificate (mutual
+//! TLS) or one that does not: the right certificate, or with the latter a
+//! private CA alone, cleans like plain TCP; a missing or foreign client
+//! certificate, or a server certificate from an unknown CA, stops the run
+//! before anything is touched; the server name is verified instead of the IP
+//! address connected to, and verification is turned off only by
+//! `--tls-insecure`, with a warning.
 
-use crate::support::tls::{Certificates, SERVER_NAME, start_mtls};
+use crate::support::tls::{Certificates, SERVER_NAME, start_mtls, start_tls};
 use crate::support::*;
 
 /// The keys every test seeds: the built-in rules set a TTL on `cache:a`,
@@ -20,6 +22,44 @@ const CLEANED: &[(&[u8], &str, Ttl)] = &[
     (b"cache:a", "string", Ttl::About(3600)),
     (b"keep:c", "string", Ttl::Persistent),
 ];
+
+/// A TLS server seeded with [`KEYS`], and what a test needs of it.
+struct Seeded {
+    /// The CA, the server's and the clients' certificates.
+    certs: Certificates,
+    /// The server; killed when the fixture is dropped.
+    _server: RedisServer,
+    /// Its TLS port, the one the job is pointed at.
+    tls_port: u16,
+    /// The test's own connection, on the plain port.
+    con: redis::Connection,
+    /// The keyspace's digest once seeded.
+    before: String,
+}
+
+impl Seeded {
+    /// `rediss://{host}:{tls_port}`.
+    fn url(&self, host: &str) -> String {
+        format!("rediss://{host}:{}", self.tls_port)
+    }
+}
+
+/// Generates certificates, starts a server with `start` ([`start_mtls`] or
+/// [`start_tls`]) and seeds it with [`KEYS`].
+fn seeded(start: fn(&Certificates) -> (RedisServer, u16)) -> Seeded {
+    let certs = Certificates::generate();
+    let (server, tls_port) = start(&certs);
+    let mut con = server.conn();
+    seed_all(&mut con, KEYS);
+    let before = digest(&mut con);
+    Seeded {
+        certs,
+        _server: server,
+        tls_port,
+        con,
+        before,
+    }
+}
 
 /// `run --output json` at `url` with the CA and the client certificate
 /// `client` (`client` or `rogue-client`) given by their variables.
@@ -56,37 +96,29 @@ fn assert_refused(outcome: &Outcome, con: &mut redis::Connection, before: &str, 
 
 #[test]
 fn mutual_tls_with_the_right_client_certificate_cleans_like_plain_tcp() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
+    let mut server = seeded(start_mtls);
 
-    let url = format!("rediss://localhost:{tls_port}");
-    let outcome = run_with_client(&certs, &url, "client").run();
-    assert_cleaned(&outcome, &mut con);
+    let outcome = run_with_client(&server.certs, &server.url("localhost"), "client").run();
+    assert_cleaned(&outcome, &mut server.con);
     assert_eq!(
         outcome.report()["server"]["address"],
-        format!("localhost:{tls_port}")
+        format!("localhost:{}", server.tls_port)
     );
 }
 
 #[test]
 fn without_a_client_certificate_the_run_says_the_server_requires_one() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
-    let before = digest(&mut con);
+    let mut server = seeded(start_mtls);
 
     let outcome = janitor()
-        .args(["run", "--url", &format!("rediss://localhost:{tls_port}")])
+        .args(["run", "--url", &server.url("localhost")])
         .arg("--tls-ca-file")
-        .arg(certs.path("ca.pem"))
+        .arg(server.certs.path("ca.pem"))
         .run();
     assert_refused(
         &outcome,
-        &mut con,
-        &before,
+        &mut server.con,
+        &server.before,
         &[
             "TLS handshake failed",
             "client certificate",
@@ -97,87 +129,69 @@ fn without_a_client_certificate_the_run_says_the_server_requires_one() {
 
 #[test]
 fn a_client_certificate_from_another_ca_is_refused_before_anything_is_touched() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
-    let before = digest(&mut con);
+    let mut server = seeded(start_mtls);
 
-    let url = format!("rediss://localhost:{tls_port}");
-    let outcome = run_with_client(&certs, &url, "rogue-client").run();
+    let outcome = run_with_client(&server.certs, &server.url("localhost"), "rogue-client").run();
     assert_refused(
         &outcome,
-        &mut con,
-        &before,
+        &mut server.con,
+        &server.before,
         &["TLS handshake failed", "refused the client certificate"],
     );
 }
 
 #[test]
 fn the_server_name_is_verified_instead_of_the_ip_address_connected_to() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
-    let before = digest(&mut con);
+    let mut server = seeded(start_mtls);
     // The certificate names redis.test and localhost, not 127.0.0.1.
-    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let url = server.url("127.0.0.1");
 
-    let unnamed = run_with_client(&certs, &url, "client").run();
+    let unnamed = run_with_client(&server.certs, &url, "client").run();
     assert_refused(
         &unnamed,
-        &mut con,
-        &before,
+        &mut server.con,
+        &server.before,
         &["certificate", "not valid for", "--tls-server-name"],
     );
 
-    let named = run_with_client(&certs, &url, "client")
+    let named = run_with_client(&server.certs, &url, "client")
         .args(["--tls-server-name", SERVER_NAME])
         .run();
-    assert_cleaned(&named, &mut con);
+    assert_cleaned(&named, &mut server.con);
     // The report names the address connected to, not the name verified.
     assert_eq!(
         named.report()["server"]["address"],
-        format!("127.0.0.1:{tls_port}")
+        format!("127.0.0.1:{}", server.tls_port)
     );
 }
 
 #[test]
 fn a_server_name_that_the_certificate_lacks_is_refused() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
-    let before = digest(&mut con);
+    let mut server = seeded(start_mtls);
 
-    let url = format!("rediss://localhost:{tls_port}");
-    let outcome = run_with_client(&certs, &url, "client")
+    let outcome = run_with_client(&server.certs, &server.url("localhost"), "client")
         .env("REDIS_TLS_SERVER_NAME", "other.test")
         .run();
     assert_refused(
         &outcome,
-        &mut con,
-        &before,
+        &mut server.con,
+        &server.before,
         &["not valid for the --tls-server-name"],
     );
 }
 
 #[test]
 fn the_urls_insecure_needs_tls_insecure_which_warns() {
-    let certs = Certificates::generate();
-    let (server, tls_port) = start_mtls(&certs);
-    let mut con = server.conn();
-    seed_all(&mut con, KEYS);
-    let before = digest(&mut con);
+    let mut server = seeded(start_mtls);
     // No CA: with verification on, the server's certificate is refused.
-    let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let url = format!("{}/#insecure", server.url("127.0.0.1"));
     let insecure_run = || {
         janitor()
             .args(["run", "--output", "json", "--url", &url])
             .arg("--tls-cert-file")
-            .arg(certs.path("client.pem"))
+            .arg(server.certs.path("client.pem"))
             .arg("--tls-key-file")
-            .arg(certs.path("client.key"))
+            .arg(server.certs.path("client.key"))
     };
 
     let refused = insecure_run().run();
@@ -188,16 +202,41 @@ fn the_urls_insecure_needs_tls_insecure_which_warns() {
         "{}",
         refused.dump()
     );
-    assert_eq!(digest(&mut con), before);
+    assert_eq!(digest(&mut server.con), server.before);
 
     let outcome = insecure_run().env("REDIS_TLS_INSECURE", "true").run();
-    assert_cleaned(&outcome, &mut con);
+    assert_cleaned(&outcome, &mut server.con);
     let warnings: Vec<String> = outcome
         .stderr_lines()
         .into_iter()
         .filter(|l| l.contains("WARN") && l.contains("verification is off"))
         .collect();
     assert_eq!(warnings.len(), 1, "{}", outcome.dump());
+}
+
+#[test]
+fn without_mutual_tls_a_private_ca_alone_cleans_like_plain_tcp() {
+    let mut server = seeded(start_tls);
+
+    let outcome = janitor()
+        .args(["run", "--output", "json", "--url", &server.url("localhost")])
+        .env("REDIS_TLS_CA_FILE", server.certs.path("ca.pem"))
+        .run();
+    assert_cleaned(&outcome, &mut server.con);
+}
+
+#[test]
+fn a_server_certificate_from_an_unknown_ca_is_refused() {
+    let mut server = seeded(start_tls);
+
+    // No CA given: the private CA is not among the system's roots.
+    let outcome = janitor()
+        .args(["run", "--url", &server.url("localhost")])
+        .run();
+    outcome.assert_code(1);
+    let line = outcome.one_line_stderr();
+    assert!(line.contains("certificate"), "{}", outcome.dump());
+    assert_eq!(digest(&mut server.con), server.before);
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!
 //! Modelled on redis-rs's `redis-test/src/server.rs` and
 //! `redis/tests/support/mod.rs`. Nothing here ever talks to 127.0.0.1:6379.
-//! Certificates and a server requiring them (mutual TLS) are in [`tls`].
+//! Certificates and a TLS server serving them, with or without mutual TLS,
+//! are in [`tls`].
 
 #![allow(dead_code)]
 

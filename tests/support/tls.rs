@@ -1,6 +1,6 @@
 //! TLS for the integration tests: a private CA and the certificates signed by
 //! it, written with the `openssl` command line tool, and a `redis-server`
-//! that requires a client certificate (mutual TLS).
+//! serving them, either requiring a client certificate (mutual TLS) or not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -130,11 +130,23 @@ impl Certificates {
 }
 
 /// A TLS server that requires a client certificate signed by `certs`'s CA
-/// (`--tls-auth-clients yes`), and its TLS port. Its plain port stays open
-/// on loopback for the test's own client (seeding, reading the keyspace),
-/// which is also how the harness knows it is ready; the job is only ever
-/// pointed at the TLS port.
+/// (`--tls-auth-clients yes`), and its TLS port; see [`start`].
 pub fn start_mtls(certs: &Certificates) -> (RedisServer, u16) {
+    start(certs, "yes")
+}
+
+/// A TLS server that does not ask for a client certificate
+/// (`--tls-auth-clients no`), and its TLS port; see [`start`].
+pub fn start_tls(certs: &Certificates) -> (RedisServer, u16) {
+    start(certs, "no")
+}
+
+/// A server presenting `server.pem` on a TLS port, with `--tls-auth-clients
+/// auth_clients`, and that port. Its plain port stays open on loopback for
+/// the test's own client (seeding, reading the keyspace), which is also how
+/// the harness knows it is ready; the job is only ever pointed at the TLS
+/// port.
+fn start(certs: &Certificates, auth_clients: &str) -> (RedisServer, u16) {
     let tls_port = free_port();
     let server = RedisServer::start_tls(&[
         "--tls-port",
@@ -146,7 +158,7 @@ pub fn start_mtls(certs: &Certificates) -> (RedisServer, u16) {
         "--tls-ca-cert-file",
         path_str(&certs.path("ca.pem")),
         "--tls-auth-clients",
-        "yes",
+        auth_clients,
     ]);
     (server, tls_port)
 }
