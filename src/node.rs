@@ -161,6 +161,7 @@ pub async fn clean(
             "the shard failed over; its pass starts again from cursor 0 on the new primary"
         );
         outcome.address = failover.to.clone();
+        outcome.role = new.role;
         outcome.failovers.push(failover);
         node = new;
     }
