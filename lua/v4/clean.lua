@@ -79,7 +79,7 @@ local CHUNK = 4000
 -- node, where one command's keys must share a slot.
 local KEYS_PER_CALL = CLUSTER and 1 or CHUNK
 
--- The protocol's outcome bytes (see the reply, 11.) and the fewest keys a
+-- The protocol's outcome bytes (see the reply, 12.) and the fewest keys a
 -- SCAN step looks at (a smaller one costs more than it does); the rules: how
 -- many, the SCAN MATCH pattern (nil for none), and the globs that `matches`
 -- checks, as tables (see there).
