@@ -104,8 +104,11 @@ struct ShardMap {
 }
 
 impl ShardMap {
+    /// Its primary: the online one, if the shard lists a failed one too.
     fn primary(&self) -> Option<&Member> {
-        self.members.iter().find(|m| m.primary)
+        let mut primaries = self.members.iter().filter(|m| m.primary);
+        let first = primaries.clone().next();
+        primaries.find(|m| m.online).or(first)
     }
 
     fn shard(&self) -> Option<Shard> {
@@ -569,9 +572,10 @@ fn parse_shards(value: &Value, asked: &str, tls: bool) -> Option<Vec<ShardMap>> 
                             .and_then(|p| u16::try_from(p).ok())
                             .filter(|&p| p != 0)
                     };
+                    let known = |host: &String| !host.is_empty() && host != "?";
                     let host = text("endpoint")
-                        .filter(|e| !e.is_empty() && e != "?")
-                        .or_else(|| text("ip"))
+                        .filter(known)
+                        .or_else(|| text("ip").filter(known))
                         .unwrap_or_else(|| asked.to_string());
                     let port = if tls {
                         port("tls-port").or_else(|| port("port"))
@@ -808,6 +812,14 @@ mod tests {
                         ("health", bulk("online")),
                     ]),
                     node(&[
+                        ("id", bulk("p0")),
+                        ("port", Value::Int(7009)),
+                        ("ip", bulk("")),
+                        ("endpoint", bulk("")),
+                        ("role", bulk("master")),
+                        ("health", bulk("failed")),
+                    ]),
+                    node(&[
                         ("id", bulk("r1")),
                         ("port", Value::Int(7003)),
                         ("tls-port", Value::Int(8003)),
@@ -823,8 +835,11 @@ mod tests {
         let shards = parse_shards(&reply, "seed", true).unwrap();
         assert_eq!(shards.len(), 2);
         assert_eq!(shards[0].slots, [(0, 99), (200, 299)]);
+        // A node that does not know its own address yet: the host asked.
+        assert_eq!(shards[0].members[1].host, "seed");
+        assert!(!shards[0].members[1].online);
         assert_eq!(
-            shards[0].members[1],
+            shards[0].members[2],
             Member {
                 id: "r1".into(),
                 host: "10.0.0.4".into(),
@@ -834,7 +849,7 @@ mod tests {
             }
         );
         assert_eq!(shards[0].members[0].port, 7000);
-        assert_eq!(shards[0].shard().unwrap().ids, ["p1", "r1"]);
+        assert_eq!(shards[0].shard().unwrap().ids, ["p1", "p0", "r1"]);
         assert!(shards[1].primary().is_none());
         // No replica online: a dry run from replicas reads from the primary.
         let seed = target(Some("redis://u:pw@seed:1")).unwrap();
