@@ -165,13 +165,21 @@ pub fn run(
 }
 
 /// Job environment variables that would override the command line's defaults.
-const JOB_ENV: [&str; 15] = [
+const JOB_ENV: [&str; 23] = [
     "REDIS_URL",
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
+    "REDIS_SENTINEL_PASSWORD_FILE",
+    "REDIS_SENTINEL_USERNAME",
     "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+    "REDIS_TLS_SERVER_NAME",
+    "REDIS_TLS_INSECURE",
     "JANITOR_RULES",
     "JANITOR_DRY_RUN",
+    "JANITOR_FROM_REPLICAS",
+    "JANITOR_CONCURRENCY",
     "JANITOR_BATCH_SIZE",
     "JANITOR_MAX_CALL_TIME",
     "JANITOR_RATE_LIMIT",
