@@ -449,16 +449,11 @@ impl Bench {
     /// its mix, when seeding started, and how long it took in seconds.
     pub fn fresh_keyspace(&mut self, keys: u64) -> Result<(Mix, Instant, f64), String> {
         let mix = Mix::new(keys);
-        redis::cmd("FLUSHALL")
-            .arg("SYNC")
-            .query::<()>(&mut self.ctl)
-            .map_err(|e| format!("FLUSHALL: {e}"))?;
+        server::flush(&mut self.ctl)?;
         let seeded = Instant::now();
         keyspace::seed(self.server.port(), &mix)?;
         let seed_secs = seeded.elapsed().as_secs_f64();
-        let dbsize: u64 = redis::cmd("DBSIZE")
-            .query(&mut self.ctl)
-            .map_err(|e| format!("DBSIZE: {e}"))?;
+        let dbsize = server::dbsize(&mut self.ctl)?;
         if dbsize != keys {
             return Err(format!("seeded {keys} keys but DBSIZE says {dbsize}"));
         }
@@ -487,7 +482,7 @@ impl Bench {
     }
 
     /// Checks what a method run did: its own result and counts, then the
-    /// whole keyspace. Returns the outcome and every problem found.
+    /// whole keyspace (see [`check_run`]).
     pub fn check(
         &mut self,
         method: Option<&Method>,
@@ -497,41 +492,8 @@ impl Bench {
         started: Instant,
         log: &Path,
     ) -> Result<(Outcome, Vec<String>), String> {
-        let mut problems = Vec::new();
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                problems.push(e);
-                Outcome::default()
-            }
-        };
-        problems.extend(outcome.problems.iter().cloned());
-        let cleans = method.is_some_and(Method::cleans);
-        if cleans {
-            check_counts(&outcome.acted, mix, seeded, &mut problems);
-        }
-        let expect = if cleans {
-            Expect::Cleaned
-        } else {
-            Expect::Unchanged
-        };
-        problems.extend(keyspace::verify(
-            &mut self.ctl,
-            mix,
-            expect,
-            seeded,
-            started,
-        )?);
-        if method.is_some_and(Method::is_job) && !problems.is_empty() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            problems.push(format!(
-                "the job's log ({}), last lines:\n{}",
-                log.display(),
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            ));
-        }
-        Ok((outcome, problems))
+        let conns = std::slice::from_mut(&mut self.ctl);
+        check_run(conns, method, result, mix, seeded, started, log)
     }
 
     /// Flushes, seeds, runs `method` under measurement, and checks the result.
@@ -611,6 +573,49 @@ pub fn loadavg() -> String {
         .ok()
         .and_then(|t| t.split_whitespace().next().map(String::from))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Checks what a method run did: its own result and counts, then the whole
+/// keyspace of the servers `conns` reach (one, or a cluster's primaries).
+/// Returns the outcome and every problem found.
+fn check_run(
+    conns: &mut [redis::Connection],
+    method: Option<&Method>,
+    result: Result<Outcome, String>,
+    mix: &Mix,
+    seeded: Instant,
+    started: Instant,
+    log: &Path,
+) -> Result<(Outcome, Vec<String>), String> {
+    let mut problems = Vec::new();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            problems.push(e);
+            Outcome::default()
+        }
+    };
+    problems.extend(outcome.problems.iter().cloned());
+    let cleans = method.is_some_and(Method::cleans);
+    if cleans {
+        check_counts(&outcome.acted, mix, seeded, &mut problems);
+    }
+    let expect = if cleans {
+        Expect::Cleaned
+    } else {
+        Expect::Unchanged
+    };
+    problems.extend(keyspace::verify(conns, mix, expect, seeded, started)?);
+    if method.is_some_and(Method::is_job) && !problems.is_empty() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        problems.push(format!(
+            "the job's log ({}), last lines:\n{}",
+            log.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        ));
+    }
+    Ok((outcome, problems))
 }
 
 /// Compares what a method says it did with what the rules must do to `mix`.

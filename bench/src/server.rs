@@ -212,6 +212,22 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     })
 }
 
+/// Empties the server, freeing the keys before it answers: a lazy free
+/// (ASYNC) would run in a background thread during the next run.
+pub fn flush(conn: &mut redis::Connection) -> Result<(), String> {
+    redis::cmd("FLUSHALL")
+        .arg("SYNC")
+        .query::<()>(conn)
+        .map_err(|e| format!("FLUSHALL: {e}"))
+}
+
+/// The number of keys the server holds.
+pub fn dbsize(conn: &mut redis::Connection) -> Result<u64, String> {
+    redis::cmd("DBSIZE")
+        .query(conn)
+        .map_err(|e| format!("DBSIZE: {e}"))
+}
+
 /// The longest command, in ms, since the last call (0 when none took 2 ms),
 /// from the slow log, which this empties. Redis 7 also logs the commands a
 /// script calls, but none takes longer than the script that called it.
