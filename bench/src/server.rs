@@ -37,10 +37,22 @@ pub struct Counters {
 }
 
 impl Server {
-    /// Starts `bin` in `dir`, retrying on another port if one is raced away.
+    /// Starts `bin` in `dir` on a free port, retrying on another port if one
+    /// is raced away.
     pub fn start(bin: &str, dir: &Path) -> Result<Server, String> {
+        Server::start_with(bin, dir, &[], free_port)
+    }
+
+    /// Starts `bin` in `dir` with `extra` arguments on a port from `port`
+    /// (called again for each retry when a port is raced away).
+    pub fn start_with(
+        bin: &str,
+        dir: &Path,
+        extra: &[&str],
+        port: fn() -> Result<u16, String>,
+    ) -> Result<Server, String> {
         for attempt in 0..10 {
-            let port = free_port()?;
+            let port = port()?;
             let log = dir.join(format!("redis-{attempt}.log"));
             let mut cmd = Command::new(bin);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -58,6 +70,7 @@ impl Server {
                 // log, where the benchmark finds the longest of each run.
                 .args(["--slowlog-log-slower-than", "2000"])
                 .args(["--slowlog-max-len", "1024"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
