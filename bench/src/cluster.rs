@@ -54,11 +54,17 @@ impl Cluster {
             let node_dir = dir.join(format!("cluster-node-{i}"));
             std::fs::create_dir_all(&node_dir)
                 .map_err(|e| format!("create {}: {e}", node_dir.display()))?;
+            // The announced address: a node learns its own only from a
+            // MEET, so the one node of a one-primary cluster would call
+            // itself "" (CLUSTER SHARDS, SLOTS), an endpoint the job does not
+            // resolve to the seed's host yet.
             let args = [
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                "--cluster-announce-ip",
+                "127.0.0.1",
             ];
             nodes.push(Server::start_with(bin, &node_dir, &args, cluster_port)?);
         }

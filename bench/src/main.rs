@@ -759,8 +759,8 @@ fn header(
         ));
     } else if args.cluster {
         h.push_str(&format!(
-            "mode:    cluster: {keys} keys, {reps} repetition(s) of the job on a {}-primary cluster and on the \
-             single node, at its default pace and at full speed, order reversed every other repetition",
+            "mode:    cluster: {keys} keys, {reps} repetition(s) of the job on a cluster of {} primary node(s) \
+             and on the single node, at its default pace and at full speed, order reversed every other repetition",
             args.cluster_primaries
         ));
     } else if args.impact {

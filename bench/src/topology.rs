@@ -201,8 +201,9 @@ pub fn run(
     let started = Instant::now();
     let cluster = Cluster::start(redis_bin, &bench.tmp, primaries)?;
     println!(
-        "cluster: {primaries} primaries on 127.0.0.1:{} (--cluster-enabled yes, slots shared evenly; ready \
-         in {:.1} s), the job given {} as its seed",
+        "cluster: {} on 127.0.0.1:{} (--cluster-enabled yes, slots shared evenly; ready in {:.1} s), the \
+         job given {} as its seed",
+        primaries_text(primaries),
         cluster
             .ports()
             .iter()
@@ -350,7 +351,16 @@ fn name(topology: Topology) -> &'static str {
 fn label(topology: Topology, primaries: usize) -> String {
     match topology {
         Topology::Single => "single node".to_string(),
-        Topology::Cluster => format!("cluster, {primaries} primaries"),
+        Topology::Cluster => format!("cluster, {}", primaries_text(primaries)),
+    }
+}
+
+/// "3 primaries", "1 primary".
+fn primaries_text(n: usize) -> String {
+    if n == 1 {
+        "1 primary".to_string()
+    } else {
+        format!("{n} primaries")
     }
 }
 
