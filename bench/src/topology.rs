@@ -432,10 +432,11 @@ fn table(runs: &[TopologyRun], keys: u64, primaries: usize) -> String {
             "pace",
             "wall: cluster / single",
             "server CPU: cluster / single",
+            &format!("CPU ratio / {primaries}"),
             "pairs",
         ],
         1,
-        &[Pace::Default, Pace::Full].map(|pace| ratio_row(runs, pace)),
+        &[Pace::Default, Pace::Full].map(|pace| ratio_row(runs, pace, primaries)),
     );
     format!(
         "\n{main}\n\n\
@@ -446,11 +447,12 @@ fn table(runs: &[TopologyRun], keys: u64, primaries: usize) -> String {
          discovery); job CPU: the job process (user+sys, GNU time); other CPU: anything but the servers, the \
          benchmark and the job (noise; it should be near 0).\n\n\
          Cluster / single node, per repetition at the same pace, the median (in brackets, from 5 repetitions on, \
-         the interval that holds the true median with at least 95% confidence). With {primaries} nodes cleaned at \
-         once, each paced against its own server, the wall ratio at the default pace is about 1/{primaries} = {:.2} \
-         times what per-key commands on cluster nodes add; at full speed the nodes also compete for this machine's \
-         CPUs. The server CPU ratio is the cost of the cluster layout's per-key commands:\n\n{ratios}\n",
-        1.0 / primaries as f64
+         the interval that holds the true median with at least 95% confidence). The server CPU ratio is what the \
+         cluster layout's per-key commands cost over the single node's multi-key ones. The job cleans the \
+         {primaries} nodes at once, each held to the same share of its own server's time, so each node's pass \
+         lasts about its CPU / its share: the wall ratio should be about the CPU ratio / {primaries} (1/{primaries} \
+         of the keys per node), at the default pace always, at full speed only with a free CPU for every \
+         node:\n\n{ratios}\n"
     )
 }
 
@@ -501,8 +503,8 @@ fn row(
 }
 
 /// The ratios of the cluster's runs to the single node's at `pace`, pair by
-/// pair within a repetition.
-fn ratio_row(runs: &[TopologyRun], pace: Pace) -> Vec<String> {
+/// pair within a repetition, and the wall ratio the CPU ratio predicts.
+fn ratio_row(runs: &[TopologyRun], pace: Pace, primaries: usize) -> Vec<String> {
     let pairs: Vec<(&TopologyRun, &TopologyRun)> = runs
         .iter()
         .filter(|r| r.topology == Topology::Cluster && r.pace == pace && r.ok())
@@ -514,6 +516,10 @@ fn ratio_row(runs: &[TopologyRun], pace: Pace) -> Vec<String> {
         pace.name().to_string(),
         with_interval(&wall),
         with_interval(&cpu),
+        median(&cpu).map_or_else(
+            || "-".to_string(),
+            |m| format!("{:.2}", m / primaries as f64),
+        ),
         pairs.len().to_string(),
     ]
 }
