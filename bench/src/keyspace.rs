@@ -5,7 +5,7 @@
 //! so the check counts every class exactly, duplicates from SCAN included.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -103,73 +103,123 @@ impl Mix {
     }
 }
 
-/// Writes `mix` into the (empty) server on `port`. Keys are interleaved by
-/// class, except the 30 s ones, which are written last so that they are as
-/// fresh as possible when the run starts.
+/// The keys in the order they are written: the classes interleaved as
+/// [`class_of`] deals them, except the 30 s ones, which come last so that
+/// they are as fresh as possible when the run starts.
+fn seeding_order(mix: &Mix) -> impl Iterator<Item = (Class, u64)> {
+    let mut next = [0u64; 5];
+    let interleaved = (0..mix.total)
+        .map(class_of)
+        .filter(|&class| class != Class::Short)
+        .map(move |class| {
+            let index = next[class as usize];
+            next[class as usize] += 1;
+            (class, index)
+        });
+    interleaved.chain((0..mix.count(Class::Short)).map(|index| (Class::Short, index)))
+}
+
+/// The name of the `index`-th key of `class`.
+pub fn key_name(class: Class, index: u64) -> String {
+    format!("{}{index}", class.prefix())
+}
+
+/// The SET command (RESP) that seeds `key`, the `index`-th of `class`, with
+/// its class's TTL.
+fn set_command(class: Class, index: u64, key: &str) -> Vec<u8> {
+    let value = format!("v{index:08}");
+    let ttl = match class {
+        Class::Short => Some(SHORT_TTL_MS.to_string()),
+        Class::Long => Some(LONG_TTL_MS.to_string()),
+        _ => None,
+    };
+    let mut cmd = Vec::with_capacity(96);
+    let args = if ttl.is_some() { 5 } else { 3 };
+    // Writing to a Vec cannot fail.
+    let _ = write!(cmd, "*{args}\r\n$3\r\nSET\r\n");
+    for arg in [key, value.as_str()] {
+        let _ = write!(cmd, "${}\r\n{arg}\r\n", arg.len());
+    }
+    if let Some(ttl) = ttl {
+        let _ = write!(cmd, "$2\r\nPX\r\n${}\r\n{ttl}\r\n", ttl.len());
+    }
+    cmd
+}
+
+/// Writes `mix` into the (empty) server on `port` (see [`seed_nodes`]).
 pub fn seed(port: u16, mix: &Mix) -> Result<(), String> {
-    let stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("seed: connect: {e}"))?;
-    stream.set_nodelay(true).ok();
-    let reader_stream = stream.try_clone().map_err(|e| format!("seed: {e}"))?;
-    let expected = mix.total;
-    let reader = thread::spawn(move || -> Result<(), String> {
-        let mut reader = BufReader::with_capacity(1 << 16, reader_stream);
-        let mut line = Vec::with_capacity(64);
-        for _ in 0..expected {
+    seed_nodes(&[port], |_| 0, mix)
+}
+
+/// Writes `mix` into the (empty) servers on `ports`, each key into the one
+/// `node_of` its name picks (on a cluster: its slot's primary). One socket
+/// per server, written by this thread in [`seeding_order`] while a thread
+/// per server reads the replies.
+pub fn seed_nodes(
+    ports: &[u16],
+    node_of: impl Fn(&[u8]) -> usize,
+    mix: &Mix,
+) -> Result<(), String> {
+    let mut expected = vec![0u64; ports.len()];
+    for (class, index) in seeding_order(mix) {
+        expected[node_of(key_name(class, index).as_bytes())] += 1;
+    }
+    let mut outs = Vec::with_capacity(ports.len());
+    let mut readers = Vec::with_capacity(ports.len());
+    for (&port, &replies) in ports.iter().zip(&expected) {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .map_err(|e| format!("seed: connect to {port}: {e}"))?;
+        stream.set_nodelay(true).ok();
+        let reader_stream = stream.try_clone().map_err(|e| format!("seed: {e}"))?;
+        readers.push(thread::spawn(move || {
+            read_ok_replies(reader_stream, replies)
+        }));
+        outs.push(BufWriter::with_capacity(1 << 20, stream));
+    }
+    let written = (|| -> std::io::Result<()> {
+        for (class, index) in seeding_order(mix) {
+            let key = key_name(class, index);
+            outs[node_of(key.as_bytes())].write_all(&set_command(class, index, &key))?;
+        }
+        outs.iter_mut().try_for_each(Write::flush)
+    })();
+    let mut read = Ok(());
+    for reader in readers {
+        let result = reader
+            .join()
+            .map_err(|_| "seed: a reply reader panicked".to_string())?;
+        read = read.and(result);
+    }
+    // A reader's error says why a write failed (it closed the socket).
+    read?;
+    written.map_err(|e| format!("seed: write: {e}"))
+}
+
+/// Reads `replies` replies from `stream`, each of which must be `+OK`. On
+/// a wrong reply it shuts the socket, so that the writer fails instead of
+/// blocking on a full socket no one reads.
+fn read_ok_replies(stream: TcpStream, replies: u64) -> Result<(), String> {
+    let mut reader = BufReader::with_capacity(1 << 16, stream);
+    let mut line = Vec::with_capacity(64);
+    let result = (|| {
+        for _ in 0..replies {
             line.clear();
             let n = reader
                 .read_until(b'\n', &mut line)
                 .map_err(|e| format!("seed: read: {e}"))?;
             if n == 0 {
-                return Err("seed: the server closed the connection".into());
+                return Err("seed: the server closed the connection".to_string());
             }
             if line.first() != Some(&b'+') {
                 return Err(format!("seed: unexpected reply {}", line.escape_ascii()));
             }
         }
         Ok(())
-    });
-    let mut out = BufWriter::with_capacity(1 << 20, stream);
-    let mut next = [0u64; 5];
-    let mut write = |out: &mut BufWriter<TcpStream>, class: Class| -> std::io::Result<()> {
-        let index = next[class as usize];
-        next[class as usize] += 1;
-        let key = format!("{}{index}", class.prefix());
-        let value = format!("v{index:08}");
-        let ttl = match class {
-            Class::Short => Some(SHORT_TTL_MS),
-            Class::Long => Some(LONG_TTL_MS),
-            _ => None,
-        };
-        let mut cmd = Vec::with_capacity(96);
-        let args: usize = if ttl.is_some() { 5 } else { 3 };
-        write!(cmd, "*{args}\r\n$3\r\nSET\r\n")?;
-        for arg in [key.as_str(), value.as_str()] {
-            write!(cmd, "${}\r\n{arg}\r\n", arg.len())?;
-        }
-        if let Some(ttl) = ttl {
-            let ttl = ttl.to_string();
-            write!(cmd, "$2\r\nPX\r\n${}\r\n{ttl}\r\n", ttl.len())?;
-        }
-        out.write_all(&cmd)
-    };
-    let written = (|| -> std::io::Result<()> {
-        for i in 0..mix.total {
-            let class = class_of(i);
-            if class != Class::Short {
-                write(&mut out, class)?;
-            }
-        }
-        for _ in 0..mix.count(Class::Short) {
-            write(&mut out, Class::Short)?;
-        }
-        out.flush()
     })();
-    let read = reader
-        .join()
-        .map_err(|_| "seed: the reply reader panicked".to_string())?;
-    written.map_err(|e| format!("seed: write: {e}"))?;
-    read
+    if result.is_err() {
+        let _ = reader.get_ref().shutdown(Shutdown::Both);
+    }
+    result
 }
 
 /// What a method must have left behind.
@@ -182,28 +232,63 @@ pub enum Expect {
     Cleaned,
 }
 
-/// Checks the whole keyspace against `expect`. `seeded` is when seeding
-/// started and `run_started` when the method started: they bound the TTLs
-/// that may have elapsed. Returns a list of problems, empty when all is right.
+/// Checks the whole keyspace against `expect`: the union of the keyspaces
+/// of `conns` (one server, or every primary of a cluster). `seeded` is when
+/// seeding started and `run_started` when the method started: they bound the
+/// TTLs that may have elapsed. Returns a list of problems, empty when all is
+/// right.
 pub fn verify(
-    conn: &mut redis::Connection,
+    conns: &mut [redis::Connection],
     mix: &Mix,
     expect: Expect,
     seeded: Instant,
     run_started: Instant,
 ) -> Result<Vec<String>, String> {
-    let mut seen: Vec<Vec<bool>> = Class::ALL
-        .iter()
-        .map(|&c| vec![false; mix.count(c) as usize])
-        .collect();
-    let mut problems = Vec::new();
-    let mut bad_ttl = [0u64; 5];
-    let mut first_bad_ttl: [Option<String>; 5] = Default::default();
-    let mut foreign = 0u64;
-    // The PTTL each class may show, `seed_age` and `run_age` ms after seeding
-    // and the run started (plus slack).
-    let allowed = |class: Class, pttl: i64, seed_age: i64, run_age: i64| -> bool {
-        match (class, expect) {
+    let mut check = Check::new(mix, expect, seeded, run_started);
+    for conn in conns {
+        check.scan(conn)?;
+    }
+    Ok(check.problems())
+}
+
+/// What [`verify`] found so far.
+struct Check<'a> {
+    mix: &'a Mix,
+    expect: Expect,
+    seeded: Instant,
+    run_started: Instant,
+    /// Per class, per index: whether the key was seen on any server.
+    seen: Vec<Vec<bool>>,
+    /// Per class: keys whose TTL is not what `expect` allows, and the first.
+    bad_ttl: [u64; 5],
+    first_bad_ttl: [Option<String>; 5],
+    /// Keys that are not of the mix.
+    foreign: u64,
+    problems: Vec<String>,
+}
+
+impl<'a> Check<'a> {
+    fn new(mix: &'a Mix, expect: Expect, seeded: Instant, run_started: Instant) -> Check<'a> {
+        Check {
+            mix,
+            expect,
+            seeded,
+            run_started,
+            seen: Class::ALL
+                .iter()
+                .map(|&c| vec![false; mix.count(c) as usize])
+                .collect(),
+            bad_ttl: [0; 5],
+            first_bad_ttl: Default::default(),
+            foreign: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Whether a key of `class` may show `pttl`, `seed_age` and `run_age` ms
+    /// after seeding and the run started (plus slack).
+    fn allowed(&self, class: Class, pttl: i64, seed_age: i64, run_age: i64) -> bool {
+        match (class, self.expect) {
             (Class::Keep | Class::Temp, _) | (Class::NoTtl, Expect::Unchanged) => pttl == -1,
             (Class::NoTtl, Expect::Cleaned) => {
                 (EXPIRE_TO_MS - run_age..=EXPIRE_TO_MS).contains(&pttl)
@@ -211,75 +296,92 @@ pub fn verify(
             (Class::Short, _) => (0..=SHORT_TTL_MS).contains(&pttl),
             (Class::Long, _) => (LONG_TTL_MS - seed_age..=LONG_TTL_MS).contains(&pttl),
         }
-    };
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(10_000)
-            .query(conn)
-            .map_err(|e| format!("check: SCAN: {e}"))?;
+    }
+
+    /// SCANs one server's whole keyspace, with a pipelined PTTL per batch.
+    fn scan(&mut self, conn: &mut redis::Connection) -> Result<(), String> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(10_000)
+                .query(conn)
+                .map_err(|e| format!("check: SCAN: {e}"))?;
+            self.batch(conn, &keys)?;
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// Marks one SCAN batch's keys as seen and checks their TTLs.
+    fn batch(&mut self, conn: &mut redis::Connection, keys: &[Vec<u8>]) -> Result<(), String> {
         let mut pipe = redis::pipe();
         let mut ours = Vec::with_capacity(keys.len());
-        for key in &keys {
-            match Class::parse(key).filter(|&(c, i)| i < mix.count(c)) {
+        for key in keys {
+            match Class::parse(key).filter(|&(c, i)| i < self.mix.count(c)) {
                 Some((class, index)) => {
-                    seen[class as usize][index as usize] = true;
+                    self.seen[class as usize][index as usize] = true;
                     pipe.cmd("PTTL").arg(key.as_slice());
                     ours.push((class, key));
                 }
                 None => {
-                    foreign += 1;
-                    if foreign <= 3 {
-                        problems.push(format!("unexpected key {}", key.escape_ascii()));
+                    self.foreign += 1;
+                    if self.foreign <= 3 {
+                        self.problems
+                            .push(format!("unexpected key {}", key.escape_ascii()));
                     }
                 }
             }
         }
-        if !ours.is_empty() {
-            let pttls: Vec<i64> = pipe.query(conn).map_err(|e| format!("check: PTTL: {e}"))?;
-            let seed_age = seeded.elapsed().as_millis() as i64 + TTL_SLACK_MS;
-            let run_age = run_started.elapsed().as_millis() as i64 + TTL_SLACK_MS;
-            for ((class, key), pttl) in ours.into_iter().zip(pttls) {
-                // -2: expired or deleted since SCAN saw it; counted below.
-                if pttl != -2 && !allowed(class, pttl, seed_age, run_age) {
-                    bad_ttl[class as usize] += 1;
-                    first_bad_ttl[class as usize]
-                        .get_or_insert_with(|| format!("{} has PTTL {pttl}", key.escape_ascii()));
-                }
+        if ours.is_empty() {
+            return Ok(());
+        }
+        let pttls: Vec<i64> = pipe.query(conn).map_err(|e| format!("check: PTTL: {e}"))?;
+        let seed_age = self.seeded.elapsed().as_millis() as i64 + TTL_SLACK_MS;
+        let run_age = self.run_started.elapsed().as_millis() as i64 + TTL_SLACK_MS;
+        for ((class, key), pttl) in ours.into_iter().zip(pttls) {
+            // -2: expired or deleted since SCAN saw it; counted below.
+            if pttl != -2 && !self.allowed(class, pttl, seed_age, run_age) {
+                self.bad_ttl[class as usize] += 1;
+                self.first_bad_ttl[class as usize]
+                    .get_or_insert_with(|| format!("{} has PTTL {pttl}", key.escape_ascii()));
             }
         }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
+        Ok(())
     }
-    if foreign > 3 {
-        problems.push(format!("{foreign} unexpected keys in all"));
-    }
-    for class in Class::ALL {
-        let present = seen[class as usize].iter().filter(|&&s| s).count() as u64;
-        let want = match (class, expect) {
-            (Class::Temp | Class::Short, Expect::Cleaned) => 0,
-            _ => mix.count(class),
-        };
-        if present != want {
-            problems.push(format!(
-                "{}*: {present} keys present, expected {want}",
-                class.prefix()
-            ));
+
+    /// Everything found wrong, once every server was scanned.
+    fn problems(mut self) -> Vec<String> {
+        if self.foreign > 3 {
+            self.problems
+                .push(format!("{} unexpected keys in all", self.foreign));
         }
-        if bad_ttl[class as usize] > 0 {
-            problems.push(format!(
-                "{}*: {} keys with a wrong TTL (e.g. {})",
-                class.prefix(),
-                bad_ttl[class as usize],
-                first_bad_ttl[class as usize].as_deref().unwrap_or("?")
-            ));
+        for class in Class::ALL {
+            let present = self.seen[class as usize].iter().filter(|&&s| s).count() as u64;
+            let want = match (class, self.expect) {
+                (Class::Temp | Class::Short, Expect::Cleaned) => 0,
+                _ => self.mix.count(class),
+            };
+            if present != want {
+                self.problems.push(format!(
+                    "{}*: {present} keys present, expected {want}",
+                    class.prefix()
+                ));
+            }
+            if self.bad_ttl[class as usize] > 0 {
+                self.problems.push(format!(
+                    "{}*: {} keys with a wrong TTL (e.g. {})",
+                    class.prefix(),
+                    self.bad_ttl[class as usize],
+                    self.first_bad_ttl[class as usize].as_deref().unwrap_or("?")
+                ));
+            }
         }
+        self.problems
     }
-    Ok(problems)
 }
 
 /// How long ago the 30 s keys may have started expiring by themselves: past

@@ -4,8 +4,9 @@
 //! latency and the job's peak RSS, checks the keyspace it left, and finally
 //! prints the table of medians and ratios to the server-side bound. With
 //! `--impact`, it instead runs each method under a fixed-rate GET/SET load
-//! and reports what the pass cost that load (`impact`). Run it through
-//! `bench/run` (see bench/README.md).
+//! and reports what the pass cost that load (`impact`); with `--cluster`, it
+//! runs the job on a Redis Cluster and on a single node holding the same
+//! keys (`topology`). Run it through `bench/run` (see bench/README.md).
 //!
 //! Layout:
 //! - `server`: the private redis-server and its INFO counters;
@@ -15,8 +16,11 @@
 //! - `table`: the main mode's tables;
 //! - `load`: the impact mode's open-loop GET/SET load;
 //! - `impact`: the impact mode: capacity, scenarios under load, its table and verdicts;
+//! - `cluster`: the cluster mode's private Redis Cluster, seeded by slot;
+//! - `topology`: the cluster mode: a cluster pass against a single-node pass, its tables;
 //! - `pin`: keeps the measured processes' code in memory.
 
+mod cluster;
 mod impact;
 mod keyspace;
 mod load;
@@ -25,6 +29,7 @@ mod methods;
 mod pin;
 mod server;
 mod table;
+mod topology;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -45,7 +50,7 @@ struct Args {
     /// Keys to seed for each run [default: 1000000; 20000 with --quick]
     #[arg(long)]
     keys: Option<u64>,
-    /// Repetitions of every method [default: 5; 1 with --quick or --rss-scaling]
+    /// Repetitions of every method [default: 5; 1 with --quick, --rss-scaling or --impact]
     #[arg(long)]
     reps: Option<usize>,
     /// Methods to run, comma-separated, in this order (reversed every other
@@ -98,6 +103,14 @@ struct Args {
     impact: bool,
     #[command(flatten)]
     impact_args: impact::ImpactArgs,
+    /// Instead of the table: the job on a Redis Cluster and on a single node
+    /// holding the same keys, at its default pace and at full speed (see
+    /// bench/README.md)
+    #[arg(long, conflicts_with_all = ["impact", "rss_scaling", "methods", "shares", "naive_reps"])]
+    cluster: bool,
+    /// With --cluster: the cluster's primaries
+    #[arg(long, default_value_t = 3)]
+    cluster_primaries: usize,
 }
 
 /// One measured run of one method.
@@ -254,6 +267,12 @@ fn bench(args: Args) -> Result<bool, String> {
     } else {
         Vec::new()
     };
+    if args.cluster && full_speed.is_empty() {
+        return Err(format!(
+            "--cluster runs the job at its default pace and at full speed, but `redis-janitor run --help` \
+             has no {SHARE_FLAG}"
+        ));
+    }
     let mut notes = Vec::new();
     let methods = resolve_methods(&args, &help, &mut notes)?;
     let nanos = std::time::SystemTime::now()
@@ -299,6 +318,17 @@ fn bench(args: Args) -> Result<bool, String> {
         println!("note:    {note}");
     }
     let started = Instant::now();
+    if args.cluster {
+        let primaries = args.cluster_primaries;
+        let ok = topology::run(&mut bench, &redis_bin, primaries, keys, reps)?;
+        println!(
+            "total benchmark time: {:.0} s (the cluster's start, seeding and checks included); load average \
+             at the end: {}",
+            started.elapsed().as_secs_f64(),
+            loadavg()
+        );
+        return Ok(ok);
+    }
     if args.impact {
         let ok = impact::run(
             &mut bench,
@@ -449,16 +479,11 @@ impl Bench {
     /// its mix, when seeding started, and how long it took in seconds.
     pub fn fresh_keyspace(&mut self, keys: u64) -> Result<(Mix, Instant, f64), String> {
         let mix = Mix::new(keys);
-        redis::cmd("FLUSHALL")
-            .arg("SYNC")
-            .query::<()>(&mut self.ctl)
-            .map_err(|e| format!("FLUSHALL: {e}"))?;
+        server::flush(&mut self.ctl)?;
         let seeded = Instant::now();
         keyspace::seed(self.server.port(), &mix)?;
         let seed_secs = seeded.elapsed().as_secs_f64();
-        let dbsize: u64 = redis::cmd("DBSIZE")
-            .query(&mut self.ctl)
-            .map_err(|e| format!("DBSIZE: {e}"))?;
+        let dbsize = server::dbsize(&mut self.ctl)?;
         if dbsize != keys {
             return Err(format!("seeded {keys} keys but DBSIZE says {dbsize}"));
         }
@@ -487,7 +512,7 @@ impl Bench {
     }
 
     /// Checks what a method run did: its own result and counts, then the
-    /// whole keyspace. Returns the outcome and every problem found.
+    /// whole keyspace (see [`check_run`]).
     pub fn check(
         &mut self,
         method: Option<&Method>,
@@ -497,41 +522,8 @@ impl Bench {
         started: Instant,
         log: &Path,
     ) -> Result<(Outcome, Vec<String>), String> {
-        let mut problems = Vec::new();
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                problems.push(e);
-                Outcome::default()
-            }
-        };
-        problems.extend(outcome.problems.iter().cloned());
-        let cleans = method.is_some_and(Method::cleans);
-        if cleans {
-            check_counts(&outcome.acted, mix, seeded, &mut problems);
-        }
-        let expect = if cleans {
-            Expect::Cleaned
-        } else {
-            Expect::Unchanged
-        };
-        problems.extend(keyspace::verify(
-            &mut self.ctl,
-            mix,
-            expect,
-            seeded,
-            started,
-        )?);
-        if method.is_some_and(Method::is_job) && !problems.is_empty() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            problems.push(format!(
-                "the job's log ({}), last lines:\n{}",
-                log.display(),
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            ));
-        }
-        Ok((outcome, problems))
+        let conns = std::slice::from_mut(&mut self.ctl);
+        check_run(conns, method, result, mix, seeded, started, log)
     }
 
     /// Flushes, seeds, runs `method` under measurement, and checks the result.
@@ -611,6 +603,49 @@ pub fn loadavg() -> String {
         .ok()
         .and_then(|t| t.split_whitespace().next().map(String::from))
         .unwrap_or_else(|| "?".into())
+}
+
+/// Checks what a method run did: its own result and counts, then the whole
+/// keyspace of the servers `conns` reach (one, or a cluster's primaries).
+/// Returns the outcome and every problem found.
+fn check_run(
+    conns: &mut [redis::Connection],
+    method: Option<&Method>,
+    result: Result<Outcome, String>,
+    mix: &Mix,
+    seeded: Instant,
+    started: Instant,
+    log: &Path,
+) -> Result<(Outcome, Vec<String>), String> {
+    let mut problems = Vec::new();
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            problems.push(e);
+            Outcome::default()
+        }
+    };
+    problems.extend(outcome.problems.iter().cloned());
+    let cleans = method.is_some_and(Method::cleans);
+    if cleans {
+        check_counts(&outcome.acted, mix, seeded, &mut problems);
+    }
+    let expect = if cleans {
+        Expect::Cleaned
+    } else {
+        Expect::Unchanged
+    };
+    problems.extend(keyspace::verify(conns, mix, expect, seeded, started)?);
+    if method.is_some_and(Method::is_job) && !problems.is_empty() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        problems.push(format!(
+            "the job's log ({}), last lines:\n{}",
+            log.display(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        ));
+    }
+    Ok((outcome, problems))
 }
 
 /// Compares what a method says it did with what the rules must do to `mix`.
@@ -722,6 +757,12 @@ fn header(
             "mode:    RSS scaling: the job alone at {:?} keys, {reps} run(s) each",
             args.rss_keys
         ));
+    } else if args.cluster {
+        h.push_str(&format!(
+            "mode:    cluster: {keys} keys, {reps} repetition(s) of the job on a cluster of {} primary node(s) \
+             and on the single node, at its default pace and at full speed, order reversed every other repetition",
+            args.cluster_primaries
+        ));
     } else if args.impact {
         h.push_str(&format!(
             "mode:    impact: {keys} keys, {reps} repetition(s) (naive in {naive_reps}) of baseline,{names} under a fixed-rate GET/SET load, order reversed every other repetition"
@@ -730,6 +771,14 @@ fn header(
         h.push_str(&format!(
             "mode:    {keys} keys, {reps} repetition(s) (naive in {naive_reps}), methods {names}, order reversed every other repetition"
         ));
+    }
+    if args.cluster {
+        h.push_str(&format!(
+            "\njob runs: default pace with [{}]; full speed with [{}]",
+            bench.job_args.join(" "),
+            bench.job_args(&Method::Janitor).join(" ")
+        ));
+        return h;
     }
     h.push_str(&format!(
         "\njob runs: janitor with [{}]",

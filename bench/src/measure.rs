@@ -378,7 +378,8 @@ fn timeval_secs(t: libc::timeval) -> f64 {
 pub struct CpuClock {
     /// The whole machine: all CPUs, the busy states of /proc/stat.
     pub machine: f64,
-    /// The redis-server process, all its threads.
+    /// The redis-server process, all its threads (all the servers' together
+    /// in the cluster mode).
     pub redis: f64,
     /// This benchmark process, all its threads (the PING client included).
     pub bench: f64,
@@ -394,13 +395,25 @@ pub struct CpuClock {
 
 impl CpuClock {
     pub fn now(redis_pid: u32) -> CpuClock {
+        CpuClock::of(&[redis_pid])
+    }
+
+    /// The clocks now, `redis` summed over several servers (a cluster's nodes).
+    pub fn of(redis_pids: &[u32]) -> CpuClock {
+        let stat = |pid: &u32| format!("/proc/{pid}/stat");
         CpuClock {
             machine: machine_cpu().unwrap_or(0.0),
-            redis: process_cpu(&format!("/proc/{redis_pid}/stat")).unwrap_or(0.0),
+            redis: redis_pids
+                .iter()
+                .map(|pid| process_cpu(&stat(pid)).unwrap_or(0.0))
+                .sum(),
             bench: process_cpu("/proc/self/stat").unwrap_or(0.0),
             thread: thread_cpu(),
             steal: stat_cpu_field(7).unwrap_or(0.0),
-            major_faults: major_faults(&format!("/proc/{redis_pid}/stat")).unwrap_or(0)
+            major_faults: redis_pids
+                .iter()
+                .map(|pid| major_faults(&stat(pid)).unwrap_or(0))
+                .sum::<u64>()
                 + major_faults("/proc/self/stat").unwrap_or(0),
         }
     }

@@ -132,6 +132,9 @@ pub struct Outcome {
     pub rss_kib: Option<u64>,
     /// CPU seconds of the job process.
     pub job_cpu: Option<f64>,
+    /// The job's report: each node's pass, in seconds, in the report's order
+    /// (one for a standalone server, one per primary of a cluster).
+    pub node_secs: Vec<f64>,
     /// A line of method-specific facts (the job's report).
     pub detail: String,
     /// What went wrong, if anything (the run is then marked failed).
@@ -165,13 +168,21 @@ pub fn run(
 }
 
 /// Job environment variables that would override the command line's defaults.
-const JOB_ENV: [&str; 15] = [
+const JOB_ENV: [&str; 23] = [
     "REDIS_URL",
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
+    "REDIS_SENTINEL_PASSWORD_FILE",
+    "REDIS_SENTINEL_USERNAME",
     "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+    "REDIS_TLS_SERVER_NAME",
+    "REDIS_TLS_INSECURE",
     "JANITOR_RULES",
     "JANITOR_DRY_RUN",
+    "JANITOR_FROM_REPLICAS",
+    "JANITOR_CONCURRENCY",
     "JANITOR_BATCH_SIZE",
     "JANITOR_MAX_CALL_TIME",
     "JANITOR_RATE_LIMIT",
@@ -183,7 +194,9 @@ const JOB_ENV: [&str; 15] = [
     "JANITOR_OUTPUT",
 ];
 
-fn janitor(job: &JobSetup) -> Result<Outcome, String> {
+/// Runs the job once (`redis-janitor run --url URL --output json` and its
+/// arguments, under GNU time) and reads its report.
+pub fn janitor(job: &JobSetup) -> Result<Outcome, String> {
     let log = File::create(job.log).map_err(|e| format!("create {}: {e}", job.log.display()))?;
     let mut timed = Timed::new(job.bin, &job.log.with_extension("rusage"));
     let cmd = &mut timed.cmd;
@@ -254,6 +267,14 @@ fn janitor(job: &JobSetup) -> Result<Outcome, String> {
     }
     let n = |k: &str| report[k].as_u64().unwrap_or(0);
     out.scanned = n("keys_scanned");
+    out.node_secs = report["servers"]
+        .as_array()
+        .map_or_else(Vec::new, |servers| {
+            servers
+                .iter()
+                .map(|s| s["duration_seconds"].as_f64().unwrap_or(f64::NAN))
+                .collect()
+        });
     out.detail = format!(
         "report: scanned {} matched {} batches {} unchanged {} vanished {} reloads {} duration {:.3}s script {}",
         n("keys_scanned"),

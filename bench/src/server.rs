@@ -37,10 +37,22 @@ pub struct Counters {
 }
 
 impl Server {
-    /// Starts `bin` in `dir`, retrying on another port if one is raced away.
+    /// Starts `bin` in `dir` on a free port, retrying on another port if one
+    /// is raced away.
     pub fn start(bin: &str, dir: &Path) -> Result<Server, String> {
+        Server::start_with(bin, dir, &[], free_port)
+    }
+
+    /// Starts `bin` in `dir` with `extra` arguments on a port from `port`
+    /// (called again for each retry when a port is raced away).
+    pub fn start_with(
+        bin: &str,
+        dir: &Path,
+        extra: &[&str],
+        port: fn() -> Result<u16, String>,
+    ) -> Result<Server, String> {
         for attempt in 0..10 {
-            let port = free_port()?;
+            let port = port()?;
             let log = dir.join(format!("redis-{attempt}.log"));
             let mut cmd = Command::new(bin);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -58,6 +70,7 @@ impl Server {
                 // log, where the benchmark finds the longest of each run.
                 .args(["--slowlog-log-slower-than", "2000"])
                 .args(["--slowlog-max-len", "1024"])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -210,6 +223,22 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
         net_in: u("total_net_input_bytes"),
         net_out: u("total_net_output_bytes"),
     })
+}
+
+/// Empties the server, freeing the keys before it answers: a lazy free
+/// (ASYNC) would run in a background thread during the next run.
+pub fn flush(conn: &mut redis::Connection) -> Result<(), String> {
+    redis::cmd("FLUSHALL")
+        .arg("SYNC")
+        .query::<()>(conn)
+        .map_err(|e| format!("FLUSHALL: {e}"))
+}
+
+/// The number of keys the server holds.
+pub fn dbsize(conn: &mut redis::Connection) -> Result<u64, String> {
+    redis::cmd("DBSIZE")
+        .query(conn)
+        .map_err(|e| format!("DBSIZE: {e}"))
 }
 
 /// The longest command, in ms, since the last call (0 when none took 2 ms),

@@ -267,7 +267,7 @@ const MIN_CONFIDENCE: f64 = 0.9;
 
 /// A ratio's median and, in brackets, its interval when there are enough
 /// repetitions for one.
-fn with_interval(ratios: &[f64]) -> String {
+pub fn with_interval(ratios: &[f64]) -> String {
     match (median(ratios), median_interval(ratios)) {
         (Some(m), Some((lo, hi, conf))) if conf >= MIN_CONFIDENCE => {
             format!("{m:.2} ({lo:.2}-{hi:.2})")
