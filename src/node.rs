@@ -309,6 +309,43 @@ fn server_info(server: &str, address: &str) -> ServerInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsOptions;
+    use crate::topology::Shard;
+
+    fn node(shard: Option<Shard>) -> Node {
+        Node {
+            target: Target::resolve(Some("redis://h:1"), None, None, &TlsOptions::default())
+                .unwrap(),
+            role: Role::Primary,
+            layout: Layout::Cluster,
+            shard,
+        }
+    }
+
+    #[test]
+    fn only_a_lost_node_or_a_demoted_one_of_a_cluster_shard_may_have_failed_over() {
+        let shard = Shard {
+            primary: "p".into(),
+            ids: vec!["p".into(), "r".into()],
+        };
+        let clustered = node(Some(shard));
+        let alone = node(None);
+        let gone = Error::Connection("gone".into());
+        let demoted = Error::Replica("READONLY".into());
+        assert!(may_be_failover(&clustered, &gone));
+        assert!(may_be_failover(&clustered, &demoted));
+        assert!(!may_be_failover(&alone, &gone));
+        assert!(!may_be_failover(&alone, &demoted));
+        // A script error, a refused permission: no new primary would help,
+        // so the run fails at once instead of asking the cluster.
+        for err in [
+            Error::Script("x".into()),
+            Error::Permission("x".into()),
+            Error::Auth("x".into()),
+        ] {
+            assert!(!may_be_failover(&clustered, &err), "{err}");
+        }
+    }
 
     #[test]
     fn valkey_is_named_with_its_own_version() {

@@ -482,3 +482,52 @@ fn a_seed_primary_killed_during_a_pass_is_followed_to_its_promoted_replica() {
     assert_eq!(field(&out.report(), "moved"), 0);
     assert_only_cache_keys_each_with_a_ttl(&cluster, 30_000);
 }
+
+#[test]
+fn a_node_that_cannot_run_the_rules_fails_the_run_at_once_and_the_others_are_cleaned() {
+    let cluster = RedisCluster::start(3, 0);
+    seed_mixed(&mut cluster.client());
+    let lfu = &cluster.nodes[1];
+    redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "allkeys-lfu"])
+        .exec(&mut lfu.conn())
+        .unwrap();
+    let rules = write_rules(
+        lfu.dir(),
+        "[[rule]]\nname = \"idle\"\npattern = \"temp:*\"\nidle_above = \"1s\"\naction = \"delete\"\n\
+         [[rule]]\nname = \"temp\"\npattern = \"temp:*\"\naction = \"delete\"\n",
+    );
+    let before = keyspace(&mut lfu.conn());
+
+    // No failover can help a refusal: the run does not wait for one (a
+    // --timeout longer than the harness's patience would show it).
+    let out = run_json(&cluster.url())
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--timeout", "120s"])
+        .run();
+    out.assert_code(1);
+    let report = out.report();
+    assert!(out.stderr.contains("LFU"), "{}", out.dump());
+    assert!(!out.stderr.contains("failed over"), "{}", out.dump());
+    for server in report["servers"].as_array().unwrap() {
+        if server["address"] == lfu.host_port().as_str() {
+            assert!(
+                server["error"].as_str().unwrap().contains("LFU"),
+                "{report:#}"
+            );
+        } else {
+            assert_eq!(server["complete"], true, "{report:#}");
+        }
+    }
+    assert_same_keyspace(&before, &keyspace(&mut lfu.conn()));
+    let temp_left = cluster
+        .keyspace()
+        .into_keys()
+        .filter(|k| k.starts_with(b"temp:"))
+        .count();
+    assert_eq!(
+        temp_left,
+        before.keys().filter(|k| k.starts_with(b"temp:")).count()
+    );
+}
