@@ -41,8 +41,15 @@ fn lower_output(out: &Outcome) -> String {
 
 #[test]
 fn unreachable_redis_exits_1_with_a_partial_report() {
-    let out = run_json(&dead_url()).run();
+    let url = dead_url();
+    let out = run_json(&url).run();
     let report = assert_runtime_failure(&out);
+    // The report names the server it could not reach.
+    assert_eq!(
+        report["servers"][0]["address"],
+        url.trim_start_matches("redis://"),
+        "{report:#}"
+    );
     let text = lower_output(&out);
     assert!(
         text.contains("connect") || text.contains("refused"),
