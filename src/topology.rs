@@ -154,7 +154,7 @@ async fn discover_direct(
     let server = info(&mut conn, &address, "server").await?;
     if !is_cluster(&server) {
         if seeds.len() > 1 {
-            return Err(Error::Usage(format!(
+            return Err(Error::Unsupported(format!(
                 "several Redis URLs name the seed nodes of one cluster, but {address} is not a \
                  cluster node; give one URL for a standalone server"
             )));
