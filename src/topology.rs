@@ -213,8 +213,9 @@ async fn connect_any(
 
 /// Finds the primary of `old`'s shard after `old` failed: asks the cluster,
 /// through the first of `nodes` that answers, until the shard has another
-/// primary, for at most `timeout`. `None` when the same node is still the
-/// primary then.
+/// primary, for at most `timeout`. `None` at once when `old` answers as a
+/// primary (whatever ended its pass, it was no failover), and when the same
+/// node is still the primary after `timeout`.
 pub async fn new_primary(
     nodes: &[Target],
     old: &Node,
@@ -223,6 +224,9 @@ pub async fn new_primary(
     let Some(shard) = &old.shard else {
         return Ok(None);
     };
+    if still_primary(&old.target, timeout).await {
+        return Ok(None);
+    }
     let deadline = Instant::now() + timeout;
     loop {
         let asked = shards_from_any(nodes, timeout).await.map(|(seed, shards)| {
@@ -246,6 +250,16 @@ pub async fn new_primary(
             _ => tokio::time::sleep(FAILOVER_POLL).await,
         }
     }
+}
+
+/// Whether `target` answers and says it is a primary.
+async fn still_primary(target: &Target, timeout: Duration) -> bool {
+    let Ok(mut conn) = target.connect(timeout).await else {
+        return false;
+    };
+    info(&mut conn, &target.address(), "replication")
+        .await
+        .is_ok_and(|replication| role(&replication) == Role::Primary)
 }
 
 /// The shards, as the first of `nodes` that answers tells them.

@@ -531,3 +531,38 @@ fn a_node_that_cannot_run_the_rules_fails_the_run_at_once_and_the_others_are_cle
         before.keys().filter(|k| k.starts_with(b"temp:")).count()
     );
 }
+
+#[test]
+fn a_lost_connection_to_a_primary_that_is_still_one_fails_the_run_at_once() {
+    let cluster = RedisCluster::start(3, 1);
+    cluster.populate("cache", 30_000);
+    let node = &cluster.nodes[0];
+    let running = run_json(&cluster.url())
+        .args(["--rate-limit", "5000", "--timeout", "120s"])
+        .start();
+    wait_until(Duration::from_secs(20), "the pass to start", || {
+        script_calls(&mut node.conn()) > 2
+    });
+    // The job's connection drops, but the node is still the primary: no
+    // failover to wait for (a --timeout longer than the harness's patience
+    // would show it), the run fails with the cause.
+    let mut con = node.conn();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "default", "SKIPME", "yes"])
+        .query(&mut con)
+        .unwrap();
+    assert!(killed >= 1);
+    let out = running.wait();
+    out.assert_code(1);
+    assert!(!out.stderr.contains("failed over"), "{}", out.dump());
+    let report = out.report();
+    let failed: Vec<&serde_json::Value> = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["error"].is_null())
+        .collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["address"], node.host_port().as_str());
+    assert!(failed[0]["failovers"].as_array().unwrap().is_empty());
+}
