@@ -540,7 +540,7 @@ async fn shards(
         .await
         .map_err(|err| command.refused(&address, &err))?;
     let host = seed.host();
-    let mut shards = match dialect {
+    let shards = match dialect {
         Dialect::Redis7 => parse_shards(&value, &host, seed.is_tls()),
         Dialect::Legacy => parse_slots(&value, &host),
     }
@@ -549,14 +549,21 @@ async fn shards(
             "{address} answered CLUSTER {reply} in a form the job does not know"
         ))
     })?;
-    shards.retain(|s| !s.slots.is_empty() && s.primary().is_some());
-    shards.sort_by_key(|s| s.slots.iter().map(|r| r.0).min());
+    let shards = serving(shards);
     if shards.is_empty() {
         return Err(Error::Redis(format!(
             "{address} is a cluster node, but no shard serves any slot"
         )));
     }
     Ok(shards)
+}
+
+/// The shards that serve slots and have a primary, sorted by their first
+/// slot.
+fn serving(mut shards: Vec<ShardMap>) -> Vec<ShardMap> {
+    shards.retain(|s| !s.slots.is_empty() && s.primary().is_some());
+    shards.sort_by_key(|s| s.slots.iter().map(|r| r.0).min());
+    shards
 }
 
 /// `CLUSTER SHARDS` (Redis 7+): per shard a map of `slots` (a flat list of
@@ -652,21 +659,17 @@ fn parse_slots(value: &Value, asked: &str) -> Option<Vec<ShardMap>> {
     Some(shards)
 }
 
-/// A flat `[key, value, ...]` array (or a RESP3 map) as a map.
+/// A flat `[key, value, ...]` array (RESP2, which the job speaks) as a map.
 fn map(value: &Value) -> Option<HashMap<String, &Value>> {
-    match value {
-        Value::Array(items) => items
-            .chunks(2)
-            .map(|kv| Some((string(&kv[0])?, kv.get(1)?)))
-            .collect(),
-        Value::Map(pairs) => pairs.iter().map(|(k, v)| Some((string(k)?, v))).collect(),
-        _ => None,
-    }
+    items(value)?
+        .chunks(2)
+        .map(|kv| Some((string(&kv[0])?, kv.get(1)?)))
+        .collect()
 }
 
 fn items(value: &Value) -> Option<&[Value]> {
     match value {
-        Value::Array(items) | Value::Set(items) => Some(items),
+        Value::Array(items) => Some(items),
         _ => None,
     }
 }
@@ -674,7 +677,6 @@ fn items(value: &Value) -> Option<&[Value]> {
 fn string(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(text) => Some(text.clone()),
         _ => None,
     }
 }
@@ -845,9 +847,25 @@ mod tests {
                 ],
             ),
             shard(vec![], vec![]),
+            // A primary that serves no slot (just added, or emptied).
+            shard(
+                vec![],
+                vec![node(&[
+                    ("id", bulk("e1")),
+                    ("port", Value::Int(7010)),
+                    ("ip", bulk("10.0.0.9")),
+                    ("role", bulk("master")),
+                ])],
+            ),
         ]);
         let shards = parse_shards(&reply, "seed", true).unwrap();
-        assert_eq!(shards.len(), 2);
+        assert_eq!(shards.len(), 3);
+        // Only the shard that serves slots, with a primary, is cleaned.
+        let served: Vec<String> = serving(shards.clone())
+            .iter()
+            .map(|s| s.members[0].id.clone())
+            .collect();
+        assert_eq!(served, ["p1"]);
         assert_eq!(shards[0].slots, [(0, 99), (200, 299)]);
         // A node that does not know its own address yet: the host asked.
         assert_eq!(shards[0].members[1].host, "seed");
