@@ -225,30 +225,31 @@ fn finish_migration(cluster: &RedisCluster, from: &RedisServer, slot: u16, to: u
     }
 }
 
-/// `count` keys `temp:{tag}:i` of one slot, and that slot.
-fn keys_of_one_slot(cluster: &RedisCluster, count: usize) -> (u16, Vec<Vec<u8>>) {
+/// `count` keys `temp:{moving}:i`, written to the cluster: their one slot,
+/// the keys, and a node that does not serve the slot, to move it to.
+fn keys_of_one_slot(cluster: &RedisCluster, count: usize) -> (u16, Vec<Vec<u8>>, usize) {
     let keys: Vec<Vec<u8>> = (0..count)
         .map(|i| format!("temp:{{moving}}:{i}").into_bytes())
         .collect();
-    let slot = key_slot(&mut cluster.nodes[0].conn(), &keys[0]);
-    (slot, keys)
-}
-
-#[test]
-fn keys_of_a_slot_being_moved_are_counted_as_moved_and_left_for_the_next_run() {
-    let cluster = RedisCluster::start(3, 0);
-    let (slot, keys) = keys_of_one_slot(&cluster, 40);
     let mut client = cluster.client();
     for key in &keys {
         seed(&mut client, key, "string", None);
     }
-    seed_mixed(&mut client);
+    let slot = key_slot(&mut cluster.nodes[0].conn(), &keys[0]);
     let owner = cluster.owner(slot).port();
     let to = cluster
         .nodes
         .iter()
         .position(|n| n.port() != owner)
         .unwrap();
+    (slot, keys, to)
+}
+
+#[test]
+fn keys_of_a_slot_being_moved_are_counted_as_moved_and_left_for_the_next_run() {
+    let cluster = RedisCluster::start(3, 0);
+    let (slot, keys, to) = keys_of_one_slot(&cluster, 40);
+    seed_mixed(&mut cluster.client());
     start_migration(&cluster, slot, to, &keys, 15);
 
     let out = run_json(&cluster.url()).run();
@@ -281,24 +282,14 @@ fn keys_of_a_slot_being_moved_are_counted_as_moved_and_left_for_the_next_run() {
 #[test]
 fn a_slot_resharded_during_a_pass_never_fails_it_and_the_next_run_finishes() {
     let cluster = RedisCluster::start(3, 0);
-    let (slot, keys) = keys_of_one_slot(&cluster, 200);
-    let mut client = cluster.client();
-    for key in &keys {
-        seed(&mut client, key, "string", None);
-    }
+    let (slot, keys, to) = keys_of_one_slot(&cluster, 200);
     cluster.populate("cache", 30_000);
     assert_eq!(cluster.dbsize(), 30_200);
-    let owner = cluster.owner(slot).port();
-    let to = cluster
-        .nodes
-        .iter()
-        .position(|n| n.port() != owner)
-        .unwrap();
 
     let running = run_json(&cluster.url())
         .args(["--rate-limit", "5000"])
         .start();
-    let from = cluster.nodes.iter().find(|n| n.port() == owner).unwrap();
+    let from = cluster.owner(slot);
     wait_until(Duration::from_secs(20), "the pass to start", || {
         script_calls(&mut from.conn()) > 0
     });
