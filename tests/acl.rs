@@ -301,3 +301,68 @@ fn a_command_renamed_away_is_named_and_nothing_is_written() {
         assert_eq!(digest(&mut con), before, "[{command}] written");
     }
 }
+
+#[test]
+fn on_a_cluster_the_generated_users_suffice_and_a_missing_cluster_permission_is_named() {
+    let cluster = RedisCluster::start(3, 1);
+    seed_all(
+        &mut cluster.client(),
+        &[
+            (b"temp:1", "string", None),
+            (b"temp:2", "string", None),
+            (b"temp:3", "string", None),
+            (b"keep", "string", None),
+        ],
+    );
+    let dialect = dialect(&mut cluster.nodes[0].conn());
+    let (command, permission) = match dialect {
+        Dialect::Redis7 => ("CLUSTER SHARDS", "+cluster|shards"),
+        Dialect::Legacy => ("CLUSTER SLOTS", "+cluster|slots"),
+    };
+    let without = |line: String, permission: &str| line.replace(&format!(" {permission}"), "");
+    // ACL users are per node: each node gets them.
+    let set_users = |clean: &str, dry_run: &str| {
+        for node in &cluster.nodes {
+            acl_setuser(&mut node.conn(), clean, PASSWORD);
+            acl_setuser(&mut node.conn(), dry_run, PASSWORD);
+        }
+    };
+    let password = write_file(cluster.nodes[0].dir(), "password", PASSWORD);
+    let run = |user: &str, extra: &[&str]| {
+        janitor()
+            .args(["run", "--output", "json", "--url"])
+            .arg(format!("redis://{user}@{}", cluster.nodes[0].host_port()))
+            .arg("--password-file")
+            .arg(&password)
+            .args(extra)
+            .run()
+    };
+
+    set_users(
+        &without(acl_line(dialect, "janitor"), permission),
+        &without(acl_line(dialect, "janitor-ro"), "+readonly"),
+    );
+    let out = run("janitor", &[]);
+    out.assert_code(1);
+    for words in [command, "finds the cluster's nodes", permission] {
+        assert!(out.stderr.contains(words), "{words}: {}", out.dump());
+    }
+    let out = run("janitor-ro", &["--dry-run", "--from-replicas"]);
+    out.assert_code(1);
+    for words in ["READONLY", "read from a cluster replica", "+readonly"] {
+        assert!(out.stderr.contains(words), "{words}: {}", out.dump());
+    }
+    assert_eq!(cluster.dbsize(), 4);
+
+    set_users(
+        &acl_line(dialect, "janitor"),
+        &acl_line(dialect, "janitor-ro"),
+    );
+    let out = run("janitor-ro", &["--dry-run", "--from-replicas"]);
+    out.assert_code(0);
+    assert_eq!(rule_keys(&out.report(), "temp"), 3);
+    let out = run("janitor", &[]);
+    out.assert_code(0);
+    assert_eq!(rule_keys(&out.report(), "temp"), 3);
+    assert_eq!(cluster.dbsize(), 1);
+}
