@@ -125,7 +125,7 @@ pub async fn clean(
     let started = Instant::now();
     let task = context.task;
     let mut outcome = NodeOutcome::new(node.target.address(), node.role, &task.rules);
-    if let Some(stop) = stop_before_start(context, &stop) {
+    if let Some(stop) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
         // A node whose turn comes after the stop (--concurrency) is not
         // even connected to.
         outcome.end = End::Stopped(stop);
@@ -167,17 +167,6 @@ pub async fn clean(
     }
     outcome.duration = started.elapsed();
     outcome
-}
-
-/// The stop that came before the node's turn: a signal, or the end of
-/// `--max-runtime`.
-fn stop_before_start(context: Context<'_>, stop: &watch::Receiver<Option<Stop>>) -> Option<Stop> {
-    let max_runtime = context.task.pass.max_runtime;
-    (*stop.borrow()).or_else(|| {
-        max_runtime
-            .is_some_and(|max| context.started.elapsed() >= max)
-            .then_some(Stop::MaxRuntime)
-    })
 }
 
 /// Whether `err` on `node` may mean its shard failed over: the node

@@ -235,11 +235,7 @@ impl Pass<'_> {
     }
 
     fn stop_requested(&self) -> Option<Stop> {
-        if let Some(stop) = *self.stop.borrow() {
-            return Some(stop);
-        }
-        let max = self.options.max_runtime?;
-        (self.run_started.elapsed() >= max).then_some(Stop::MaxRuntime)
+        stop_due(&self.stop, self.options.max_runtime, self.run_started)
     }
 
     fn log_progress(&mut self) {
@@ -256,6 +252,20 @@ impl Pass<'_> {
             "progress"
         );
     }
+}
+
+/// The stop due now: a signal, or the end of `max_runtime` counted from
+/// `run_started`.
+pub fn stop_due(
+    stop: &watch::Receiver<Option<Stop>>,
+    max_runtime: Option<Duration>,
+    run_started: Instant,
+) -> Option<Stop> {
+    (*stop.borrow()).or_else(|| {
+        max_runtime
+            .is_some_and(|max| run_started.elapsed() >= max)
+            .then_some(Stop::MaxRuntime)
+    })
 }
 
 /// The calls and microseconds of `command` in `INFO commandstats` output

@@ -431,12 +431,8 @@ fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
         )
     })?;
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = authority
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    let prefix = format!("{scheme}://{userinfo}");
-    let mut out = vec![first.clone()];
+    let prefix = format!("{scheme}://{}", split_userinfo(authority).0);
+    let mut out = vec![first];
     for item in items.map(str::trim).filter(|i| !i.is_empty()) {
         out.push(match item.contains("://") {
             true => item.to_string(),
@@ -444,6 +440,15 @@ fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
         });
     }
     Ok(out)
+}
+
+/// A URL's authority as its `user:password@` (empty without one) and its
+/// hosts.
+fn split_userinfo(authority: &str) -> (String, &str) {
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    }
 }
 
 /// The Sentinels, service and data-node settings of a `redis+sentinel://`
@@ -457,10 +462,7 @@ fn sentinels(
     let data_scheme = sentinel_scheme(url).unwrap_or("redis");
     let rest = url.split_once("://").map_or("", |(_, rest)| rest);
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), authority),
-    };
+    let (userinfo, hosts) = split_userinfo(authority);
     let (service, db) = path.split_once('/').unwrap_or((path, ""));
     if service.is_empty() || hosts.is_empty() {
         return Err(Error::Usage(
