@@ -28,8 +28,10 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod runs;
 mod sentinel;
 pub use cluster::*;
+pub use runs::*;
 pub use sentinel::*;
 
 /// How long a server may take to answer its first PING.
@@ -695,7 +697,7 @@ fn check_report_shape(r: &Json, o: &Outcome) {
         r["stopped_by"].is_null()
             || matches!(
                 r["stopped_by"].as_str(),
-                Some("max_runtime" | "sigterm" | "sigint")
+                Some("max_runtime" | "sigterm" | "sigint" | "locked")
             ),
     );
     need(

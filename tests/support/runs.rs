@@ -1,0 +1,320 @@
+//! Many runs over one keyspace, for the tests of the checkpoint and the
+//! lease: a seeded mix of keys (every type, odd bytes, keys to delete, to
+//! expire and to keep) with the exact state the mix's rules leave, the
+//! job's own keys on a node (its lease and checkpoint) read and waited for,
+//! and a server restarted in place (same port, same directory, a new
+//! process and so a new `run_id`).
+
+use super::*;
+
+/// Rules for [`mix`]: an unconditional delete, a conditional expire and a
+/// conditional delete over all of `k:*`. Every key of the mix starts with
+/// `k:`, so the pass's SCAN MATCH (`k:*`) returns every one of them and
+/// none of the job's own.
+pub const MIX_RULES: &str = r#"
+[[rule]]
+name = "doomed"
+pattern = "k:del:*"
+action = "delete"
+
+[[rule]]
+name = "cache"
+pattern = "k:cache:*"
+no_ttl = true
+action = "expire"
+ttl = "1h"
+
+[[rule]]
+name = "soon"
+pattern = "k:*"
+ttl_below = "10m"
+action = "delete"
+"#;
+
+/// [`MIX_RULES`] without its expire rule: the same keyspace gives another
+/// result, and the script another fingerprint.
+pub const MIX_RULES_WITHOUT_CACHE: &str = r#"
+[[rule]]
+name = "doomed"
+pattern = "k:del:*"
+action = "delete"
+
+[[rule]]
+name = "soon"
+pattern = "k:*"
+ttl_below = "10m"
+action = "delete"
+"#;
+
+/// The types a mix's keys cycle through.
+const KINDS: [&str; 6] = ["string", "list", "set", "zset", "hash", "stream"];
+
+/// One key of a mix: how it is seeded, and what [`MIX_RULES`] leave of it.
+#[derive(Clone, Debug)]
+pub struct Seeded {
+    /// Its name (every ninth one with bytes that need escaping).
+    pub key: Vec<u8>,
+    /// Its type.
+    pub kind: &'static str,
+    /// Its expiry when seeded, in seconds.
+    pub ttl: Option<u64>,
+    /// Its state after a complete pass of [`MIX_RULES`]; `None`: deleted.
+    pub after: Option<Ttl>,
+    /// The rule of [`MIX_RULES`] that acts on it, if one does.
+    pub rule: Option<&'static str>,
+}
+
+/// `n` keys under `k:`, by `i % 5`: deleted by `doomed`; a hash given an
+/// hour by `cache` (or, every other one, already expiring in 2h and kept);
+/// expiring in 5 min, deleted by `soon`; kept with a 2h expiry; kept
+/// without one. Two fifths are deleted: the keyspace's hash table never
+/// falls below the fill at which Redis shrinks it, so SCAN never returns a
+/// key twice (it may after a shrink).
+pub fn mix(n: usize) -> Vec<Seeded> {
+    (0..n)
+        .map(|i| {
+            let kind = KINDS[(i / 5) % KINDS.len()];
+            let (name, kind, ttl, after, rule) = match i % 5 {
+                0 => ("del", kind, [None, Some(7200)][i % 2], None, Some("doomed")),
+                1 if i % 2 == 0 => ("cache", "hash", None, Some(Ttl::About(3600)), Some("cache")),
+                1 => ("cache", "hash", Some(7200), Some(Ttl::About(7200)), None),
+                2 => ("soon", kind, Some(300), None, Some("soon")),
+                3 => ("keep", kind, Some(7200), Some(Ttl::About(7200)), None),
+                _ => ("keep", kind, None, Some(Ttl::Persistent), None),
+            };
+            let mut key = format!("k:{name}:{i}").into_bytes();
+            if i % 9 == 0 {
+                key.extend_from_slice(b":\xff\x00 \n\"\\");
+            }
+            Seeded {
+                key,
+                kind,
+                ttl,
+                after,
+                rule,
+            }
+        })
+        .collect()
+}
+
+/// The commands that create `s`.
+fn create(s: &Seeded) -> Vec<redis::Cmd> {
+    let mut c = match s.kind {
+        "string" => redis::cmd("SET"),
+        "list" => redis::cmd("RPUSH"),
+        "set" => redis::cmd("SADD"),
+        "zset" => redis::cmd("ZADD"),
+        "hash" => redis::cmd("HSET"),
+        "stream" => redis::cmd("XADD"),
+        other => panic!("unknown type {other}"),
+    };
+    c.arg(&s.key);
+    match s.kind {
+        "zset" => c.arg(1).arg("a"),
+        "hash" => c.arg("f").arg("v"),
+        "stream" => c.arg("*").arg("f").arg("v"),
+        _ => c.arg("v"),
+    };
+    let mut cmds = vec![c];
+    if let Some(secs) = s.ttl {
+        let mut e = redis::cmd("EXPIRE");
+        e.arg(&s.key).arg(secs);
+        cmds.push(e);
+    }
+    cmds
+}
+
+/// Seeds `keys` on a standalone server, then waits for its keyspace's hash
+/// table to finish growing (see [`wait_for_rehash`]).
+pub fn seed_mix(con: &mut redis::Connection, keys: &[Seeded]) {
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for cmd in chunk.iter().flat_map(create) {
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.exec(con).expect("seed the mix");
+    }
+    wait_for_rehash(con);
+}
+
+/// Seeds `keys` on a cluster, each on its slot's primary, then waits for
+/// every primary's hash table to finish growing.
+pub fn seed_mix_cluster(cluster: &RedisCluster, keys: &[Seeded]) {
+    let mut con = cluster.client();
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::cluster::cluster_pipe();
+        for cmd in chunk.iter().flat_map(create) {
+            pipe.add_command(cmd).ignore();
+        }
+        pipe.exec(&mut con).expect("seed the mix on the cluster");
+    }
+    for node in cluster.primaries() {
+        wait_for_rehash(&mut node.conn());
+    }
+}
+
+/// Waits (bounded) until the keyspace's hash table of db 0 is not being
+/// rehashed (`DEBUG HTSTATS` shows no "rehashing target"; Redis finishes an
+/// incremental rehash in the background within about 100 ms), so the tests
+/// that count the keys a pass returns start from a settled table. (SCAN
+/// never misses a key present throughout, and returns one twice only when a
+/// table shrinks: [`mix`] never deletes enough for that.)
+pub fn wait_for_rehash(con: &mut redis::Connection) {
+    wait_until(Duration::from_secs(10), "the keyspace's rehash", || {
+        let stats: String = redis::cmd("DEBUG")
+            .arg("HTSTATS")
+            .arg(0)
+            .query(con)
+            .expect("DEBUG HTSTATS");
+        !stats.contains("rehashing")
+    });
+}
+
+/// What [`MIX_RULES`] leave of `keys`, for [`keyspace_diff`].
+pub fn mix_after(keys: &[Seeded]) -> BTreeMap<Vec<u8>, Want> {
+    keys.iter()
+        .filter_map(|s| Some((s.key.clone(), Want::new(s.kind, s.after?))))
+        .collect()
+}
+
+/// The keys of `keys` that [`MIX_RULES`] act on.
+pub fn mix_acted(keys: &[Seeded]) -> u64 {
+    keys.iter().filter(|s| s.rule.is_some()).count() as u64
+}
+
+/// Asserts that `actual` is exactly what [`MIX_RULES`] leave of `keys`.
+#[track_caller]
+pub fn assert_mix_cleaned(actual: &BTreeMap<Vec<u8>, KeyState>, keys: &[Seeded], what: &str) {
+    let diff = keyspace_diff(actual, &mix_after(keys));
+    assert!(
+        diff.is_empty(),
+        "{what}: the keyspace is not what the rules leave ({} keys present):\n{}",
+        actual.len(),
+        diff.join("\n")
+    );
+}
+
+/// How many keys of `keys` no run has acted on yet, as the server shows
+/// them: those to delete still there, those to expire still without a TTL.
+pub fn mix_left_to_act(con: &mut redis::Connection, keys: &[Seeded]) -> u64 {
+    let now = keyspace(con);
+    keys.iter()
+        .filter(|s| s.rule.is_some())
+        .filter(|s| match (s.after, now.get(&s.key)) {
+            (None, Some(_)) => true,
+            (Some(_), Some(state)) => state.pttl == -1,
+            (_, None) => false,
+        })
+        .count() as u64
+}
+
+/// The standalone lease's name.
+pub fn lease_key() -> Vec<u8> {
+    lease::state_keys(None).lease
+}
+
+/// The standalone checkpoint's name.
+pub fn checkpoint_key() -> Vec<u8> {
+    lease::state_keys(None).checkpoint
+}
+
+/// Whether the standalone lease exists.
+pub fn lease_held(con: &mut redis::Connection) -> bool {
+    redis::cmd("EXISTS")
+        .arg(lease_key())
+        .query::<bool>(con)
+        .expect("EXISTS lease")
+}
+
+/// The standalone lease's fields (empty when there is none).
+pub fn lease_fields(con: &mut redis::Connection) -> BTreeMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(lease_key())
+        .query(con)
+        .expect("HGETALL lease")
+}
+
+/// Polls until the standalone lease is gone: released, or expired after
+/// its `--lock-ttl` when its run died.
+#[track_caller]
+pub fn wait_for_lease_gone(con: &mut redis::Connection) {
+    wait_until(Duration::from_secs(10), "the lease to be gone", || {
+        !lease_held(con)
+    });
+}
+
+/// A numeric field of a checkpoint (or lease) hash.
+#[track_caller]
+pub fn num(fields: &BTreeMap<String, String>, name: &str) -> u64 {
+    fields
+        .get(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number {name} in {fields:?}"))
+}
+
+/// The standalone checkpoint, which must exist.
+#[track_caller]
+pub fn the_checkpoint(con: &mut redis::Connection) -> BTreeMap<String, String> {
+    checkpoint(con).expect("a checkpoint on the server")
+}
+
+/// The server's clock (`TIME`), in milliseconds.
+pub fn server_time_ms(con: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// The only entry of a standalone run's `servers`.
+#[track_caller]
+pub fn only_server(report: &Json) -> &Json {
+    let servers = report["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 1, "{report:#}");
+    &servers[0]
+}
+
+/// The keys a report's rules acted on, all rules together.
+pub fn acted(report: &Json) -> u64 {
+    rule_counts(report).iter().map(|(_, _, keys)| keys).sum()
+}
+
+impl RedisServer {
+    /// Kills the server (SIGKILL) and starts a new process on the same port
+    /// and directory, with the harness's arguments and `extra_args`: what
+    /// it saved there (`SAVE`) it loads again, under a new `run_id`.
+    pub fn restart_in_place(&mut self, extra_args: &[&str]) {
+        self.kill9();
+        let bin = server_bin();
+        let debug: &[&str] = if major_version(&bin) >= 7 {
+            &["--enable-debug-command", "yes"]
+        } else {
+            &[]
+        };
+        let stdout = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("stdout.log"))
+            .expect("open the server's stdout file");
+        self.child = Command::new(&bin)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&self.log_file)
+            .args(debug)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run `{bin}`: {e}"));
+        if let Start::PortTaken = self.wait_ready() {
+            panic!(
+                "port {} was taken while the server restarted; its log:\n{}",
+                self.port,
+                self.log()
+            );
+        }
+    }
+}
