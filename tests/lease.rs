@@ -1,0 +1,390 @@
+//! One run per node, with fencing: two runs started together, on one
+//! server and on a cluster, clean each node once between them (the other
+//! run skips it as locked, with exit 0); a node whose lease another run
+//! holds is left untouched, and the report says by whom; a run frozen past
+//! its lease (SIGSTOP) can never act once another run took over; and
+//! `--no-lock` and `--lock-ttl` as they are given.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value as Json;
+
+use crate::support::*;
+
+/// `run --output json` of [`MIX_RULES`] (in `rules`) against `url`, paced
+/// so that a pass of a couple of thousand keys lasts about a second: two
+/// runs started together overlap.
+fn slow_job(url: &str, rules: &Path) -> Janitor {
+    run_json(url)
+        .arg("--rules")
+        .arg(rules)
+        .args(["--rate-limit", "2000", "--batch-size", "50"])
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// How a lease names the run of process `pid` (`HOST (pid N)`).
+fn held_by(holder: &Json, pid: u32) -> bool {
+    holder
+        .as_str()
+        .is_some_and(|h| h.ends_with(&format!("(pid {pid})")))
+}
+
+/// Asserts that `server` (a report's `servers` entry) was skipped because
+/// the run of process `pid` held its lease, since a moment after
+/// `started` (Unix seconds), and that the run did nothing there.
+#[track_caller]
+fn assert_skipped_for(server: &Json, pid: u32, started: f64, report: &Json) {
+    assert_eq!(server["complete"], false, "{report:#}");
+    assert_eq!(server["stopped_by"], "locked", "{report:#}");
+    assert!(server["error"].is_null(), "{report:#}");
+    let locked = &server["locked"];
+    assert!(
+        held_by(&locked["holder"], pid),
+        "the holder should be the run of pid {pid}: {report:#}"
+    );
+    let since = locked["since"].as_f64().expect("locked.since");
+    assert!(
+        since >= started - 1.0 && since <= unix_now() + 1.0,
+        "locked.since {since} is not during the test: {report:#}"
+    );
+    assert_eq!(server["batches"], 0, "{report:#}");
+    assert_eq!(server["keys_scanned"], 0, "{report:#}");
+}
+
+#[test]
+fn two_runs_started_together_one_cleans_the_other_is_skipped() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let keys = mix(2_000);
+    seed_mix(&mut con, &keys);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let started = unix_now();
+
+    let (a, b) = (
+        slow_job(&server.url(), &rules).start(),
+        slow_job(&server.url(), &rules).start(),
+    );
+    let pids = [a.pid(), b.pid()];
+    let outs = [a.wait(), b.wait()];
+    for out in &outs {
+        out.assert_code(0);
+    }
+    let reports = [outs[0].report(), outs[1].report()];
+    let winner = match (
+        reports[0]["complete"] == true,
+        reports[1]["complete"] == true,
+    ) {
+        (true, false) => 0,
+        (false, true) => 1,
+        _ => panic!(
+            "exactly one run should clean:\n{:#}\n{:#}",
+            reports[0], reports[1]
+        ),
+    };
+    let (won, lost) = (&reports[winner], &reports[1 - winner]);
+    assert_eq!(lost["stopped_by"], "locked", "{lost:#}");
+    assert_skipped_for(only_server(lost), pids[winner], started, lost);
+    assert_eq!(acted(won), mix_acted(&keys), "{won:#}");
+    assert_eq!(acted(lost), 0, "{lost:#}");
+
+    assert_mix_cleaned(&keyspace(&mut con), &keys, "after the two runs");
+    // The winner gave its lease back, and its checkpoint holds the pass.
+    assert!(!lease_held(&mut con), "the lease outlived both runs");
+    let cp = the_checkpoint(&mut con);
+    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(num(&cp, "acted"), mix_acted(&keys), "{cp:?}");
+    assert_eq!(num(&cp, "scanned"), keys.len() as u64, "{cp:?}");
+}
+
+#[test]
+fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by_whom() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let keys = mix(200);
+    seed_mix(&mut con, &keys);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    // Another run's lease, as the clean script writes it.
+    let since_ms = server_time_ms(&mut con) - 5_000;
+    redis::cmd("HSET")
+        .arg(lease_key())
+        .arg(&["token", "0123456789abcdef0123456789abcdef"])
+        .arg(&["holder", "cleaner-7f9c (pid 1)"])
+        .arg("since")
+        .arg(since_ms)
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(lease_key())
+        .arg(60_000)
+        .exec(&mut con)
+        .unwrap();
+    let before = digest(&mut con);
+
+    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], false, "{report:#}");
+    assert_eq!(report["stopped_by"], "locked", "{report:#}");
+    assert!(report["error"].is_null(), "{report:#}");
+    let locked = &only_server(&report)["locked"];
+    assert_eq!(locked["holder"], "cleaner-7f9c (pid 1)", "{report:#}");
+    assert_eq!(
+        locked["since"].as_f64(),
+        Some(since_ms as f64 / 1000.0),
+        "{report:#}"
+    );
+    assert_eq!(field(&report, "batches"), 0, "{report:#}");
+    // Nothing touched: not the keys, not the lease (neither renewed nor
+    // taken), and no checkpoint.
+    assert_eq!(digest(&mut con), before, "a skipped run wrote");
+
+    let text = janitor()
+        .args(["run", "--url", &server.url(), "--output", "text"])
+        .arg("--rules")
+        .arg(&rules)
+        .run();
+    text.assert_code(0);
+    let first = text.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("redis-janitor run: pass skipped")
+            && first.contains("cleaner-7f9c (pid 1)"),
+        "the text report should say the node was skipped, and for whom\n{}",
+        text.dump()
+    );
+    assert_eq!(digest(&mut con), before, "a skipped run wrote");
+
+    // Once the lease is gone, the next run cleans.
+    redis::cmd("DEL").arg(lease_key()).exec(&mut con).unwrap();
+    let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
+    out.assert_code(0);
+    assert_eq!(out.report()["complete"], true, "{}", out.dump());
+    assert_mix_cleaned(&keyspace(&mut con), &keys, "after the lease was gone");
+}
+
+#[test]
+fn two_runs_started_together_on_a_cluster_clean_each_node_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let keys = mix(3_000);
+    seed_mix_cluster(&cluster, &keys);
+    let rules = write_rules(cluster.nodes[0].dir(), MIX_RULES);
+    let started = unix_now();
+
+    let (a, b) = (
+        slow_job(&cluster.url(), &rules).start(),
+        slow_job(&cluster.url(), &rules).start(),
+    );
+    let pids = [a.pid(), b.pid()];
+    let outs = [a.wait(), b.wait()];
+    for out in &outs {
+        out.assert_code(0);
+    }
+    let reports = [outs[0].report(), outs[1].report()];
+    let entry = |r: usize, address: &str| -> Json {
+        reports[r]["servers"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["address"] == address))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for {address}: {:#}", reports[r]))
+    };
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    for node in &primaries {
+        let address = node.host_port();
+        let entries = [entry(0, &address), entry(1, &address)];
+        let cleaned: Vec<usize> = (0..2).filter(|&r| entries[r]["complete"] == true).collect();
+        let &[winner] = cleaned.as_slice() else {
+            panic!(
+                "{address} should be cleaned by exactly one run:\n{:#}\n{:#}",
+                entries[0], entries[1]
+            );
+        };
+        assert_skipped_for(
+            &entries[1 - winner],
+            pids[winner],
+            started,
+            &reports[1 - winner],
+        );
+        // The node gave its lease back; its checkpoint holds the pass.
+        let state = state_keys(&mut node.conn());
+        assert!(
+            !state.keys().any(|k| k.ends_with(b":lease")),
+            "{address} kept a lease: {state:?}"
+        );
+        let cps: Vec<_> = state
+            .iter()
+            .filter(|(k, _)| k.ends_with(b":checkpoint"))
+            .collect();
+        assert_eq!(cps.len(), 1, "{address}: {state:?}");
+        assert_eq!(num(cps[0].1, "cursor"), 0, "{address}: {state:?}");
+        assert_eq!(
+            num(cps[0].1, "acted"),
+            acted(&entries[winner]),
+            "{address}: {state:?}"
+        );
+    }
+    assert_eq!(acted(&reports[0]) + acted(&reports[1]), mix_acted(&keys));
+    assert_mix_cleaned(&cluster.keyspace(), &keys, "after the two runs");
+}
+
+#[test]
+fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let keys = mix(2_000);
+    seed_mix(&mut con, &keys);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let selected = mix_acted(&keys);
+
+    // A: a short lease and small, slow calls.
+    let mut a = run_json(&server.url())
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--lock-ttl", "500ms", "--rate-limit", "2000"])
+        .args(["--batch-size", "20"])
+        .start();
+    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
+        a.exited() || checkpoint(&mut con).is_some_and(|cp| num(&cp, "scanned") >= 200)
+    });
+    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    // A freezes (a GC pause, a stopped VM) and its lease runs out.
+    a.signal("STOP");
+    wait_for_lease_gone(&mut con);
+    let at_stop = the_checkpoint(&mut con);
+
+    // B takes the lease and continues A's pass from its checkpoint.
+    let mut b = slow_job(&server.url(), &rules).start();
+    let b_pid = b.pid();
+    wait_until(Duration::from_secs(20), "B to take the lease", || {
+        b.exited()
+            || lease_fields(&mut con)
+                .get("holder")
+                .is_some_and(|h| h.ends_with(&format!("(pid {b_pid})")))
+    });
+    assert!(!b.exited(), "B ended early\n{}", b.stderr_so_far());
+    // A wakes up: its next call is refused.
+    a.signal("CONT");
+    let (a, b) = (a.wait(), b.wait());
+    a.assert_code(0);
+    b.assert_code(0);
+    let (ra, rb) = (a.report(), b.report());
+
+    assert!(
+        a.stderr.contains("LEASELOST"),
+        "A should log that it lost its lease\n{}",
+        a.dump()
+    );
+    assert!(field(only_server(&ra), "retries") >= 1, "{ra:#}");
+    assert_eq!(rb["complete"], true, "{rb:#}");
+    let b_pass = &only_server(&rb)["pass"];
+    assert_eq!(b_pass["resumed"], true, "{rb:#}");
+    assert_eq!(b_pass["cursor"], num(&at_stop, "cursor"), "{rb:#}");
+
+    // Each selected key acted on once, by A before its pause or by B.
+    assert_eq!(acted(&ra) + acted(&rb), selected, "A {ra:#}\nB {rb:#}");
+    assert_mix_cleaned(&keyspace(&mut con), &keys, "after A and B");
+    assert!(!lease_held(&mut con), "a lease outlived both runs");
+    let cp = the_checkpoint(&mut con);
+    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
+    if ra["stopped_by"] == "locked" {
+        // A retried, found B's lease and stepped aside. The pass A began
+        // and B finished saw every key once.
+        assert!(
+            held_by(&only_server(&ra)["locked"]["holder"], b_pid),
+            "{ra:#}"
+        );
+        assert_eq!(num(&cp, "scanned"), keys.len() as u64, "{cp:?}");
+        assert_eq!(num(&cp, "acted"), selected, "{cp:?}");
+    } else {
+        // B had already finished: A took the lease again and, the pass
+        // being complete, began a new one, which found nothing to do.
+        assert_eq!(ra["complete"], true, "{ra:#}");
+        let pass = &only_server(&ra)["pass"];
+        assert_eq!(pass["resumed"], false, "{ra:#}");
+        assert!(
+            pass["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("completed")),
+            "{ra:#}"
+        );
+        assert_eq!(num(&cp, "acted"), 0, "{cp:?}");
+    }
+}
+
+#[test]
+fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let keys = mix(2_000);
+    seed_mix(&mut con, &keys);
+    let rules = write_rules(server.dir(), MIX_RULES);
+
+    let mut a = slow_job(&server.url(), &rules).arg("--no-lock").start();
+    let mut b = slow_job(&server.url(), &rules).arg("--no-lock").start();
+    let mut polls_while_writing = 0;
+    wait_until(Duration::from_secs(30), "both runs to end", || {
+        assert!(!lease_held(&mut con), "a lease appeared with --no-lock");
+        if checkpoint(&mut con).is_some() {
+            polls_while_writing += 1;
+        }
+        a.exited() && b.exited()
+    });
+    assert!(polls_while_writing > 0, "the runs were never seen writing");
+    let (a, b) = (a.wait(), b.wait());
+    a.assert_code(0);
+    b.assert_code(0);
+    let (ra, rb) = (a.report(), b.report());
+    for r in [&ra, &rb] {
+        assert_eq!(r["complete"], true, "{r:#}");
+        assert!(only_server(r)["locked"].is_null(), "{r:#}");
+        assert!(field(r, "batches") > 0, "{r:#}");
+    }
+    // Each action is atomic: a key one run acted on, the other found gone
+    // or already expiring.
+    assert_eq!(acted(&ra) + acted(&rb), mix_acted(&keys), "{ra:#}\n{rb:#}");
+    assert_mix_cleaned(&keyspace(&mut con), &keys, "after two runs without a lease");
+    assert!(!lease_held(&mut con));
+}
+
+#[test]
+fn a_lock_ttl_below_100ms_is_refused_before_connecting() {
+    let out = run_json(&dead_url()).args(["--lock-ttl", "50ms"]).run();
+    out.assert_code(2);
+    let line = out.one_line_stderr();
+    assert!(
+        line.contains("--lock-ttl") && line.contains("100ms"),
+        "the message should name the flag and its minimum\n{}",
+        out.dump()
+    );
+    let out = run_json(&dead_url())
+        .args(["--lock-ttl", "1s", "--no-lock"])
+        .run();
+    out.assert_code(2);
+}
+
+#[test]
+fn a_lock_ttl_of_100ms_is_enough_for_a_whole_pass() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let keys = mix(1_000);
+    seed_mix(&mut con, &keys);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    // Calls 100 ms apart or more: the lease is renewed between them.
+    let out = run_json(&server.url())
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--lock-ttl", "100ms", "--rate-limit", "2000"])
+        .args(["--batch-size", "250"])
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert_mix_cleaned(&keyspace(&mut con), &keys, "with a 100 ms lease");
+}
