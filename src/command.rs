@@ -13,8 +13,8 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::pass::End;
 use crate::report::{Format, Report};
-use crate::script::{Dialect, Script};
 use crate::script::protocol::RESERVED_PREFIX;
+use crate::script::{Dialect, Script};
 use crate::{run, shutdown};
 
 /// Runs the subcommand `cli` names and returns the exit code; a failure is
