@@ -63,8 +63,8 @@ fn assert_skipped_for(server: &Json, pid: u32, started: f64, report: &Json) {
 fn two_runs_started_together_one_cleans_the_other_is_skipped() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let keys = mix(2_000);
-    seed_mix(&mut con, &keys);
+    let mix = Mix::new(2_000);
+    mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
     let started = unix_now();
 
@@ -92,24 +92,24 @@ fn two_runs_started_together_one_cleans_the_other_is_skipped() {
     let (won, lost) = (&reports[winner], &reports[1 - winner]);
     assert_eq!(lost["stopped_by"], "locked", "{lost:#}");
     assert_skipped_for(only_server(lost), pids[winner], started, lost);
-    assert_eq!(acted(won), mix_acted(&keys), "{won:#}");
+    assert_eq!(acted(won), mix.acted(), "{won:#}");
     assert_eq!(acted(lost), 0, "{lost:#}");
 
-    assert_mix_cleaned(&keyspace(&mut con), &keys, "after the two runs");
+    mix.assert_cleaned(&keyspace(&mut con), "after the two runs");
     // The winner gave its lease back, and its checkpoint holds the pass.
     assert!(!lease_held(&mut con), "the lease outlived both runs");
     let cp = the_checkpoint(&mut con);
     assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
-    assert_eq!(num(&cp, "acted"), mix_acted(&keys), "{cp:?}");
-    assert_eq!(num(&cp, "scanned"), keys.len() as u64, "{cp:?}");
+    assert_eq!(num(&cp, "acted"), mix.acted(), "{cp:?}");
+    assert_eq!(num(&cp, "scanned"), mix.len(), "{cp:?}");
 }
 
 #[test]
 fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by_whom() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let keys = mix(200);
-    seed_mix(&mut con, &keys);
+    let mix = Mix::new(200);
+    mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
     // Another run's lease, as the clean script writes it.
     let since_ms = server_time_ms(&mut con) - 5_000;
@@ -166,14 +166,14 @@ fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by
     let out = run_json(&server.url()).arg("--rules").arg(&rules).run();
     out.assert_code(0);
     assert_eq!(out.report()["complete"], true, "{}", out.dump());
-    assert_mix_cleaned(&keyspace(&mut con), &keys, "after the lease was gone");
+    mix.assert_cleaned(&keyspace(&mut con), "after the lease was gone");
 }
 
 #[test]
 fn two_runs_started_together_on_a_cluster_clean_each_node_once() {
     let cluster = RedisCluster::start(3, 0);
-    let keys = mix(3_000);
-    seed_mix_cluster(&cluster, &keys);
+    let mix = Mix::new(3_000);
+    mix.seed_cluster(&cluster);
     let rules = write_rules(cluster.nodes[0].dir(), MIX_RULES);
     let started = unix_now();
 
@@ -230,18 +230,18 @@ fn two_runs_started_together_on_a_cluster_clean_each_node_once() {
             "{address}: {state:?}"
         );
     }
-    assert_eq!(acted(&reports[0]) + acted(&reports[1]), mix_acted(&keys));
-    assert_mix_cleaned(&cluster.keyspace(), &keys, "after the two runs");
+    assert_eq!(acted(&reports[0]) + acted(&reports[1]), mix.acted());
+    mix.assert_cleaned(&cluster.keyspace(), "after the two runs");
 }
 
 #[test]
 fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let keys = mix(2_000);
-    seed_mix(&mut con, &keys);
+    let mix = Mix::new(2_000);
+    mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
-    let selected = mix_acted(&keys);
+    let selected = mix.acted();
 
     // A: a short lease and small, slow calls.
     let mut a = run_json(&server.url())
@@ -289,7 +289,7 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
 
     // Each selected key acted on once, by A before its pause or by B.
     assert_eq!(acted(&ra) + acted(&rb), selected, "A {ra:#}\nB {rb:#}");
-    assert_mix_cleaned(&keyspace(&mut con), &keys, "after A and B");
+    mix.assert_cleaned(&keyspace(&mut con), "after A and B");
     assert!(!lease_held(&mut con), "a lease outlived both runs");
     let cp = the_checkpoint(&mut con);
     assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
@@ -300,7 +300,7 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
             held_by(&only_server(&ra)["locked"]["holder"], b_pid),
             "{ra:#}"
         );
-        assert_eq!(num(&cp, "scanned"), keys.len() as u64, "{cp:?}");
+        assert_eq!(num(&cp, "scanned"), mix.len(), "{cp:?}");
         assert_eq!(num(&cp, "acted"), selected, "{cp:?}");
     } else {
         // B had already finished: A took the lease again and, the pass
@@ -315,6 +315,7 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
             "{ra:#}"
         );
         assert_eq!(num(&cp, "acted"), 0, "{cp:?}");
+        assert_eq!(num(&cp, "scanned"), mix.kept(), "{cp:?}");
     }
 }
 
@@ -322,8 +323,8 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
 fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let keys = mix(2_000);
-    seed_mix(&mut con, &keys);
+    let mix = Mix::new(2_000);
+    mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
 
     let mut a = slow_job(&server.url(), &rules).arg("--no-lock").start();
@@ -348,8 +349,8 @@ fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
     }
     // Each action is atomic: a key one run acted on, the other found gone
     // or already expiring.
-    assert_eq!(acted(&ra) + acted(&rb), mix_acted(&keys), "{ra:#}\n{rb:#}");
-    assert_mix_cleaned(&keyspace(&mut con), &keys, "after two runs without a lease");
+    assert_eq!(acted(&ra) + acted(&rb), mix.acted(), "{ra:#}\n{rb:#}");
+    mix.assert_cleaned(&keyspace(&mut con), "after two runs without a lease");
     assert!(!lease_held(&mut con));
 }
 
@@ -373,8 +374,8 @@ fn a_lock_ttl_below_100ms_is_refused_before_connecting() {
 fn a_lock_ttl_of_100ms_is_enough_for_a_whole_pass() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let keys = mix(1_000);
-    seed_mix(&mut con, &keys);
+    let mix = Mix::new(1_000);
+    mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
     // Calls 100 ms apart or more: the lease is renewed between them.
     let out = run_json(&server.url())
@@ -386,5 +387,5 @@ fn a_lock_ttl_of_100ms_is_enough_for_a_whole_pass() {
     out.assert_code(0);
     let report = out.report();
     assert_eq!(report["complete"], true, "{report:#}");
-    assert_mix_cleaned(&keyspace(&mut con), &keys, "with a 100 ms lease");
+    mix.assert_cleaned(&keyspace(&mut con), "with a 100 ms lease");
 }

@@ -7,7 +7,7 @@
 
 use super::*;
 
-/// Rules for [`mix`]: an unconditional delete, a conditional expire and a
+/// Rules for a [`Mix`]: an unconditional delete, a conditional expire and a
 /// conditional delete over all of `k:*`. Every key of the mix starts with
 /// `k:`, so the pass's SCAN MATCH (`k:*`) returns every one of them and
 /// none of the job's own.
@@ -49,7 +49,7 @@ action = "delete"
 /// The types a mix's keys cycle through.
 const KINDS: [&str; 6] = ["string", "list", "set", "zset", "hash", "stream"];
 
-/// One key of a mix: how it is seeded, and what [`MIX_RULES`] leave of it.
+/// One key of a [`Mix`]: how it is seeded, and what [`MIX_RULES`] leave of it.
 #[derive(Clone, Debug)]
 pub struct Seeded {
     /// Its name (every ninth one with bytes that need escaping).
@@ -64,37 +64,166 @@ pub struct Seeded {
     pub rule: Option<&'static str>,
 }
 
-/// `n` keys under `k:`, by `i % 5`: deleted by `doomed`; a hash given an
-/// hour by `cache` (or, every other one, already expiring in 2h and kept);
-/// expiring in 5 min, deleted by `soon`; kept with a 2h expiry; kept
-/// without one. Two fifths are deleted: the keyspace's hash table never
-/// falls below the fill at which Redis shrinks it, so SCAN never returns a
-/// key twice (it may after a shrink).
-pub fn mix(n: usize) -> Vec<Seeded> {
-    (0..n)
-        .map(|i| {
-            let kind = KINDS[(i / 5) % KINDS.len()];
-            let (name, kind, ttl, after, rule) = match i % 5 {
-                0 => ("del", kind, [None, Some(7200)][i % 2], None, Some("doomed")),
-                1 if i % 2 == 0 => ("cache", "hash", None, Some(Ttl::About(3600)), Some("cache")),
-                1 => ("cache", "hash", Some(7200), Some(Ttl::About(7200)), None),
-                2 => ("soon", kind, Some(300), None, Some("soon")),
-                3 => ("keep", kind, Some(7200), Some(Ttl::About(7200)), None),
-                _ => ("keep", kind, None, Some(Ttl::Persistent), None),
-            };
-            let mut key = format!("k:{name}:{i}").into_bytes();
-            if i % 9 == 0 {
-                key.extend_from_slice(b":\xff\x00 \n\"\\");
+/// A seeded mix of keys and what [`MIX_RULES`] leave of it.
+pub struct Mix {
+    /// The keys, as seeded.
+    pub keys: Vec<Seeded>,
+    /// When the mix was made, before it was seeded: the seeded TTLs, and
+    /// those a run gave, have gone down by at most the time since.
+    pub made: Instant,
+}
+
+impl Mix {
+    /// `n` keys under `k:`, by `i % 5`: deleted by `doomed`; a hash given
+    /// an hour by `cache` (or, every other one, already expiring in 2h and
+    /// kept); expiring in 5 min, deleted by `soon`; kept with a 2h expiry;
+    /// kept without one. Two fifths are deleted: the keyspace's hash table
+    /// never falls below the fill at which Redis shrinks it, so SCAN never
+    /// returns a key twice (it may after a shrink).
+    pub fn new(n: usize) -> Mix {
+        let keys = (0..n)
+            .map(|i| {
+                let kind = KINDS[(i / 5) % KINDS.len()];
+                let (name, kind, ttl, after, rule) = match i % 5 {
+                    0 => ("del", kind, [None, Some(7200)][i % 2], None, Some("doomed")),
+                    1 if i % 2 == 0 => {
+                        ("cache", "hash", None, Some(Ttl::About(3600)), Some("cache"))
+                    }
+                    1 => ("cache", "hash", Some(7200), Some(Ttl::About(7200)), None),
+                    2 => ("soon", kind, Some(300), None, Some("soon")),
+                    3 => ("keep", kind, Some(7200), Some(Ttl::About(7200)), None),
+                    _ => ("keep", kind, None, Some(Ttl::Persistent), None),
+                };
+                let mut key = format!("k:{name}:{i}").into_bytes();
+                if i % 9 == 0 {
+                    key.extend_from_slice(b":\xff\x00 \n\"\\");
+                }
+                Seeded {
+                    key,
+                    kind,
+                    ttl,
+                    after,
+                    rule,
+                }
+            })
+            .collect();
+        Mix {
+            keys,
+            made: Instant::now(),
+        }
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> u64 {
+        self.keys.len() as u64
+    }
+
+    /// The keys [`MIX_RULES`] act on.
+    pub fn acted(&self) -> u64 {
+        self.keys.iter().filter(|s| s.rule.is_some()).count() as u64
+    }
+
+    /// The keys [`MIX_RULES`] leave.
+    pub fn kept(&self) -> u64 {
+        self.keys.iter().filter(|s| s.after.is_some()).count() as u64
+    }
+
+    /// Seeds the mix on a standalone server, then waits for its keyspace's
+    /// hash table to finish growing (see [`wait_for_rehash`]).
+    pub fn seed(&self, con: &mut redis::Connection) {
+        for chunk in self.keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for cmd in chunk.iter().flat_map(create) {
+                pipe.add_command(cmd).ignore();
             }
-            Seeded {
-                key,
-                kind,
-                ttl,
-                after,
-                rule,
+            pipe.exec(con).expect("seed the mix");
+        }
+        wait_for_rehash(con);
+    }
+
+    /// Seeds the mix on a cluster, each key on its slot's primary, then
+    /// waits for every primary's hash table to finish growing.
+    pub fn seed_cluster(&self, cluster: &RedisCluster) {
+        let mut con = cluster.client();
+        for chunk in self.keys.chunks(500) {
+            let mut pipe = redis::cluster::cluster_pipe();
+            for cmd in chunk.iter().flat_map(create) {
+                pipe.add_command(cmd).ignore();
             }
-        })
-        .collect()
+            pipe.exec(&mut con).expect("seed the mix on the cluster");
+        }
+        for node in cluster.primaries() {
+            wait_for_rehash(&mut node.conn());
+        }
+    }
+
+    /// Asserts that `actual` is exactly what [`MIX_RULES`] leave of the
+    /// mix: the same keys, each of its type, and each TTL the seeded or
+    /// the rule's one, less at most the time since the mix was made (and
+    /// [`TTL_TOLERANCE_MS`]).
+    #[track_caller]
+    pub fn assert_cleaned(&self, actual: &BTreeMap<Vec<u8>, KeyState>, what: &str) {
+        let since = self.made.elapsed().as_millis() as i64 + TTL_TOLERANCE_MS;
+        let state = |s: &KeyState| format!("{} (pttl {} ms)", s.kind, s.pttl);
+        let mut diff = Vec::new();
+        for s in &self.keys {
+            match (s.after, actual.get(&s.key)) {
+                (None, None) => {}
+                (None, Some(got)) => {
+                    diff.push(format!("+ unexpected {}: {}", show(&s.key), state(got)))
+                }
+                (Some(want), None) => {
+                    diff.push(format!("- missing    {}: want {want:?}", show(&s.key)))
+                }
+                (Some(want), Some(got)) => {
+                    let ttl_ok = match want {
+                        Ttl::Persistent => got.pttl == -1,
+                        Ttl::About(secs) => {
+                            let full = secs as i64 * 1000;
+                            (full - since..=full).contains(&got.pttl)
+                        }
+                    };
+                    if got.kind != s.kind || !ttl_ok {
+                        diff.push(format!(
+                            "~ different  {}: want {} {want:?}, got {}",
+                            show(&s.key),
+                            s.kind,
+                            state(got)
+                        ));
+                    }
+                }
+            }
+        }
+        let seeded: BTreeSet<&[u8]> = self.keys.iter().map(|s| s.key.as_slice()).collect();
+        for (key, got) in actual {
+            if !seeded.contains(key.as_slice()) {
+                diff.push(format!("+ unexpected {}: {}", show(key), state(got)));
+            }
+        }
+        assert!(
+            diff.is_empty(),
+            "{what}: the keyspace is not what the rules leave ({} keys present, {} ms after the \
+             mix was made):\n{}",
+            actual.len(),
+            self.made.elapsed().as_millis(),
+            diff.join("\n")
+        );
+    }
+
+    /// How many keys no run has acted on yet, as the server shows them:
+    /// those to delete still there, those to expire still without a TTL.
+    pub fn left_to_act(&self, con: &mut redis::Connection) -> u64 {
+        let now = keyspace(con);
+        self.keys
+            .iter()
+            .filter(|s| s.rule.is_some())
+            .filter(|s| match (s.after, now.get(&s.key)) {
+                (None, Some(_)) => true,
+                (Some(_), Some(state)) => state.pttl == -1,
+                (_, None) => false,
+            })
+            .count() as u64
+    }
 }
 
 /// The commands that create `s`.
@@ -124,41 +253,12 @@ fn create(s: &Seeded) -> Vec<redis::Cmd> {
     cmds
 }
 
-/// Seeds `keys` on a standalone server, then waits for its keyspace's hash
-/// table to finish growing (see [`wait_for_rehash`]).
-pub fn seed_mix(con: &mut redis::Connection, keys: &[Seeded]) {
-    for chunk in keys.chunks(500) {
-        let mut pipe = redis::pipe();
-        for cmd in chunk.iter().flat_map(create) {
-            pipe.add_command(cmd).ignore();
-        }
-        pipe.exec(con).expect("seed the mix");
-    }
-    wait_for_rehash(con);
-}
-
-/// Seeds `keys` on a cluster, each on its slot's primary, then waits for
-/// every primary's hash table to finish growing.
-pub fn seed_mix_cluster(cluster: &RedisCluster, keys: &[Seeded]) {
-    let mut con = cluster.client();
-    for chunk in keys.chunks(500) {
-        let mut pipe = redis::cluster::cluster_pipe();
-        for cmd in chunk.iter().flat_map(create) {
-            pipe.add_command(cmd).ignore();
-        }
-        pipe.exec(&mut con).expect("seed the mix on the cluster");
-    }
-    for node in cluster.primaries() {
-        wait_for_rehash(&mut node.conn());
-    }
-}
-
 /// Waits (bounded) until the keyspace's hash table of db 0 is not being
 /// rehashed (`DEBUG HTSTATS` shows no "rehashing target"; Redis finishes an
 /// incremental rehash in the background within about 100 ms), so the tests
 /// that count the keys a pass returns start from a settled table. (SCAN
 /// never misses a key present throughout, and returns one twice only when a
-/// table shrinks: [`mix`] never deletes enough for that.)
+/// table shrinks: a [`Mix`] never deletes enough for that.)
 pub fn wait_for_rehash(con: &mut redis::Connection) {
     wait_until(Duration::from_secs(10), "the keyspace's rehash", || {
         let stats: String = redis::cmd("DEBUG")
@@ -168,44 +268,6 @@ pub fn wait_for_rehash(con: &mut redis::Connection) {
             .expect("DEBUG HTSTATS");
         !stats.contains("rehashing")
     });
-}
-
-/// What [`MIX_RULES`] leave of `keys`, for [`keyspace_diff`].
-pub fn mix_after(keys: &[Seeded]) -> BTreeMap<Vec<u8>, Want> {
-    keys.iter()
-        .filter_map(|s| Some((s.key.clone(), Want::new(s.kind, s.after?))))
-        .collect()
-}
-
-/// The keys of `keys` that [`MIX_RULES`] act on.
-pub fn mix_acted(keys: &[Seeded]) -> u64 {
-    keys.iter().filter(|s| s.rule.is_some()).count() as u64
-}
-
-/// Asserts that `actual` is exactly what [`MIX_RULES`] leave of `keys`.
-#[track_caller]
-pub fn assert_mix_cleaned(actual: &BTreeMap<Vec<u8>, KeyState>, keys: &[Seeded], what: &str) {
-    let diff = keyspace_diff(actual, &mix_after(keys));
-    assert!(
-        diff.is_empty(),
-        "{what}: the keyspace is not what the rules leave ({} keys present):\n{}",
-        actual.len(),
-        diff.join("\n")
-    );
-}
-
-/// How many keys of `keys` no run has acted on yet, as the server shows
-/// them: those to delete still there, those to expire still without a TTL.
-pub fn mix_left_to_act(con: &mut redis::Connection, keys: &[Seeded]) -> u64 {
-    let now = keyspace(con);
-    keys.iter()
-        .filter(|s| s.rule.is_some())
-        .filter(|s| match (s.after, now.get(&s.key)) {
-            (None, Some(_)) => true,
-            (Some(_), Some(state)) => state.pttl == -1,
-            (_, None) => false,
-        })
-        .count() as u64
 }
 
 /// The standalone lease's name.
