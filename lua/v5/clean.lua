@@ -242,7 +242,8 @@ local function scan(report_keys)
   local count_at, next_count = #step, min(count, max_keys)
   -- Per rule: the keys acted on, its cap (the most it may act on in this
   -- call), the keys it would have acted on beyond, and its unconditional
-  -- deletes. `nacted` counts every rule's, against `cap_all`.
+  -- deletes. `nacted` counts every rule's, against `cap_all`, and `ncapped`
+  -- the keys left for a cap.
   local acted, cap, capped, blind, nblind = {}, {}, {}, {}, {}
   local cap_all = limit(ARGV[14])
   for r = 1, RULES do
@@ -250,9 +251,15 @@ local function scan(report_keys)
   end
   local deletes, expires, reported, outcomes, pttls = {}, {}, {}, {}, {}
   local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
-  local nacted = 0
+  local nacted, ncapped = 0, 0
   local now = started
+  -- The cursor a capped step started from: the call ends after that step,
+  -- and the next call (of the next run) starts there again, so the keys the
+  -- cap left are not skipped. Its keys acted on are checked again then, as
+  -- when SCAN returns a key twice.
+  local rewind = nil
   repeat
+    local from = cursor
     step[1], step[count_at] = cursor, next_count
     local reply = call('SCAN', unpack(step))
     cursor = reply[1]
@@ -288,7 +295,11 @@ local function scan(report_keys)
     now = now_micros()
     local room = floor(next_count * (budget - (now - started)) / max(now - before, 1))
     next_count = min(count, max_keys - looked_at, room)
-  until cursor == '0' or next_count < MIN_STEP
+    if ncapped > 0 then
+      rewind = from
+    end
+  until cursor == '0' or next_count < MIN_STEP or rewind
+  cursor = rewind or cursor
   return {
     cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
     matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
