@@ -299,9 +299,9 @@ local function scan(report_keys)
       rewind = from
     end
   until cursor == '0' or next_count < MIN_STEP or rewind
-  cursor = rewind or cursor
   return {
-    cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
+    rewound = rewind ~= nil, cursor = rewind or cursor,
+    started = started, micros = now - started, looked_at = looked_at, returned = returned,
     matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
     capped = capped, blind = blind, deletes = deletes, expires = expires, keys = reported,
     outcomes = outcomes, pttls = pttls,
@@ -392,7 +392,7 @@ local function acquire()
 end
 
 -- Records the pass's progress after `s`, a call's work: where the next call
--- starts, which pass this is (the rules' fingerprint, the server's run_id,
+-- starts, whether the pass is done, which pass this is (the rules' fingerprint, the server's run_id,
 -- when it began), when it was saved, and the pass's totals so far (reset
 -- when the checkpoint held another pass). Answers 'saved', or the error that
 -- refused the write.
@@ -408,8 +408,11 @@ local function save(s)
   if old[1] == started and old[2] == ARGV[10] and old[3] == ARGV[11] then
     calls, scanned, acted = calls + tonumber(old[4]), scanned + tonumber(old[5]), acted + tonumber(old[6])
   end
-  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'fingerprint', ARGV[10], 'run_id', ARGV[11],
-    'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned, 'acted', acted)
+  -- A capped call rewound to cursor 0 has not finished the pass.
+  local done = (s.cursor == '0' and not s.rewound) and '1' or '0'
+  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'done', done, 'fingerprint', ARGV[10],
+    'run_id', ARGV[11], 'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned,
+    'acted', acted)
   if type(written) == 'table' then
     return written.err
   end
