@@ -82,6 +82,18 @@ pub struct Locked {
     pub since: Option<f64>,
 }
 
+impl std::fmt::Display for Locked {
+    /// "HOLDER, since 2026-12-02T16:59:14Z".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.holder)?;
+        if let Some(secs) = self.since {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
+            write!(f, ", since {}", humantime::format_rfc3339_seconds(at))?;
+        }
+        Ok(())
+    }
+}
+
 impl End {
     /// The exit code of a run that ended so.
     pub fn exit(&self) -> Exit {
