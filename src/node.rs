@@ -397,8 +397,7 @@ async fn take(
                 since: acquired.since_ms.map(|ms| ms as f64 / 1000.0),
             };
             info!(
-                holder = %locked.holder,
-                since = ?locked.since,
+                holder = %locked,
                 "another run holds the node's lease; the node is skipped"
             );
             return Ok(Err(locked));
