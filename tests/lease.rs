@@ -161,6 +161,18 @@ fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by
     );
     assert_eq!(digest(&mut con), before, "a skipped run wrote");
 
+    // A dry run neither checks nor takes a lease: it counts as usual.
+    let dry = run_json(&server.url())
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--dry-run")
+        .run();
+    dry.assert_code(0);
+    let report = dry.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert_eq!(acted(&report), mix.acted(), "{report:#}");
+    assert_eq!(digest(&mut con), before, "a dry run wrote");
+
     // Once the lease is gone, the next run cleans.
     redis::cmd("DEL").arg(lease_key()).exec(&mut con).unwrap();
     let out = run_json(&server.url()).arg("--rules").arg(&rules).run();

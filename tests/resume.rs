@@ -202,6 +202,7 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
             assert_eq!(report["stopped_by"], "max_runtime", "run {n}: {report:#}");
             if let Some(cp) = checkpoint(&mut ccon) {
                 assert_ne!(num(&cp, "cursor"), 0, "run {n}: {cp:?}");
+                assert_eq!(num(&cp, "done"), 0, "run {n}: {cp:?}");
             }
         }
         runs.push(report);
@@ -229,12 +230,23 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
     }
     let cp = the_checkpoint(&mut ccon);
     assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(num(&cp, "done"), 1, "{cp:?}");
     assert_eq!(num(&cp, "scanned"), field(&one, "keys_scanned"), "{cp:?}");
     assert_eq!(num(&cp, "acted"), acted(&one), "{cp:?}");
     assert_eq!(num(&cp, "calls"), sum("batches"), "{cp:?}");
     let whole_cp = the_checkpoint(&mut wcon);
     assert_eq!(num(&whole_cp, "scanned"), num(&cp, "scanned"));
     assert_eq!(num(&whole_cp, "acted"), num(&cp, "acted"));
+
+    // The pass is done: the next run begins a new one, with new totals.
+    let out = job(&cut, &rules).run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_new_pass(&report, "completed");
+    assert_eq!(acted(&report), 0, "{report:#}");
+    let cp = the_checkpoint(&mut ccon);
+    assert_eq!(num(&cp, "scanned"), mix.kept(), "{cp:?}");
+    assert_eq!(num(&cp, "acted"), 0, "{cp:?}");
 }
 
 /// The seed of the random kill moments, printed with every failure;
@@ -365,6 +377,44 @@ fn restart_starts_a_new_pass_from_cursor_0() {
     let report = out.report();
     assert_new_pass(&report, "--restart");
     assert_new_pass_cleaned_all(&mut server.conn(), &mix, &first, &report);
+}
+
+#[test]
+fn restart_asks_for_one_new_pass_which_a_retry_in_the_same_run_resumes() {
+    let (server, mix, rules) = seeded(KEYS, MIX_RULES);
+    let first = partial_pass(&server, &rules, &[]);
+    let first_started = num(&the_checkpoint(&mut server.conn()), "started");
+    let mut con = server.conn();
+    let running = job(&server, &rules).args(SLOW).arg("--restart").start();
+    wait_until(
+        Duration::from_secs(20),
+        "the new pass's first calls",
+        || {
+            checkpoint(&mut con)
+                .is_some_and(|cp| num(&cp, "started") != first_started && num(&cp, "calls") >= 3)
+        },
+    );
+    // The run's connection drops (this one is spared): the run retries
+    // from the checkpoint of the pass it began, not from cursor 0 again.
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "USER", "default", "SKIPME", "yes"])
+        .query(&mut con)
+        .unwrap();
+    assert!(killed >= 1);
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    assert!(field(only_server(&report), "retries") >= 1, "{report:#}");
+    // The report tells where the last attempt started: in the pass this
+    // run began.
+    let pass = pass_of(&report);
+    assert_eq!(pass["resumed"], true, "{report:#}");
+    let started = num(&the_checkpoint(&mut con), "started");
+    assert_ne!(started, first_started);
+    assert_eq!(pass["started_at"].as_f64(), Some(started as f64 / 1000.0));
+    // Had the retry started over, the new pass would have seen some keys
+    // twice, and its checkpoint would count fewer.
+    assert_new_pass_cleaned_all(&mut con, &mix, &first, &report);
 }
 
 #[test]
