@@ -92,16 +92,16 @@ fn two_runs_started_together_one_cleans_the_other_is_skipped() {
     let (won, lost) = (&reports[winner], &reports[1 - winner]);
     assert_eq!(lost["stopped_by"], "locked", "{lost:#}");
     assert_skipped_for(only_server(lost), pids[winner], started, lost);
-    assert_eq!(acted(won), mix.acted(), "{won:#}");
-    assert_eq!(acted(lost), 0, "{lost:#}");
+    assert_eq!(keys_acted(won), mix.acted(), "{won:#}");
+    assert_eq!(keys_acted(lost), 0, "{lost:#}");
 
     mix.assert_cleaned(&keyspace(&mut con), "after the two runs");
     // The winner gave its lease back, and its checkpoint holds the pass.
     assert!(!lease_held(&mut con), "the lease outlived both runs");
     let cp = the_checkpoint(&mut con);
-    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
-    assert_eq!(num(&cp, "acted"), mix.acted(), "{cp:?}");
-    assert_eq!(num(&cp, "scanned"), mix.len(), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "acted"), mix.acted(), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "scanned"), mix.len(), "{cp:?}");
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by
     dry.assert_code(0);
     let report = dry.report();
     assert_eq!(report["complete"], true, "{report:#}");
-    assert_eq!(acted(&report), mix.acted(), "{report:#}");
+    assert_eq!(keys_acted(&report), mix.acted(), "{report:#}");
     assert_eq!(digest(&mut con), before, "a dry run wrote");
 
     // Once the lease is gone, the next run cleans.
@@ -235,14 +235,17 @@ fn two_runs_started_together_on_a_cluster_clean_each_node_once() {
             .filter(|(k, _)| k.ends_with(b":checkpoint"))
             .collect();
         assert_eq!(cps.len(), 1, "{address}: {state:?}");
-        assert_eq!(num(cps[0].1, "cursor"), 0, "{address}: {state:?}");
+        assert_eq!(hash_u64(cps[0].1, "cursor"), 0, "{address}: {state:?}");
         assert_eq!(
-            num(cps[0].1, "acted"),
-            acted(&entries[winner]),
+            hash_u64(cps[0].1, "acted"),
+            keys_acted(&entries[winner]),
             "{address}: {state:?}"
         );
     }
-    assert_eq!(acted(&reports[0]) + acted(&reports[1]), mix.acted());
+    assert_eq!(
+        keys_acted(&reports[0]) + keys_acted(&reports[1]),
+        mix.acted()
+    );
     mix.assert_cleaned(&cluster.keyspace(), "after the two runs");
 }
 
@@ -263,7 +266,7 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
         .args(["--batch-size", "20"])
         .start();
     wait_until(Duration::from_secs(20), "A's first 200 keys", || {
-        a.exited() || checkpoint(&mut con).is_some_and(|cp| num(&cp, "scanned") >= 200)
+        a.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
     });
     assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
     // A freezes (a GC pause, a stopped VM) and its lease runs out.
@@ -297,14 +300,18 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
     assert_eq!(rb["complete"], true, "{rb:#}");
     let b_pass = &only_server(&rb)["pass"];
     assert_eq!(b_pass["resumed"], true, "{rb:#}");
-    assert_eq!(b_pass["cursor"], num(&at_stop, "cursor"), "{rb:#}");
+    assert_eq!(b_pass["cursor"], hash_u64(&at_stop, "cursor"), "{rb:#}");
 
     // Each selected key acted on once, by A before its pause or by B.
-    assert_eq!(acted(&ra) + acted(&rb), selected, "A {ra:#}\nB {rb:#}");
+    assert_eq!(
+        keys_acted(&ra) + keys_acted(&rb),
+        selected,
+        "A {ra:#}\nB {rb:#}"
+    );
     mix.assert_cleaned(&keyspace(&mut con), "after A and B");
     assert!(!lease_held(&mut con), "a lease outlived both runs");
     let cp = the_checkpoint(&mut con);
-    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
     if ra["stopped_by"] == "locked" {
         // A retried, found B's lease and stepped aside. The pass A began
         // and B finished saw every key once.
@@ -312,8 +319,8 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
             held_by(&only_server(&ra)["locked"]["holder"], b_pid),
             "{ra:#}"
         );
-        assert_eq!(num(&cp, "scanned"), mix.len(), "{cp:?}");
-        assert_eq!(num(&cp, "acted"), selected, "{cp:?}");
+        assert_eq!(hash_u64(&cp, "scanned"), mix.len(), "{cp:?}");
+        assert_eq!(hash_u64(&cp, "acted"), selected, "{cp:?}");
     } else {
         // B had already finished: A took the lease again and, the pass
         // being complete, began a new one, which found nothing to do.
@@ -326,8 +333,8 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
                 .is_some_and(|r| r.contains("completed")),
             "{ra:#}"
         );
-        assert_eq!(num(&cp, "acted"), 0, "{cp:?}");
-        assert_eq!(num(&cp, "scanned"), mix.kept(), "{cp:?}");
+        assert_eq!(hash_u64(&cp, "acted"), 0, "{cp:?}");
+        assert_eq!(hash_u64(&cp, "scanned"), mix.kept(), "{cp:?}");
     }
 }
 
@@ -361,7 +368,11 @@ fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
     }
     // Each action is atomic: a key one run acted on, the other found gone
     // or already expiring.
-    assert_eq!(acted(&ra) + acted(&rb), mix.acted(), "{ra:#}\n{rb:#}");
+    assert_eq!(
+        keys_acted(&ra) + keys_acted(&rb),
+        mix.acted(),
+        "{ra:#}\n{rb:#}"
+    );
     mix.assert_cleaned(&keyspace(&mut con), "after two runs without a lease");
     assert!(!lease_held(&mut con));
 }

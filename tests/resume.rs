@@ -61,7 +61,7 @@ fn partial_pass(server: &RedisServer, rules: &Path, extra: &[&str]) -> Json {
     let mut con = server.conn();
     let mut running = job(server, rules).args(SLOW).args(extra).start();
     wait_until(Duration::from_secs(20), "a checkpoint mid-pass", || {
-        running.exited() || checkpoint(&mut con).is_some_and(|cp| num(&cp, "cursor") != 0)
+        running.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "cursor") != 0)
     });
     assert!(
         !running.exited(),
@@ -95,11 +95,15 @@ fn assert_new_pass_cleaned_all(
     assert_eq!(report["complete"], true, "{report:#}");
     let left = mix.len() - deleted(first);
     assert_eq!(field(report, "keys_scanned"), left, "{report:#}");
-    assert_eq!(acted(first) + acted(report), mix.acted(), "{report:#}");
+    assert_eq!(
+        keys_acted(first) + keys_acted(report),
+        mix.acted(),
+        "{report:#}"
+    );
     let cp = the_checkpoint(con);
-    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
-    assert_eq!(num(&cp, "scanned"), left, "{cp:?}");
-    assert_eq!(num(&cp, "acted"), acted(report), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "scanned"), left, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "acted"), keys_acted(report), "{cp:?}");
     assert_eq!(cp["run_id"], run_id(con), "{cp:?}");
     mix.assert_cleaned(&keyspace(con), "after the new pass");
 }
@@ -157,7 +161,7 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
     assert_eq!(one["complete"], true, "{one:#}");
     // SCAN MATCH k:* returns every key of the mix, and each once.
     assert_eq!(field(&one, "keys_scanned"), mix.len(), "{one:#}");
-    assert_eq!(acted(&one), mix.acted(), "{one:#}");
+    assert_eq!(keys_acted(&one), mix.acted(), "{one:#}");
     mix.assert_cleaned(&keyspace(&mut wcon), "one uninterrupted run");
 
     let rules = write_rules(cut.dir(), MIX_RULES);
@@ -187,10 +191,14 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
             // checkpoint stands, a pass begun by the first run.
             Some(cp) => {
                 assert_eq!(pass["resumed"], true, "run {n}: {report:#}");
-                assert_eq!(pass["cursor"], num(cp, "cursor"), "run {n}: {report:#}");
+                assert_eq!(
+                    pass["cursor"],
+                    hash_u64(cp, "cursor"),
+                    "run {n}: {report:#}"
+                );
                 assert_eq!(
                     pass["started_at"].as_f64(),
-                    Some(num(cp, "started") as f64 / 1000.0),
+                    Some(hash_u64(cp, "started") as f64 / 1000.0),
                     "run {n}: {report:#}"
                 );
                 resumed += 1;
@@ -201,8 +209,8 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
         if !complete {
             assert_eq!(report["stopped_by"], "max_runtime", "run {n}: {report:#}");
             if let Some(cp) = checkpoint(&mut ccon) {
-                assert_ne!(num(&cp, "cursor"), 0, "run {n}: {cp:?}");
-                assert_eq!(num(&cp, "done"), 0, "run {n}: {cp:?}");
+                assert_ne!(hash_u64(&cp, "cursor"), 0, "run {n}: {cp:?}");
+                assert_eq!(hash_u64(&cp, "done"), 0, "run {n}: {cp:?}");
             }
         }
         runs.push(report);
@@ -229,24 +237,28 @@ fn a_pass_cut_by_max_runtime_into_many_runs_ends_as_one_uninterrupted_run() {
         assert_eq!(runs_keys, keys, "rule {name} ({action})");
     }
     let cp = the_checkpoint(&mut ccon);
-    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
-    assert_eq!(num(&cp, "done"), 1, "{cp:?}");
-    assert_eq!(num(&cp, "scanned"), field(&one, "keys_scanned"), "{cp:?}");
-    assert_eq!(num(&cp, "acted"), acted(&one), "{cp:?}");
-    assert_eq!(num(&cp, "calls"), sum("batches"), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "done"), 1, "{cp:?}");
+    assert_eq!(
+        hash_u64(&cp, "scanned"),
+        field(&one, "keys_scanned"),
+        "{cp:?}"
+    );
+    assert_eq!(hash_u64(&cp, "acted"), keys_acted(&one), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "calls"), sum("batches"), "{cp:?}");
     let whole_cp = the_checkpoint(&mut wcon);
-    assert_eq!(num(&whole_cp, "scanned"), num(&cp, "scanned"));
-    assert_eq!(num(&whole_cp, "acted"), num(&cp, "acted"));
+    assert_eq!(hash_u64(&whole_cp, "scanned"), hash_u64(&cp, "scanned"));
+    assert_eq!(hash_u64(&whole_cp, "acted"), hash_u64(&cp, "acted"));
 
     // The pass is done: the next run begins a new one, with new totals.
     let out = job(&cut, &rules).run();
     out.assert_code(0);
     let report = out.report();
     assert_new_pass(&report, "completed");
-    assert_eq!(acted(&report), 0, "{report:#}");
+    assert_eq!(keys_acted(&report), 0, "{report:#}");
     let cp = the_checkpoint(&mut ccon);
-    assert_eq!(num(&cp, "scanned"), mix.kept(), "{cp:?}");
-    assert_eq!(num(&cp, "acted"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "scanned"), mix.kept(), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "acted"), 0, "{cp:?}");
 }
 
 /// The seed of the random kill moments, printed with every failure;
@@ -315,9 +327,9 @@ fn kill_9_at_random_moments_loses_no_progress_and_repeats_no_call() {
         // The work and its checkpoint commit in one call: the checkpoint
         // counts exactly the keys acted on so far, and never goes back.
         let cp = checkpoint(&mut con);
-        let (cp_acted, cp_scanned) = cp
-            .as_ref()
-            .map_or((0, 0), |cp| (num(cp, "acted"), num(cp, "scanned")));
+        let (cp_acted, cp_scanned) = cp.as_ref().map_or((0, 0), |cp| {
+            (hash_u64(cp, "acted"), hash_u64(cp, "scanned"))
+        });
         let acted_so_far = selected - mix.left_to_act(&mut con);
         assert_eq!(cp_acted, acted_so_far, "{at}: checkpoint {cp:?}");
         assert!(cp_scanned >= scanned, "{at}: progress lost: {cp:?}");
@@ -361,9 +373,9 @@ fn kill_9_at_random_moments_loses_no_progress_and_repeats_no_call() {
     // Over the whole pass: every key seen once, every selected key acted on
     // once, the keyspace exact.
     let cp = the_checkpoint(&mut con);
-    assert_eq!(num(&cp, "cursor"), 0, "{at}: {cp:?}");
-    assert_eq!(num(&cp, "scanned"), mix.len(), "{at}: {cp:?}");
-    assert_eq!(num(&cp, "acted"), selected, "{at}: {cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{at}: {cp:?}");
+    assert_eq!(hash_u64(&cp, "scanned"), mix.len(), "{at}: {cp:?}");
+    assert_eq!(hash_u64(&cp, "acted"), selected, "{at}: {cp:?}");
     mix.assert_cleaned(&keyspace(&mut con), &at);
     assert!(!lease_held(&mut con), "{at}: the last run kept its lease");
 }
@@ -383,15 +395,16 @@ fn restart_starts_a_new_pass_from_cursor_0() {
 fn restart_asks_for_one_new_pass_which_a_retry_in_the_same_run_resumes() {
     let (server, mix, rules) = seeded(KEYS, MIX_RULES);
     let first = partial_pass(&server, &rules, &[]);
-    let first_started = num(&the_checkpoint(&mut server.conn()), "started");
+    let first_started = hash_u64(&the_checkpoint(&mut server.conn()), "started");
     let mut con = server.conn();
     let running = job(&server, &rules).args(SLOW).arg("--restart").start();
     wait_until(
         Duration::from_secs(20),
         "the new pass's first calls",
         || {
-            checkpoint(&mut con)
-                .is_some_and(|cp| num(&cp, "started") != first_started && num(&cp, "calls") >= 3)
+            checkpoint(&mut con).is_some_and(|cp| {
+                hash_u64(&cp, "started") != first_started && hash_u64(&cp, "calls") >= 3
+            })
         },
     );
     // The run's connection drops (this one is spared): the run retries
@@ -409,7 +422,7 @@ fn restart_asks_for_one_new_pass_which_a_retry_in_the_same_run_resumes() {
     // run began.
     let pass = pass_of(&report);
     assert_eq!(pass["resumed"], true, "{report:#}");
-    let started = num(&the_checkpoint(&mut con), "started");
+    let started = hash_u64(&the_checkpoint(&mut con), "started");
     assert_ne!(started, first_started);
     assert_eq!(pass["started_at"].as_f64(), Some(started as f64 / 1000.0));
     // Had the retry started over, the new pass would have seen some keys
@@ -488,7 +501,7 @@ fn a_restarted_server_starts_a_new_pass_that_skips_no_key() {
     assert_ne!(run_id(&mut con), old_run_id);
     let cp = the_checkpoint(&mut con);
     assert_eq!(cp["run_id"], old_run_id, "{cp:?}");
-    assert_ne!(num(&cp, "cursor"), 0, "{cp:?}");
+    assert_ne!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
 
     let out = job(&server, &rules).run();
     out.assert_code(0);
@@ -554,7 +567,11 @@ fn a_dry_run_neither_resumes_nor_moves_a_real_pass_checkpoint() {
     out.assert_code(0);
     let report = out.report();
     assert_eq!(pass_of(&report)["resumed"], true, "{report:#}");
-    assert_eq!(pass_of(&report)["cursor"], num(&cp, "cursor"), "{report:#}");
+    assert_eq!(
+        pass_of(&report)["cursor"],
+        hash_u64(&cp, "cursor"),
+        "{report:#}"
+    );
     mix.assert_cleaned(&keyspace(&mut con), "after the dry run and the real one");
 }
 
@@ -602,17 +619,17 @@ fn pattern_star_never_selects_the_jobs_own_keys_nor_one_under_the_prefix() {
         "{pttl}"
     );
     let cp = the_checkpoint(&mut con);
-    assert_eq!(num(&cp, "cursor"), 0, "{cp:?}");
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
     assert_eq!(cp["fingerprint"], report["script"]["sha"], "{cp:?}");
     assert_eq!(cp["run_id"], run_id(&mut con), "{cp:?}");
-    assert_eq!(num(&cp, "calls"), field(&report, "batches"), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "calls"), field(&report, "batches"), "{cp:?}");
     assert_eq!(
-        num(&cp, "scanned"),
+        hash_u64(&cp, "scanned"),
         field(&report, "keys_scanned"),
         "{cp:?}"
     );
-    assert_eq!(num(&cp, "acted"), 302, "{cp:?}");
-    assert!(num(&cp, "started") <= num(&cp, "saved"), "{cp:?}");
+    assert_eq!(hash_u64(&cp, "acted"), 302, "{cp:?}");
+    assert!(hash_u64(&cp, "started") <= hash_u64(&cp, "saved"), "{cp:?}");
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -620,10 +637,10 @@ fn pattern_star_never_selects_the_jobs_own_keys_nor_one_under_the_prefix() {
     let started_at = pass_of(&report)["started_at"].as_f64().unwrap();
     assert_eq!(
         started_at,
-        num(&cp, "started") as f64 / 1000.0,
+        hash_u64(&cp, "started") as f64 / 1000.0,
         "{report:#}"
     );
-    assert!(num(&cp, "saved").abs_diff(now_ms) < 60_000, "{cp:?}");
+    assert!(hash_u64(&cp, "saved").abs_diff(now_ms) < 60_000, "{cp:?}");
     // SCAN returned the lease (there throughout) and the lookalike, besides
     // the 302 keys deleted.
     assert!(field(&report, "keys_scanned") >= 304, "{report:#}");

@@ -307,7 +307,7 @@ pub fn wait_for_lease_gone(con: &mut redis::Connection) {
 
 /// A numeric field of a checkpoint (or lease) hash.
 #[track_caller]
-pub fn num(fields: &BTreeMap<String, String>, name: &str) -> u64 {
+pub fn hash_u64(fields: &BTreeMap<String, String>, name: &str) -> u64 {
     fields
         .get(name)
         .and_then(|v| v.parse().ok())
@@ -335,7 +335,7 @@ pub fn only_server(report: &Json) -> &Json {
 }
 
 /// The keys a report's rules acted on, all rules together.
-pub fn acted(report: &Json) -> u64 {
+pub fn keys_acted(report: &Json) -> u64 {
     rule_counts(report).iter().map(|(_, _, keys)| keys).sum()
 }
 
