@@ -28,8 +28,10 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod restart;
 mod sentinel;
 pub use cluster::*;
+pub use restart::*;
 pub use sentinel::*;
 
 /// How long a server may take to answer its first PING.
