@@ -9,6 +9,7 @@ mod faults;
 mod glob;
 mod keys;
 mod pass;
+mod resilience;
 mod rules;
 mod script;
 mod sentinel;
