@@ -1,8 +1,9 @@
 //! Failures and races: an unreachable or silent server, wrong and right
 //! passwords (never echoed), the server dying mid-pass, SCRIPT FLUSH racing
 //! the pass, keys vanishing or expiring under it, LFU servers with an idle
-//! rule, SIGTERM/SIGINT mid-pass, and keys no rule takes staying untouched
-//! under concurrent writes.
+//! rule, SIGTERM/SIGINT mid-pass (the checkpoint saved, the next run resuming
+//! from it), and keys no rule takes staying untouched under concurrent
+//! writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -527,6 +528,38 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     );
     assert_eq!(dbsize(&mut con), 200_000);
     assert_matched_accounted(&report);
+
+    // That call also saved the checkpoint: where the pass stopped, with the
+    // pass's totals as the report gives them.
+    let saved = checkpoint(&mut con).expect("a checkpoint after the signal");
+    let number = |f: &str| saved[f].parse::<u64>().unwrap();
+    assert_ne!(number("cursor"), 0, "{saved:?}");
+    assert_eq!(number("calls"), field(&report, "batches"), "{saved:?}");
+    assert_eq!(
+        number("scanned"),
+        field(&report, "keys_scanned"),
+        "{saved:?}"
+    );
+    assert_eq!(number("acted"), expired, "{saved:?}");
+    // The next run resumes there and completes: every key got its TTL, each
+    // once over the two runs.
+    let next = run_json(&server.url()).args(FULL_SPEED).run();
+    next.assert_code(0);
+    let next_report = next.report();
+    let pass = &next_report["servers"][0]["pass"];
+    assert_eq!(pass["resumed"], true, "{next_report:#}");
+    assert_eq!(
+        pass["cursor"].as_u64(),
+        Some(number("cursor")),
+        "{next_report:#}"
+    );
+    assert_eq!(
+        expired + rule_keys(&next_report, "cache-missing-ttl"),
+        200_000,
+        "{next_report:#}"
+    );
+    assert_eq!(expires_count(&mut con, 0), 200_000);
+    assert_eq!(dbsize(&mut con), 200_000);
 }
 
 #[test]
