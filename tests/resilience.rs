@@ -25,9 +25,9 @@ use crate::support::*;
 /// How long a test waits for a pass to reach a point.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A keyspace of string keys for the built-in rules: `cache:N`
-/// without a TTL (each gets one of an hour), `temp:N` (deleted) and `keep:N`
-/// (no rule selects them).
+/// A keyspace of string keys for the built-in rules: `cache:N` without a
+/// TTL (each gets one of an hour), `temp:N` (deleted) and `keep:N` (no rule
+/// selects them).
 struct Seeded {
     cache: u64,
     temp: u64,
@@ -236,7 +236,7 @@ fn assert_failed(out: &Outcome) -> String {
 fn restarted_mid_pass(halt: Halt) {
     let mut server = RedisServer::start();
     let mut con = server.conn();
-    let seeded = populated(&mut con, 20_000, 5_000, 1_000);
+    let seeded = populated(&mut con, 10_000, 3_000, 1_000);
     let old_run_id = server.run_id();
     let mut running = run_json(&server.url())
         .args(["--rate-limit", "10000"])
@@ -296,7 +296,7 @@ fn a_server_crashed_mid_pass_and_back_from_an_older_snapshot_is_cleaned_by_a_new
 fn stalled_longer_than_the_timeout(stall: fn(&mut redis::Connection)) {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let seeded = populated(&mut con, 20_000, 5_000, 1_000);
+    let seeded = populated(&mut con, 10_000, 3_000, 1_000);
     let mut running = run_json(&server.url())
         .args(["--timeout", "300ms", "--rate-limit", "10000"])
         .start();
@@ -372,7 +372,7 @@ fn a_server_busy_with_another_clients_script_is_retried_until_it_answers() {
         .arg(&["SET", "lua-time-limit", "100"])
         .exec(&mut con)
         .unwrap();
-    let seeded = populated(&mut con, 20_000, 5_000, 1_000);
+    let seeded = populated(&mut con, 10_000, 3_000, 1_000);
     let mut running = run_json(&server.url())
         .args(["--rate-limit", "10000"])
         .start();
@@ -410,9 +410,14 @@ struct Killer {
 
 /// Runs `job` while another client sends SCRIPT KILL and SCRIPT FLUSH in a
 /// loop, with a busy threshold of 1 ms, so that every call of the job's that
-/// runs longer can be asked to die. Returns its outcome and what the loop
-/// got.
-fn kill_and_flush_in_a_loop(server: &RedisServer, job: Janitor) -> (Outcome, Killer) {
+/// runs longer can be asked to die. With `kill_after_checkpoint` the kills
+/// wait for the pass's first checkpoint in the middle of the keyspace.
+/// Returns the job's outcome and what the loop got.
+fn kill_and_flush_in_a_loop(
+    server: &RedisServer,
+    job: Janitor,
+    kill_after_checkpoint: bool,
+) -> (Outcome, Killer) {
     redis::cmd("CONFIG")
         .arg(&["SET", "lua-time-limit", "1"])
         .exec(&mut server.conn())
@@ -424,14 +429,25 @@ fn kill_and_flush_in_a_loop(server: &RedisServer, job: Janitor) -> (Outcome, Kil
         let mut con = server.conn();
         thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(50);
+            let checkpoint_key = redis_janitor::lease::state_keys(None).checkpoint;
+            let mut armed = !kill_after_checkpoint;
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match redis::cmd("SCRIPT").arg("KILL").exec(&mut con) {
-                    Ok(()) => &killer.killed,
-                    Err(err) if err.code() == Some("UNKILLABLE") => &killer.unkillable,
-                    Err(err) if err.code() == Some("NOTBUSY") => &killer.not_busy,
-                    Err(err) => panic!("SCRIPT KILL: {err}"),
+                if !armed {
+                    // BUSY while a call runs past the threshold: not yet.
+                    let cursor: redis::RedisResult<Option<u64>> = redis::cmd("HGET")
+                        .arg(&checkpoint_key)
+                        .arg("cursor")
+                        .query(&mut con);
+                    armed = matches!(cursor, Ok(Some(c)) if c != 0);
+                } else {
+                    match redis::cmd("SCRIPT").arg("KILL").exec(&mut con) {
+                        Ok(()) => &killer.killed,
+                        Err(err) if err.code() == Some("UNKILLABLE") => &killer.unkillable,
+                        Err(err) if err.code() == Some("NOTBUSY") => &killer.not_busy,
+                        Err(err) => panic!("SCRIPT KILL: {err}"),
+                    }
+                    .fetch_add(1, Ordering::Relaxed);
                 }
-                .fetch_add(1, Ordering::Relaxed);
                 match redis::cmd("SCRIPT").arg("FLUSH").exec(&mut con) {
                     Ok(()) => {
                         killer.flushed.fetch_add(1, Ordering::Relaxed);
@@ -473,7 +489,8 @@ fn script_kill_and_flush_in_a_loop_cannot_stop_a_run_that_holds_the_lease() {
     let server = RedisServer::start();
     let mut con = server.conn();
     let seeded = populated(&mut con, 60_000, 20_000, 5_000);
-    let (out, killer) = kill_and_flush_in_a_loop(&server, run_json(&server.url()).args(LONG_CALLS));
+    let (out, killer) =
+        kill_and_flush_in_a_loop(&server, run_json(&server.url()).args(LONG_CALLS), false);
     // Every writing call renews the lease before anything else: a write,
     // after which Redis refuses to kill the script.
     out.assert_code(0);
@@ -492,8 +509,9 @@ fn script_kill_and_flush_in_a_loop_cannot_stop_a_run_that_holds_the_lease() {
 
 /// Without a lease (`--no-lock`) a call's SCAN steps come before any write,
 /// so SCRIPT KILL can kill it: the run fails at once with one line (killing
-/// the job's script is an operator's act, not a fault to retry), and the
-/// next run, without the loop, resumes from the checkpoint and completes.
+/// the job's script is an operator's act, not a fault to retry), leaving
+/// the checkpoint of its last call, and the next run, without the loop,
+/// resumes from there and completes.
 #[test]
 fn script_kill_may_end_a_run_without_the_lease_and_the_next_run_completes() {
     let server = RedisServer::start();
@@ -502,9 +520,11 @@ fn script_kill_may_end_a_run_without_the_lease_and_the_next_run_completes() {
     let (out, killer) = kill_and_flush_in_a_loop(
         &server,
         run_json(&server.url()).args(LONG_CALLS).arg("--no-lock"),
+        true,
     );
     assert_killed(&out, &killer);
-    let saved = checkpoint(&mut con);
+    let saved = checkpoint(&mut con).expect("the killed run's checkpoint");
+    assert_ne!(saved["cursor"], "0", "{saved:?}");
 
     let next = run_json(&server.url())
         .args(FULL_SPEED)
@@ -514,15 +534,13 @@ fn script_kill_may_end_a_run_without_the_lease_and_the_next_run_completes() {
     let report = next.report();
     assert_eq!(report["complete"], true, "{report:#}");
     // The failed run left its checkpoint; the next run resumed from it.
-    if let Some(saved) = saved.filter(|c| c["cursor"] != "0") {
-        let server_entry = only_server(&report);
-        assert_resumed(server_entry);
-        assert_eq!(
-            server_entry["pass"]["cursor"].as_u64().unwrap().to_string(),
-            saved["cursor"],
-            "{report:#}"
-        );
-    }
+    let server_entry = only_server(&report);
+    assert_resumed(server_entry);
+    assert_eq!(
+        server_entry["pass"]["cursor"].as_u64().unwrap().to_string(),
+        saved["cursor"],
+        "{report:#}"
+    );
     assert_cleaned(&mut con, &seeded);
 }
 
@@ -538,6 +556,7 @@ fn script_kill_may_end_a_dry_run_and_the_next_dry_run_completes() {
     let (out, killer) = kill_and_flush_in_a_loop(
         &server,
         run_json(&server.url()).args(LONG_CALLS).arg("--dry-run"),
+        false,
     );
     assert_killed(&out, &killer);
 
@@ -579,10 +598,10 @@ fn a_primary_crashed_mid_pass_is_followed_through_the_sentinels_to_the_promoted_
     let mut setup = SentinelSetup::start();
     let password = write_file(setup.replica.dir(), "sentinel-password", SENTINEL_PASSWORD);
     let mut primary = SentinelSetup::data_conn(&setup.primary);
-    let seeded = populated(&mut primary, 10_000, 3_000, 1_000);
+    let seeded = populated(&mut primary, 5_000, 1_500, 500);
     let mut replica = SentinelSetup::data_conn(&setup.replica);
     wait_until(WAIT, "the keys to reach the replica", || {
-        dbsize(&mut replica) == 14_000
+        dbsize(&mut replica) == 7_000
     });
     let (old, new) = (setup.primary.host_port(), setup.replica.host_port());
     let mut running = run_json(&setup.url())
@@ -642,7 +661,7 @@ fn a_primary_crashed_mid_pass_is_followed_through_the_sentinels_to_the_promoted_
 fn sigterm_while_a_call_is_held_waits_for_it_and_its_checkpoint_then_exits_143() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let seeded = populated(&mut con, 20_000, 5_000, 1_000);
+    let seeded = populated(&mut con, 10_000, 3_000, 1_000);
     let mut running = run_json(&server.url())
         .args(["--rate-limit", "10000"])
         .start();
