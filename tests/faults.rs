@@ -241,6 +241,16 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
         rule_keys(&report, "cache-missing-ttl") < 200_000,
         "{report:#}"
     );
+    // A lost server may come back: the run fails only once its retries
+    // (about half a minute) are spent, each one warned about.
+    let retries = report["servers"][0]["retries"].as_u64().unwrap();
+    assert!(retries >= 1, "{report:#}");
+    let warned = out
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("a transient fault; the node's work is retried"))
+        .count();
+    assert_eq!(warned as u64, retries, "{}", out.dump());
 }
 
 /// 1 500 `cache:` (expired to 1h), 1 500 `temp:` (deleted), 500 `keep:`.
@@ -534,6 +544,7 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     let saved = checkpoint(&mut con).expect("a checkpoint after the signal");
     let number = |f: &str| saved[f].parse::<u64>().unwrap();
     assert_ne!(number("cursor"), 0, "{saved:?}");
+    assert_eq!(saved["done"], "0", "{saved:?}");
     assert_eq!(number("calls"), field(&report, "batches"), "{saved:?}");
     assert_eq!(
         number("scanned"),

@@ -272,7 +272,11 @@ fn restarted_mid_pass(halt: Halt) {
     let mut con = server.conn();
     assert_cleaned(&mut con, &seeded);
     let after = checkpoint(&mut con).expect("a checkpoint after the pass");
-    assert_eq!(after["cursor"], "0", "{after:?}");
+    assert_eq!(
+        (&*after["cursor"], &*after["done"]),
+        ("0", "1"),
+        "{after:?}"
+    );
     assert_eq!(after["run_id"], new_run_id, "{after:?}");
 }
 
@@ -641,7 +645,11 @@ fn a_primary_crashed_mid_pass_is_followed_through_the_sentinels_to_the_promoted_
     let mut replica = SentinelSetup::data_conn(&setup.replica);
     assert_cleaned(&mut replica, &seeded);
     let after = checkpoint(&mut replica).expect("a checkpoint on the new primary");
-    assert_eq!(after["cursor"], "0", "{after:?}");
+    assert_eq!(
+        (&*after["cursor"], &*after["done"]),
+        ("0", "1"),
+        "{after:?}"
+    );
     assert_eq!(
         Some(&after["run_id"]),
         info_field(&mut replica, "server", "run_id").as_ref()
@@ -702,6 +710,7 @@ fn sigterm_while_a_call_is_held_waits_for_it_and_its_checkpoint_then_exits_143()
     let acted: u64 = rule_counts(&report).iter().map(|(_, _, keys)| keys).sum();
     assert_eq!(number(&saved, "acted"), acted, "{report:#}");
     assert_ne!(saved["cursor"], "0", "{report:#}");
+    assert_eq!(saved["done"], "0", "{saved:?}");
 
     let next = run_json(&server.url()).args(FULL_SPEED).run();
     next.assert_code(0);

@@ -76,7 +76,11 @@ fn a_server_at_maxmemory_is_still_cleaned() {
     // The pass saved its checkpoint: complete (cursor 0), on this server
     // process, with what it did.
     let saved = checkpoint(&mut con).expect("a checkpoint at maxmemory");
-    assert_eq!(saved["cursor"], "0", "{saved:?}");
+    assert_eq!(
+        (&*saved["cursor"], &*saved["done"]),
+        ("0", "1"),
+        "{saved:?}"
+    );
     assert_eq!(saved["acted"], "2", "{saved:?}");
     assert_eq!(
         Some(&saved["run_id"]),
