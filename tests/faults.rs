@@ -499,16 +499,18 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     let mut con = server.conn();
     populate(&mut con, "cache", 200_000);
     let mut running = run_json(&server.url()).args(["--batch-size", "10"]).start();
-    // Wait for the log to say the pass started, then for the first script
-    // call to have completed on the server: the signal lands mid-pass.
+    // Wait for the log to say the pass started, then for the first call of
+    // the pass to have saved its checkpoint on the server (the script calls
+    // before it, the ACL probe's and the lease's, save none): the signal
+    // lands mid-pass.
     let started = running.wait_for_stderr(Duration::from_secs(30), |l| l.contains("pass started"));
     assert!(
         started.is_some(),
         "no \"pass started\" line on stderr\n{}",
         running.stderr_so_far()
     );
-    wait_until(Duration::from_secs(30), "the first script call", || {
-        running.exited() || script_calls(&mut con) >= 1
+    wait_until(Duration::from_secs(30), "the first checkpoint", || {
+        running.exited() || checkpoint(&mut con).is_some()
     });
     assert!(
         !running.exited(),
