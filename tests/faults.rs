@@ -224,7 +224,10 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
     let mut server = RedisServer::start();
     let mut con = server.conn();
     populate(&mut con, "cache", 200_000);
-    let mut running = run_json(&server.url()).args(["--batch-size", "10"]).start();
+    // Two retries (about 0.3 s) instead of the default ten (half a minute).
+    let mut running = run_json(&server.url())
+        .args(["--batch-size", "10", "--retries", "2"])
+        .start();
     wait_until(Duration::from_secs(30), "the first script call", || {
         running.exited() || script_calls(&mut con) >= 1
     });
@@ -244,13 +247,47 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
     // A lost server may come back: the run fails only once its retries
     // (about half a minute) are spent, each one warned about.
     let retries = report["servers"][0]["retries"].as_u64().unwrap();
-    assert!(retries >= 1, "{report:#}");
+    assert_eq!(retries, 2, "{report:#}");
     let warned = out
         .stderr_lines()
         .iter()
         .filter(|l| l.contains("a transient fault; the node's work is retried"))
         .count();
     assert_eq!(warned as u64, retries, "{}", out.dump());
+}
+
+#[test]
+fn max_runtime_reached_while_retrying_a_lost_server_is_a_failure_not_a_stop() {
+    let mut server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "cache", 200_000);
+    let mut running = run_json(&server.url())
+        .args([
+            "--batch-size",
+            "10",
+            "--retries",
+            "50",
+            "--max-runtime",
+            "1s",
+        ])
+        .start();
+    wait_until(Duration::from_secs(30), "the first script call", || {
+        running.exited() || script_calls(&mut con) >= 1
+    });
+    assert!(
+        !running.exited(),
+        "the pass ended before the server was killed"
+    );
+    drop(con);
+    server.kill9();
+    // The fault, not the clock, ended the node's work: exit 1, with the cause.
+    let out = running.wait();
+    let report = assert_runtime_failure(&out);
+    assert!(report["stopped_by"].is_null(), "{report:#}");
+    assert!(
+        report["servers"][0]["retries"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
 }
 
 /// 1 500 `cache:` (expired to 1h), 1 500 `temp:` (deleted), 500 `keep:`.
