@@ -8,6 +8,7 @@ mod deploy;
 mod faults;
 mod glob;
 mod keys;
+mod model;
 mod pass;
 mod rules;
 mod script;
