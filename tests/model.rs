@@ -820,7 +820,7 @@ fn quiet_case(
 fn a_pass_ends_in_the_state_the_model_predicts() {
     let server = RedisServer::start();
     let con = RefCell::new(server.conn());
-    check("model::quiet", 32, case(), |case| {
+    check("model::quiet", 100, case(), |case| {
         quiet_case(&server, &mut con.borrow_mut(), &case)
     });
 }
@@ -1288,7 +1288,7 @@ fn with_concurrent_writers_every_action_was_justified() {
     let server = RedisServer::start();
     let con = RefCell::new(server.conn());
     let tally = RefCell::new(Tally::default());
-    check("model::busy", 24, busy(), |busy| {
+    check("model::busy", 64, busy(), |busy| {
         busy_case(&server, &mut con.borrow_mut(), &busy, &tally)
     });
     let tally = tally.into_inner();
