@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod deploy;
 mod faults;
+mod fuzz;
 mod glob;
 mod keys;
 mod model;
