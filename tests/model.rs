@@ -594,7 +594,7 @@ fn model_fate(rules: &[Rule], key: &[u8], kind: &str, pttl: i64) -> Fate {
 struct Replayed {
     /// The key's final type and life, `None` when gone.
     last: Option<(&'static str, Life)>,
-    /// Per rule, the looks at which the rule acted on the key.
+    /// Per rule, how many of the looks it acted at.
     acted: Vec<u64>,
 }
 
