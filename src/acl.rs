@@ -21,8 +21,9 @@ use crate::error::Error;
 use crate::rules::{Action, Rules};
 use crate::script::{Dialect, Mode};
 
-/// The key the probes name: the job's own, never written.
-pub const PROBE_KEY: &str = "redis-janitor:probe";
+/// The key the probes name: the job's own, under the reserved prefix that
+/// no rule selects; only the `HSET` probe writes it, and deletes it at once.
+pub const PROBE_KEY: &str = "__redis-janitor__:probe";
 
 /// SHA-1 of the empty script: probing `EVALSHA` with it gets `NOSCRIPT` (or
 /// runs the empty script), either way after Redis checked the permission.
@@ -50,11 +51,16 @@ pub enum Command {
     Exists,
     Unlink,
     Pexpire,
+    Hget,
+    Hmget,
+    Hgetall,
+    Del,
+    Hset,
 }
 
 impl Command {
     /// Every command, in the order the ACL lines list them.
-    pub const ALL: [Command; 19] = [
+    pub const ALL: [Command; 24] = [
         Command::Info,
         Command::ClientSetname,
         Command::Select,
@@ -74,6 +80,11 @@ impl Command {
         Command::Exists,
         Command::Unlink,
         Command::Pexpire,
+        Command::Hget,
+        Command::Hmget,
+        Command::Hgetall,
+        Command::Del,
+        Command::Hset,
     ];
 
     /// The command as Redis names it, e.g. `OBJECT IDLETIME`.
@@ -98,6 +109,11 @@ impl Command {
             Command::Exists => "EXISTS",
             Command::Unlink => "UNLINK",
             Command::Pexpire => "PEXPIRE",
+            Command::Hget => "HGET",
+            Command::Hmget => "HMGET",
+            Command::Hgetall => "HGETALL",
+            Command::Hset => "HSET",
+            Command::Del => "DEL",
         }
     }
 
@@ -121,6 +137,9 @@ impl Command {
             Command::Eval | Command::EvalRo => {
                 "which sends the clean script again after a NOSCRIPT reply"
             }
+            Command::Hget | Command::Hmget | Command::Hgetall | Command::Hset | Command::Del => {
+                "which the clean script keeps the node's lease and checkpoint with"
+            }
             _ => "which the clean script calls",
         }
     }
@@ -135,7 +154,13 @@ impl Command {
             Command::Exists | Command::Readonly => mode == Mode::ReadOnly,
             Command::ClusterShards => dialect == Dialect::Redis7,
             Command::ClusterSlots => dialect == Dialect::Legacy,
-            Command::Unlink | Command::Pexpire => mode == Mode::Write,
+            Command::Unlink
+            | Command::Pexpire
+            | Command::Hget
+            | Command::Hmget
+            | Command::Hgetall
+            | Command::Hset
+            | Command::Del => mode == Mode::Write,
             _ => true,
         }
     }
@@ -160,7 +185,16 @@ impl Command {
             Command::Time => &mut cmd,
             Command::ObjectIdletime => cmd.arg("IDLETIME").arg(PROBE_KEY),
             Command::Pexpire => cmd.arg(PROBE_KEY).arg(1),
-            Command::Pttl | Command::Type | Command::Exists | Command::Unlink => cmd.arg(PROBE_KEY),
+            Command::Pttl
+            | Command::Type
+            | Command::Exists
+            | Command::Unlink
+            | Command::Hgetall
+            | Command::Del => cmd.arg(PROBE_KEY),
+            Command::Hget | Command::Hmget => cmd.arg(PROBE_KEY).arg("token"),
+            // The one probe that writes: [`probe`] deletes the key after it
+            // (DEL is probed before).
+            Command::Hset => cmd.arg(PROBE_KEY).arg("probe").arg(1),
         };
         Some(cmd)
     }
@@ -210,7 +244,6 @@ pub fn needed(rules: &Rules, mode: Mode, dialect: Dialect) -> Vec<Command> {
             Command::ObjectIdletime => rules.uses_idle_time(),
             Command::Exists => any(&|r| r.is_unconditional_delete()),
             Command::Unlink => any(&|r| r.action == Action::Delete),
-            Command::Pexpire => any(&|r| matches!(r.action, Action::Expire(_))),
             _ => true,
         })
         .collect()
@@ -228,16 +261,24 @@ pub async fn probe(
             continue;
         };
         match cmd.query_async::<redis::Value>(conn).await {
+            Ok(_) if command == Command::Hset => {
+                redis::cmd("DEL")
+                    .arg(PROBE_KEY)
+                    .exec_async(conn)
+                    .await
+                    .map_err(|err| Command::Del.refused(server, &err))?;
+            }
             Ok(_) => {}
             // Redis checks the ACL first: a cluster node that redirects the
-            // probe's key to another node has let the user run the command.
+            // probe's key to another node, or refuses a write at maxmemory,
+            // has let the user run the command.
             Err(err)
                 if matches!(
                     err.kind(),
                     ErrorKind::Server(
                         ServerErrorKind::NoScript | ServerErrorKind::Moved | ServerErrorKind::Ask
                     )
-                ) => {}
+                ) || err.code() == Some("OOM") => {}
             Err(err) => return Err(command.refused(server, &err)),
         }
     }
@@ -307,7 +348,13 @@ mod tests {
                 "EVAL",
                 "SCAN",
                 "TIME",
-                "UNLINK"
+                "UNLINK",
+                "PEXPIRE",
+                "HGET",
+                "HMGET",
+                "HGETALL",
+                "DEL",
+                "HSET"
             ]
         );
         assert_eq!(
@@ -331,7 +378,12 @@ mod tests {
                 "TYPE",
                 "OBJECT IDLETIME",
                 "UNLINK",
-                "PEXPIRE"
+                "PEXPIRE",
+                "HGET",
+                "HMGET",
+                "HGETALL",
+                "DEL",
+                "HSET"
             ]
         );
         assert_eq!(
@@ -342,8 +394,8 @@ mod tests {
             "[[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
         );
         assert_eq!(
-            names(&needed(&expire_only, Mode::Write, Dialect::Redis7))[5..],
-            ["SCAN", "TIME", "PTTL", "PEXPIRE"]
+            names(&needed(&expire_only, Mode::Write, Dialect::Redis7))[5..10],
+            ["SCAN", "TIME", "PTTL", "PEXPIRE", "HGET"]
         );
     }
 
@@ -387,7 +439,8 @@ mod tests {
             setuser_line("janitor", Access::Clean, Dialect::Redis7),
             "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
              +select +cluster|shards +readonly +script|load +evalsha +evalsha_ro +eval +eval_ro \
-             +scan +time +pttl +type +object|idletime +exists +unlink +pexpire"
+             +scan +time +pttl +type +object|idletime +exists +unlink +pexpire +hget +hmget \
+             +hgetall +del +hset"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Redis7),
@@ -399,7 +452,7 @@ mod tests {
             setuser_line("janitor", Access::Clean, Dialect::Legacy),
             "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
              +select +cluster|slots +readonly +script|load +evalsha +eval +scan +time +pttl +type \
-             +object|idletime +exists +unlink +pexpire"
+             +object|idletime +exists +unlink +pexpire +hget +hmget +hgetall +del +hset"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Legacy),

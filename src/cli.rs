@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::connection::{DEFAULT_TIMEOUT, Target, read_password};
 use crate::error::Error;
+use crate::lease::DEFAULT_LOCK_TTL;
 use crate::node::Task;
 use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
 use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
@@ -200,6 +201,45 @@ pub struct RunArgs {
     #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION")]
     pub max_runtime: Option<HumanDuration>,
 
+    /// Start a new pass, whatever the checkpoint of the last one says.
+    #[arg(long, env = "JANITOR_RESTART")]
+    pub restart: bool,
+
+    /// Resume a pass from its checkpoint only if it was saved within this
+    /// long (also the checkpoint's expiry); set it to about the schedule's
+    /// interval, so a pass resumes across runs but never from a stale one.
+    #[arg(
+        long,
+        env = "JANITOR_RESUME_MAX_AGE",
+        value_name = "DURATION",
+        value_parser = positive_duration,
+        default_value_t = HumanDuration(DEFAULT_RESUME_MAX_AGE)
+    )]
+    pub resume_max_age: HumanDuration,
+
+    /// The lease's expiry: one run per node holds the lease, renewed while
+    /// it runs, and another run skips the node; this is how long a crashed
+    /// run blocks the next one (at least 100ms).
+    #[arg(
+        long,
+        env = "JANITOR_LOCK_TTL",
+        value_name = "DURATION",
+        value_parser = positive_duration,
+        default_value_t = HumanDuration(DEFAULT_LOCK_TTL)
+    )]
+    pub lock_ttl: HumanDuration,
+
+    /// Take no lease: another run may clean the same node at the same time
+    /// (each action stays atomic, but the load doubles).
+    #[arg(long, env = "JANITOR_NO_LOCK", conflicts_with = "lock_ttl")]
+    pub no_lock: bool,
+
+    /// The most keys the run acts on (deletes or expires), over all rules:
+    /// beyond, the run stops and exits 1 (each rule's own cap is `max_keys`
+    /// in the rules file).
+    #[arg(long, env = "JANITOR_MAX_KEYS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_keys: Option<u64>,
+
     /// Timeout for connecting and for each reply from Redis.
     #[arg(
         long,
@@ -257,8 +297,25 @@ impl RunArgs {
                     max_runtime: self.max_runtime.map(|d| d.0),
                     progress_interval: self.progress_interval.0,
                 },
+                lock_ttl: (!self.no_lock).then_some(self.lock_ttl()?),
+                resume_max_age: self.resume_max_age.0,
+                restart: self.restart,
+                max_keys: self.max_keys,
             },
         })
+    }
+
+    /// `--lock-ttl`, at least [`MIN_LOCK_TTL`].
+    fn lock_ttl(&self) -> Result<Duration, Error> {
+        match self.lock_ttl.0 {
+            ttl if ttl < MIN_LOCK_TTL => Err(Error::Usage(format!(
+                "--lock-ttl {} is too short: at least {} (the lease is renewed with \
+                 every call, and at least every third of it)",
+                self.lock_ttl,
+                HumanDuration(MIN_LOCK_TTL)
+            ))),
+            ttl => Ok(ttl),
+        }
     }
 
     /// The TLS options, as given.
@@ -290,6 +347,13 @@ impl From<FormatArg> for Format {
         }
     }
 }
+
+/// The default `--resume-max-age`: a day, which covers any schedule up to
+/// daily; the manifests set their schedule's.
+pub const DEFAULT_RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest `--lock-ttl`.
+const MIN_LOCK_TTL: Duration = Duration::from_millis(100);
 
 /// A duration written the humantime way (`90s`, `4m30s`), which is also how
 /// `--help` shows the defaults.
@@ -346,6 +410,10 @@ mod tests {
         assert_eq!(pass.limits.max_keys, DEFAULT_MAX_KEYS as usize);
         assert_eq!(pass.progress_interval, DEFAULT_PROGRESS_INTERVAL);
         assert_eq!(HumanDuration(DEFAULT_TIMEOUT).to_string(), "30s");
+        assert_eq!(settings.task.lock_ttl, Some(DEFAULT_LOCK_TTL));
+        assert_eq!(settings.task.resume_max_age, DEFAULT_RESUME_MAX_AGE);
+        assert!(!settings.task.restart);
+        assert_eq!(settings.task.max_keys, None);
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub enum Error {
     /// A write reached a replica: the node is not (or no longer) a primary,
     /// as after a failover (exit 1).
     Replica(String),
+    /// Redis cannot serve for now: loading its data, busy with a script, a
+    /// cluster or a primary in flux (exit 1 if it lasts past the retries).
+    Unavailable(String),
+    /// The run's lease on a node expired, was lost, or another run took it
+    /// over: the run may no longer write there (exit 1 if it lasts).
+    LeaseLost(String),
+    /// A cap on the keys acted on was reached: a rule selects far more than
+    /// it should, and an operator must look (exit 1).
+    Capped(String),
     /// A script failed to load, returned an error or an unexpected reply (exit 1).
     Script(String),
     /// Any other error reply from Redis (exit 1).
@@ -42,6 +51,17 @@ impl Error {
             ErrorKind::Server(ServerErrorKind::NoPerm) => Error::Permission(message),
             ErrorKind::AuthenticationFailed => Error::Auth(message),
             ErrorKind::Server(ServerErrorKind::ReadOnly) => Error::Replica(message),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask,
+            ) => Error::Unavailable(message),
+            // The redis crate has no kind for these codes.
+            _ if err.code() == Some("BUSY") => Error::Unavailable(message),
+            _ if err.code() == Some(LEASE_LOST) => Error::LeaseLost(message),
             _ if err.code() == Some("WRONGPASS") || err.code() == Some("NOAUTH") => {
                 Error::Auth(message)
             }
@@ -54,6 +74,18 @@ impl Error {
             }
             _ => Error::Redis(message),
         }
+    }
+
+    /// Whether the failure may pass by itself, so the node's work is tried
+    /// again (after a backoff, from its checkpoint): a lost connection or
+    /// timeout, a node that is loading, busy, demoted or failing over, a
+    /// cluster in flux, a lost lease. Everything else (credentials,
+    /// permissions, script errors, OOM, a cap) fails at once.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connection(_) | Error::Replica(_) | Error::Unavailable(_) | Error::LeaseLost(_)
+        )
     }
 
     /// The exit code this failure ends the process with.
@@ -75,6 +107,9 @@ impl fmt::Display for Error {
             | Error::Permission(m)
             | Error::Unsupported(m)
             | Error::Replica(m)
+            | Error::Unavailable(m)
+            | Error::LeaseLost(m)
+            | Error::Capped(m)
             | Error::Script(m)
             | Error::Redis(m)
             | Error::System(m) => f.write_str(m),
@@ -83,6 +118,10 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The error code the clean script answers when its run does not hold the
+/// node's lease.
+pub const LEASE_LOST: &str = "LEASELOST";
 
 /// Collapses a possibly multi-line message into one line.
 pub fn one_line(message: &str) -> String {

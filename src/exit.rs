@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use serde::Serialize;
-
 /// Every exit code the binary uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -24,8 +22,7 @@ pub enum Exit {
 }
 
 /// Why a pass stopped before the end of the keyspace, when it was asked to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// `--max-runtime` elapsed.
     MaxRuntime,
@@ -43,6 +40,15 @@ impl Stop {
             Stop::MaxRuntime => Exit::Success,
             Stop::Sigterm => Exit::Terminated,
             Stop::Sigint => Exit::Interrupted,
+        }
+    }
+
+    /// How the JSON report names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::MaxRuntime => "max_runtime",
+            Stop::Sigterm => "sigterm",
+            Stop::Sigint => "sigint",
         }
     }
 

@@ -17,11 +17,15 @@
 //! - [`connection`]: the Redis URL, credentials and connecting
 //! - [`topology`]: standalone, cluster or Sentinel -> the nodes to clean,
 //!   and a shard's new primary after a failover
+//! - [`lease`]: one run per node: the lease, its token, the job's own keys
+//! - [`checkpoint`]: where a node's pass stands, and whether a run resumes it
+//! - [`cap`]: the caps on the keys a run acts on, shared by its nodes
 //! - [`pacer`]: the size of each call, and the pauses between calls (share
 //!   of Redis's time, rate limit)
-//! - [`pass`]: one pass over one node: script calls from cursor 0 back to 0
-//! - [`node`]: one node's work: INFO checks, variant, probes, load, pass,
-//!   failovers followed
+//! - [`pass`]: one pass over one node: script calls from its start cursor
+//!   back to 0, under the lease
+//! - [`node`]: one node's work: INFO checks, variant, probes, load, lease,
+//!   checkpoint, pass, transient faults retried and failovers followed
 //! - [`run`]: one run: its nodes cleaned at once, and how their outcomes
 //!   merge
 //! - [`report`]: the run's report, as text or JSON
@@ -31,12 +35,15 @@
 //!   subcommands and their output
 
 pub mod acl;
+pub mod cap;
+pub mod checkpoint;
 pub mod cli;
 pub mod command;
 pub mod connection;
 pub mod error;
 pub mod exit;
 pub mod glob;
+pub mod lease;
 pub mod logging;
 pub mod node;
 pub mod pacer;

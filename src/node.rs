@@ -1,31 +1,49 @@
 //! One Redis node's share of a run, over its own connection: connect, read
 //! what the server is (`INFO`), refuse what it cannot run before touching
 //! anything, choose the script's variant, check that the user may run every
-//! command the pass will send, load the script, and run the pass. When a
-//! cluster shard fails over during the pass, the pass starts again from
-//! cursor 0 on the shard's new primary: a cursor means nothing to another
-//! process, whose hash tables are ordered by its own seed. Whatever happens,
-//! the node's outcome comes back: what it did, and how it ended.
+//! command the pass will send, load the script, take the node's lease and
+//! read its checkpoint, and run the pass from where the checkpoint says.
+//!
+//! A transient fault (a lost connection, a timeout, `LOADING`, `BUSY`, a
+//! cluster in flux, a demoted primary, a lost lease) is retried with a
+//! bounded exponential backoff with jitter, from the checkpoint. A retry
+//! never applies a call twice: a call's work and its checkpoint commit
+//! together, so after a call whose reply was lost the checkpoint already
+//! holds the cursor after it, and after a call that never ran it holds the
+//! cursor before it. When a shard (cluster) or the service (Sentinel) fails
+//! over, the retry goes to the new primary, where a new pass starts from
+//! cursor 0: a cursor means nothing to another process, whose hash tables
+//! are ordered by its own seed. Whatever happens, the node's outcome comes
+//! back: what it did, and how it ended.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use backon::BackoffBuilder;
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::acl::{self, Command};
+use crate::cap::Caps;
+use crate::checkpoint::{self, Checkpoint, Start};
 use crate::connection::Target;
 use crate::error::Error;
 use crate::exit::Stop;
-use crate::pass::{self, End};
+use crate::lease;
+use crate::pass::{self, Calls, End, Locked, Progress};
 use crate::rules::Rules;
-use crate::script::protocol::Counts;
+use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId};
 use crate::script::{Dialect, Layout, Mode, Script};
-use crate::topology::{self, Node, Role, field};
+use crate::topology::{self, Node, Role, Source, field};
 
 /// The most failovers one node's pass follows before it gives up.
 const MAX_FAILOVERS: usize = 5;
+
+/// The retries of a node's work after transient faults in a row (a call
+/// that succeeds starts the count again): with delays from 100 ms doubling
+/// to 5 s, with jitter, about half a minute in all.
+const MAX_RETRIES: usize = 10;
 
 /// What to do on each node.
 #[derive(Debug, Clone)]
@@ -39,6 +57,15 @@ pub struct Task {
     /// Connect and reply timeout; also how long a failed-over shard is
     /// waited for.
     pub timeout: Duration,
+    /// The lease's time to live (`--lock-ttl`); `None` with `--no-lock`.
+    pub lock_ttl: Option<Duration>,
+    /// How old a checkpoint may be to be resumed (`--resume-max-age`); also
+    /// its time to live.
+    pub resume_max_age: Duration,
+    /// `--restart`: start a new pass whatever the checkpoint says.
+    pub restart: bool,
+    /// The most keys the run acts on, over all rules (`--max-keys`).
+    pub max_keys: Option<u64>,
 }
 
 /// What every node of a run shares.
@@ -46,11 +73,20 @@ pub struct Task {
 pub struct Context<'a> {
     /// What to do.
     pub task: &'a Task,
+    /// Where the nodes were found: a Sentinel service is asked again for
+    /// its primary after a fault.
+    pub source: &'a Source,
     /// The nodes through which a cluster is asked for a shard's new primary
     /// after a failover: the seeds, then every node found.
     pub nodes: &'a [Target],
     /// When the run started: `--max-runtime` counts from there.
     pub started: Instant,
+    /// The run's lease token (the same on every node).
+    pub token: &'a str,
+    /// How the run's leases name it.
+    pub holder: &'a str,
+    /// The run's caps, shared by its nodes.
+    pub caps: &'a Caps,
 }
 
 /// A failover a node's pass followed.
@@ -58,7 +94,7 @@ pub struct Context<'a> {
 pub struct Failover {
     /// The primary the pass was on.
     pub from: String,
-    /// The shard's new primary, where the pass started again from cursor 0.
+    /// The new primary, where the pass started again from cursor 0.
     pub to: String,
 }
 
@@ -90,14 +126,20 @@ pub struct NodeOutcome {
     pub server: Option<ServerInfo>,
     /// The script the pass ran, once it was chosen for the server.
     pub script: Option<Script>,
-    /// What the pass did, up to where it ended.
-    pub counts: Counts,
+    /// What the passes did, up to where they ended.
+    pub progress: Progress,
+    /// Where the (last) pass started, and why there.
+    pub start: Option<Start>,
     /// How long the node's work took.
     pub duration: Duration,
     /// How it ended.
     pub end: End,
     /// The failovers its pass followed, each a new pass from cursor 0.
     pub failovers: Vec<Failover>,
+    /// The transient faults its work was retried after.
+    pub retries: usize,
+    /// The `run_id` of the server process the last attempt ran on.
+    pub run_id: Option<String>,
 }
 
 impl NodeOutcome {
@@ -108,19 +150,23 @@ impl NodeOutcome {
             role,
             server: None,
             script: None,
-            counts: Counts::new(rules),
+            progress: Progress::new(rules),
+            start: None,
             duration: Duration::ZERO,
             end: End::Complete,
             failovers: Vec::new(),
+            retries: 0,
+            run_id: None,
         }
     }
 }
 
-/// Cleans `node` as `context` says, following its shard's failovers.
+/// Cleans `node` as `context` says, retrying after transient faults and
+/// following its failovers.
 pub async fn clean(
     mut node: Node,
     context: Context<'_>,
-    stop: watch::Receiver<Option<Stop>>,
+    mut stop: watch::Receiver<Option<Stop>>,
 ) -> NodeOutcome {
     let started = Instant::now();
     let task = context.task;
@@ -131,8 +177,10 @@ pub async fn clean(
         outcome.end = End::Stopped(stop);
         return outcome;
     }
+    let mut backoff = backoff();
     loop {
-        // Every event of the node's pass names the node.
+        let calls_before = outcome.progress.counts.batches;
+        // Every event of the node's work names the node.
         let span = info_span!("node", address = %node.target.address());
         let end = clean_once(&node, context, &mut outcome, stop.clone())
             .instrument(span)
@@ -141,42 +189,115 @@ pub async fn clean(
             outcome.end = end;
             break;
         };
-        let followed = outcome.failovers.len() < MAX_FAILOVERS && may_be_failover(&node, &err);
-        let new = match followed {
-            true => topology::new_primary(context.nodes, &node, task.timeout).await,
-            false => Ok(None),
-        };
-        let Ok(Some(new)) = new else {
-            outcome.end = End::Failed(err);
-            break;
-        };
-        let failover = Failover {
-            from: outcome.address.clone(),
-            to: new.target.address(),
+        if outcome.progress.counts.batches > calls_before {
+            backoff = self::backoff();
+        }
+        let delay = match backoff.next() {
+            Some(delay) if err.is_transient() => delay,
+            _ => {
+                outcome.end = End::Failed(err);
+                break;
+            }
         };
         warn!(
-            from = %failover.from,
-            to = %failover.to,
-            cause = %err,
-            "the shard failed over; its pass starts again from cursor 0 on the new primary"
+            node = %node.target.address(),
+            error = %err,
+            retry_in = ?delay,
+            "a transient fault; the node's work is retried from its checkpoint"
         );
-        outcome.address = failover.to.clone();
-        outcome.role = new.role;
-        outcome.failovers.push(failover);
-        node = new;
+        let deadline = tokio::time::Instant::now() + delay;
+        while pass::stop_due(&stop, task.pass.max_runtime, context.started).is_none() {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                Ok(()) = stop.changed() => {}
+            }
+        }
+        if let Some(stopped) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
+            outcome.end = End::Stopped(stopped);
+            break;
+        }
+        outcome.retries += 1;
+        match relocate(&node, &err, context, outcome.failovers.len()).await {
+            Some(new) if new.target.address() != node.target.address() => {
+                let failover = Failover {
+                    from: outcome.address.clone(),
+                    to: new.target.address(),
+                };
+                warn!(
+                    from = %failover.from,
+                    to = %failover.to,
+                    cause = %err,
+                    "the primary failed over; a new pass starts from cursor 0 on the new one"
+                );
+                outcome.address = failover.to.clone();
+                outcome.role = new.role;
+                outcome.failovers.push(failover);
+                node = new;
+            }
+            Some(new) => node = new,
+            None => {}
+        }
     }
     outcome.duration = started.elapsed();
     outcome
 }
 
-/// Whether `err` on `node` may mean its shard failed over: the node
-/// became a replica, or it went away. Only a cluster says where its shard
-/// went.
-fn may_be_failover(node: &Node, err: &Error) -> bool {
-    node.shard.is_some() && matches!(err, Error::Replica(_) | Error::Connection(_))
+/// The delays between retries: exponential from 100 ms to 5 s, with
+/// jitter, at most [`MAX_RETRIES`].
+fn backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(MAX_RETRIES)
+        .with_jitter()
+        .build()
 }
 
-/// One pass over `node`, from cursor 0, adding to `outcome`.
+/// Where `node` is after `err`: a cluster shard's new primary if it may
+/// have failed over, the primary a Sentinel names now, or (`None`) the same
+/// node.
+async fn relocate(
+    node: &Node,
+    err: &Error,
+    context: Context<'_>,
+    failovers: usize,
+) -> Option<Node> {
+    let timeout = context.task.timeout;
+    if let Source::Sentinel(_) = context.source {
+        let from_replicas = node.role == Role::Replica;
+        return match topology::discover(context.source, timeout, from_replicas).await {
+            Ok(mut nodes) if !nodes.is_empty() => Some(nodes.swap_remove(0)),
+            Ok(_) => None,
+            Err(err) => {
+                debug!(error = %err, "the Sentinels did not answer; retrying the same node");
+                None
+            }
+        };
+    }
+    if failovers >= MAX_FAILOVERS || !may_be_failover(node, err) {
+        return None;
+    }
+    topology::new_primary(context.nodes, node, timeout)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Whether `err` on `node` may mean its shard failed over: the node
+/// became a replica (which refuses writes, or redirects the job's own keys
+/// to the new primary), or it went away. Only a cluster says where its
+/// shard went.
+fn may_be_failover(node: &Node, err: &Error) -> bool {
+    node.shard.is_some()
+        && matches!(
+            err,
+            Error::Replica(_) | Error::Connection(_) | Error::Unavailable(_)
+        )
+}
+
+/// One attempt at `node`: prepare it, take its lease, and run the pass from
+/// its checkpoint (or, in a dry run, from where the last attempt on the same
+/// server process stopped), adding to `outcome`.
 async fn clean_once(
     node: &Node,
     context: Context<'_>,
@@ -188,20 +309,173 @@ async fn clean_once(
         Ok(conn) => conn,
         Err(err) => return End::Failed(err),
     };
-    if let Err(err) = prepare(&mut conn, node, task, outcome).await {
-        return End::Failed(err);
-    }
-    let script = outcome.script.as_ref().expect("prepared");
-    pass::run(
-        conn,
+    let prepared = match prepare(&mut conn, node, task, outcome).await {
+        Ok(prepared) => prepared,
+        Err(err) => return End::Failed(err),
+    };
+    let script = outcome.script.clone().expect("prepared");
+    let claim = Claim {
+        keys: (!task.dry_run).then(|| lease::state_keys(prepared.slot)),
+        token: match task.lock_ttl {
+            Some(_) if !task.dry_run => context.token.to_string(),
+            _ => String::new(),
+        },
+        lease_ttl: task.lock_ttl.unwrap_or(lease::DEFAULT_LOCK_TTL),
+    };
+    let pass_id = if task.dry_run {
+        outcome.start = Some(dry_start(outcome, &prepared.run_id));
+        None
+    } else {
+        match take(
+            &mut conn,
+            &script,
+            &claim,
+            context,
+            &prepared.run_id,
+            outcome,
+        )
+        .await
+        {
+            Ok(Ok(pass_id)) => Some(pass_id),
+            Ok(Err(locked)) => return End::Locked(locked),
+            Err(err) => return End::Failed(err),
+        }
+    };
+    outcome.progress.cursor = outcome.start.as_ref().map_or(0, |start| start.cursor);
+    let calls = Calls {
+        script: &script,
+        claim: &claim,
+        pass: pass_id.as_ref(),
+        caps: context.caps,
+    };
+    let end = pass::run(
+        conn.clone(),
         &task.rules,
-        script,
+        calls,
         &task.pass,
         context.started,
         stop,
-        &mut outcome.counts,
+        &mut outcome.progress,
     )
-    .await
+    .await;
+    if !claim.token.is_empty() && !matches!(&end, End::Failed(err) if err.is_transient()) {
+        release(&mut conn, &script, &claim).await;
+    }
+    outcome.run_id = Some(prepared.run_id);
+    end
+}
+
+/// Takes the node's lease (unless `--no-lock`) and decides from its
+/// checkpoint where the pass starts, recorded in `outcome.start`. Another
+/// run's lease: who holds it, and since when.
+async fn take(
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    claim: &Claim,
+    context: Context<'_>,
+    run_id: &str,
+    outcome: &mut NodeOutcome,
+) -> Result<Result<PassId, Locked>, Error> {
+    let task = context.task;
+    let (acquired, _): (Acquired, bool) = script
+        .call(
+            conn,
+            claim,
+            Op::Acquire {
+                holder: context.holder,
+            },
+        )
+        .await?;
+    match acquired.lease {
+        LeaseState::Held => {}
+        LeaseState::Locked => {
+            let locked = Locked {
+                holder: acquired.holder,
+                since: acquired.since_ms.map(|ms| ms as f64 / 1000.0),
+            };
+            info!(
+                holder = %locked.holder,
+                since = ?locked.since,
+                "another run holds the node's lease; the node is skipped"
+            );
+            return Ok(Err(locked));
+        }
+        LeaseState::Refused => {
+            // Retried: the next attempt may find memory freed.
+            return Err(Error::Unavailable(format!(
+                "the server refused to write the lease: {}",
+                acquired.holder
+            )));
+        }
+    }
+    let stored = Checkpoint::parse(&acquired.checkpoint);
+    // --restart asks for a new pass once: a retry in the same run resumes
+    // the pass this run began.
+    let first = outcome.start.is_none();
+    let start = checkpoint::start(
+        stored.as_ref(),
+        checkpoint::Wanted {
+            fingerprint: &script.sha,
+            run_id,
+            now_ms: acquired.now_ms,
+            max_age: task.resume_max_age,
+            restart: task.restart && first,
+        },
+    );
+    info!(
+        resumed = start.resumed,
+        cursor = start.cursor,
+        reason = %start.reason,
+        "pass {}",
+        if start.resumed { "resumed" } else { "begins" }
+    );
+    let pass_id = PassId {
+        fingerprint: script.sha.clone(),
+        run_id: run_id.to_string(),
+        started_ms: start.started_ms,
+        max_age: task.resume_max_age,
+    };
+    outcome.start = Some(start);
+    Ok(Ok(pass_id))
+}
+
+/// Where a dry run's pass starts: where its last attempt stopped, on the
+/// same server process; else cursor 0. A dry run writes nothing, so its
+/// cursor lives in memory only.
+fn dry_start(outcome: &NodeOutcome, run_id: &str) -> Start {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    match &outcome.start {
+        Some(start) if outcome.run_id.as_deref() == Some(run_id) => Start {
+            cursor: outcome.progress.cursor,
+            reason: "a dry run resumes where its last attempt stopped, in memory".into(),
+            ..start.clone()
+        },
+        _ => Start {
+            cursor: 0,
+            started_ms: now.as_millis() as u64,
+            started_at: now.as_secs_f64(),
+            resumed: false,
+            reason: "a dry run keeps its cursor in memory only: it starts from cursor 0".into(),
+        },
+    }
+}
+
+/// Gives the lease back, so the next run need not wait for it to expire.
+/// A failure only costs that wait.
+async fn release(conn: &mut MultiplexedConnection, script: &Script, claim: &Claim) {
+    if let Err(err) = script.call::<i64>(conn, claim, Op::Release).await {
+        debug!(error = %err, "the lease could not be given back; it expires by itself");
+    }
+}
+
+/// What the pass needs to know about the server, learnt while preparing.
+struct Prepared {
+    /// The server process's `run_id`.
+    run_id: String,
+    /// On a cluster node: a slot it serves now, for its state keys.
+    slot: Option<u16>,
 }
 
 /// Everything before the first call, recorded in `outcome` as it is learnt.
@@ -210,7 +484,7 @@ async fn prepare(
     node: &Node,
     task: &Task,
     outcome: &mut NodeOutcome,
-) -> Result<(), Error> {
+) -> Result<Prepared, Error> {
     let address = outcome.address.clone();
     let server = topology::info(conn, &address, "server").await?;
     if topology::is_cluster(&server) != (node.layout == Layout::Cluster) {
@@ -244,6 +518,10 @@ async fn prepare(
         .load(conn)
         .await
         .map_err(|err| Command::ScriptLoad.advise(err))?;
+    let slot = match (&node.shard, mode) {
+        (Some(_), Mode::Write) => Some(topology::served_slot(conn, node, &server).await?),
+        _ => None,
+    };
     info!(
         server = %info,
         script = %script.name,
@@ -255,7 +533,10 @@ async fn prepare(
         dry_run = task.dry_run,
         "pass started"
     );
-    Ok(())
+    Ok(Prepared {
+        run_id: field(&server, "run_id").unwrap_or_default().to_string(),
+        slot,
+    })
 }
 
 /// Refuses rules that need idle times on a server under an LFU policy,

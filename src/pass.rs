@@ -1,24 +1,29 @@
-//! One pass over one Redis node: call the clean script from cursor 0 until
-//! SCAN's cursor comes back to 0. Each call runs SCAN steps inside Redis for
-//! as long as its time budget allows and cleans the keys they return, so key
-//! names never cross the network; the job only carries the cursor from one
-//! call to the next, paced by what the calls report. The pass takes its stop
-//! signal as a parameter, so a graceful stop is testable.
+//! One pass over one Redis node: call the clean script from the pass's
+//! start cursor (0, or a checkpoint's) until SCAN's cursor comes back to 0.
+//! Each call runs SCAN steps inside Redis for as long as its time budget
+//! allows and cleans the keys they return, so key names never cross the
+//! network; the job only carries the cursor from one call to the next,
+//! paced by what the calls report. Each writing call holds the run's lease
+//! and saves the checkpoint in the same atomic call as its work; between
+//! calls far apart the lease is renewed. The pass takes its stop signal as a
+//! parameter, so a graceful stop is testable.
 //!
 //! Memory stays flat in the size of the keyspace: the pass holds one call's
-//! arguments and reply.
+//! arguments and reply (and, in a dry run, a few sample keys per rule).
 
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
+use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{Level, debug, enabled, info};
+use tracing::{Level, debug, enabled, info, warn};
 
+use crate::cap::Caps;
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Counts};
+use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
 use crate::script::{Invoke, Layout, Mode, Script};
 use crate::topology::field;
 
@@ -35,6 +40,13 @@ const CALLS_PER_SAMPLE: u64 = 100;
 /// writing pass on a cluster node also checks that the node is still a
 /// primary.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sample keys a dry run keeps per rule.
+pub const SAMPLES_PER_RULE: usize = 5;
+
+/// The most calls of a dry run that return their keys for samples: the
+/// samples come from the start of the pass, and cost nothing after.
+const SAMPLING_CALLS: u64 = 100;
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -55,58 +67,108 @@ pub enum End {
     Complete,
     /// The pass stopped early, as it was asked to.
     Stopped(Stop),
+    /// The node was skipped: another run holds its lease.
+    Locked(Locked),
     /// The pass failed.
     Failed(Error),
+}
+
+/// Who held a node's lease when a run skipped it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Locked {
+    /// The holder, as its lease names it (pod or host, and process).
+    pub holder: String,
+    /// Since when it holds the lease, in seconds since the Unix epoch.
+    pub since: Option<f64>,
 }
 
 impl End {
     /// The exit code of a run that ended so.
     pub fn exit(&self) -> Exit {
         match self {
-            End::Complete => Exit::Success,
+            End::Complete | End::Locked(_) => Exit::Success,
             End::Stopped(stop) => stop.exit(),
             End::Failed(err) => err.exit_code(),
         }
     }
 
     /// How much this ending weighs when a run's nodes ended differently:
-    /// a failure over a stop, a signal over `--max-runtime`, a stop over
-    /// completion.
+    /// a failure over a stop, a signal over `--max-runtime`, a stop over a
+    /// node skipped for its lease, that over completion.
     pub fn weight(&self) -> u8 {
         match self {
             End::Complete => 0,
-            End::Stopped(Stop::MaxRuntime) => 1,
-            End::Stopped(Stop::Sigterm | Stop::Sigint) => 2,
-            End::Failed(_) => 3,
+            End::Locked(_) => 1,
+            End::Stopped(Stop::MaxRuntime) => 2,
+            End::Stopped(Stop::Sigterm | Stop::Sigint) => 3,
+            End::Failed(_) => 4,
         }
     }
 }
 
-/// Runs one pass with `script` (already loaded) over the node behind `conn`,
-/// adding what it does to `counts`. `--max-runtime` counts from
-/// `run_started`. When `stop` turns `Some`, the call in flight is finished
-/// and the pass returns.
+/// What the calls of a pass send besides their batches.
+#[derive(Clone, Copy)]
+pub struct Calls<'a> {
+    /// The script, already loaded.
+    pub script: &'a Script,
+    /// The node's state keys, the run's lease token and its time to live.
+    pub claim: &'a Claim,
+    /// The pass the checkpoint records; `None` in a dry run, which keeps
+    /// its cursor in memory only.
+    pub pass: Option<&'a PassId>,
+    /// The run's caps, shared with its other nodes.
+    pub caps: &'a Caps,
+}
+
+/// What a node's passes did, kept across its retries.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// What the calls did.
+    pub counts: Counts,
+    /// Where the next call starts.
+    pub cursor: u64,
+    /// In a dry run, a few of the keys each rule would act on, in rule order.
+    pub samples: Vec<Vec<Vec<u8>>>,
+}
+
+impl Progress {
+    /// Nothing done yet, for `rules`.
+    pub fn new(rules: &Rules) -> Progress {
+        Progress {
+            counts: Counts::new(rules),
+            cursor: 0,
+            samples: vec![Vec::new(); rules.rules.len()],
+        }
+    }
+}
+
+/// Runs one pass with `calls` over the node behind `conn`, from
+/// `progress.cursor`, adding what it does to `progress`. `--max-runtime`
+/// counts from `run_started`. When `stop` turns `Some`, the call in flight
+/// is finished and the pass returns.
 pub async fn run(
     conn: MultiplexedConnection,
     rules: &Rules,
-    script: &Script,
+    calls: Calls<'_>,
     options: &Options,
     run_started: Instant,
     stop: watch::Receiver<Option<Stop>>,
-    counts: &mut Counts,
+    progress: &mut Progress,
 ) -> End {
     let now = Instant::now();
     let mut pass = Pass {
         conn,
         rules,
-        script,
+        calls,
         options,
         pacer: Pacer::new(options.limits, now),
-        counts,
+        progress,
         run_started,
         started: now,
         last_progress: now,
         last_sample: None,
+        held_at: now,
+        sampling_calls: 0,
         stop,
     };
     match pass.drive().await {
@@ -119,79 +181,175 @@ pub async fn run(
 struct Pass<'a> {
     conn: MultiplexedConnection,
     rules: &'a Rules,
-    script: &'a Script,
+    calls: Calls<'a>,
     options: &'a Options,
     pacer: Pacer,
-    counts: &'a mut Counts,
+    progress: &'a mut Progress,
     /// When the run started, for `--max-runtime`.
     run_started: Instant,
     /// When this pass started, for its rate.
     started: Instant,
     last_progress: Instant,
     last_sample: Option<(Instant, u64)>,
+    /// When the lease was last renewed (by any call).
+    held_at: Instant,
+    /// The dry run's calls that returned their keys for samples.
+    sampling_calls: u64,
     stop: watch::Receiver<Option<Stop>>,
 }
 
 impl Pass<'_> {
     /// The pass loop: one script call at a time, each from the cursor the
-    /// last one returned, until the cursor is back to 0 or a stop comes.
+    /// last one returned, until the cursor is back to 0, a stop comes, or a
+    /// cap is reached.
     async fn drive(&mut self) -> Result<Option<Stop>, Error> {
-        let mut cursor = 0;
         loop {
-            if let Some(stop) = self.wait_for_turn().await {
+            if let Some(stop) = self.wait_for_turn().await? {
                 return Ok(Some(stop));
             }
-            let batch = Batch {
-                cursor,
-                step: self.pacer.step(),
-                scan_budget: self.pacer.scan_budget(),
-                max_keys: self.pacer.max_keys(),
-                report_keys: enabled!(Level::DEBUG),
-            };
+            if let Some(reached) = self.calls.caps.reached() {
+                return Err(Error::Capped(reached));
+            }
             if self.sample_due() {
                 self.sample().await?;
             }
+            let max_keys = self.pacer.max_keys();
+            let grant = self.calls.caps.grant(max_keys as u64);
+            let batch = Batch {
+                cursor: self.progress.cursor,
+                step: self.pacer.step(),
+                scan_budget: self.pacer.scan_budget(),
+                max_keys,
+                report_keys: enabled!(Level::DEBUG) || self.wants_samples(),
+                cap: grant.run,
+                rule_caps: grant.rules.clone(),
+            };
             let sent = Instant::now();
-            let (reply, resent) = self.script.call(&mut self.conn, &batch).await?;
+            let called = self
+                .calls
+                .script
+                .call::<Reply>(
+                    &mut self.conn,
+                    self.calls.claim,
+                    Op::Clean(&batch, self.calls.pass),
+                )
+                .await;
+            // A failed call may have acted: its grant stays spent.
+            let (reply, resent) = called?;
+            self.held_at = sent;
             self.pacer.record(&reply, sent, Instant::now());
             if resent {
                 self.pacer.resent();
             }
-            reply.tally(self.rules, self.counts)?;
-            self.counts.script_reloads += u64::from(resent);
+            self.calls
+                .caps
+                .settle(&grant, &reply.acted, &reply.capped, self.rules);
+            reply.tally(self.rules, &mut self.progress.counts)?;
+            self.progress.counts.script_reloads += u64::from(resent);
+            self.keep_samples(&reply, batch.report_keys);
+            self.note_checkpoint(&reply);
             self.log_progress();
+            self.progress.cursor = reply.cursor;
+            if let Some(reached) = self.calls.caps.reached() {
+                return Err(Error::Capped(reached));
+            }
             if reply.cursor == 0 {
                 return Ok(None);
             }
-            cursor = reply.cursor;
         }
     }
 
-    /// Waits until the pacer lets the next call go out. Returns the stop
-    /// instead if one comes first (a signal, or `--max-runtime`).
-    async fn wait_for_turn(&mut self) -> Option<Stop> {
+    /// Whether a dry run still wants sample keys: a rule has fewer than
+    /// [`SAMPLES_PER_RULE`], within the first [`SAMPLING_CALLS`] calls.
+    fn wants_samples(&self) -> bool {
+        self.calls.pass.is_none()
+            && self.calls.script.mode == Mode::ReadOnly
+            && self.sampling_calls < SAMPLING_CALLS
+            && self
+                .progress
+                .samples
+                .iter()
+                .any(|keys| keys.len() < SAMPLES_PER_RULE)
+    }
+
+    /// Keeps a dry run's first keys per rule from a call that reported its
+    /// keys.
+    fn keep_samples(&mut self, reply: &Reply, reported: bool) {
+        if !reported || self.calls.script.mode != Mode::ReadOnly {
+            return;
+        }
+        self.sampling_calls += 1;
+        for (rule, key) in reply.acted_keys(self.rules) {
+            let samples = &mut self.progress.samples[rule];
+            if samples.len() < SAMPLES_PER_RULE {
+                samples.push(key.to_vec());
+            }
+        }
+    }
+
+    /// Warns when the server refused the checkpoint's write (Redis 6.2 at
+    /// maxmemory may): the call's work stands, and the next call saves the
+    /// checkpoint again.
+    fn note_checkpoint(&self, reply: &Reply) {
+        if self.calls.pass.is_some() && reply.checkpoint != "saved" {
+            warn!(
+                error = %reply.checkpoint,
+                cursor = reply.cursor,
+                "the server refused to save the checkpoint; the next call saves it again"
+            );
+        }
+    }
+
+    /// Waits until the pacer lets the next call go out, renewing the lease
+    /// when the wait outlasts a third of it. Returns the stop instead if
+    /// one comes first (a signal, or `--max-runtime`).
+    async fn wait_for_turn(&mut self) -> Result<Option<Stop>, Error> {
         let deadline = self.options.max_runtime.map(|max| self.run_started + max);
         loop {
             if let Some(stop) = self.stop_requested() {
-                return Some(stop);
+                return Ok(Some(stop));
+            }
+            let renew_at = self.renew_at();
+            if renew_at.is_some_and(|at| at <= Instant::now()) {
+                self.renew().await?;
+                continue;
             }
             let at = self.pacer.next_call_at();
             if at <= Instant::now() {
-                return None;
+                return Ok(None);
             }
-            let wake = deadline.map_or(at, |deadline| deadline.min(at));
+            let wake = [Some(at), deadline, renew_at].into_iter().flatten().min();
             tokio::select! {
-                () = tokio::time::sleep_until(wake.into()) => {}
+                () = tokio::time::sleep_until(wake.unwrap_or(at).into()) => {}
                 Ok(()) = self.stop.changed() => {}
             }
         }
+    }
+
+    /// When the lease is due for renewal, if the run holds one: a third of
+    /// its time to live after the last call that renewed it.
+    fn renew_at(&self) -> Option<Instant> {
+        let claim = self.calls.claim;
+        (!claim.token.is_empty()).then(|| self.held_at + claim.lease_ttl / 3)
+    }
+
+    /// Renews the lease; fails if the run no longer holds it.
+    async fn renew(&mut self) -> Result<(), Error> {
+        let sent = Instant::now();
+        self.calls
+            .script
+            .call::<i64>(&mut self.conn, self.calls.claim, Op::Renew)
+            .await?;
+        self.held_at = sent;
+        Ok(())
     }
 
     /// Whether the next call is preceded by a sample: every
     /// [`CALLS_PER_SAMPLE`] calls, and at least every [`SAMPLE_INTERVAL`].
     fn sample_due(&self) -> bool {
         self.last_sample.is_none_or(|(at, batches)| {
-            self.counts.batches >= batches + CALLS_PER_SAMPLE || at.elapsed() >= SAMPLE_INTERVAL
+            self.progress.counts.batches >= batches + CALLS_PER_SAMPLE
+                || at.elapsed() >= SAMPLE_INTERVAL
         })
     }
 
@@ -201,9 +359,10 @@ impl Pass<'_> {
     /// Redis 7 the script's flags refuse the call on a replica anyway, but
     /// Redis 6.2 would run it, and every key would be refused.
     async fn sample(&mut self) -> Result<(), Error> {
-        self.last_sample = Some((Instant::now(), self.counts.batches));
+        self.last_sample = Some((Instant::now(), self.progress.counts.batches));
         self.sample_call_stats().await;
-        if self.script.layout == Layout::Cluster && self.script.mode == Mode::Write {
+        let script = self.calls.script;
+        if script.layout == Layout::Cluster && script.mode == Mode::Write {
             let replication: String = redis::cmd("INFO")
                 .arg("replication")
                 .query_async(&mut self.conn)
@@ -222,7 +381,7 @@ impl Pass<'_> {
     /// script. They only refine the pacing: a server that does not give
     /// them leaves the pacer with its estimate.
     async fn sample_call_stats(&mut self) {
-        let command = self.script.invocation(Invoke::Sha).0.to_lowercase();
+        let command = self.calls.script.invocation(Invoke::Sha).0.to_lowercase();
         let info: Result<String, _> = redis::cmd("INFO")
             .arg("commandstats")
             .query_async(&mut self.conn)
@@ -244,11 +403,12 @@ impl Pass<'_> {
         }
         self.last_progress = Instant::now();
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+        let counts = &self.progress.counts;
         info!(
-            keys_scanned = self.counts.keys_scanned,
-            keys_matched = self.counts.keys_matched,
-            keys_acted = self.counts.acted(),
-            keys_per_second = (self.counts.keys_scanned as f64 / elapsed).round(),
+            keys_scanned = counts.keys_scanned,
+            keys_matched = counts.keys_matched,
+            keys_acted = counts.acted(),
+            keys_per_second = (counts.keys_scanned as f64 / elapsed).round(),
             "progress"
         );
     }
@@ -315,8 +475,15 @@ mod tests {
             End::Failed(Error::Redis(String::new())),
         ];
         let weights: Vec<u8> = endings.iter().map(End::weight).collect();
-        assert_eq!(weights, [0, 1, 2, 3]);
-        assert_eq!(End::Stopped(Stop::Sigint).weight(), 2);
+        assert_eq!(weights, [0, 2, 3, 4]);
+        assert_eq!(End::Stopped(Stop::Sigint).weight(), 3);
+        let locked = End::Locked(Locked {
+            holder: "other".into(),
+            since: None,
+        });
+        assert_eq!(locked.weight(), 1);
+        // A node skipped for another run's lease is no failure to retry.
+        assert_eq!(locked.exit(), Exit::Success);
         let exits: Vec<Exit> = endings.iter().map(End::exit).collect();
         assert_eq!(
             exits,

@@ -5,9 +5,10 @@
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::checkpoint::Start;
 use crate::exit::Stop;
 use crate::node::{Failover, NodeOutcome, ServerInfo};
-use crate::pass::End;
+use crate::pass::{End, Locked, SAMPLES_PER_RULE};
 use crate::rules::Rules;
 use crate::run::RunOutcome;
 use crate::script::Script;
@@ -68,6 +69,13 @@ struct ServerReport<'a> {
     /// The failovers its pass followed, each restarting it from cursor 0
     /// on the shard's new primary.
     failovers: &'a [Failover],
+    /// The transient faults its work was retried after.
+    retries: usize,
+    /// Where its pass started: resumed from a checkpoint or new, and why.
+    pass: Option<&'a Start>,
+    /// When another run's lease made the run skip the node: its holder
+    /// and since when.
+    locked: Option<&'a Locked>,
 }
 
 /// How something ended, as the three fields `complete`, `stopped_by` and
@@ -79,7 +87,8 @@ impl Serialize for Status<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let (stopped_by, error) = match self.0 {
             End::Complete => (None, None),
-            End::Stopped(stop) => (Some(*stop), None),
+            End::Stopped(stop) => (Some(stop.name()), None),
+            End::Locked(_) => (Some("locked"), None),
             End::Failed(err) => (None, Some(err.to_string())),
         };
         let mut map = serializer.serialize_map(Some(3))?;
@@ -125,10 +134,13 @@ impl<'a> Tally<'a> {
                 .rules
                 .iter()
                 .zip(&counts.per_rule)
-                .map(|(rule, &keys)| RuleCount {
+                .zip(&counts.capped)
+                .map(|((rule, &keys), &capped)| RuleCount {
                     name: &rule.name,
                     action: rule.action.name(),
                     keys,
+                    capped,
+                    samples: None,
                 })
                 .collect(),
             script_reloads: counts.script_reloads,
@@ -145,6 +157,12 @@ struct RuleCount<'a> {
     action: &'static str,
     /// Keys it acted on (or would have, in a dry run).
     keys: u64,
+    /// Keys it would have acted on beyond its cap or the run's, left as
+    /// they were.
+    capped: u64,
+    /// In a dry run: a few keys it would act on, escaped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    samples: Option<Vec<String>>,
 }
 
 /// The script named in the report.
@@ -152,7 +170,7 @@ struct RuleCount<'a> {
 struct ScriptInfo<'a> {
     /// Script name, e.g. "clean".
     name: &'a str,
-    /// Script version, e.g. "v4".
+    /// Script version, e.g. "v5".
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,
@@ -172,10 +190,17 @@ impl<'a> Report<'a> {
     /// The report of `outcome`, a run of `rules`.
     pub fn new(outcome: &'a RunOutcome, rules: &'a Rules, dry_run: bool) -> Report<'a> {
         let first = outcome.nodes.first();
+        let mut totals = Tally::new(&outcome.counts(), rules);
+        if dry_run {
+            for (r, rule) in totals.rules.iter_mut().enumerate() {
+                let keys = outcome.nodes.iter().flat_map(|n| &n.progress.samples[r]);
+                rule.samples = Some(keys.take(SAMPLES_PER_RULE).map(|k| escaped(k)).collect());
+            }
+        }
         Report {
             status: Status(outcome.end()),
             dry_run,
-            totals: Tally::new(&outcome.counts(), rules),
+            totals,
             duration_seconds: outcome.duration.as_secs_f64(),
             script: first.and_then(|n| n.script.as_ref()).map(ScriptInfo::of),
             server: first.and_then(|n| n.server.as_ref()),
@@ -221,6 +246,16 @@ impl<'a> Report<'a> {
                 );
             }
             text.push('\n');
+            if let Some(start) = server.pass {
+                text += &format!("    pass          {}\n", start.reason);
+            }
+            if let Some(locked) = server.locked {
+                text += &format!(
+                    "    locked        by {}{}\n",
+                    locked.holder,
+                    since(locked.since)
+                );
+            }
             for failover in server.failovers {
                 text += &format!(
                     "    failover      from {} to {}: the pass started again from cursor 0\n",
@@ -246,9 +281,16 @@ impl<'a> Report<'a> {
         };
         for rule in &totals.rules {
             text += &format!(
-                "  rule {:<24} {verb} {} keys ({})\n",
+                "  rule {:<24} {verb} {} keys ({})",
                 rule.name, rule.keys, rule.action
             );
+            if rule.capped > 0 {
+                text += &format!(", {} more left for a cap", rule.capped);
+            }
+            text.push('\n');
+            for sample in rule.samples.iter().flatten() {
+                text += &format!("    sample        {sample}\n");
+            }
         }
         text += &format!("  unchanged       {}\n", totals.unchanged);
         text += &format!("  vanished        {}\n", totals.vanished);
@@ -270,10 +312,16 @@ impl<'a> ServerReport<'a> {
             software: node.server.as_ref().map(|s| s.software.as_str()),
             version: node.server.as_ref().map(|s| s.version.as_str()),
             status: Status(&node.end),
-            tally: Tally::new(&node.counts, rules),
+            tally: Tally::new(&node.progress.counts, rules),
             duration_seconds: node.duration.as_secs_f64(),
             script: node.script.as_ref().map(ScriptInfo::of),
             failovers: &node.failovers,
+            retries: node.retries,
+            pass: node.start.as_ref(),
+            locked: match &node.end {
+                End::Locked(locked) => Some(locked),
+                _ => None,
+            },
         }
     }
 }
@@ -283,8 +331,29 @@ fn describe(end: &End) -> String {
     match end {
         End::Complete => "complete".to_string(),
         End::Stopped(stop) => format!("stopped early ({})", Stop::describe(*stop)),
+        End::Locked(locked) => format!(
+            "skipped (another run holds the lease: {}{})",
+            locked.holder,
+            since(locked.since)
+        ),
         End::Failed(_) => "failed".to_string(),
     }
+}
+
+/// ", since <time>" for a lease held since `since` (Unix seconds), if known.
+fn since(since: Option<f64>) -> String {
+    since
+        .map(|secs| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs);
+            format!(", since {}", humantime::format_rfc3339_seconds(at))
+        })
+        .unwrap_or_default()
+}
+
+/// A key as the report shows it: quoted, every byte outside printable
+/// ASCII escaped, so a key can neither forge nor split a line.
+fn escaped(key: &[u8]) -> String {
+    format!("\"{}\"", key.escape_ascii())
 }
 
 #[cfg(test)]
@@ -293,6 +362,7 @@ mod tests {
 
     use super::*;
     use crate::error::Error;
+    use crate::pass::Progress;
 
     fn outcome(ends: Vec<End>) -> RunOutcome {
         let rules = Rules::builtin();
@@ -301,16 +371,16 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(|(i, end)| {
-                    let mut counts = Counts::new(&rules);
-                    counts.keys_scanned = 10 * (i as u64 + 1);
-                    counts.per_rule[2] = i as u64 + 1;
+                    let mut progress = Progress::new(&rules);
+                    progress.counts.keys_scanned = 10 * (i as u64 + 1);
+                    progress.counts.per_rule[2] = i as u64 + 1;
                     NodeOutcome {
                         server: Some(ServerInfo {
                             address: format!("h:{i}"),
                             software: "Valkey".into(),
                             version: "8.1.8".into(),
                         }),
-                        counts,
+                        progress,
                         duration: Duration::from_secs(1),
                         end,
                         failovers: vec![Failover {
@@ -385,7 +455,7 @@ mod tests {
         assert!(text.contains("would act on 1 keys (delete)"), "{text}");
         assert!(!text.contains("script reloads"), "{text}");
         let mut reloaded = outcome(vec![End::Complete]);
-        reloaded.nodes[0].counts.script_reloads = 2;
+        reloaded.nodes[0].progress.counts.script_reloads = 2;
         let text = Report::new(&reloaded, &rules, false).to_text();
         assert!(text.contains("  script reloads  2\n"), "{text}");
         let two = outcome(vec![
@@ -406,7 +476,7 @@ mod tests {
         );
         assert!(!text.contains("moved"), "{text}");
         let mut moved = outcome(vec![End::Complete]);
-        moved.nodes[0].counts.moved = 4;
+        moved.nodes[0].progress.counts.moved = 4;
         moved.nodes[0].role = Role::Replica;
         let text = Report::new(&moved, &rules, true).to_text();
         assert!(text.contains("  moved           4\n"), "{text}");

@@ -77,6 +77,10 @@ pub struct Rule {
     pub conditions: Conditions,
     /// What happens to a key this rule takes.
     pub action: Action,
+    /// The most keys the rule may act on in one run (`max_keys`): beyond,
+    /// the run stops and fails, since the rule selects far more keys than
+    /// it should.
+    pub max_keys: Option<u64>,
 }
 
 /// The conditions of a rule. `None` (or `false`) means "no such condition".
@@ -164,6 +168,7 @@ impl Rules {
                 pattern,
                 conditions: Conditions::default(),
                 action: Action::Delete,
+                max_keys: None,
             }],
         }
     }
@@ -286,6 +291,15 @@ impl Rules {
             .collect()
     }
 
+    /// Whether some rule's pattern may match a key that starts with
+    /// `prefix`: its literal prefix does not rule it out.
+    pub fn may_select(&self, prefix: &[u8]) -> bool {
+        self.patterns.iter().any(|glob| {
+            let head = glob.literal_prefix();
+            head.starts_with(prefix) || prefix.starts_with(head)
+        })
+    }
+
     /// Whether any rule needs `OBJECT IDLETIME`, which Redis refuses under
     /// an LFU eviction policy.
     pub fn uses_idle_time(&self) -> bool {
@@ -396,6 +410,7 @@ struct RawRule {
     #[serde(rename = "type")]
     key_type: Option<Spanned<String>>,
     idle_above: Option<Spanned<String>>,
+    max_keys: Option<Spanned<i64>>,
 }
 
 type Invalid = (std::ops::Range<usize>, String);
@@ -416,11 +431,25 @@ impl RawRule {
         let action = self.action(&name)?;
         check_satisfiable(&name, &conditions, action)
             .map_err(|(field, message)| (self.span_of(field), message))?;
+        let max_keys = match &self.max_keys {
+            None => None,
+            Some(max) if *max.get_ref() >= 1 => Some(*max.get_ref() as u64),
+            Some(max) => {
+                return Err((
+                    max.span(),
+                    format!(
+                        "rule {name:?}: max_keys must be at least 1 \
+                         (to stop a rule, remove it)"
+                    ),
+                ));
+            }
+        };
         Ok(Rule {
             name,
             pattern,
             conditions,
             action,
+            max_keys,
         })
     }
 
@@ -603,6 +632,8 @@ struct RenderedRule {
     action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_keys: Option<u64>,
 }
 
 impl From<&Rule> for RenderedRule {
@@ -622,6 +653,7 @@ impl From<&Rule> for RenderedRule {
                 Action::Expire(ttl) => Some(human(ttl)),
                 Action::Delete => None,
             },
+            max_keys: rule.max_keys,
         }
     }
 }

@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::cap::Caps;
 use crate::exit::{Exit, Stop};
+use crate::lease;
 use crate::node::{self, Context, NodeOutcome, Task};
 use crate::pass::End;
 use crate::script::protocol::Counts;
@@ -49,13 +51,21 @@ impl RunOutcome {
     /// The nodes' counts added together.
     pub fn counts(&self) -> Counts {
         let mut total = Counts {
-            per_rule: vec![0; self.nodes.first().map_or(0, |n| n.counts.per_rule.len())],
+            per_rule: vec![0; self.rules()],
+            capped: vec![0; self.rules()],
             ..Counts::default()
         };
         for node in &self.nodes {
-            total.add(&node.counts);
+            total.add(&node.progress.counts);
         }
         total
+    }
+
+    /// The number of rules the counts are of.
+    fn rules(&self) -> usize {
+        self.nodes
+            .first()
+            .map_or(0, |n| n.progress.counts.per_rule.len())
     }
 
     /// How the run ended: the weightiest of its nodes' endings (a failure,
@@ -119,10 +129,16 @@ async fn clean_all(
         Source::Sentinel(_) => Vec::new(),
     };
     known.extend(nodes.iter().map(|node| node.target.clone()));
+    let caps = Caps::new(&settings.task.rules, settings.task.max_keys);
+    let (token, holder) = (lease::new_token(), lease::holder());
     let context = Context {
         task: &settings.task,
+        source: &settings.source,
         nodes: &known,
         started,
+        token: &token,
+        holder: &holder,
+        caps: &caps,
     };
     let concurrency = settings.concurrency.unwrap_or(nodes.len()).max(1);
     futures_util::stream::iter(nodes)
@@ -147,13 +163,14 @@ fn source_address(source: &Source) -> String {
 fn log_finished(outcome: &RunOutcome) {
     let stopped_by = match outcome.end() {
         End::Failed(_) => return,
-        End::Stopped(stop) => Some(*stop),
+        End::Stopped(stop) => Some(stop.describe()),
+        End::Locked(_) => Some("another run's lease"),
         End::Complete => None,
     };
     let counts = outcome.counts();
     info!(
         complete = stopped_by.is_none(),
-        stopped_by = stopped_by.map(Stop::describe),
+        stopped_by,
         keys_scanned = counts.keys_scanned,
         keys_matched = counts.keys_matched,
         keys_acted = counts.acted(),
@@ -173,11 +190,11 @@ mod tests {
         let mut counts = Counts::new(&Rules::builtin());
         counts.keys_scanned = scanned;
         counts.per_rule[1] = scanned / 2;
-        NodeOutcome {
-            counts,
-            end,
-            ..NodeOutcome::new(format!("h:{scanned}"), Role::Primary, &Rules::builtin())
-        }
+        let mut outcome =
+            NodeOutcome::new(format!("h:{scanned}"), Role::Primary, &Rules::builtin());
+        outcome.progress.counts = counts;
+        outcome.end = end;
+        outcome
     }
 
     #[test]

@@ -252,6 +252,32 @@ pub async fn new_primary(
     }
 }
 
+/// The first slot `node`'s shard serves now, as the node itself tells it
+/// (a resharding moves slots during a run), over `conn`; `server` is its
+/// `INFO server`. The node's own keys (lease, checkpoint) go to that slot.
+pub async fn served_slot(
+    conn: &mut MultiplexedConnection,
+    node: &Node,
+    server: &str,
+) -> Result<u16, Error> {
+    let ids = node
+        .shard
+        .as_ref()
+        .map(|shard| &shard.ids[..])
+        .unwrap_or_default();
+    shards(conn, &node.target, server)
+        .await?
+        .iter()
+        .find(|map| map.members.iter().any(|m| ids.contains(&m.id)))
+        .and_then(|map| map.slots.iter().map(|range| range.0).min())
+        .ok_or_else(|| {
+            Error::Unavailable(format!(
+                "{}'s shard serves no slot now (a resharding?)",
+                node.target.address()
+            ))
+        })
+}
+
 /// Whether `target` answers and says it is a primary.
 async fn still_primary(target: &Target, timeout: Duration) -> bool {
     let Ok(mut conn) = target.connect(timeout).await else {

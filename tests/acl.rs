@@ -264,6 +264,9 @@ fn why(command: Command) -> String {
         Command::Eval | Command::EvalRo => {
             format!("{name}, which sends the clean script again after a NOSCRIPT")
         }
+        Command::Hget | Command::Hmget | Command::Hgetall | Command::Hset | Command::Del => {
+            format!("{name}, which the clean script keeps the node's lease and checkpoint with")
+        }
         _ => format!("{name}, which the clean script calls"),
     }
 }

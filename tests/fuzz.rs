@@ -25,7 +25,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::{Action, Rules};
-use redis_janitor::script::protocol::{BLIND, Batch, Reply, UNCHANGED};
+use redis_janitor::script::protocol::{BLIND, Batch, Claim, Op, Reply, UNCHANGED};
 use redis_janitor::script::{Invoke, Layout, Mode, Script};
 
 use crate::model::{check, oracle, pattern};
@@ -74,11 +74,12 @@ fn same_rules(a: &Rules, b: &Rules) -> Result<(), String> {
             .iter()
             .map(|r| {
                 format!(
-                    "{:?} {} {:?} {:?}",
+                    "{:?} {} {:?} {:?} {:?}",
                     r.name,
                     r.pattern.as_bytes().escape_ascii(),
                     r.conditions,
-                    r.action
+                    r.action,
+                    r.max_keys
                 )
             })
             .collect()
@@ -264,6 +265,8 @@ struct WrittenRule {
     ttl_above: Option<Spelled>,
     key_type: Option<&'static str>,
     idle_above: Option<Spelled>,
+    /// `max_keys`, as a TOML value.
+    max_keys: Option<&'static str>,
     /// A key that no rule has.
     unknown: Option<&'static str>,
 }
@@ -328,15 +331,22 @@ fn written_rule() -> impl Strategy<Value = WrittenRule> {
             ),
             prop::option::weighted(0.1, spelled()),
             prop::option::weighted(
+                0.1,
+                mostly(
+                    &["1", "100", "9223372036854775807"],
+                    &["0", "-1", "\"5\"", "1.5"],
+                ),
+            ),
+            prop::option::weighted(
                 0.02,
-                prop::sample::select(&["max_keys", "Name", "ttl_min"][..]),
+                prop::sample::select(&["maxkeys", "Name", "ttl_min"][..]),
             ),
         ),
     )
         .prop_map(
             |(
                 (name, pattern, (action, ttl), no_ttl),
-                (ttl_below, ttl_above, key_type, idle_above, unknown),
+                (ttl_below, ttl_above, key_type, idle_above, max_keys, unknown),
             )| {
                 WrittenRule {
                     name,
@@ -348,6 +358,7 @@ fn written_rule() -> impl Strategy<Value = WrittenRule> {
                     ttl_above,
                     key_type,
                     idle_above,
+                    max_keys,
                     unknown,
                 }
             },
@@ -385,6 +396,9 @@ impl WrittenRule {
         }
         if let Some(kind) = self.key_type {
             lines.push(string("type", kind));
+        }
+        if let Some(value) = self.max_keys {
+            lines.push(format!("max_keys = {value}"));
         }
         if let Some(key) = self.unknown {
             lines.push(format!("{key} = 1"));
@@ -430,6 +444,12 @@ impl WrittenRule {
         {
             return Err("an unknown type");
         }
+        let max_keys = match self.max_keys.map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(n)) if n >= 1 => Some(n as u64),
+            Some(Ok(_)) => return Err("max_keys below 1"),
+            Some(Err(_)) => return Err("max_keys is not an integer"),
+        };
         let expire = match (action, ttl) {
             ("delete", None) => None,
             ("delete", Some(_)) => return Err("a ttl on a delete"),
@@ -459,12 +479,13 @@ impl WrittenRule {
             name: name.to_string(),
             pattern: pattern.clone(),
             text: format!(
-                "no_ttl {no_ttl} below {:?} above {:?} type {:?} idle {:?} action {:?}",
+                "no_ttl {no_ttl} below {:?} above {:?} type {:?} idle {:?} action {:?} max_keys {:?}",
                 millis(below),
                 millis(above),
                 self.key_type,
                 millis(idle),
-                expire.map(Duration::from_millis)
+                expire.map(Duration::from_millis),
+                max_keys
             ),
         })
     }
@@ -490,13 +511,14 @@ fn effective(rule: &redis_janitor::rules::Rule) -> Effective {
         name: rule.name.clone(),
         pattern: String::from_utf8_lossy(rule.pattern.as_bytes()).into_owned(),
         text: format!(
-            "no_ttl {} below {:?} above {:?} type {:?} idle {:?} action {:?}",
+            "no_ttl {} below {:?} above {:?} type {:?} idle {:?} action {:?} max_keys {:?}",
             c.no_ttl,
             c.ttl_below,
             c.ttl_above,
             c.key_type.map(|t| t.as_str()),
             c.idle_above,
-            expire
+            expire,
+            rule.max_keys
         ),
     }
 }
@@ -687,14 +709,16 @@ fn lua_takes(con: &mut redis::Connection, glob: &Glob) -> Result<Vec<Vec<u8>>, S
         Layout::Standalone,
     )
     .map_err(|e| e.to_string())?;
-    Ok(script_outcomes(con, &script)?.into_keys().collect())
+    Ok(script_outcomes(con, &script, 1)?.into_keys().collect())
 }
 
-/// Every key a whole pass of the (read-only) `script` reports, with its
-/// outcome byte. A key SCAN returns twice must have the same outcome.
+/// Every key a whole pass of the (read-only) `script` for `rules` rules
+/// reports, with its outcome byte. A key SCAN returns twice must have the
+/// same outcome.
 fn script_outcomes(
     con: &mut redis::Connection,
     script: &Script,
+    rules: usize,
 ) -> Result<BTreeMap<Vec<u8>, u8>, String> {
     let mut found = BTreeMap::new();
     let mut cursor = 0;
@@ -705,9 +729,17 @@ fn script_outcomes(
             scan_budget: Duration::from_secs(10),
             max_keys: 100_000,
             report_keys: true,
+            cap: None,
+            rule_caps: vec![None; rules],
         };
-        let reply: Reply = batch
-            .command(script, Invoke::Text)
+        // A dry run: no state keys, no lease.
+        let claim = Claim {
+            keys: None,
+            token: String::new(),
+            lease_ttl: Duration::from_secs(60),
+        };
+        let reply: Reply = claim
+            .command(script, Invoke::Text, Op::Clean(&batch, None))
             .query(con)
             .map_err(|e| format!("the script failed: {e}"))?;
         for (key, outcome) in reply.keys.into_iter().zip(reply.outcomes) {
@@ -870,7 +902,7 @@ fn rule_sets_agree(con: &mut redis::Connection, case: &RuleSetCase) -> Result<()
     let script = Script::clean(&rules, Mode::ReadOnly, dialect(con), Layout::Standalone)
         .map_err(|e| e.to_string())?;
     seed_strings(con, &case.keys);
-    let found = script_outcomes(con, &script)?;
+    let found = script_outcomes(con, &script, rules.rules.len())?;
     let mut problems = Vec::new();
     for key in &case.keys {
         // The first rule the Rust matcher selects the key for and whose

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::Rules;
-use redis_janitor::script::protocol::{Batch, Reply};
+use redis_janitor::script::protocol::{Batch, Claim, Op, Reply};
 use redis_janitor::script::{Invoke, Layout, Mode, Script};
 
 use crate::support::{RedisServer, dialect};
@@ -179,8 +179,18 @@ fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>>
             scan_budget: Duration::from_secs(10),
             max_keys: 100_000,
             report_keys: true,
+            cap: None,
+            rule_caps: vec![None],
         };
-        let reply: Reply = batch.command(&script, Invoke::Text).query(con).unwrap();
+        let claim = Claim {
+            keys: None,
+            token: String::new(),
+            lease_ttl: Duration::from_secs(60),
+        };
+        let reply: Reply = claim
+            .command(&script, Invoke::Text, Op::Clean(&batch, None))
+            .query(con)
+            .unwrap();
         found.extend(reply.keys);
         if reply.cursor == 0 {
             return found;

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use redis_janitor::lease;
 use redis_janitor::rules::Rules;
-use redis_janitor::script::protocol::Counts;
-use redis_janitor::script::protocol::{Batch, Reply};
+use redis_janitor::script::protocol::{Batch, Claim, Counts, Op, Reply};
 use redis_janitor::script::{Invoke, Layout, Mode, Script};
 
 use crate::support::*;
@@ -40,6 +40,18 @@ fn batch(cursor: u64, max_keys: usize) -> Batch {
         scan_budget: Duration::from_secs(1),
         max_keys,
         report_keys: true,
+        cap: None,
+        rule_caps: vec![None; RULES.matches("[[rule]]").count()],
+    }
+}
+
+/// What a call sends beside its batch without a lease or checkpoint: the
+/// state keys for a writing variant, none for a dry run.
+fn claim(mode: Mode) -> Claim {
+    Claim {
+        keys: (mode == Mode::Write).then(|| lease::state_keys(None)),
+        token: String::new(),
+        lease_ttl: Duration::from_secs(60),
     }
 }
 
@@ -56,7 +68,13 @@ fn call_with(
     batch: &Batch,
 ) -> redis::RedisResult<Reply> {
     let script = Script::clean(rules, mode, dialect(con), Layout::Standalone).unwrap();
-    batch.command(&script, Invoke::Text).query(con)
+    let batch = Batch {
+        rule_caps: vec![None; rules.rules.len()],
+        ..batch.clone()
+    };
+    claim(mode)
+        .command(&script, Invoke::Text, Op::Clean(&batch, None))
+        .query(con)
 }
 
 /// Runs one call of the clean script for the test rules.
@@ -210,7 +228,11 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
     });
     // Not loaded: the call by SHA meets NOSCRIPT and is sent again as text.
     let (reply, resent) = runtime
-        .block_on(script.call(&mut conn, &batch(0, 100)))
+        .block_on(script.call::<Reply>(
+            &mut conn,
+            &claim(Mode::Write),
+            Op::Clean(&batch(0, 100), None),
+        ))
         .unwrap();
     assert!(resent && reply.cursor == 0, "{reply:?}");
     assert_eq!(calls_of(&mut con, "eval"), 1);
@@ -222,7 +244,11 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
         .exec(&mut con)
         .unwrap();
     let err = runtime
-        .block_on(script.call(&mut conn, &batch(0, 100)))
+        .block_on(script.call::<Reply>(
+            &mut conn,
+            &claim(Mode::Write),
+            Op::Clean(&batch(0, 100), None),
+        ))
         .unwrap_err();
     assert!(err.to_string().contains("LFU"), "{err}");
     assert_eq!(

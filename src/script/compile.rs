@@ -22,7 +22,7 @@ use crate::glob::{GlobParts, LuaMatcher};
 use crate::rules::{Action, Rule, Rules};
 
 use super::Layout;
-use super::protocol::{BLIND, MIN_STEP, MOVED, UNCHANGED, VANISHED};
+use super::protocol::{BLIND, CAPPED, MIN_STEP, MOVED, RESERVED_PREFIX, UNCHANGED, VANISHED};
 
 /// The template line that receives the constants, the rules' count, SCAN
 /// MATCH and globs.
@@ -123,6 +123,17 @@ fn rules_code(rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> (Stri
     let matchers = rules.lua_matchers(scan_match);
     let mut globs = Vec::new();
     let mut decide = String::new();
+    if rules.may_select(RESERVED_PREFIX) {
+        // Never the job's own keys, whatever the patterns (a byte first:
+        // most keys differ there, and a substring costs an allocation).
+        let _ = writeln!(
+            decide,
+            "if byte(key, 1) == {} and sub(key, 1, {}) == {} then\n  break\nend",
+            RESERVED_PREFIX[0],
+            RESERVED_PREFIX.len(),
+            string(RESERVED_PREFIX)
+        );
+    }
     for group in groups(&rules.rules, &matchers) {
         let test = match &matchers[group.start] {
             LuaMatcher::Never => continue,
@@ -136,8 +147,8 @@ fn rules_code(rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> (Stri
         decide_group(&mut decide, &rules.rules, group, &test, layout);
     }
     let setup = format!(
-        "local VANISHED, UNCHANGED, MOVED, BLIND, MIN_STEP = \
-         {VANISHED}, {UNCHANGED}, {MOVED}, {BLIND}, {MIN_STEP}\n\
+        "local VANISHED, UNCHANGED, CAPPED, MOVED, BLIND, MIN_STEP = \
+         {VANISHED}, {UNCHANGED}, {CAPPED}, {MOVED}, {BLIND}, {MIN_STEP}\n\
          local RULES, SCAN_MATCH, GLOBS = {}, {}, {{{}}}\n",
         rules.rules.len(),
         scan_match.map_or_else(|| "nil".to_string(), string),
@@ -179,13 +190,11 @@ fn decide_group(
     for r in group {
         let rule = &rules[r];
         if rule.is_unconditional_delete() {
-            let _ = write!(
-                out,
-                "  acted[{n}] = acted[{n}] + 1\n  nblind[{n}] = nblind[{n}] + 1\n  \
-                 blind[{n}][nblind[{n}]] = key\n  outcome = {}\n  break\n",
-                deleted(r),
-                n = r + 1,
+            let queue = format!(
+                "nblind[{n}] = nblind[{n}] + 1\nblind[{n}][nblind[{n}]] = key\n",
+                n = r + 1
             );
+            act(out, "  ", r, &queue, deleted(r));
             // The group's later rules never see a key.
             break;
         }
@@ -194,23 +203,40 @@ fn decide_group(
             out.push_str(first_check(layout));
             checked = true;
         }
+        let queue = match rule.action {
+            Action::Delete => "ndeletes = ndeletes + 1\ndeletes[ndeletes] = key\n".to_string(),
+            Action::Expire(ttl) => format!(
+                "nexpires = nexpires + 2\nexpires[nexpires - 1], expires[nexpires] = key, \"{}\"\n",
+                ttl.as_millis()
+            ),
+        };
         let _ = writeln!(out, "  if {} then", condition(rule));
-        let _ = writeln!(out, "    acted[{n}] = acted[{n}] + 1", n = r + 1);
-        match rule.action {
-            Action::Delete => {
-                out.push_str("    ndeletes = ndeletes + 1\n    deletes[ndeletes] = key\n")
-            }
-            Action::Expire(ttl) => {
-                let _ = writeln!(
-                    out,
-                    "    nexpires = nexpires + 2\n    expires[nexpires - 1], expires[nexpires] = key, \"{}\"",
-                    ttl.as_millis()
-                );
-            }
-        }
-        let _ = writeln!(out, "    outcome = {}\n    break\n  end", acted(r));
+        act(out, "    ", r, &queue, acted(r));
+        out.push_str("  end\n");
     }
     out.push_str("end\n");
+}
+
+/// The code by which rule `r` (0-based) takes a key, at `indent`: within
+/// the rule's cap and the call's, it counts the key, runs `queue` (which
+/// queues the action) and gives the key `outcome`; beyond a cap, the key is
+/// left as it is and counted as the rule's capped key. Either way the key's
+/// decision ends.
+fn act(out: &mut String, indent: &str, r: usize, queue: &str, outcome: usize) {
+    let n = r + 1;
+    let _ = writeln!(
+        out,
+        "{indent}if acted[{n}] < cap[{n}] and nacted < cap_all then\n\
+         {indent}  acted[{n}] = acted[{n}] + 1\n{indent}  nacted = nacted + 1"
+    );
+    for line in queue.lines() {
+        let _ = writeln!(out, "{indent}  {line}");
+    }
+    let _ = writeln!(
+        out,
+        "{indent}  outcome = {outcome}\n{indent}else\n{indent}  capped[{n}] = capped[{n}] + 1\n\
+         {indent}  outcome = CAPPED\n{indent}end\n{indent}break"
+    );
 }
 
 /// The key's first check, once per key: its PTTL, which tells whether it
@@ -343,7 +369,7 @@ mod tests {
         let body = template().compile(&rules, rules.scan_match().as_deref(), Layout::Standalone);
         assert!(
             body.starts_with(
-                "local VANISHED, UNCHANGED, MOVED, BLIND, MIN_STEP = 0, 1, 127, 128, 10\n\
+                "local VANISHED, UNCHANGED, CAPPED, MOVED, BLIND, MIN_STEP = 0, 1, 126, 127, 128, 10\n\
                  local RULES, SCAN_MATCH, GLOBS = 3, \"[ct][ae][cm][hp][:e]*\", {}\n"
             ),
             "{body}"
@@ -368,9 +394,11 @@ mod tests {
             "{body}"
         );
         assert!(
-            body.contains("blind[3][nblind[3]] = key\n      outcome = 131\n"),
+            body.contains("blind[3][nblind[3]] = key\n        outcome = 131\n"),
             "{body}"
         );
+        // No built-in pattern can select the job's own keys: no guard.
+        assert!(!body.contains("__redis-janitor__"), "{body}");
         assert!(body.ends_with("  until true\nend\n"), "{body}");
     }
 

@@ -18,13 +18,13 @@ use crate::error::Error;
 use crate::rules::Rules;
 
 use compile::Template;
-use protocol::{Batch, Reply};
+use protocol::{Claim, Op};
 
 /// The `lua/` tree, compiled into the binary: an image carries its scripts.
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v4";
+pub const VERSION: &str = "v5";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -94,7 +94,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v4".
+    /// The `lua/` directory its template came from, e.g. "v5".
     pub version: String,
     /// What it may do.
     pub mode: Mode,
@@ -182,16 +182,18 @@ impl Script {
         Ok(())
     }
 
-    /// Runs one call by SHA. On NOSCRIPT (cache flushed, restart, failover)
-    /// it sends the call again with the script's text, which loads and runs
-    /// it in one step, so a flush cannot slip in between. Returns the reply
-    /// and whether the text had to be sent.
-    pub async fn call(
+    /// Runs one call, `op` with `claim`, by SHA. On NOSCRIPT (cache
+    /// flushed, restart, failover) it sends the call again with the
+    /// script's text, which loads and runs it in one step, so a flush cannot
+    /// slip in between. Returns the reply and whether the text had to be
+    /// sent.
+    pub async fn call<T: redis::FromRedisValue>(
         &self,
         conn: &mut MultiplexedConnection,
-        batch: &Batch,
-    ) -> Result<(Reply, bool), Error> {
-        match batch.command(self, Invoke::Sha).query_async(conn).await {
+        claim: &Claim,
+        op: Op<'_>,
+    ) -> Result<(T, bool), Error> {
+        match claim.command(self, Invoke::Sha, op).query_async(conn).await {
             Ok(reply) => Ok((reply, false)),
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 warn!(
@@ -199,8 +201,8 @@ impl Script {
                     "the script is no longer in Redis's cache (flushed, restarted \
                      or failed over); sending it again"
                 );
-                let reply = batch
-                    .command(self, Invoke::Text)
+                let reply = claim
+                    .command(self, Invoke::Text, op)
                     .query_async(conn)
                     .await
                     .map_err(|err| self.error("call of", &err))?;

@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v4/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v5/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ pub const VANISHED: u8 = 0;
 /// Outcome byte: no rule's conditions held; the key was left as it was.
 /// `UNCHANGED + 1 + r`: rule `r` (0-based) acted on the key after checking it.
 pub const UNCHANGED: u8 = 1;
+/// Outcome byte: the rule that would have acted on the key had reached its
+/// cap, or the run its own; the key was left as it was.
+pub const CAPPED: u8 = 126;
 /// Outcome byte: the cluster node refused the key (its slot is moving away
 /// or being imported); the key was left for the next run.
 pub const MOVED: u8 = 127;
@@ -27,9 +30,14 @@ pub const BLIND: u8 = 128;
 
 // Every rule's two outcome bytes fit in one byte, apart from each other and
 // from MOVED.
-const _: () = assert!(UNCHANGED as usize + MAX_RULES < MOVED as usize);
+const _: () = assert!(UNCHANGED as usize + MAX_RULES < CAPPED as usize);
+const _: () = assert!(CAPPED < MOVED);
 const _: () = assert!(MOVED < BLIND);
 const _: () = assert!(BLIND as usize + MAX_RULES <= u8::MAX as usize);
+
+/// The prefix of the job's own keys (the lease, the checkpoint): no rule
+/// selects a key under it, not even `pattern = "*"`.
+pub const RESERVED_PREFIX: &[u8] = b"__redis-janitor__:";
 
 /// The fewest keys a SCAN step looks at: a smaller step costs more than it
 /// does. The pacer sizes each call's first step no smaller, and the script
@@ -37,7 +45,7 @@ const _: () = assert!(BLIND as usize + MAX_RULES <= u8::MAX as usize);
 pub const MIN_STEP: usize = 10;
 
 /// Where one call starts and how much it may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The SCAN cursor to start from.
     pub cursor: u64,
@@ -49,26 +57,124 @@ pub struct Batch {
     pub max_keys: usize,
     /// Whether the reply lists every matched key with its fate.
     pub report_keys: bool,
+    /// The most keys the call may act on, over all rules (`None`: no cap).
+    pub cap: Option<u64>,
+    /// The most keys each rule may act on in the call, in rule order.
+    pub rule_caps: Vec<Option<u64>>,
 }
 
-impl Batch {
-    /// The call that runs `script` on this batch, naming the script `by` SHA
+/// The job's own keys on a node: they carry the reserved prefix and, on a
+/// cluster node, one hash tag of a slot the node serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKeys {
+    /// The lease: which run may write on the node.
+    pub lease: Vec<u8>,
+    /// The checkpoint: where the node's pass stands.
+    pub checkpoint: Vec<u8>,
+}
+
+/// What a writing call sends beside its work: the node's state keys, the
+/// run's lease token (empty for none) and the lease's time to live. A dry
+/// run sends no keys, and no token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The node's state keys; `None` in a dry run.
+    pub keys: Option<StateKeys>,
+    /// The run's token; empty with `--no-lock` and in a dry run.
+    pub token: String,
+    /// How long the lease lasts unless renewed.
+    pub lease_ttl: Duration,
+}
+
+/// The pass a checkpoint records: saved with each call's progress, and
+/// compared by the next run before it resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassId {
+    /// The rules' fingerprint: the script's SHA-1.
+    pub fingerprint: String,
+    /// The server process's `run_id`: a cursor means nothing to another.
+    pub run_id: String,
+    /// When the pass began, in milliseconds of the server's clock.
+    pub started_ms: u64,
+    /// How long the checkpoint outlives its last call.
+    pub max_age: Duration,
+}
+
+/// One call of the clean script.
+#[derive(Debug, Clone, Copy)]
+pub enum Op<'a> {
+    /// Take the lease (when the claim has a token) and read the checkpoint;
+    /// `holder` names this run in the lease.
+    Acquire {
+        /// Who holds the lease, as another run's report names it.
+        holder: &'a str,
+    },
+    /// Renew the lease.
+    Renew,
+    /// Give the lease back.
+    Release,
+    /// Clean a stretch of the keyspace, saving the checkpoint of `pass`
+    /// when there is one.
+    Clean(&'a Batch, Option<&'a PassId>),
+}
+
+impl Claim {
+    /// The call that runs `op` with `script`, naming the script `by` SHA
     /// or by text.
-    pub fn command(&self, script: &Script, by: Invoke) -> redis::Cmd {
+    pub fn command(&self, script: &Script, by: Invoke, op: Op<'_>) -> redis::Cmd {
         let (command, script_arg) = script.invocation(by);
         let mut cmd = redis::cmd(command);
-        cmd.arg(script_arg)
-            .arg(0)
-            .arg(self.cursor)
-            .arg(self.step)
-            .arg(self.scan_budget.as_micros() as u64)
-            .arg(self.max_keys)
-            .arg(if self.report_keys { "1" } else { "0" });
+        cmd.arg(script_arg);
+        match &self.keys {
+            Some(keys) => cmd.arg(2).arg(&keys.lease).arg(&keys.checkpoint),
+            None => cmd.arg(0),
+        };
+        let name = match op {
+            Op::Acquire { .. } => "acquire",
+            Op::Renew => "renew",
+            Op::Release => "release",
+            Op::Clean(..) => "clean",
+        };
+        cmd.arg(name)
+            .arg(&self.token)
+            .arg(self.lease_ttl.as_millis() as u64);
+        match op {
+            Op::Acquire { holder } => {
+                cmd.arg(holder);
+            }
+            Op::Renew | Op::Release => {}
+            Op::Clean(batch, pass) => batch.args(&mut cmd, pass),
+        }
         cmd
     }
 }
 
-/// What one script call answered (see the header of `lua/v4/clean.lua`).
+impl Batch {
+    /// Appends the clean call's arguments after its claim's.
+    fn args(&self, cmd: &mut redis::Cmd, pass: Option<&PassId>) {
+        let cap = |cap: Option<u64>| cap.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
+        cmd.arg(self.cursor)
+            .arg(self.step)
+            .arg(self.scan_budget.as_micros() as u64)
+            .arg(self.max_keys)
+            .arg(if self.report_keys { "1" } else { "0" });
+        match pass {
+            Some(pass) => cmd
+                .arg("1")
+                .arg(&pass.fingerprint)
+                .arg(&pass.run_id)
+                .arg(pass.started_ms)
+                .arg(pass.max_age.as_millis() as u64),
+            None => cmd.arg("").arg("").arg("").arg(0).arg(0),
+        };
+        cmd.arg(cap(self.cap));
+        for rule_cap in &self.rule_caps {
+            cmd.arg(cap(*rule_cap));
+        }
+    }
+}
+
+/// What one script call answered (see the header of `lua/v5/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
@@ -95,40 +201,42 @@ pub struct Reply {
     pub keys: Vec<Vec<u8>>,
     /// With `report_keys`: one outcome byte for each of `keys`.
     pub outcomes: Vec<u8>,
+    /// Per rule, the keys it would have acted on beyond a cap.
+    pub capped: Vec<u64>,
+    /// The checkpoint's fate: "saved", empty (none asked for), or the
+    /// error that refused its write.
+    pub checkpoint: String,
+    /// With `report_keys`: the PTTL each key's check saw (-3: none).
+    pub pttls: Vec<i64>,
 }
 
 /// The reply's shape on the wire.
 type Wire = (
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-    u64,
-    Vec<u64>,
-    u64,
-    u64,
-    Vec<Vec<u8>>,
-    Vec<u8>,
+    (u64, u64, u64, u64, u64, u64, u64, Vec<u64>),
+    (u64, u64, Vec<Vec<u8>>, Vec<u8>, Vec<u64>, String, Vec<i64>),
 );
 
 impl redis::FromRedisValue for Reply {
     fn from_redis_value(value: redis::Value) -> Result<Reply, redis::ParsingError> {
+        // Tuples convert from at most 12 items: the reply splits in two.
+        let redis::Value::Array(mut items) = value else {
+            return Err("the clean script's reply is not an array".into());
+        };
+        if items.len() != 15 {
+            return Err(format!(
+                "the clean script answered {} items, expected 15",
+                items.len()
+            )
+            .into());
+        }
+        let second = items.split_off(8);
         let (
-            cursor,
-            looked_at,
-            returned,
-            matched,
-            unchanged,
-            vanished,
-            moved,
-            acted,
-            scan_micros,
-            micros,
-            keys,
-            outcomes,
-        ): Wire = redis::FromRedisValue::from_redis_value(value)?;
+            (cursor, looked_at, returned, matched, unchanged, vanished, moved, acted),
+            (scan_micros, micros, keys, outcomes, capped, checkpoint, pttls),
+        ): Wire = redis::FromRedisValue::from_redis_value(redis::Value::Array(vec![
+            redis::Value::Array(items),
+            redis::Value::Array(second),
+        ]))?;
         Ok(Reply {
             cursor,
             looked_at,
@@ -142,6 +250,64 @@ impl redis::FromRedisValue for Reply {
             micros,
             keys,
             outcomes,
+            capped,
+            checkpoint,
+            pttls,
+        })
+    }
+}
+
+/// What an `acquire` call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    /// Whether the run holds the lease now.
+    pub lease: LeaseState,
+    /// The lease's holder: this run, or the one that holds it.
+    pub holder: String,
+    /// Since when the holder holds it (ms of the server's clock), if known.
+    pub since_ms: Option<u64>,
+    /// How long the lease lasts unless renewed, in ms.
+    pub ttl_ms: i64,
+    /// The server's clock at the call, in ms.
+    pub now_ms: u64,
+    /// The checkpoint's fields as stored, empty when there is none.
+    pub checkpoint: Vec<(String, String)>,
+}
+
+/// Who holds a node's lease after an `acquire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// This run (or nobody, with `--no-lock`).
+    Held,
+    /// Another run.
+    Locked,
+    /// The server refused the lease's write; `holder` holds its error.
+    Refused,
+}
+
+impl redis::FromRedisValue for Acquired {
+    fn from_redis_value(value: redis::Value) -> Result<Acquired, redis::ParsingError> {
+        let (status, holder, since, ttl_ms, now_ms, checkpoint): (
+            String,
+            String,
+            String,
+            i64,
+            u64,
+            Vec<(String, String)>,
+        ) = redis::FromRedisValue::from_redis_value(value)?;
+        let lease = match status.as_str() {
+            "acquired" => LeaseState::Held,
+            "locked" => LeaseState::Locked,
+            "refused" => LeaseState::Refused,
+            other => return Err(format!("unknown lease status {other:?}").into()),
+        };
+        Ok(Acquired {
+            lease,
+            holder,
+            since_ms: since.parse().ok(),
+            ttl_ms,
+            now_ms,
+            checkpoint,
         })
     }
 }
@@ -165,6 +331,9 @@ pub struct Counts {
     pub unchanged: u64,
     /// Keys each rule acted on (or would have, in a dry run), in rule order.
     pub per_rule: Vec<u64>,
+    /// Keys each rule would have acted on beyond its cap or the run's, left
+    /// as they were, in rule order.
+    pub capped: Vec<u64>,
     /// Times a NOSCRIPT reply made the pass send its script again.
     pub script_reloads: u64,
 }
@@ -174,6 +343,7 @@ impl Counts {
     pub fn new(rules: &Rules) -> Counts {
         Counts {
             per_rule: vec![0; rules.rules.len()],
+            capped: vec![0; rules.rules.len()],
             ..Counts::default()
         }
     }
@@ -195,6 +365,9 @@ impl Counts {
         for (total, keys) in self.per_rule.iter_mut().zip(&other.per_rule) {
             *total += keys;
         }
+        for (total, keys) in self.capped.iter_mut().zip(&other.capped) {
+            *total += keys;
+        }
     }
 }
 
@@ -202,13 +375,20 @@ impl Reply {
     /// Checks the reply's shape against `rules`, adds it to `counts`, and
     /// logs each reported key's fate at debug level.
     pub fn tally(&self, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
-        if self.acted.len() != rules.rules.len() || self.keys.len() != self.outcomes.len() {
+        let n = rules.rules.len();
+        if self.acted.len() != n
+            || self.capped.len() != n
+            || self.keys.len() != self.outcomes.len()
+            || self.keys.len() != self.pttls.len()
+        {
             return Err(Error::Script(format!(
-                "the script answered for {} rules and {} keys with {} outcomes, expected {} rules",
+                "the script answered for {} rules ({} capped) and {} keys with {} outcomes \
+                 and {} TTLs, expected {n} rules",
                 self.acted.len(),
+                self.capped.len(),
                 self.keys.len(),
                 self.outcomes.len(),
-                rules.rules.len()
+                self.pttls.len(),
             )));
         }
         let fates: Vec<Fate> = self
@@ -216,8 +396,8 @@ impl Reply {
             .iter()
             .map(|&outcome| Fate::decode(outcome, rules.rules.len()))
             .collect::<Result<_, _>>()?;
-        for (key, fate) in self.keys.iter().zip(fates) {
-            log_key(key, fate, rules);
+        for ((key, fate), pttl) in self.keys.iter().zip(fates).zip(&self.pttls) {
+            log_key(key, fate, *pttl, rules);
         }
         counts.batches += 1;
         counts.keys_scanned += self.returned;
@@ -228,7 +408,27 @@ impl Reply {
         for (total, acted) in counts.per_rule.iter_mut().zip(&self.acted) {
             *total += acted;
         }
+        for (total, capped) in counts.capped.iter_mut().zip(&self.capped) {
+            *total += capped;
+        }
         Ok(())
+    }
+}
+
+impl Reply {
+    /// The reported keys that a rule acted on (or would have, in a dry
+    /// run), with the rule's index; none unless the call reported its keys.
+    pub fn acted_keys(&self, rules: &Rules) -> Vec<(usize, &[u8])> {
+        self.keys
+            .iter()
+            .zip(&self.outcomes)
+            .filter_map(
+                |(key, &outcome)| match Fate::decode(outcome, rules.rules.len()) {
+                    Ok(Fate::Acted(rule) | Fate::Deleted(rule)) => Some((rule, key.as_slice())),
+                    _ => None,
+                },
+            )
+            .collect()
     }
 }
 
@@ -239,6 +439,8 @@ enum Fate {
     Vanished,
     /// The cluster node refused the key: its slot is moving.
     Moved,
+    /// A cap left the key as it was.
+    Capped,
     /// No rule's conditions held; the key was left as it was.
     Unchanged,
     /// This rule (0-based) acted on the key after checking it.
@@ -256,6 +458,7 @@ impl Fate {
             VANISHED => Some(Fate::Vanished),
             UNCHANGED => Some(Fate::Unchanged),
             MOVED => Some(Fate::Moved),
+            CAPPED => Some(Fate::Capped),
             BLIND.. => rule(BLIND).map(Fate::Deleted),
             _ => rule(UNCHANGED).map(Fate::Acted),
         };
@@ -271,7 +474,9 @@ impl Fate {
     }
 }
 
-fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
+/// Logs one key's fate at debug level, with the PTTL the script's check saw
+/// (the state the rule acted on), when it checked the key.
+fn log_key(key: &[u8], fate: Fate, pttl: i64, rules: &Rules) {
     // Keys are bytes: quoted and escaped, a key cannot forge or split a log line.
     let key = format!("\"{}\"", key.escape_ascii());
     match fate {
@@ -280,9 +485,10 @@ fn log_key(key: &[u8], fate: Fate, rules: &Rules) {
         Fate::Moved => {
             debug!(%key, "the node refused the key, its slot is moving; left for the next run")
         }
+        Fate::Capped => debug!(%key, pttl, "a cap was reached; key left as it was"),
         Fate::Acted(rule) => {
             let rule = &rules.rules[rule];
-            debug!(%key, rule = %rule.name, action = rule.action.name(), "rule acts on key");
+            debug!(%key, rule = %rule.name, action = rule.action.name(), pttl, "rule acts on key");
         }
         Fate::Deleted(rule) => {
             let rule = &rules.rules[rule];
@@ -303,7 +509,8 @@ mod tests {
         assert_eq!(Fate::decode(4, 3).unwrap(), Fate::Acted(2));
         assert_eq!(Fate::decode(129, 3).unwrap(), Fate::Deleted(0));
         assert_eq!(Fate::decode(127, 3).unwrap(), Fate::Moved);
-        assert!(Fate::decode(126, 3).is_err());
+        assert_eq!(Fate::decode(126, 3).unwrap(), Fate::Capped);
+        assert!(Fate::decode(125, 3).is_err());
         assert!(Fate::decode(5, 3).is_err());
         assert!(Fate::decode(132, 3).is_err());
         assert!(Fate::decode(128, 3).is_err());
@@ -325,6 +532,9 @@ mod tests {
             micros: 800,
             keys: vec![b"cache:a".to_vec(), b"temp:\xff".to_vec()],
             outcomes: vec![2, 131],
+            capped: vec![0, 4, 0],
+            checkpoint: "saved".into(),
+            pttls: vec![-1, -3],
         }
     }
 
@@ -344,6 +554,7 @@ mod tests {
                 moved: 2,
                 unchanged: 6,
                 per_rule: vec![20, 40, 10],
+                capped: vec![0, 8, 0],
                 script_reloads: 0,
             }
         );
@@ -366,7 +577,21 @@ mod tests {
             outcomes: vec![2, 200],
             ..reply()
         };
-        for bad in [wrong_rules, wrong_keys, wrong_outcome] {
+        let wrong_capped = Reply {
+            capped: vec![1],
+            ..reply()
+        };
+        let wrong_pttls = Reply {
+            pttls: vec![],
+            ..reply()
+        };
+        for bad in [
+            wrong_rules,
+            wrong_keys,
+            wrong_outcome,
+            wrong_capped,
+            wrong_pttls,
+        ] {
             let err = bad.tally(&rules, &mut counts).unwrap_err();
             assert!(matches!(err, Error::Script(_)), "{err}");
         }
@@ -394,6 +619,7 @@ mod tests {
                 moved: 3,
                 unchanged: 9,
                 per_rule: vec![30, 60, 15],
+                capped: vec![0, 12, 0],
                 script_reloads: 3,
             }
         );

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+use redis_janitor::lease;
+use redis_janitor::script::protocol::RESERVED_PREFIX;
+
 mod cluster;
 mod sentinel;
 pub use cluster::*;
@@ -854,9 +857,37 @@ pub struct KeyState {
     pub pttl: i64,
 }
 
-/// Every key of the connection's database with its type and PTTL.
+/// Every key of the connection's database with its type and PTTL, but the
+/// job's own (the lease and the checkpoint, under the reserved prefix: see
+/// [`state_keys`]).
 pub fn keyspace(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, KeyState> {
     keyspace_of(con, false)
+}
+
+/// The job's own keys in the connection's database, with their fields.
+pub fn state_keys(con: &mut redis::Connection) -> BTreeMap<Vec<u8>, BTreeMap<String, String>> {
+    let mut pattern = RESERVED_PREFIX.to_vec();
+    pattern.push(b'*');
+    let names: Vec<Vec<u8>> = redis::cmd("KEYS").arg(pattern).query(con).expect("KEYS");
+    names
+        .into_iter()
+        .map(|name| {
+            let fields = redis::cmd("HGETALL")
+                .arg(&name)
+                .query(con)
+                .expect("HGETALL");
+            (name, fields)
+        })
+        .collect()
+}
+
+/// The node's checkpoint (standalone), if there is one: its fields.
+pub fn checkpoint(con: &mut redis::Connection) -> Option<BTreeMap<String, String>> {
+    let fields: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(lease::state_keys(None).checkpoint)
+        .query(con)
+        .expect("HGETALL");
+    (!fields.is_empty()).then_some(fields)
 }
 
 /// [`keyspace`], with `asking` each key asked for after `ASKING`: on a
@@ -903,7 +934,7 @@ pub fn keyspace_of(con: &mut redis::Connection, asking: bool) -> BTreeMap<Vec<u8
                 redis::Value::Int(i) => *i,
                 other => panic!("PTTL reply {other:?}"),
             };
-            if kind != "none" {
+            if kind != "none" && !key.starts_with(RESERVED_PREFIX) {
                 out.insert(key.clone(), KeyState { kind, pttl });
             }
         }
@@ -1149,8 +1180,10 @@ pub fn digest(con: &mut redis::Connection) -> String {
         .expect("DEBUG DIGEST")
 }
 
+/// The keys of the connection's database, but the job's own.
 pub fn dbsize(con: &mut redis::Connection) -> u64 {
-    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
+    let all: u64 = redis::cmd("DBSIZE").query(con).expect("DBSIZE");
+    all - state_keys(con).len() as u64
 }
 
 /// One `field:value` of `INFO section`.
@@ -1272,15 +1305,18 @@ pub fn run_json(url: &str) -> Janitor {
     janitor().args(["run", "--url", url, "--output", "json"])
 }
 
-/// `expires=` of `db{db}` in INFO keyspace (0 when the db is empty).
+/// `expires=` of `db{db}` in INFO keyspace (0 when the db is empty), but
+/// the job's own keys; `con` must be on `db`.
 pub fn expires_count(con: &mut redis::Connection, db: u32) -> u64 {
-    info_field(con, "keyspace", &format!("db{db}"))
+    let all = info_field(con, "keyspace", &format!("db{db}"))
         .and_then(|v| {
             v.split(',')
                 .find_map(|kv| kv.strip_prefix("expires="))
                 .and_then(|n| n.parse().ok())
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    // The job's own keys all expire.
+    all - state_keys(con).len() as u64
 }
 
 /// `run --output json` against `server` with `toml` as the rules file,

@@ -1,0 +1,436 @@
+-- redis-janitor clean script, version v5.
+--
+-- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
+-- time budget is spent, matches each key's name against the rules' patterns,
+-- re-checks the key against the conditions of the rules it matched, in rule
+-- order, and applies the first rule whose conditions all hold. The keys never
+-- cross the network, and Redis runs the script atomically and freezes time
+-- while it runs, so a key cannot change or expire between the check and the
+-- action.
+--
+-- A writing call also holds the run's lease on the node and records the
+-- pass's checkpoint, in the same atomic call as its work: the work and the
+-- cursor it reached commit together, and a run that lost its lease (it was
+-- paused past it, and another run took over) can never act.
+--
+-- This file is a template: the binary builds the script for one set of rules
+-- (src/script/compile.rs). It prepends a header, an optional `#!lua
+-- flags=...` shebang (Redis 7+) and `local DRY_RUN, CLUSTER = ...`, and
+-- replaces the two marker lines, `compiled: setup` and `compiled: decide`, with
+-- code: the protocol's constants (VANISHED, UNCHANGED, CAPPED, MOVED, BLIND,
+-- MIN_STEP and the reserved prefix, defined in src/script/protocol.rs), the
+-- rules' number, the SCAN MATCH pattern, whether a rule could select a key
+-- under the reserved prefix, and the tables of the globs matched in Lua
+-- (`setup`), and the per-key decision, one `if` per pattern and one per rule
+-- (`decide`). With DRY_RUN the script decides exactly as it would otherwise,
+-- but writes nothing, and holds no lease.
+--
+-- With CLUSTER (a Redis Cluster node) every command names one key: a
+-- command over keys of several slots fails there even when the script may
+-- touch keys of many (`allow-cross-slot-keys`). A key of a slot that is
+-- moving away or being imported is refused by Redis; the script asks for its
+-- first check or its unconditional delete with redis.pcall, counts such a
+-- key as MOVED, leaves it for the next run and goes on. A key its check
+-- reached is served here, so the key's other commands in the call cannot be
+-- refused.
+--
+-- Keys under the reserved prefix are the job's own (the lease and the
+-- checkpoint); the script never lets a rule select them.
+--
+-- KEYS     a writing call: 1. the lease, a hash (token, holder, since); 2.
+--          the checkpoint, a hash (see `save`). Both carry one hash tag on a
+--          cluster node, of a slot the node serves. A dry run: none.
+-- ARGV[1]  the operation: 'acquire', 'renew', 'release' or 'clean'.
+-- ARGV[2]  the run's lease token ('' for none: --no-lock, a dry run).
+-- ARGV[3]  the lease's time to live, in milliseconds.
+--
+-- acquire  ARGV[4] the holder, as the lease names it. Takes the lease when it
+--          is free or already this run's, and answers
+--          {status, holder, since, lease ms left, the server's time in ms,
+--          the checkpoint as HGETALL gives it}, status 'acquired', 'locked'
+--          (another run holds it: holder and since are that run's) or
+--          'refused' (the server refused the write; holder is its error).
+-- renew    Renews the lease: 1, or the error LEASELOST.
+-- release  Deletes the lease if it is this run's: 1, else 0.
+-- clean    ARGV[4] the cursor to SCAN from.
+--          ARGV[5] the COUNT of each SCAN step.
+--          ARGV[6] the scan budget in microseconds: each SCAN step after the
+--          first looks at as many keys as the rest of the budget has room
+--          for, at the pace of the step before, up to ARGV[5].
+--          ARGV[7] the most keys the call may look at: its steps' COUNTs.
+--          ARGV[8] '1' to return every matched key with its outcome.
+--          ARGV[9] '1' to save the checkpoint, else ''.
+--          ARGV[10] the rules' fingerprint, ARGV[11] the server's run_id,
+--          ARGV[12] when the pass began (ms, server time), ARGV[13] the
+--          checkpoint's time to live (ms): the pass the checkpoint records.
+--          ARGV[14] the most keys the call may act on, over all rules, and
+--          ARGV[15 + r - 1] the most rule r may act on ('-1': no cap).
+--          Refuses with the error LEASELOST, before touching anything, when
+--          the call is to hold a lease that is not (or no longer) its run's.
+--
+-- Reply    of clean, an array:
+--          1. the next cursor ('0' at the end of the keyspace);
+--          2. the keys looked at (the steps' COUNTs);
+--          3. the keys SCAN returned;
+--          4. the keys whose name matched a rule's pattern;
+--          5. of those, the keys no rule's conditions took;
+--          6. of those, the keys gone before their rule acted on them (a key
+--             that SCAN returned twice);
+--          7. of those, the keys this cluster node refused (moving slots);
+--          8. per rule, the keys it acted on (or, in a dry run, would have);
+--          9. the microseconds the scan (SCAN and checks) took, and
+--          10. the microseconds from the scan's start to the end, by the
+--             server's clock;
+--          11. with ARGV[8] = '1' the matched keys, else an empty array;
+--          12. a string with one byte per key of 11.: 0 the key had
+--              vanished; 1 no rule's conditions held (key left as it was);
+--              1 + r rule r acted on it (or, in a dry run, would have);
+--              126 rule's cap reached (key left as it was); 127 the node
+--              refused the key (moved); 128 + r rule r, a delete without
+--              conditions, deleted it if it still existed (and, on a
+--              cluster node, was served here);
+--          13. per rule, the keys it would have acted on beyond its cap or
+--              the call's (left as they were);
+--          14. the checkpoint: 'saved', '' (none asked for), or the error
+--              that refused its write;
+--          15. with ARGV[8] = '1', per key of 11. the PTTL its check saw
+--              (-3: not checked, a delete without conditions).
+--
+-- Keys whose first matching rule is a delete without conditions need no
+-- check: they are deleted in one UNLINK per rule (per key with CLUSTER),
+-- whose reply tells how many still existed. Every other key is checked first (PTTL, and TYPE or OBJECT
+-- IDLETIME when a rule needs them). All checks run before the first write, so
+-- an error (for example OBJECT IDLETIME under an LFU eviction policy) aborts
+-- the call with nothing applied. The writes' arguments are the keys and each
+-- expire rule's TTL, a constant the binary checked when it read the rules
+-- (whole milliseconds, at most 100 years: PEXPIRE accepts it at any server
+-- time), and the binary checks before the pass that the user may run every
+-- command the script calls, so the write phase cannot fail halfway.
+--
+-- Redis 6.2 refuses a script's first write at maxmemory when that command
+-- may add memory (HSET), but no write after one that the script made. So
+-- the lease and the checkpoint are each touched with PEXPIRE, which never
+-- adds memory, before they are written: a cleanup is needed most at
+-- maxmemory. A write refused anyway is caught and answered, never half-done.
+
+-- Locals for what the per-key loops call: a global lookup costs a hash probe.
+local call, try, find, byte, sub, tonumber, floor, min, max =
+  redis.call, redis.pcall, string.find, string.byte, string.sub, tonumber, math.floor, math.min, math.max
+-- Bytes per string.char call: below Lua's limit on the number of arguments
+-- to one function call.
+local CHUNK = 4000
+-- Keys per UNLINK/EXISTS call: as many as a call takes, or one on a cluster
+-- node, where one command's keys must share a slot.
+local KEYS_PER_CALL = CLUSTER and 1 or CHUNK
+
+-- The protocol's outcome bytes (see the reply, 12.), the fewest keys a
+-- SCAN step looks at (a smaller one costs more than it does) and the
+-- reserved prefix; the rules: how many, the SCAN MATCH pattern (nil for
+-- none), whether one may select a key under the reserved prefix (GUARD),
+-- and the globs that `matches` checks, as tables (see there).
+-- compiled: setup
+
+-- Whether `key` matches the glob that `m` describes: `head` and `tail` are
+-- anchored Lua patterns of `head_len` and `tail_len` key bytes, `star`
+-- whether the glob has a '*', `middles` the Lua patterns between two '*'s. A
+-- glob is its fixed-width parts split at the '*'s: the head must start the
+-- key, the tail end it, and the middles follow in order in between, each at
+-- its leftmost place (any later place leaves less room for the rest). Only
+-- the pattern '*' matches the empty key (SCAN answers it without matching),
+-- and that one needs no Lua matcher at all.
+local function matches(key, m)
+  local len = #key
+  if len == 0 or len < m.head_len + m.tail_len then
+    return false
+  end
+  if not m.star then
+    return len == m.head_len and find(key, m.head) ~= nil
+  end
+  if m.head_len > 0 and not find(key, m.head) then
+    return false
+  end
+  local last = len - m.tail_len
+  if m.tail_len > 0 and not find(key, m.tail, last + 1) then
+    return false
+  end
+  local from = m.head_len + 1
+  local middles = m.middles
+  for i = 1, #middles do
+    local _, stop = find(key, middles[i], from)
+    if not stop or stop > last then
+      return false
+    end
+    from = stop + 1
+  end
+  return true
+end
+
+-- Runs `command` on `keys` in chunks and sums the integer replies.
+local function each_chunk(command, keys)
+  local total = 0
+  for first = 1, #keys, KEYS_PER_CALL do
+    total = total + call(command, unpack(keys, first, min(first + KEYS_PER_CALL - 1, #keys)))
+  end
+  return total
+end
+
+-- Runs `command` on each of `keys` that the node serves (CLUSTER): sums the
+-- integer replies, and counts the keys the node refused.
+local function each_served(command, keys)
+  local total, refused = 0, 0
+  for i = 1, #keys do
+    local reply = try(command, keys[i])
+    if type(reply) == 'table' then
+      refused = refused + 1
+    else
+      total = total + reply
+    end
+  end
+  return total, refused
+end
+
+-- The unique keys of `keys`: a key listed twice counts once, as for UNLINK.
+local function unique(keys)
+  local seen, out = {}, {}
+  for i = 1, #keys do
+    if not seen[keys[i]] then
+      seen[keys[i]] = true
+      out[#out + 1] = keys[i]
+    end
+  end
+  return out
+end
+
+-- How many of one rule's unconditional deletes' `keys` existed (and were
+-- deleted unless `dry_run`), and how many the node refused.
+local function blind_delete(keys, dry_run)
+  local command = dry_run and 'EXISTS' or 'UNLINK'
+  if dry_run then
+    keys = unique(keys)
+  end
+  if CLUSTER then
+    return each_served(command, keys)
+  end
+  return each_chunk(command, keys), 0
+end
+
+-- A cap from the arguments: a count, or none ('-1').
+local function limit(arg)
+  local n = tonumber(arg)
+  if n < 0 then
+    return math.huge
+  end
+  return n
+end
+
+-- The server's clock, in microseconds.
+local function now_micros()
+  local now = call('TIME')
+  return tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
+
+-- Phase 1: SCAN steps and the decision for every key they return, writing
+-- nothing. Returns what to write and what to report. One function with
+-- locals: its inner loop runs per key, where every table lookup counts.
+local function scan(report_keys)
+  local started = now_micros()
+  local cursor, count, budget, max_keys = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local step = { cursor, 'COUNT', count }
+  if SCAN_MATCH then
+    step = { cursor, 'MATCH', SCAN_MATCH, 'COUNT', count }
+  end
+  local count_at, next_count = #step, min(count, max_keys)
+  -- Per rule: the keys acted on, its cap (the most it may act on in this
+  -- call), the keys it would have acted on beyond, and its unconditional
+  -- deletes. `nacted` counts every rule's, against `cap_all`.
+  local acted, cap, capped, blind, nblind = {}, {}, {}, {}, {}
+  local cap_all = limit(ARGV[14])
+  for r = 1, RULES do
+    acted[r], cap[r], capped[r], blind[r], nblind[r] = 0, limit(ARGV[14 + r]), 0, {}, 0
+  end
+  local deletes, expires, reported, outcomes, pttls = {}, {}, {}, {}, {}
+  local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
+  local nacted = 0
+  local now = started
+  repeat
+    step[1], step[count_at] = cursor, next_count
+    local reply = call('SCAN', unpack(step))
+    cursor = reply[1]
+    local keys = reply[2]
+    looked_at = looked_at + next_count
+    returned = returned + #keys
+    for i = 1, #keys do
+      local key = keys[i]
+      -- The rules in order: a key whose name matches a pattern is
+      -- UNCHANGED until one of the pattern's rules acts on it (and `break`s
+      -- out with its outcome), or PTTL finds it gone (VANISHED) or, on a
+      -- cluster node, refused (MOVED), or the rule's cap leaves it as it is
+      -- (CAPPED). A key under the reserved prefix breaks out first, when a
+      -- rule could select it.
+      local outcome, pttl = nil, nil
+      repeat
+        -- compiled: decide
+      until true
+      if outcome then
+        matched = matched + 1
+        if outcome == UNCHANGED then
+          unchanged = unchanged + 1
+        end
+        if report_keys then
+          reported[matched], outcomes[matched] = key, outcome
+          pttls[matched] = type(pttl) == 'number' and pttl or -3
+        end
+      end
+    end
+    -- The next step looks at as many keys as the rest of the budget has
+    -- room for at this step's pace, so the call fills its budget.
+    local before = now
+    now = now_micros()
+    local room = floor(next_count * (budget - (now - started)) / max(now - before, 1))
+    next_count = min(count, max_keys - looked_at, room)
+  until cursor == '0' or next_count < MIN_STEP
+  return {
+    cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
+    matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
+    capped = capped, blind = blind, deletes = deletes, expires = expires, keys = reported,
+    outcomes = outcomes, pttls = pttls,
+  }
+end
+
+-- Phase 2: acts on the decided keys (a dry run only counts the blind
+-- deletes' keys that still exist). The blind deletes' keys that had vanished
+-- or that the node refused move from their rules' counts to the vanished or
+-- moved ones.
+local function apply(s, dry_run)
+  for r, keys in ipairs(s.blind) do
+    if #keys > 0 then
+      local existed, refused = blind_delete(keys, dry_run)
+      s.acted[r] = s.acted[r] - (#keys - existed)
+      s.vanished = s.vanished + #keys - existed - refused
+      s.moved = s.moved + refused
+    end
+  end
+  if not dry_run then
+    each_chunk('UNLINK', s.deletes)
+    local expires = s.expires
+    for i = 1, #expires, 2 do
+      call('PEXPIRE', expires[i], expires[i + 1])
+    end
+  end
+end
+
+-- The outcome bytes as one string.
+local function outcome_string(outcomes)
+  local parts = {}
+  for first = 1, #outcomes, CHUNK do
+    parts[#parts + 1] = string.char(unpack(outcomes, first, min(first + CHUNK - 1, #outcomes)))
+  end
+  return table.concat(parts)
+end
+
+-- The lease: KEYS[1], a hash of the holding run's token, its holder and
+-- since when (server time, ms), expiring after ARGV[3] ms unless renewed.
+local LEASE, CHECKPOINT, OP, TOKEN, LEASE_TTL = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
+
+-- The server's clock, in milliseconds.
+local function now_millis()
+  return floor(now_micros() / 1000)
+end
+
+-- Whether this call may act: it holds no lease (TOKEN ''), or the lease
+-- holds its token, which the call then renews. A missing lease (expired,
+-- or lost in a failover) is not held: another run may have taken over.
+local function hold()
+  if TOKEN == '' then
+    return true
+  end
+  if call('HGET', LEASE, 'token') ~= TOKEN then
+    return false
+  end
+  call('PEXPIRE', LEASE, LEASE_TTL)
+  return true
+end
+
+-- The error a call that does not hold its lease answers, naming the holder.
+local function lost()
+  local lease = call('HMGET', LEASE, 'holder', 'since')
+  if lease[1] then
+    return redis.error_reply('LEASELOST the lease is held by ' .. lease[1] .. ' since ' .. lease[2])
+  end
+  return redis.error_reply('LEASELOST the lease expired or was lost')
+end
+
+-- Takes the lease, if it is free or this run's, and reads the checkpoint.
+local function acquire()
+  local lease = call('HMGET', LEASE, 'token', 'holder', 'since')
+  local now = now_millis()
+  if TOKEN ~= '' then
+    if lease[1] and lease[1] ~= TOKEN then
+      return { 'locked', lease[2], lease[3], call('PTTL', LEASE), now, {} }
+    end
+    -- PEXPIRE first: see the header (Redis 6.2 at maxmemory).
+    call('PEXPIRE', LEASE, LEASE_TTL)
+    lease[2], lease[3] = ARGV[4], lease[3] or tostring(now)
+    local written = try('HSET', LEASE, 'token', TOKEN, 'holder', lease[2], 'since', lease[3])
+    if type(written) == 'table' then
+      return { 'refused', written.err, '', 0, now, {} }
+    end
+    call('PEXPIRE', LEASE, LEASE_TTL)
+  end
+  return { 'acquired', lease[2] or '', lease[3] or '', tonumber(LEASE_TTL), now, call('HGETALL', CHECKPOINT) }
+end
+
+-- Records the pass's progress after `s`, a call's work: where the next call
+-- starts, which pass this is (the rules' fingerprint, the server's run_id,
+-- when it began), when it was saved, and the pass's totals so far (reset
+-- when the checkpoint held another pass). Answers 'saved', or the error that
+-- refused the write.
+local function save(s)
+  local started = ARGV[12]
+  -- PEXPIRE first: see the header (Redis 6.2 at maxmemory).
+  call('PEXPIRE', CHECKPOINT, ARGV[13])
+  local old = call('HMGET', CHECKPOINT, 'started', 'fingerprint', 'run_id', 'calls', 'scanned', 'acted')
+  local calls, scanned, acted = 1, s.returned, 0
+  for r = 1, RULES do
+    acted = acted + s.acted[r]
+  end
+  if old[1] == started and old[2] == ARGV[10] and old[3] == ARGV[11] then
+    calls, scanned, acted = calls + tonumber(old[4]), scanned + tonumber(old[5]), acted + tonumber(old[6])
+  end
+  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'fingerprint', ARGV[10], 'run_id', ARGV[11],
+    'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned, 'acted', acted)
+  if type(written) == 'table' then
+    return written.err
+  end
+  call('PEXPIRE', CHECKPOINT, ARGV[13])
+  return 'saved'
+end
+
+if OP == 'acquire' then
+  return acquire()
+elseif OP == 'renew' then
+  if not hold() then
+    return lost()
+  end
+  return 1
+elseif OP == 'release' then
+  if TOKEN ~= '' and call('HGET', LEASE, 'token') == TOKEN then
+    return call('DEL', LEASE)
+  end
+  return 0
+end
+
+-- clean: the lease is checked before anything is touched.
+if not DRY_RUN and not hold() then
+  return lost()
+end
+local s = scan(ARGV[8] == '1')
+apply(s, DRY_RUN)
+local saved = ''
+if not DRY_RUN and ARGV[9] == '1' then
+  saved = save(s)
+end
+return {
+  s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.moved, s.acted,
+  s.micros, now_micros() - s.started, s.keys, outcome_string(s.outcomes), s.capped, saved, s.pttls,
+}

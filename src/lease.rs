@@ -1,0 +1,110 @@
+//! One run per node: the lease. A run takes a node's lease (a hash under the
+//! reserved prefix holding a random token, with an expiry) with its first
+//! call, every writing call checks and renews it inside the clean script,
+//! and the run gives it back when its pass ends. The script refuses to act
+//! for a run whose token the lease no longer holds, so a run paused past its
+//! lease (GC, a stopped VM, a partition) can never act after another took
+//! over: the token is the fencing token.
+//!
+//! On a cluster node the job's keys carry a hash tag of a slot the node
+//! serves, so they live on the node they are about.
+
+use std::time::Duration;
+
+use crate::script::protocol::{RESERVED_PREFIX, StateKeys};
+
+/// The default `--lock-ttl`: how long a crashed run blocks the next one.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(60);
+
+/// The number of hash slots of a Redis Cluster.
+const SLOTS: u16 = 16384;
+
+/// A new random token: 128 bits, in hex.
+pub fn new_token() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// How a lease names the run that holds it: the pod (its `HOSTNAME`) or the
+/// host, and the process.
+pub fn holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown host".to_string());
+    format!("{host} (pid {})", std::process::id())
+}
+
+/// The job's own keys on a node: on a cluster node (`slot` given), tagged
+/// with a hash tag of that slot.
+pub fn state_keys(slot: Option<u16>) -> StateKeys {
+    let tag = slot.map(|slot| format!("{{{}}}:", tag_for(slot)));
+    let key = |name: &str| {
+        let mut key = RESERVED_PREFIX.to_vec();
+        key.extend_from_slice(tag.as_deref().unwrap_or_default().as_bytes());
+        key.extend_from_slice(name.as_bytes());
+        key
+    };
+    StateKeys {
+        lease: key("lease"),
+        checkpoint: key("checkpoint"),
+    }
+}
+
+/// The shortest decimal number whose hash slot is `slot`: a hash tag that
+/// puts a key on it. Every slot has one below 100,000.
+fn tag_for(slot: u16) -> u32 {
+    (0..)
+        .find(|n: &u32| key_slot(n.to_string().as_bytes()) == slot % SLOTS)
+        .expect("every slot has a decimal tag")
+}
+
+/// The hash slot of `key`, as Redis Cluster computes it: CRC16 (XMODEM) of
+/// the key's hash tag (the bytes between its first `{` and the next `}`,
+/// when not empty), or of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    CRC16.checksum(hashed) % SLOTS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_computed_as_redis_does() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+    }
+
+    #[test]
+    fn a_nodes_keys_share_a_tag_of_its_slot_under_the_reserved_prefix() {
+        for slot in [0, 1, 5460, 5461, 10922, 16383] {
+            let keys = state_keys(Some(slot));
+            assert_eq!(key_slot(&keys.lease), slot);
+            assert_eq!(key_slot(&keys.checkpoint), slot);
+            assert!(keys.lease.starts_with(RESERVED_PREFIX));
+            assert!(keys.checkpoint.starts_with(RESERVED_PREFIX));
+        }
+        let alone = state_keys(None);
+        assert_eq!(alone.lease, b"__redis-janitor__:lease");
+        assert_eq!(alone.checkpoint, b"__redis-janitor__:checkpoint");
+    }
+
+    #[test]
+    fn tokens_are_random_and_long() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}
