@@ -8,6 +8,8 @@
 
 use std::fmt::Write;
 
+use redis_janitor::script::protocol::RESERVED_PREFIX;
+
 /// One element of a glob, as Redis reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -207,9 +209,11 @@ impl Rule {
             && self.key_type.is_none()
     }
 
-    /// Whether the rule's name pattern takes `key`.
+    /// Whether the rule's name pattern takes `key`. No rule takes a key
+    /// under the reserved prefix, the job's own (its lease and checkpoint),
+    /// not even `*`.
     pub fn selects(&self, key: &[u8]) -> bool {
-        glob_matches(self.pattern.as_bytes(), key)
+        !key.starts_with(RESERVED_PREFIX) && glob_matches(self.pattern.as_bytes(), key)
     }
 
     /// Whether the rule's TTL conditions hold for `pttl`, the implicit one of
