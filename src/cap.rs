@@ -2,34 +2,48 @@
 //! expires; in a dry run, would), per rule (`max_keys` in the rules file) and
 //! over all rules (`--max-keys`), shared by every node of the run.
 //!
-//! Before each call a node takes a grant from what is left of each cap, no
-//! more than the call could act on; the script acts within the grant and
-//! leaves every key beyond it as it is, counted as capped. After the call
-//! the unused rest goes back. A call that had to leave a key for a cap
-//! reaches it: the run stops after the calls in flight, with a message
-//! naming the rule and the cap, and exits 1. Each call saved its
-//! checkpoint, so the next run continues from there.
+//! When a cap is set, the nodes' calls take turns: each call is granted
+//! everything left of the caps, and settles what it acted on before the next
+//! call (of any node) is granted. A call that had to leave a key for a cap
+//! has therefore reached it, exactly: the run stops after the calls in
+//! flight, with a message naming the rule and the cap, and exits 1. The
+//! script ends such a call after the capped `SCAN` step and saves, as the
+//! checkpoint, the cursor that step started from: the next run (once an
+//! operator has looked) starts there, and skips none of the keys left. At
+//! the default pace the turns cost little: each node's calls are far apart.
+//! Without caps there are no turns.
+//!
+//! A call whose reply was lost (a dropped connection) is not counted: the
+//! caps may be exceeded by what that one call did.
 
-use std::sync::Mutex;
+use std::sync::OnceLock;
+
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::rules::Rules;
 
 /// What is left of a run's caps, shared by its nodes.
 #[derive(Debug)]
 pub struct Caps {
-    state: Mutex<State>,
+    /// Whether any cap is set: else calls take no turns.
+    limited: bool,
+    /// `--max-keys`.
+    run_max: Option<u64>,
+    /// The number of rules.
+    rules: usize,
+    /// What is left; held by the node whose call has the turn.
+    left: Mutex<Left>,
+    /// The message of the first cap reached.
+    reached: OnceLock<String>,
 }
 
+/// What is left of each cap.
 #[derive(Debug)]
-struct State {
-    /// `--max-keys`, or `None`.
-    run_max: Option<u64>,
-    /// Left of `--max-keys`.
+struct Left {
+    /// Of `--max-keys`.
     run: Option<u64>,
-    /// Left of each rule's `max_keys`, in rule order.
+    /// Of each rule's `max_keys`, in rule order.
     rules: Vec<Option<u64>>,
-    /// The message of the first cap reached.
-    reached: Option<String>,
 }
 
 /// The most keys one call may act on: in all, and per rule.
@@ -41,85 +55,107 @@ pub struct Grant {
     pub rules: Vec<Option<u64>>,
 }
 
+/// One call's turn: its grant, held until the call settles it.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    /// What the call may act on.
+    pub grant: Grant,
+    /// The turn itself, when a cap is set.
+    left: Option<MutexGuard<'a, Left>>,
+    caps: &'a Caps,
+}
+
 impl Caps {
     /// The caps of `rules` and of the run (`max_keys`), untouched.
     pub fn new(rules: &Rules, max_keys: Option<u64>) -> Caps {
+        let rule_caps: Vec<Option<u64>> = rules.rules.iter().map(|rule| rule.max_keys).collect();
         Caps {
-            state: Mutex::new(State {
-                run_max: max_keys,
+            limited: max_keys.is_some() || rule_caps.iter().any(Option::is_some),
+            run_max: max_keys,
+            rules: rule_caps.len(),
+            left: Mutex::new(Left {
                 run: max_keys,
-                rules: rules.rules.iter().map(|rule| rule.max_keys).collect(),
-                reached: None,
+                rules: rule_caps,
             }),
+            reached: OnceLock::new(),
         }
     }
 
-    /// Takes, for one call that may act on at most `most` keys, up to that
-    /// much of what is left of each cap.
-    pub fn grant(&self, most: u64) -> Grant {
-        let mut state = self.lock();
-        let take = |left: &mut Option<u64>| {
-            left.as_mut().map(|left| {
-                let taken = most.min(*left);
-                *left -= taken;
-                taken
-            })
-        };
-        Grant {
-            run: take(&mut state.run),
-            rules: state.rules.iter_mut().map(take).collect(),
+    /// The next call's turn: once the call before it (of any node) settled,
+    /// everything left of the caps.
+    pub async fn turn(&self) -> Turn<'_> {
+        if !self.limited {
+            return Turn {
+                grant: Grant {
+                    run: None,
+                    rules: vec![None; self.rules],
+                },
+                left: None,
+                caps: self,
+            };
         }
-    }
-
-    /// Settles `grant` after its call acted on `acted` keys per rule and
-    /// left `capped` keys per rule for a cap: gives back what the call did
-    /// not use, and records the cap it reached, if any. `rules` names them.
-    pub fn settle(&self, grant: &Grant, acted: &[u64], capped: &[u64], rules: &Rules) {
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let total: u64 = acted.iter().sum();
-        if let (Some(left), Some(granted)) = (state.run.as_mut(), grant.run) {
-            *left += granted.saturating_sub(total);
+        let left = self.left.lock().await;
+        Turn {
+            grant: Grant {
+                run: left.run,
+                rules: left.rules.clone(),
+            },
+            left: Some(left),
+            caps: self,
         }
-        for (r, granted) in grant.rules.iter().enumerate() {
-            if let (Some(left), Some(granted)) = (state.rules[r].as_mut(), granted) {
-                *left += granted.saturating_sub(acted[r]);
-            }
-        }
-        let Some(r) = capped.iter().position(|&n| n > 0) else {
-            return;
-        };
-        if state.reached.is_some() {
-            return;
-        }
-        let rule = &rules.rules[r];
-        let message = match rule.max_keys {
-            Some(max) if state.rules[r] == Some(0) => format!(
-                "rule {:?} reached its cap, max_keys = {max}: it selects far more keys than \
-                 allowed, and the run stopped; the keys beyond were left as they were. Check \
-                 the rule (a dry run lists sample keys), then raise the cap or run again",
-                rule.name
-            ),
-            _ => format!(
-                "the run reached its cap, --max-keys {}, at rule {:?}: the run stopped, and \
-                 the keys beyond were left as they were. Check the rules (a dry run lists \
-                 sample keys), then raise the cap or run again",
-                state.run_max.unwrap_or_default(),
-                rule.name
-            ),
-        };
-        state.reached = Some(message);
     }
 
     /// The message of the first cap reached, once one is.
     pub fn reached(&self) -> Option<String> {
-        self.lock().reached.clone()
+        self.reached.get().cloned()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A node that panicked holding the lock left counts that are still
-        // whole: every update is one statement.
-        self.state.lock().unwrap_or_else(|err| err.into_inner())
+impl Turn<'_> {
+    /// Ends the turn of a call that acted on `acted` keys per rule and left
+    /// `capped` keys per rule for a cap: takes what it acted on from the
+    /// caps, and records the cap it reached, if any. `rules` names them.
+    pub fn settle(self, acted: &[u64], capped: &[u64], rules: &Rules) {
+        let Some(mut left) = self.left else {
+            return;
+        };
+        let total: u64 = acted.iter().sum();
+        if let Some(run) = left.run.as_mut() {
+            *run = run.saturating_sub(total);
+        }
+        for (rule, acted) in left.rules.iter_mut().zip(acted) {
+            if let Some(rule) = rule.as_mut() {
+                *rule = rule.saturating_sub(*acted);
+            }
+        }
+        if let Some(r) = capped.iter().position(|&n| n > 0) {
+            let message = reached(rules, r, &left, self.caps.run_max);
+            let _ = self.caps.reached.set(message);
+        }
+    }
+}
+
+/// The message for the cap that left a key of rule `r`: the rule's own when
+/// it is spent, else the run's.
+fn reached(rules: &Rules, r: usize, left: &Left, run_max: Option<u64>) -> String {
+    let rule = &rules.rules[r];
+    match (rule.max_keys, left.rules[r], run_max) {
+        (Some(max), Some(0), _) | (Some(max), _, None) => format!(
+            "rule {:?} reached its cap, max_keys = {max}: it selects far more keys than \
+             allowed, and the run stopped; the keys beyond were left as they were. Check \
+             the rule (a dry run lists sample keys), then raise the cap or run again",
+            rule.name
+        ),
+        (_, _, Some(max)) => format!(
+            "the run reached its cap, --max-keys {max}, at rule {:?}: the run stopped, and \
+             the keys beyond were left as they were. Check the rules (a dry run lists \
+             sample keys), then raise the cap or run again",
+            rule.name
+        ),
+        (None, _, None) => format!(
+            "rule {:?} left keys for a cap that is not set: the script and the job disagree",
+            rule.name
+        ),
     }
 }
 
@@ -136,33 +172,34 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn grants_come_out_of_the_caps_and_the_unused_rest_goes_back() {
+    #[tokio::test]
+    async fn each_call_is_granted_what_is_left_after_the_calls_before() {
         let rules = rules();
         let caps = Caps::new(&rules, Some(25));
-        let first = caps.grant(8);
+        let first = caps.turn().await;
         assert_eq!(
-            first,
+            first.grant,
             Grant {
-                run: Some(8),
-                rules: vec![Some(8), None]
+                run: Some(25),
+                rules: vec![Some(10), None]
             }
         );
-        // While the first call is in flight, a second node gets the rest.
-        let second = caps.grant(8);
+        // The next call waits for the first one's turn to end.
+        assert!(caps.left.try_lock().is_err());
+        first.settle(&[3, 4], &[0, 0], &rules);
+        let second = caps.turn().await;
         assert_eq!(
-            second,
+            second.grant,
             Grant {
-                run: Some(8),
-                rules: vec![Some(2), None]
+                run: Some(18),
+                rules: vec![Some(7), None]
             }
         );
-        caps.settle(&first, &[3, 4], &[0, 0], &rules);
-        caps.settle(&second, &[2, 0], &[0, 0], &rules);
+        second.settle(&[2, 0], &[0, 0], &rules);
         assert_eq!(caps.reached(), None);
-        // Left: run 25 - 9 = 16, rule a 10 - 5 = 5.
+        let third = caps.turn().await;
         assert_eq!(
-            caps.grant(100),
+            third.grant,
             Grant {
                 run: Some(16),
                 rules: vec![Some(5), None]
@@ -170,12 +207,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_key_left_for_a_cap_names_the_rule_and_the_cap() {
+    #[tokio::test]
+    async fn a_key_left_for_a_cap_names_the_cap_that_was_spent() {
         let rules = rules();
         let caps = Caps::new(&rules, None);
-        let grant = caps.grant(100);
-        caps.settle(&grant, &[10, 50], &[4, 0], &rules);
+        caps.turn().await.settle(&[10, 50], &[4, 0], &rules);
         let message = caps.reached().unwrap();
         assert!(
             message.starts_with("rule \"a\" reached its cap, max_keys = 10"),
@@ -183,31 +219,41 @@ mod tests {
         );
 
         let caps = Caps::new(&rules, Some(30));
-        let grant = caps.grant(100);
-        caps.settle(&grant, &[10, 20], &[0, 7], &rules);
+        caps.turn().await.settle(&[10, 20], &[0, 7], &rules);
         let message = caps.reached().unwrap();
         assert!(
             message.starts_with("the run reached its cap, --max-keys 30, at rule \"b\""),
             "{message}"
         );
         // The first cap reached is the one reported.
-        caps.settle(&grant, &[0, 0], &[1, 0], &rules);
+        caps.turn().await.settle(&[0, 0], &[1, 0], &rules);
         assert_eq!(caps.reached().unwrap(), message);
+
+        // Rule a's own cap is not spent, the run's is: the run's is named.
+        let caps = Caps::new(&rules, Some(5));
+        caps.turn().await.settle(&[5, 0], &[3, 0], &rules);
+        let message = caps.reached().unwrap();
+        assert!(
+            message.starts_with("the run reached its cap, --max-keys 5, at rule \"a\""),
+            "{message}"
+        );
     }
 
-    #[test]
-    fn without_caps_nothing_is_ever_reached() {
-        let rules = rules();
+    #[tokio::test]
+    async fn without_caps_calls_take_no_turns_and_nothing_is_reached() {
+        let rules = Rules::builtin();
         let caps = Caps::new(&rules, None);
-        let grant = caps.grant(1000);
+        let one = caps.turn().await;
+        let two = caps.turn().await;
         assert_eq!(
-            grant,
+            one.grant,
             Grant {
                 run: None,
-                rules: vec![Some(10), None]
+                rules: vec![None; 3]
             }
         );
-        caps.settle(&grant, &[0, 1000], &[0, 0], &rules);
+        one.settle(&[1000, 0, 0], &[0, 0, 0], &rules);
+        two.settle(&[1000, 0, 0], &[0, 0, 0], &rules);
         assert_eq!(caps.reached(), None);
     }
 }

@@ -1,7 +1,7 @@
 //! Where a node's pass stands, saved by the clean script in the same atomic
 //! call as the work it records (see `lua/v5/clean.lua`, `save`), and read
 //! back when the next run takes the node's lease: the cursor the next call
-//! starts from, which pass it is (the rules' fingerprint, the server
+//! starts from, whether the pass is done, which pass it is (the rules' fingerprint, the server
 //! process's `run_id`, when the pass began), when it was saved, and the
 //! pass's totals so far. This module decides whether a run resumes that
 //! pass or starts a new one, and says why.
@@ -19,8 +19,11 @@ use serde::Serialize;
 /// A checkpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Where the next call starts; 0 once the pass completed.
+    /// Where the next call starts.
     pub cursor: u64,
+    /// Whether the pass reached the end of the keyspace. (A pass stopped by
+    /// a cap in its first `SCAN` step has cursor 0 too, but is not done.)
+    pub done: bool,
     /// The rules' fingerprint (the script's SHA-1) of the pass.
     pub fingerprint: String,
     /// The `run_id` of the server process the pass ran on.
@@ -50,6 +53,7 @@ impl Checkpoint {
         let number = |name: &str| get(name)?.parse().ok();
         Some(Checkpoint {
             cursor: number("cursor")?,
+            done: get("done")? == "1",
             fingerprint: get("fingerprint")?.to_string(),
             run_id: get("run_id")?.to_string(),
             started_ms: number("started")?,
@@ -108,7 +112,7 @@ pub fn start(stored: Option<&Checkpoint>, wanted: Wanted<'_>) -> Start {
     let age = Duration::from_millis(wanted.now_ms.saturating_sub(stored.saved_ms));
     let reason = if wanted.restart {
         "--restart: a new pass was asked for"
-    } else if stored.cursor == 0 {
+    } else if stored.done {
         "the last pass completed"
     } else if stored.fingerprint != wanted.fingerprint {
         "the rules (or the script) changed since the checkpoint"
@@ -141,6 +145,7 @@ mod tests {
     fn stored() -> Checkpoint {
         Checkpoint {
             cursor: 1234,
+            done: false,
             fingerprint: "sha".into(),
             run_id: "run".into(),
             started_ms: 1_000_000,
@@ -165,6 +170,7 @@ mod tests {
     fn a_checkpoint_parses_from_its_fields_only_when_whole() {
         let fields: Vec<(String, String)> = [
             ("cursor", "1234"),
+            ("done", "0"),
             ("fingerprint", "sha"),
             ("run_id", "run"),
             ("started", "1000000"),
@@ -206,6 +212,7 @@ mod tests {
             (
                 Some(Checkpoint {
                     cursor: 0,
+                    done: true,
                     ..stored()
                 }),
                 wanted(),

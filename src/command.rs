@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::exit::Exit;
 use crate::pass::End;
 use crate::report::{Format, Report};
+use crate::script::protocol::RESERVED_PREFIX;
 use crate::script::{Dialect, Script};
 use crate::{run, shutdown};
 
@@ -68,9 +69,11 @@ fn check(rules: &RulesArg) -> Result<Exit, Error> {
     let rules = rules.load()?;
     Script::variants(&rules)?;
     print(&format!(
-        "# {}: {} rules, valid\n{}",
+        "# {}: {} rules, valid\n# keys under {} are the job's own (its lease and checkpoint): \
+         no rule ever selects them, not even pattern = \"*\"\n{}",
         rules.source,
         rules.rules.len(),
+        RESERVED_PREFIX.escape_ascii(),
         rules.to_toml()
     ))?;
     Ok(Exit::Success)

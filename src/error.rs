@@ -141,6 +141,9 @@ mod tests {
             Error::Auth(String::new()),
             Error::Permission(String::new()),
             Error::Unsupported(String::new()),
+            Error::Unavailable(String::new()),
+            Error::LeaseLost(String::new()),
+            Error::Capped(String::new()),
             Error::Script(String::new()),
             Error::Redis(String::new()),
             Error::System(String::new()),
@@ -162,6 +165,59 @@ mod tests {
         );
         let other = RedisError::from((ErrorKind::Client, "bad reply"));
         assert!(matches!(Error::from_redis("x", &other), Error::Redis(_)));
+    }
+
+    /// The error Redis answers with `reply` (a RESP error line), as the
+    /// redis crate gives it to the job.
+    fn server_error(reply: &str) -> redis::RedisError {
+        match redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap() {
+            redis::Value::ServerError(err) => err.into(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_server_error_is_transient_or_fails_fast_by_its_code() {
+        let transient = [
+            (
+                "LOADING Redis is loading the dataset in memory",
+                "Unavailable",
+            ),
+            ("BUSY Redis is busy running a script.", "Unavailable"),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                "Unavailable",
+            ),
+            ("MASTERDOWN Link with MASTER is down", "Unavailable"),
+            ("CLUSTERDOWN The cluster is down", "Unavailable"),
+            ("MOVED 3999 127.0.0.1:6381", "Unavailable"),
+            ("ASK 3999 127.0.0.1:6381", "Unavailable"),
+            (
+                "READONLY You can't write against a read only replica.",
+                "Replica",
+            ),
+            ("LEASELOST the lease expired or was lost", "LeaseLost"),
+        ];
+        for (reply, kind) in transient {
+            let err = Error::from_redis("call", &server_error(reply));
+            assert!(err.is_transient(), "{reply}: {err:?}");
+            assert!(format!("{err:?}").starts_with(kind), "{reply}: {err:?}");
+        }
+        let fatal = [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOPERM this user has no permissions to run the 'hset' command",
+            "WRONGPASS invalid username-password pair or user is disabled.",
+            "NOAUTH Authentication required.",
+            "ERR Error running script: user_script:1: Script killed by user with SCRIPT KILL",
+            "NOSCRIPT No matching script.",
+        ];
+        for reply in fatal {
+            let err = Error::from_redis("call", &server_error(reply));
+            assert!(!err.is_transient(), "{reply}: {err:?}");
+        }
+        let io = redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(Error::from_redis("call", &io).is_transient());
+        assert!(!Error::Capped(String::new()).is_transient());
     }
 
     #[test]

@@ -27,7 +27,12 @@ pub fn new_token() -> String {
 /// How a lease names the run that holds it: the pod (its `HOSTNAME`) or the
 /// host, and the process.
 pub fn holder() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown host".to_string());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|host| host.trim().to_string())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown host".to_string());
     format!("{host} (pid {})", std::process::id())
 }
 

@@ -358,7 +358,10 @@ async fn clean_once(
         &mut outcome.progress,
     )
     .await;
-    if !claim.token.is_empty() && !matches!(&end, End::Failed(err) if err.is_transient()) {
+    // Whatever the ending: a retry takes the lease again (or finds another
+    // run cleaning the node, which is as good); a crashed run's lease
+    // expires by itself after --lock-ttl.
+    if !claim.token.is_empty() {
         release(&mut conn, &script, &claim).await;
     }
     outcome.run_id = Some(prepared.run_id);
@@ -394,8 +397,7 @@ async fn take(
                 since: acquired.since_ms.map(|ms| ms as f64 / 1000.0),
             };
             info!(
-                holder = %locked.holder,
-                since = ?locked.since,
+                holder = %locked,
                 "another run holds the node's lease; the node is skipped"
             );
             return Ok(Err(locked));

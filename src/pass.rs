@@ -82,6 +82,18 @@ pub struct Locked {
     pub since: Option<f64>,
 }
 
+impl std::fmt::Display for Locked {
+    /// "HOLDER, since 2026-12-02T16:59:14Z".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.holder)?;
+        if let Some(secs) = self.since {
+            let at = std::time::UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0));
+            write!(f, ", since {}", humantime::format_rfc3339_seconds(at))?;
+        }
+        Ok(())
+    }
+}
+
 impl End {
     /// The exit code of a run that ended so.
     pub fn exit(&self) -> Exit {
@@ -213,16 +225,15 @@ impl Pass<'_> {
             if self.sample_due() {
                 self.sample().await?;
             }
-            let max_keys = self.pacer.max_keys();
-            let grant = self.calls.caps.grant(max_keys as u64);
+            let turn = self.calls.caps.turn().await;
             let batch = Batch {
                 cursor: self.progress.cursor,
                 step: self.pacer.step(),
                 scan_budget: self.pacer.scan_budget(),
-                max_keys,
+                max_keys: self.pacer.max_keys(),
                 report_keys: enabled!(Level::DEBUG) || self.wants_samples(),
-                cap: grant.run,
-                rule_caps: grant.rules.clone(),
+                cap: turn.grant.run,
+                rule_caps: turn.grant.rules.clone(),
             };
             let sent = Instant::now();
             let called = self
@@ -234,16 +245,15 @@ impl Pass<'_> {
                     Op::Clean(&batch, self.calls.pass),
                 )
                 .await;
-            // A failed call may have acted: its grant stays spent.
+            // A call whose reply was lost is not counted against the caps
+            // (see `cap`).
             let (reply, resent) = called?;
             self.held_at = sent;
             self.pacer.record(&reply, sent, Instant::now());
             if resent {
                 self.pacer.resent();
             }
-            self.calls
-                .caps
-                .settle(&grant, &reply.acted, &reply.capped, self.rules);
+            turn.settle(&reply.acted, &reply.capped, self.rules);
             reply.tally(self.rules, &mut self.progress.counts)?;
             self.progress.counts.script_reloads += u64::from(resent);
             self.keep_samples(&reply, batch.report_keys);

@@ -247,14 +247,11 @@ impl<'a> Report<'a> {
             }
             text.push('\n');
             if let Some(start) = server.pass {
-                text += &format!("    pass          {}\n", start.reason);
+                let new = if start.resumed { "" } else { "new, " };
+                text += &format!("    pass          {new}{}\n", start.reason);
             }
             if let Some(locked) = server.locked {
-                text += &format!(
-                    "    locked        by {}{}\n",
-                    locked.holder,
-                    since(locked.since)
-                );
+                text += &format!("    locked        by {locked}\n");
             }
             for failover in server.failovers {
                 text += &format!(
@@ -331,23 +328,9 @@ fn describe(end: &End) -> String {
     match end {
         End::Complete => "complete".to_string(),
         End::Stopped(stop) => format!("stopped early ({})", Stop::describe(*stop)),
-        End::Locked(locked) => format!(
-            "skipped (another run holds the lease: {}{})",
-            locked.holder,
-            since(locked.since)
-        ),
+        End::Locked(locked) => format!("skipped (another run holds the lease: {locked})"),
         End::Failed(_) => "failed".to_string(),
     }
-}
-
-/// ", since <time>" for a lease held since `since` (Unix seconds), if known.
-fn since(since: Option<f64>) -> String {
-    since
-        .map(|secs| {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs);
-            format!(", since {}", humantime::format_rfc3339_seconds(at))
-        })
-        .unwrap_or_default()
 }
 
 /// A key as the report shows it: quoted, every byte outside printable
@@ -437,6 +420,50 @@ mod tests {
         assert_eq!(servers[1]["failovers"][0]["from"], "old:1");
         assert_eq!(servers[1]["failovers"][0]["to"], "h:1");
         assert_eq!(report["server"]["address"], "h:0");
+    }
+
+    #[test]
+    fn a_node_skipped_for_another_runs_lease_is_locked_with_its_holder() {
+        let locked = Locked {
+            holder: "pod-1 (pid 7)".into(),
+            since: Some(1000.0),
+        };
+        let mut run = outcome(vec![End::Complete, End::Locked(locked.clone())]);
+        run.nodes[0].start = Some(Start {
+            cursor: 42,
+            started_ms: 5000,
+            started_at: 5.0,
+            resumed: true,
+            reason: "resumed the pass".into(),
+        });
+        let report = json(&run);
+        assert_eq!(report["stopped_by"], "locked");
+        assert_eq!(report["complete"], false);
+        assert_eq!(report["servers"][0]["pass"]["cursor"], 42);
+        assert_eq!(report["servers"][0]["pass"]["resumed"], true);
+        assert_eq!(report["servers"][0]["pass"]["started_at"], 5.0);
+        assert_eq!(report["servers"][0]["locked"], serde_json::Value::Null);
+        assert_eq!(report["servers"][1]["stopped_by"], "locked");
+        assert_eq!(report["servers"][1]["locked"]["holder"], "pod-1 (pid 7)");
+        assert_eq!(report["servers"][1]["locked"]["since"], 1000.0);
+        let rules = Rules::builtin();
+        let text = Report::new(&run, &rules, false).to_text();
+        assert!(
+            text.starts_with(
+                "redis-janitor run: pass skipped (another run holds the lease: pod-1 (pid 7), \
+                 since 1970-01-01T00:16:40Z)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("    pass          resumed the pass\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    locked        by pod-1 (pid 7), since 1970-01-01T00:16:40Z\n"),
+            "{text}"
+        );
+        assert_eq!(run.exit(), crate::exit::Exit::Success);
     }
 
     #[test]

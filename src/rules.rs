@@ -410,7 +410,7 @@ struct RawRule {
     #[serde(rename = "type")]
     key_type: Option<Spanned<String>>,
     idle_above: Option<Spanned<String>>,
-    max_keys: Option<Spanned<i64>>,
+    max_keys: Option<Spanned<toml::Value>>,
 }
 
 type Invalid = (std::ops::Range<usize>, String);
@@ -431,15 +431,19 @@ impl RawRule {
         let action = self.action(&name)?;
         check_satisfiable(&name, &conditions, action)
             .map_err(|(field, message)| (self.span_of(field), message))?;
-        let max_keys = match &self.max_keys {
+        let max_keys = match self
+            .max_keys
+            .as_ref()
+            .map(|max| (max.get_ref(), max.span()))
+        {
             None => None,
-            Some(max) if *max.get_ref() >= 1 => Some(*max.get_ref() as u64),
-            Some(max) => {
+            Some((toml::Value::Integer(max), _)) if *max >= 1 => Some(*max as u64),
+            Some((value, span)) => {
                 return Err((
-                    max.span(),
+                    span,
                     format!(
-                        "rule {name:?}: max_keys must be at least 1 \
-                         (to stop a rule, remove it)"
+                        "rule {name:?}: max_keys = {value} is not a cap: write a whole number \
+                         of keys, at least 1 (to stop a rule, remove it)"
                     ),
                 ));
             }

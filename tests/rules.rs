@@ -490,3 +490,103 @@ fn run_with_bad_rules_touches_nothing() {
     assert_eq!(digest(&mut con), digest_before);
     assert_eq!(total_connections(&mut con), conns);
 }
+
+/// A rules file whose second rule, `capped`, has `max_keys = VALUE` on
+/// line 10.
+fn with_max_keys(value: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"delete\"\n\n\
+         [[rule]]\nname = \"capped\"\npattern = \"b:*\"\naction = \"delete\"\nmax_keys = {value}\n"
+    )
+}
+
+#[test]
+fn max_keys_takes_any_whole_number_from_1_and_check_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The largest is TOML's largest integer.
+    for value in ["1", "100", "1_000", "9223372036854775807"] {
+        let path = write_rules(dir.path(), &with_max_keys(value));
+        let out = janitor().args(["check", "--rules"]).arg(&path).run();
+        out.assert_code(0);
+        let printed = format!("max_keys = {}", value.replace('_', ""));
+        assert_eq!(
+            out.stdout
+                .lines()
+                .filter(|l| l.starts_with("max_keys"))
+                .collect::<Vec<_>>(),
+            [printed.as_str()],
+            "{}",
+            out.dump()
+        );
+    }
+}
+
+/// `check` and `run` (before connecting) refuse the rules file with
+/// `max_keys = VALUE` for each of `values`: exit 2 and one line naming the
+/// file, line 10 and the rule. Reports every value that was not, at once.
+fn assert_max_keys_refused(values: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dead_url();
+    let mut failures = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let path = write_file(
+            dir.path(),
+            &format!("max-keys-{i}.toml"),
+            &with_max_keys(value),
+        );
+        let p = path.display().to_string();
+        for sub in ["check", "run"] {
+            let out = janitor()
+                .args([sub, "--rules"])
+                .arg(&path)
+                .env("REDIS_URL", &url)
+                .run();
+            let lines = out.stderr_lines();
+            let ok = out.code == 2
+                && lines.len() == 1
+                && (lines[0].contains(&format!("{p}:10:"))
+                    || lines[0].contains(&format!("{p}:10 ")))
+                && lines[0].contains("\"capped\"");
+            if !ok {
+                failures.push(format!("max_keys = {value}, {sub}: {}", out.dump()));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} refused without exit 2 and a line naming the file, line 10 and rule \"capped\":\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn max_keys_below_1_is_refused_naming_the_file_line_and_rule() {
+    assert_max_keys_refused(&["0", "-1", "-9223372036854775808"]);
+}
+
+#[test]
+fn max_keys_of_another_type_is_refused_naming_the_file_line_and_rule() {
+    assert_max_keys_refused(&["1.5", "1e3", "\"100\"", "true", "[100]"]);
+}
+
+#[test]
+fn max_keys_beyond_toml_integers_is_refused_by_the_toml_parser_naming_the_file_and_line() {
+    // TOML itself has no integer above 2^63 - 1: the parser refuses the
+    // file before any rule is read, so its message cannot name the rule.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(
+        dir.path(),
+        "huge.toml",
+        &with_max_keys("9223372036854775808"),
+    );
+    let out = janitor().args(["check", "--rules"]).arg(&path).run();
+    out.assert_code(2);
+    let lines = out.stderr_lines();
+    assert_eq!(lines.len(), 1, "{}", out.dump());
+    assert!(
+        lines[0].contains(&format!("{}:10:", path.display())),
+        "{}",
+        out.dump()
+    );
+}

@@ -2,6 +2,7 @@
 //! the real binary against its own private `redis-server` (see `support`).
 
 mod acl;
+mod brakes;
 mod cli;
 mod cluster;
 mod deploy;

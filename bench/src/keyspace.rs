@@ -232,6 +232,10 @@ pub enum Expect {
     Cleaned,
 }
 
+/// The prefix of the job's own keys (its lease and checkpoint; the job's
+/// `RESERVED_PREFIX`), which the check leaves out.
+const JOB_PREFIX: &[u8] = b"__redis-janitor__:";
+
 /// Checks the whole keyspace against `expect`: the union of the keyspaces
 /// of `conns` (one server, or every primary of a cluster). `seeded` is when
 /// seeding started and `run_started` when the method started: they bound the
@@ -321,6 +325,10 @@ impl<'a> Check<'a> {
         let mut pipe = redis::pipe();
         let mut ours = Vec::with_capacity(keys.len());
         for key in keys {
+            if key.starts_with(JOB_PREFIX) {
+                // The job's own lease and checkpoint: not the mix's.
+                continue;
+            }
             match Class::parse(key).filter(|&(c, i)| i < self.mix.count(c)) {
                 Some((class, index)) => {
                     self.seen[class as usize][index as usize] = true;

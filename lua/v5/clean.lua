@@ -242,7 +242,8 @@ local function scan(report_keys)
   local count_at, next_count = #step, min(count, max_keys)
   -- Per rule: the keys acted on, its cap (the most it may act on in this
   -- call), the keys it would have acted on beyond, and its unconditional
-  -- deletes. `nacted` counts every rule's, against `cap_all`.
+  -- deletes. `nacted` counts every rule's, against `cap_all`, and `ncapped`
+  -- the keys left for a cap.
   local acted, cap, capped, blind, nblind = {}, {}, {}, {}, {}
   local cap_all = limit(ARGV[14])
   for r = 1, RULES do
@@ -250,9 +251,15 @@ local function scan(report_keys)
   end
   local deletes, expires, reported, outcomes, pttls = {}, {}, {}, {}, {}
   local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
-  local nacted = 0
+  local nacted, ncapped = 0, 0
   local now = started
+  -- The cursor a capped step started from: the call ends after that step,
+  -- and the next call (of the next run) starts there again, so the keys the
+  -- cap left are not skipped. Its keys acted on are checked again then, as
+  -- when SCAN returns a key twice.
+  local rewind = nil
   repeat
+    local from = cursor
     step[1], step[count_at] = cursor, next_count
     local reply = call('SCAN', unpack(step))
     cursor = reply[1]
@@ -288,9 +295,13 @@ local function scan(report_keys)
     now = now_micros()
     local room = floor(next_count * (budget - (now - started)) / max(now - before, 1))
     next_count = min(count, max_keys - looked_at, room)
-  until cursor == '0' or next_count < MIN_STEP
+    if ncapped > 0 then
+      rewind = from
+    end
+  until cursor == '0' or next_count < MIN_STEP or rewind
   return {
-    cursor = cursor, started = started, micros = now - started, looked_at = looked_at, returned = returned,
+    rewound = rewind ~= nil, cursor = rewind or cursor,
+    started = started, micros = now - started, looked_at = looked_at, returned = returned,
     matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
     capped = capped, blind = blind, deletes = deletes, expires = expires, keys = reported,
     outcomes = outcomes, pttls = pttls,
@@ -381,7 +392,7 @@ local function acquire()
 end
 
 -- Records the pass's progress after `s`, a call's work: where the next call
--- starts, which pass this is (the rules' fingerprint, the server's run_id,
+-- starts, whether the pass is done, which pass this is (the rules' fingerprint, the server's run_id,
 -- when it began), when it was saved, and the pass's totals so far (reset
 -- when the checkpoint held another pass). Answers 'saved', or the error that
 -- refused the write.
@@ -397,8 +408,11 @@ local function save(s)
   if old[1] == started and old[2] == ARGV[10] and old[3] == ARGV[11] then
     calls, scanned, acted = calls + tonumber(old[4]), scanned + tonumber(old[5]), acted + tonumber(old[6])
   end
-  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'fingerprint', ARGV[10], 'run_id', ARGV[11],
-    'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned, 'acted', acted)
+  -- A capped call rewound to cursor 0 has not finished the pass.
+  local done = (s.cursor == '0' and not s.rewound) and '1' or '0'
+  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'done', done, 'fingerprint', ARGV[10],
+    'run_id', ARGV[11], 'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned,
+    'acted', acted)
   if type(written) == 'table' then
     return written.err
   end

@@ -235,6 +235,7 @@ fn act(out: &mut String, indent: &str, r: usize, queue: &str, outcome: usize) {
     let _ = writeln!(
         out,
         "{indent}  outcome = {outcome}\n{indent}else\n{indent}  capped[{n}] = capped[{n}] + 1\n\
+         {indent}  ncapped = ncapped + 1\n\
          {indent}  outcome = CAPPED\n{indent}end\n{indent}break"
     );
 }
