@@ -202,6 +202,12 @@ impl Command {
     /// The error for a reply of Redis refusing this command to the job:
     /// a missing permission names the one to add.
     pub fn refused(self, server: &str, err: &redis::RedisError) -> Error {
+        let unanswered = Error::from_redis("", err);
+        if unanswered.is_transient() {
+            // Not refused: unanswered, or not yet (a timeout, LOADING...).
+            let context = format!("{server}: {}, {}", self.name(), self.purpose());
+            return Error::from_redis(&context, err);
+        }
         let context = format!("{server} refused {}, {}", self.name(), self.purpose());
         match self.advise(Error::from_redis(&context, err)) {
             Error::Replica(message) => Error::Unsupported(format!(

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::connection::{DEFAULT_TIMEOUT, Target, read_password};
 use crate::error::Error;
 use crate::lease::DEFAULT_LOCK_TTL;
-use crate::node::Task;
+use crate::node::{DEFAULT_RETRIES, Task};
 use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
 use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::report::Format;
@@ -240,6 +240,13 @@ pub struct RunArgs {
     #[arg(long, env = "JANITOR_MAX_KEYS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_keys: Option<u64>,
 
+    /// How many times in a row a node's work is retried after a transient
+    /// fault (a lost connection, a timeout, LOADING, BUSY, a failover), with
+    /// delays from 100ms doubling to 5s, with jitter; a call that succeeds
+    /// starts the count again. 0: fail at the first fault.
+    #[arg(long, env = "JANITOR_RETRIES", value_name = "N", default_value_t = DEFAULT_RETRIES)]
+    pub retries: usize,
+
     /// Timeout for connecting and for each reply from Redis.
     #[arg(
         long,
@@ -301,6 +308,7 @@ impl RunArgs {
                 resume_max_age: self.resume_max_age.0,
                 restart: self.restart,
                 max_keys: self.max_keys,
+                retries: self.retries,
             },
         })
     }
@@ -414,6 +422,7 @@ mod tests {
         assert_eq!(settings.task.resume_max_age, DEFAULT_RESUME_MAX_AGE);
         assert!(!settings.task.restart);
         assert_eq!(settings.task.max_keys, None);
+        assert_eq!(settings.task.retries, DEFAULT_RETRIES);
     }
 
     #[test]

@@ -40,10 +40,11 @@ use crate::topology::{self, Node, Role, Source, field};
 /// The most failovers one node's pass follows before it gives up.
 const MAX_FAILOVERS: usize = 5;
 
-/// The retries of a node's work after transient faults in a row (a call
-/// that succeeds starts the count again): with delays from 100 ms doubling
-/// to 5 s, with jitter, about half a minute in all.
-const MAX_RETRIES: usize = 10;
+/// The default `--retries`: the retries of a node's work after transient
+/// faults in a row (a call that succeeds starts the count again): with
+/// delays from 100 ms doubling to 5 s, with jitter, about half a minute in
+/// all.
+pub const DEFAULT_RETRIES: usize = 10;
 
 /// What to do on each node.
 #[derive(Debug, Clone)]
@@ -66,6 +67,9 @@ pub struct Task {
     pub restart: bool,
     /// The most keys the run acts on, over all rules (`--max-keys`).
     pub max_keys: Option<u64>,
+    /// How many transient faults in a row a node's work is retried after
+    /// (`--retries`).
+    pub retries: usize,
 }
 
 /// What every node of a run shares.
@@ -177,7 +181,7 @@ pub async fn clean(
         outcome.end = End::Stopped(stop);
         return outcome;
     }
-    let mut backoff = backoff();
+    let mut backoff = backoff(task.retries);
     loop {
         let calls_before = outcome.progress.counts.batches;
         // Every event of the node's work names the node.
@@ -190,7 +194,7 @@ pub async fn clean(
             break;
         };
         if outcome.progress.counts.batches > calls_before {
-            backoff = self::backoff();
+            backoff = self::backoff(task.retries);
         }
         let delay = match backoff.next() {
             Some(delay) if err.is_transient() => delay,
@@ -212,9 +216,18 @@ pub async fn clean(
                 Ok(()) = stop.changed() => {}
             }
         }
-        if let Some(stopped) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
-            outcome.end = End::Stopped(stopped);
-            break;
+        match pass::stop_due(&stop, task.pass.max_runtime, context.started) {
+            // --max-runtime ran out while the node was failing: the fault
+            // is how its work ended.
+            Some(Stop::MaxRuntime) => {
+                outcome.end = End::Failed(err);
+                break;
+            }
+            Some(signal) => {
+                outcome.end = End::Stopped(signal);
+                break;
+            }
+            None => {}
         }
         outcome.retries += 1;
         match relocate(&node, &err, context, outcome.failovers.len()).await {
@@ -242,13 +255,13 @@ pub async fn clean(
     outcome
 }
 
-/// The delays between retries: exponential from 100 ms to 5 s, with
-/// jitter, at most [`MAX_RETRIES`].
-fn backoff() -> impl Iterator<Item = Duration> {
+/// The delays between `retries` retries: exponential from 100 ms to 5 s,
+/// with jitter.
+fn backoff(retries: usize) -> impl Iterator<Item = Duration> {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
-        .with_max_times(MAX_RETRIES)
+        .with_max_times(retries)
         .with_jitter()
         .build()
 }

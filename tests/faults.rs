@@ -1,8 +1,9 @@
 //! Failures and races: an unreachable or silent server, wrong and right
 //! passwords (never echoed), the server dying mid-pass, SCRIPT FLUSH racing
 //! the pass, keys vanishing or expiring under it, LFU servers with an idle
-//! rule, SIGTERM/SIGINT mid-pass, and keys no rule takes staying untouched
-//! under concurrent writes.
+//! rule, SIGTERM/SIGINT mid-pass (the checkpoint saved, the next run resuming
+//! from it), and keys no rule takes staying untouched under concurrent
+//! writes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -223,7 +224,10 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
     let mut server = RedisServer::start();
     let mut con = server.conn();
     populate(&mut con, "cache", 200_000);
-    let mut running = run_json(&server.url()).args(["--batch-size", "10"]).start();
+    // Two retries (about 0.3 s) instead of the default ten (half a minute).
+    let mut running = run_json(&server.url())
+        .args(["--batch-size", "10", "--retries", "2"])
+        .start();
     wait_until(Duration::from_secs(30), "the first script call", || {
         running.exited() || script_calls(&mut con) >= 1
     });
@@ -238,6 +242,50 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
     assert!(report["stopped_by"].is_null(), "{report:#}");
     assert!(
         rule_keys(&report, "cache-missing-ttl") < 200_000,
+        "{report:#}"
+    );
+    // A lost server may come back: the run fails only once its retries
+    // (about half a minute) are spent, each one warned about.
+    let retries = report["servers"][0]["retries"].as_u64().unwrap();
+    assert_eq!(retries, 2, "{report:#}");
+    let warned = out
+        .stderr_lines()
+        .iter()
+        .filter(|l| l.contains("a transient fault; the node's work is retried"))
+        .count();
+    assert_eq!(warned as u64, retries, "{}", out.dump());
+}
+
+#[test]
+fn max_runtime_reached_while_retrying_a_lost_server_is_a_failure_not_a_stop() {
+    let mut server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "cache", 200_000);
+    let mut running = run_json(&server.url())
+        .args([
+            "--batch-size",
+            "10",
+            "--retries",
+            "50",
+            "--max-runtime",
+            "1s",
+        ])
+        .start();
+    wait_until(Duration::from_secs(30), "the first script call", || {
+        running.exited() || script_calls(&mut con) >= 1
+    });
+    assert!(
+        !running.exited(),
+        "the pass ended before the server was killed"
+    );
+    drop(con);
+    server.kill9();
+    // The fault, not the clock, ended the node's work: exit 1, with the cause.
+    let out = running.wait();
+    let report = assert_runtime_failure(&out);
+    assert!(report["stopped_by"].is_null(), "{report:#}");
+    assert!(
+        report["servers"][0]["retries"].as_u64().unwrap() >= 1,
         "{report:#}"
     );
 }
@@ -488,16 +536,18 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     let mut con = server.conn();
     populate(&mut con, "cache", 200_000);
     let mut running = run_json(&server.url()).args(["--batch-size", "10"]).start();
-    // Wait for the log to say the pass started, then for the first script
-    // call to have completed on the server: the signal lands mid-pass.
+    // Wait for the log to say the pass started, then for the first call of
+    // the pass to have saved its checkpoint on the server (the script calls
+    // before it, the ACL probe's and the lease's, save none): the signal
+    // lands mid-pass.
     let started = running.wait_for_stderr(Duration::from_secs(30), |l| l.contains("pass started"));
     assert!(
         started.is_some(),
         "no \"pass started\" line on stderr\n{}",
         running.stderr_so_far()
     );
-    wait_until(Duration::from_secs(30), "the first script call", || {
-        running.exited() || script_calls(&mut con) >= 1
+    wait_until(Duration::from_secs(30), "the first checkpoint", || {
+        running.exited() || checkpoint(&mut con).is_some()
     });
     assert!(
         !running.exited(),
@@ -527,6 +577,39 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     );
     assert_eq!(dbsize(&mut con), 200_000);
     assert_matched_accounted(&report);
+
+    // That call also saved the checkpoint: where the pass stopped, with the
+    // pass's totals as the report gives them.
+    let saved = checkpoint(&mut con).expect("a checkpoint after the signal");
+    let number = |f: &str| saved[f].parse::<u64>().unwrap();
+    assert_ne!(number("cursor"), 0, "{saved:?}");
+    assert_eq!(saved["done"], "0", "{saved:?}");
+    assert_eq!(number("calls"), field(&report, "batches"), "{saved:?}");
+    assert_eq!(
+        number("scanned"),
+        field(&report, "keys_scanned"),
+        "{saved:?}"
+    );
+    assert_eq!(number("acted"), expired, "{saved:?}");
+    // The next run resumes there and completes: every key got its TTL, each
+    // once over the two runs.
+    let next = run_json(&server.url()).args(FULL_SPEED).run();
+    next.assert_code(0);
+    let next_report = next.report();
+    let pass = &next_report["servers"][0]["pass"];
+    assert_eq!(pass["resumed"], true, "{next_report:#}");
+    assert_eq!(
+        pass["cursor"].as_u64(),
+        Some(number("cursor")),
+        "{next_report:#}"
+    );
+    assert_eq!(
+        expired + rule_keys(&next_report, "cache-missing-ttl"),
+        200_000,
+        "{next_report:#}"
+    );
+    assert_eq!(expires_count(&mut con, 0), 200_000);
+    assert_eq!(dbsize(&mut con), 200_000);
 }
 
 #[test]

@@ -498,7 +498,7 @@ fn a_restarted_server_starts_a_new_pass_that_skips_no_key() {
     // the new process has another run_id, and its own hash table order.
     redis::cmd("SAVE").exec(&mut con).unwrap();
     drop(con);
-    server.restart_in_place(&[]);
+    server.restart(Halt::Kill, &[]);
     let mut con = server.conn();
     assert_ne!(run_id(&mut con), old_run_id);
     let cp = the_checkpoint(&mut con);

@@ -1,6 +1,7 @@
 //! Servers in a state other than a writable primary with memory to spare:
-//! one at its `maxmemory` with `noeviction`, which must still be cleaned, and
-//! a replica, where a dry run works and a real run is refused.
+//! one at its `maxmemory` with `noeviction`, which must still be cleaned (the
+//! lease taken and given back, the checkpoint saved), and a replica, where a
+//! dry run works and a real run is refused.
 
 use std::time::Duration;
 
@@ -20,6 +21,19 @@ fn a_server_at_maxmemory_is_still_cleaned() {
             (b"keep:c", "string", None),
         ],
     );
+    // The lease's keyspace events show it taken (HSET) and given back (DEL).
+    redis::cmd("CONFIG")
+        .arg(&["SET", "notify-keyspace-events", "Kgh"])
+        .exec(&mut con)
+        .unwrap();
+    let mut channel = b"__keyspace@0__:".to_vec();
+    channel.extend(redis_janitor::lease::state_keys(None).lease);
+    let mut events_con = server.conn();
+    let mut events = events_con.as_pubsub();
+    events.subscribe(&channel).unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
@@ -42,6 +56,40 @@ fn a_server_at_maxmemory_is_still_cleaned() {
             (b"cache:a", "string", Ttl::About(3600)),
             (b"keep:c", "string", Ttl::Persistent),
         ],
+    );
+
+    // The run took its lease, renewed it (PEXPIRE) and gave it back.
+    let mut seen: Vec<String> = Vec::new();
+    while seen.last().is_none_or(|event| event != "del") {
+        let message = events
+            .get_message()
+            .unwrap_or_else(|e| panic!("lease events {seen:?}, then: {e}"));
+        seen.push(message.get_payload().unwrap());
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("hset"), "{seen:?}");
+    assert!(
+        seen[1..seen.len() - 1]
+            .iter()
+            .all(|event| event == "expire"),
+        "{seen:?}"
+    );
+    // The pass saved its checkpoint: complete (cursor 0), on this server
+    // process, with what it did.
+    let saved = checkpoint(&mut con).expect("a checkpoint at maxmemory");
+    assert_eq!(
+        (&*saved["cursor"], &*saved["done"]),
+        ("0", "1"),
+        "{saved:?}"
+    );
+    assert_eq!(saved["acted"], "2", "{saved:?}");
+    assert_eq!(
+        Some(&saved["run_id"]),
+        info_field(&mut con, "server", "run_id").as_ref()
+    );
+    assert!(
+        !outcome.stderr.contains("refused"),
+        "no write of the job's was refused\n{}",
+        outcome.dump()
     );
 }
 

@@ -481,7 +481,7 @@ fn log_key(key: &[u8], fate: Fate, pttl: i64, rules: &Rules) {
     let key = format!("\"{}\"", key.escape_ascii());
     match fate {
         Fate::Vanished => debug!(%key, "key vanished before the script saw it"),
-        Fate::Unchanged => debug!(%key, "no rule's conditions hold; key left as it was"),
+        Fate::Unchanged => debug!(%key, pttl, "no rule's conditions hold; key left as it was"),
         Fate::Moved => {
             debug!(%key, "the node refused the key, its slot is moving; left for the next run")
         }

@@ -28,9 +28,11 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod restart;
 mod runs;
 mod sentinel;
 pub use cluster::*;
+pub use restart::*;
 pub use runs::*;
 pub use sentinel::*;
 

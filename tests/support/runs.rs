@@ -1,9 +1,7 @@
 //! Many runs over one keyspace, for the tests of the checkpoint and the
 //! lease: a seeded mix of keys (every type, odd bytes, keys to delete, to
 //! expire and to keep) with the exact state the mix's rules leave, the
-//! job's own keys on a node (its lease and checkpoint) read and waited for,
-//! and a server restarted in place (same port, same directory, a new
-//! process and so a new `run_id`).
+//! job's own keys on a node (its lease and checkpoint) read and waited for.
 
 use super::*;
 
@@ -337,46 +335,4 @@ pub fn only_server(report: &Json) -> &Json {
 /// The keys a report's rules acted on, all rules together.
 pub fn keys_acted(report: &Json) -> u64 {
     rule_counts(report).iter().map(|(_, _, keys)| keys).sum()
-}
-
-impl RedisServer {
-    /// Kills the server (SIGKILL) and starts a new process on the same port
-    /// and directory, with the harness's arguments and `extra_args`: what
-    /// it saved there (`SAVE`) it loads again, under a new `run_id`.
-    pub fn restart_in_place(&mut self, extra_args: &[&str]) {
-        self.kill9();
-        let bin = server_bin();
-        let debug: &[&str] = if major_version(&bin) >= 7 {
-            &["--enable-debug-command", "yes"]
-        } else {
-            &[]
-        };
-        let stdout = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.path().join("stdout.log"))
-            .expect("open the server's stdout file");
-        self.child = Command::new(&bin)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--logfile")
-            .arg(&self.log_file)
-            .args(debug)
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run `{bin}`: {e}"));
-        if let Start::PortTaken = self.wait_ready() {
-            panic!(
-                "port {} was taken while the server restarted; its log:\n{}",
-                self.port,
-                self.log()
-            );
-        }
-    }
 }

@@ -28,11 +28,15 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     pub fn start() -> Self {
+        // Without the diskless sync's default 5 s delay (Redis 7+), the
+        // replica is in sync at once.
         let auth = [
             "--requirepass",
             DATA_PASSWORD,
             "--masterauth",
             DATA_PASSWORD,
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let primary = RedisServer::start_with(&auth);
         let port = primary.port().to_string();
