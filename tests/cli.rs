@@ -233,3 +233,38 @@ fn acl_prints_a_line_per_user_and_server_generation_and_touches_no_redis() {
         assert!(pair[1].contains(" reset on >PASSWORD "), "{}", out.dump());
     }
 }
+
+#[test]
+fn every_test_the_readmes_safety_section_names_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Safety\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has a Safety section");
+    // `module::test_name`, each quoted as code; `module::` alone names the
+    // whole module.
+    let named: Vec<&str> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| {
+            code.contains("::")
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b':')
+        })
+        .collect();
+    assert!(named.len() >= 15, "{named:?}");
+    for name in named {
+        let (module, test) = name.split_once("::").unwrap();
+        let file = root.join(format!("tests/{module}.rs"));
+        let source = std::fs::read_to_string(&file)
+            .unwrap_or_else(|err| panic!("{name}: {}: {err}", file.display()));
+        assert!(
+            test.is_empty() || source.contains(&format!("fn {test}(")),
+            "the README's Safety section names {name}, which tests/{module}.rs does not hold"
+        );
+    }
+}

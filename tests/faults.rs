@@ -219,14 +219,15 @@ fn password_file_with_a_trailing_newline_is_trimmed() {
     assert_protected_cleaned(&mut con, &out);
 }
 
-#[test]
-fn server_killed_mid_pass_exits_1_with_a_partial_report() {
+/// Runs the job over 200 000 keys with `args`, kills the server with
+/// `kill -9` once the pass began, and returns how the job ended.
+fn killed_mid_pass(args: &[&str]) -> Outcome {
     let mut server = RedisServer::start();
     let mut con = server.conn();
     populate(&mut con, "cache", 200_000);
-    // Two retries (about 0.3 s) instead of the default ten (half a minute).
     let mut running = run_json(&server.url())
-        .args(["--batch-size", "10", "--retries", "2"])
+        .args(["--batch-size", "10"])
+        .args(args)
         .start();
     wait_until(Duration::from_secs(30), "the first script call", || {
         running.exited() || script_calls(&mut con) >= 1
@@ -237,15 +238,21 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
     );
     drop(con);
     server.kill9();
-    let out = running.wait();
+    running.wait()
+}
+
+#[test]
+fn server_killed_mid_pass_exits_1_with_a_partial_report() {
+    // Two retries (about 0.3 s) instead of the default ten (half a minute).
+    let out = killed_mid_pass(&["--retries", "2"]);
     let report = assert_runtime_failure(&out);
     assert!(report["stopped_by"].is_null(), "{report:#}");
     assert!(
         rule_keys(&report, "cache-missing-ttl") < 200_000,
         "{report:#}"
     );
-    // A lost server may come back: the run fails only once its retries
-    // (about half a minute) are spent, each one warned about.
+    // A lost server may come back: the run fails only once its retries are
+    // spent, each one warned about.
     let retries = report["servers"][0]["retries"].as_u64().unwrap();
     assert_eq!(retries, 2, "{report:#}");
     let warned = out
@@ -258,30 +265,8 @@ fn server_killed_mid_pass_exits_1_with_a_partial_report() {
 
 #[test]
 fn max_runtime_reached_while_retrying_a_lost_server_is_a_failure_not_a_stop() {
-    let mut server = RedisServer::start();
-    let mut con = server.conn();
-    populate(&mut con, "cache", 200_000);
-    let mut running = run_json(&server.url())
-        .args([
-            "--batch-size",
-            "10",
-            "--retries",
-            "50",
-            "--max-runtime",
-            "1s",
-        ])
-        .start();
-    wait_until(Duration::from_secs(30), "the first script call", || {
-        running.exited() || script_calls(&mut con) >= 1
-    });
-    assert!(
-        !running.exited(),
-        "the pass ended before the server was killed"
-    );
-    drop(con);
-    server.kill9();
+    let out = killed_mid_pass(&["--retries", "50", "--max-runtime", "1s"]);
     // The fault, not the clock, ended the node's work: exit 1, with the cause.
-    let out = running.wait();
     let report = assert_runtime_failure(&out);
     assert!(report["stopped_by"].is_null(), "{report:#}");
     assert!(
