@@ -203,7 +203,7 @@ impl Command {
     /// a missing permission names the one to add.
     pub fn refused(self, server: &str, err: &redis::RedisError) -> Error {
         let unanswered = Error::from_redis("", err);
-        if unanswered.is_transient() {
+        if unanswered.is_transient() && !matches!(unanswered, Error::Replica(_)) {
             // Not refused: unanswered, or not yet (a timeout, LOADING...).
             let context = format!("{server}: {}, {}", self.name(), self.purpose());
             return Error::from_redis(&context, err);

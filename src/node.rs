@@ -450,7 +450,15 @@ async fn take(
         started_ms: start.started_ms,
         max_age: task.resume_max_age,
     };
-    outcome.start = Some(start);
+    // A retry that resumes the pass this run began keeps the run's start:
+    // the report says how the run's pass began, not how a retry went on.
+    let began_here = outcome
+        .start
+        .as_ref()
+        .is_some_and(|began| began.started_ms == start.started_ms && start.resumed);
+    if !began_here {
+        outcome.start = Some(start);
+    }
     Ok(Ok(pass_id))
 }
 

@@ -420,10 +420,15 @@ fn restart_asks_for_one_new_pass_which_a_retry_in_the_same_run_resumes() {
     out.assert_code(0);
     let report = out.report();
     assert!(field(only_server(&report), "retries") >= 1, "{report:#}");
-    // The report tells where the last attempt started: in the pass this
-    // run began.
+    // The report tells how the run's pass began: anew, for --restart (the
+    // retry went on with it).
     let pass = pass_of(&report);
-    assert_eq!(pass["resumed"], true, "{report:#}");
+    assert_eq!(pass["resumed"], false, "{report:#}");
+    assert!(
+        pass["reason"].as_str().unwrap().contains("--restart"),
+        "{report:#}"
+    );
+    assert_eq!(pass["cursor"], 0, "{report:#}");
     let started = hash_u64(&the_checkpoint(&mut con), "started");
     assert_ne!(started, first_started);
     assert_eq!(pass["started_at"].as_f64(), Some(started as f64 / 1000.0));
