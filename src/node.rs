@@ -336,7 +336,9 @@ async fn clean_once(
         lease_ttl: task.lock_ttl.unwrap_or(lease::DEFAULT_LOCK_TTL),
     };
     let pass_id = if task.dry_run {
-        outcome.start = Some(dry_start(outcome, &prepared.run_id));
+        let start = dry_start(outcome, &prepared.run_id);
+        outcome.progress.cursor = start.cursor;
+        outcome.start = Some(start);
         None
     } else {
         match take(
@@ -354,7 +356,6 @@ async fn clean_once(
             Err(err) => return End::Failed(err),
         }
     };
-    outcome.progress.cursor = outcome.start.as_ref().map_or(0, |start| start.cursor);
     let calls = Calls {
         script: &script,
         claim: &claim,
@@ -450,6 +451,7 @@ async fn take(
         started_ms: start.started_ms,
         max_age: task.resume_max_age,
     };
+    outcome.progress.cursor = start.cursor;
     // A retry that resumes the pass this run began keeps the run's start:
     // the report says how the run's pass began, not how a retry went on.
     let began_here = outcome
