@@ -272,8 +272,7 @@ impl Pass<'_> {
     /// Whether a dry run still wants sample keys: a rule has fewer than
     /// [`SAMPLES_PER_RULE`], within the first [`SAMPLING_CALLS`] calls.
     fn wants_samples(&self) -> bool {
-        self.calls.pass.is_none()
-            && self.calls.script.mode == Mode::ReadOnly
+        self.calls.script.mode == Mode::ReadOnly
             && self.sampling_calls < SAMPLING_CALLS
             && self
                 .progress

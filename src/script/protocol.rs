@@ -372,6 +372,21 @@ impl Counts {
 }
 
 impl Reply {
+    /// The reported keys that a rule acted on (or would have, in a dry
+    /// run), with the rule's index; none unless the call reported its keys.
+    pub fn acted_keys(&self, rules: &Rules) -> Vec<(usize, &[u8])> {
+        self.keys
+            .iter()
+            .zip(&self.outcomes)
+            .filter_map(
+                |(key, &outcome)| match Fate::decode(outcome, rules.rules.len()) {
+                    Ok(Fate::Acted(rule) | Fate::Deleted(rule)) => Some((rule, key.as_slice())),
+                    _ => None,
+                },
+            )
+            .collect()
+    }
+
     /// Checks the reply's shape against `rules`, adds it to `counts`, and
     /// logs each reported key's fate at debug level.
     pub fn tally(&self, rules: &Rules, counts: &mut Counts) -> Result<(), Error> {
@@ -412,23 +427,6 @@ impl Reply {
             *total += capped;
         }
         Ok(())
-    }
-}
-
-impl Reply {
-    /// The reported keys that a rule acted on (or would have, in a dry
-    /// run), with the rule's index; none unless the call reported its keys.
-    pub fn acted_keys(&self, rules: &Rules) -> Vec<(usize, &[u8])> {
-        self.keys
-            .iter()
-            .zip(&self.outcomes)
-            .filter_map(
-                |(key, &outcome)| match Fate::decode(outcome, rules.rules.len()) {
-                    Ok(Fate::Acted(rule) | Fate::Deleted(rule)) => Some((rule, key.as_slice())),
-                    _ => None,
-                },
-            )
-            .collect()
     }
 }
 
