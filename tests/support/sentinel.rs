@@ -54,7 +54,7 @@ impl SentinelSetup {
                         "sentinel monitor {SERVICE} 127.0.0.1 {port} 1\n\
                          sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n\
                          sentinel down-after-milliseconds {SERVICE} 1000\n\
-                         sentinel failover-timeout {SERVICE} 10000\n\
+                         sentinel failover-timeout {SERVICE} 3000\n\
                          requirepass {SENTINEL_PASSWORD}\n"
                     ),
                 )
@@ -114,14 +114,29 @@ impl SentinelSetup {
             .as_deref()
                 == Some("up")
         });
+        // A replica Sentinel may promote: known, up, its link to the primary
+        // ok, and its own INFO read recently (Sentinel reads it every 10 s,
+        // and promotes no replica whose INFO it has not read).
         for i in 0..self.sentinels.len() {
             wait_until(SENTINEL_TIMEOUT, "Sentinel to know the replica", || {
-                let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                let replicas: Vec<Vec<String>> = redis::cmd("SENTINEL")
                     .arg("REPLICAS")
                     .arg(SERVICE)
                     .query(&mut self.sentinel_conn(i))
                     .expect("SENTINEL REPLICAS");
-                !replicas.is_empty() && !format!("{replicas:?}").contains("s_down")
+                replicas.iter().any(|fields| {
+                    let field = |name: &str| {
+                        fields
+                            .chunks(2)
+                            .find(|pair| pair[0] == name)
+                            .map(|pair| pair[1].as_str())
+                    };
+                    field("flags") == Some("slave")
+                        && field("master-link-status") == Some("ok")
+                        && field("info-refresh")
+                            .and_then(|ms| ms.parse::<u64>().ok())
+                            .is_some_and(|ms| ms < 10_000)
+                })
             });
         }
     }
