@@ -209,14 +209,7 @@ pub async fn clean(
             retry_in = ?delay,
             "a transient fault; the node's work is retried from its checkpoint"
         );
-        let deadline = tokio::time::Instant::now() + delay;
-        while pass::stop_due(&stop, task.pass.max_runtime, context.started).is_none() {
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => break,
-                Ok(()) = stop.changed() => {}
-            }
-        }
-        match pass::stop_due(&stop, task.pass.max_runtime, context.started) {
+        match wait_to_retry(delay, &mut stop, context).await {
             // --max-runtime ran out while the node was failing: the fault
             // is how its work ended.
             Some(Stop::MaxRuntime) => {
@@ -230,29 +223,53 @@ pub async fn clean(
             None => {}
         }
         outcome.retries += 1;
-        match relocate(&node, &err, context, outcome.failovers.len()).await {
-            Some(new) if new.target.address() != node.target.address() => {
-                let failover = Failover {
-                    from: outcome.address.clone(),
-                    to: new.target.address(),
-                };
-                warn!(
-                    from = %failover.from,
-                    to = %failover.to,
-                    cause = %err,
-                    "the primary failed over; a new pass starts from cursor 0 on the new one"
-                );
-                outcome.address = failover.to.clone();
-                outcome.role = new.role;
-                outcome.failovers.push(failover);
-                node = new;
+        if let Some(new) = relocate(&node, &err, context, outcome.failovers.len()).await {
+            if new.target.address() != node.target.address() {
+                follow(&mut outcome, &new, &err);
             }
-            Some(new) => node = new,
-            None => {}
+            node = new;
         }
     }
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// Waits `delay` before a retry; returns the stop due instead if one comes
+/// first (a signal, or `--max-runtime`).
+async fn wait_to_retry(
+    delay: Duration,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    context: Context<'_>,
+) -> Option<Stop> {
+    let max_runtime = context.task.pass.max_runtime;
+    let deadline = tokio::time::Instant::now() + delay;
+    loop {
+        if let Some(due) = pass::stop_due(stop, max_runtime, context.started) {
+            return Some(due);
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return None,
+            Ok(()) = stop.changed() => {}
+        }
+    }
+}
+
+/// Records in `outcome` that the node's primary failed over to `new`,
+/// where a new pass starts.
+fn follow(outcome: &mut NodeOutcome, new: &Node, cause: &Error) {
+    let failover = Failover {
+        from: outcome.address.clone(),
+        to: new.target.address(),
+    };
+    warn!(
+        from = %failover.from,
+        to = %failover.to,
+        %cause,
+        "the primary failed over; a new pass starts from cursor 0 on the new one"
+    );
+    outcome.address = failover.to.clone();
+    outcome.role = new.role;
+    outcome.failovers.push(failover);
 }
 
 /// The delays between `retries` retries: exponential from 100 ms to 5 s,
