@@ -198,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_exactly_as_old_as_the_limit_is_resumed() {
+        let limit = Wanted {
+            max_age: Duration::from_secs(10),
+            ..wanted()
+        };
+        assert!(start(Some(&stored()), limit).resumed);
+        let past = Wanted {
+            max_age: Duration::from_millis(9_999),
+            ..wanted()
+        };
+        assert!(!start(Some(&stored()), past).resumed);
+    }
+
+    #[test]
     fn anything_else_starts_a_new_pass_and_says_why() {
         let cases = [
             (None, wanted(), "no checkpoint"),
@@ -248,6 +262,7 @@ mod tests {
             assert!(!start.resumed, "{why}: {start:?}");
             assert_eq!(start.cursor, 0);
             assert_eq!(start.started_ms, 1_060_000);
+            assert_eq!(start.started_at, 1060.0);
             assert!(start.reason.contains(why), "{why}: {start:?}");
         }
     }

@@ -27,13 +27,24 @@ pub fn new_token() -> String {
 /// How a lease names the run that holds it: the pod (its `HOSTNAME`) or the
 /// host, and the process.
 pub fn holder() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|host| host.trim().to_string())
-        .filter(|host| !host.is_empty())
+    holder_named(
+        std::env::var("HOSTNAME").ok(),
+        || std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        std::process::id(),
+    )
+}
+
+/// The holder's name from `HOSTNAME`, else the kernel's host name, and the
+/// process id.
+fn holder_named(env: Option<String>, kernel: impl FnOnce() -> Option<String>, pid: u32) -> String {
+    let named = |host: Option<String>| {
+        host.map(|host| host.trim().to_string())
+            .filter(|host| !host.is_empty())
+    };
+    let host = named(env)
+        .or_else(|| named(kernel()))
         .unwrap_or_else(|| "unknown host".to_string());
-    format!("{host} (pid {})", std::process::id())
+    format!("{host} (pid {pid})")
 }
 
 /// The job's own keys on a node: on a cluster node (`slot` given), tagged
@@ -104,6 +115,22 @@ mod tests {
         let alone = state_keys(None);
         assert_eq!(alone.lease, b"__redis-janitor__:lease");
         assert_eq!(alone.checkpoint, b"__redis-janitor__:checkpoint");
+    }
+
+    #[test]
+    fn the_holder_is_the_pod_or_the_host_and_the_process() {
+        let kernel = || Some("node-7\n".to_string());
+        assert_eq!(
+            holder_named(Some("pod-1".into()), kernel, 42),
+            "pod-1 (pid 42)"
+        );
+        assert_eq!(holder_named(None, kernel, 42), "node-7 (pid 42)");
+        assert_eq!(
+            holder_named(Some(" ".into()), kernel, 42),
+            "node-7 (pid 42)"
+        );
+        assert_eq!(holder_named(None, || None, 42), "unknown host (pid 42)");
+        assert!(holder().ends_with(&format!("(pid {})", std::process::id())));
     }
 
     #[test]
