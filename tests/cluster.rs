@@ -573,3 +573,69 @@ fn a_lost_connection_to_a_primary_that_is_still_one_is_retried_there_from_the_ch
     );
     assert_only_cache_keys_each_with_a_ttl(&cluster, 30_000);
 }
+
+#[test]
+fn the_slot_of_a_nodes_lease_and_checkpoint_moving_away_is_followed_to_another_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    cluster.populate("cache", 30_000);
+    let node = &cluster.nodes[0];
+    let running = run_json(&cluster.url())
+        .args(["--rate-limit", "5000"])
+        .start();
+    let mut checkpoint_key = Vec::new();
+    wait_until(
+        Duration::from_secs(20),
+        "the node's first checkpoint",
+        || {
+            let saved = state_keys(&mut node.conn());
+            match saved
+                .iter()
+                .find(|(_, fields)| fields.get("cursor").is_some_and(|c| c != "0"))
+            {
+                Some((key, _)) => {
+                    checkpoint_key = key.clone();
+                    true
+                }
+                None => false,
+            }
+        },
+    );
+    // The whole slot moves to another node, the job's own keys with it:
+    // the node's next call names keys it no longer serves.
+    let slot = key_slot(&mut node.conn(), &checkpoint_key);
+    assert_eq!(cluster.owner(slot).port(), node.port());
+    let to = 1;
+    start_migration(&cluster, slot, to, &[], 0);
+    finish_migration(&cluster, node, slot, to);
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    let server = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == node.host_port().as_str())
+        .unwrap();
+    assert!(server["retries"].as_u64().unwrap() >= 1, "{report:#}");
+    assert!(server["failovers"].as_array().unwrap().is_empty());
+    assert_eq!(server["complete"], true, "{report:#}");
+    // The node keeps its lease and checkpoint under a slot it still serves,
+    // and its pass started anew there (the old checkpoint left with its
+    // slot).
+    let now: Vec<Vec<u8>> = state_keys(&mut node.conn()).into_keys().collect();
+    assert!(!now.is_empty(), "no checkpoint on the node after the move");
+    for key in &now {
+        let slot_now = key_slot(&mut node.conn(), key);
+        assert_ne!(slot_now, slot);
+        assert_eq!(cluster.owner(slot_now).port(), node.port());
+    }
+    assert!(
+        out.stderr.contains("Moved") || out.stderr.contains("MOVED"),
+        "{}",
+        out.dump()
+    );
+    // The keys that moved mid-pass may have been behind the other node's
+    // cursor: the next run gets them.
+    run_json(&cluster.url()).run().assert_code(0);
+    assert_only_cache_keys_each_with_a_ttl(&cluster, 30_000);
+}
