@@ -311,6 +311,21 @@ fn a_slot_resharded_during_a_pass_never_fails_it_and_the_next_run_finishes() {
     assert_only_cache_keys_each_with_a_ttl(&cluster, 30_000);
 }
 
+/// `node`'s entry in `report`: retried after a transient fault, on the
+/// same node (no failover), and complete.
+#[track_caller]
+fn assert_retried_in_place(report: &serde_json::Value, node: &RedisServer) {
+    let server = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == node.host_port().as_str())
+        .unwrap();
+    assert!(server["retries"].as_u64().unwrap() >= 1, "{report:#}");
+    assert!(server["failovers"].as_array().unwrap().is_empty());
+    assert_eq!(server["complete"], true, "{report:#}");
+}
+
 /// The cluster holds exactly `cache:0`.. `cache:{count - 1}`, each with a
 /// TTL: the built-in rules were applied to every key of a populated
 /// keyspace, none lost.
@@ -552,15 +567,7 @@ fn a_lost_connection_to_a_primary_that_is_still_one_is_retried_there_from_the_ch
     out.assert_code(0);
     assert!(!out.stderr.contains("failed over"), "{}", out.dump());
     let report = out.report();
-    let server = report["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["address"] == node.host_port().as_str())
-        .unwrap();
-    assert!(server["retries"].as_u64().unwrap() >= 1, "{report:#}");
-    assert!(server["failovers"].as_array().unwrap().is_empty());
-    assert_eq!(server["complete"], true, "{report:#}");
+    assert_retried_in_place(&report, node);
     // The retry went on with the run's pass from the node's checkpoint.
     assert!(
         out.stderr_lines()
@@ -610,15 +617,7 @@ fn the_slot_of_a_nodes_lease_and_checkpoint_moving_away_is_followed_to_another_s
     let out = running.wait();
     out.assert_code(0);
     let report = out.report();
-    let server = report["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["address"] == node.host_port().as_str())
-        .unwrap();
-    assert!(server["retries"].as_u64().unwrap() >= 1, "{report:#}");
-    assert!(server["failovers"].as_array().unwrap().is_empty());
-    assert_eq!(server["complete"], true, "{report:#}");
+    assert_retried_in_place(&report, node);
     // The node keeps its lease and checkpoint under a slot it still serves,
     // and its pass started anew there (the old checkpoint left with its
     // slot).

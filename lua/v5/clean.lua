@@ -398,8 +398,9 @@ end
 -- refused the write.
 local function save(s)
   local started = ARGV[12]
-  -- PEXPIRE first: see the header (Redis 6.2 at maxmemory).
-  call('PEXPIRE', CHECKPOINT, ARGV[13])
+  -- PEXPIRE first: see the header (Redis 6.2 at maxmemory). It also sets
+  -- the expiry of a checkpoint that exists; a new one gets it after HSET.
+  local existed = call('PEXPIRE', CHECKPOINT, ARGV[13]) == 1
   local old = call('HMGET', CHECKPOINT, 'started', 'fingerprint', 'run_id', 'calls', 'scanned', 'acted')
   local calls, scanned, acted = 1, s.returned, 0
   for r = 1, RULES do
@@ -416,7 +417,9 @@ local function save(s)
   if type(written) == 'table' then
     return written.err
   end
-  call('PEXPIRE', CHECKPOINT, ARGV[13])
+  if not existed then
+    call('PEXPIRE', CHECKPOINT, ARGV[13])
+  end
   return 'saved'
 end
 
