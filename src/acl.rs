@@ -33,6 +33,7 @@ const EMPTY_SCRIPT_SHA: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Info,
+    Dbsize,
     ClientSetname,
     Select,
     ClusterShards,
@@ -48,6 +49,7 @@ pub enum Command {
     Pttl,
     Type,
     ObjectIdletime,
+    MemoryUsage,
     Exists,
     Unlink,
     Pexpire,
@@ -60,8 +62,9 @@ pub enum Command {
 
 impl Command {
     /// Every command, in the order the ACL lines list them.
-    pub const ALL: [Command; 24] = [
+    pub const ALL: [Command; 26] = [
         Command::Info,
+        Command::Dbsize,
         Command::ClientSetname,
         Command::Select,
         Command::ClusterShards,
@@ -77,6 +80,7 @@ impl Command {
         Command::Pttl,
         Command::Type,
         Command::ObjectIdletime,
+        Command::MemoryUsage,
         Command::Exists,
         Command::Unlink,
         Command::Pexpire,
@@ -91,6 +95,7 @@ impl Command {
     pub fn name(self) -> &'static str {
         match self {
             Command::Info => "INFO",
+            Command::Dbsize => "DBSIZE",
             Command::ClientSetname => "CLIENT SETNAME",
             Command::Select => "SELECT",
             Command::ClusterShards => "CLUSTER SHARDS",
@@ -106,6 +111,7 @@ impl Command {
             Command::Pttl => "PTTL",
             Command::Type => "TYPE",
             Command::ObjectIdletime => "OBJECT IDLETIME",
+            Command::MemoryUsage => "MEMORY USAGE",
             Command::Exists => "EXISTS",
             Command::Unlink => "UNLINK",
             Command::Pexpire => "PEXPIRE",
@@ -129,6 +135,10 @@ impl Command {
     fn purpose(self) -> &'static str {
         match self {
             Command::Info => "which the job reads the server's version and settings with",
+            Command::Dbsize => "which the job counts the keys for its report with",
+            Command::MemoryUsage => {
+                "which the clean script estimates the memory its deletes give back with"
+            }
             Command::ClusterShards | Command::ClusterSlots => {
                 "which the job finds the cluster's nodes with"
             }
@@ -138,7 +148,7 @@ impl Command {
                 "which sends the clean script again after a NOSCRIPT reply"
             }
             Command::Hget | Command::Hmget | Command::Hgetall | Command::Hset | Command::Del => {
-                "which the clean script keeps the node's lease and checkpoint with"
+                "which the job keeps the node's lease, checkpoint and last success with"
             }
             _ => "which the clean script calls",
         }
@@ -156,7 +166,6 @@ impl Command {
             Command::ClusterSlots => dialect == Dialect::Legacy,
             Command::Unlink
             | Command::Pexpire
-            | Command::Hget
             | Command::Hmget
             | Command::Hgetall
             | Command::Hset
@@ -182,7 +191,8 @@ impl Command {
             Command::Evalsha | Command::EvalshaRo => cmd.arg(EMPTY_SCRIPT_SHA).arg(0),
             Command::Eval | Command::EvalRo => cmd.arg("return 0").arg(0),
             Command::Scan => cmd.arg(0).arg("MATCH").arg(PROBE_KEY).arg("COUNT").arg(1),
-            Command::Time => &mut cmd,
+            Command::Time | Command::Dbsize => &mut cmd,
+            Command::MemoryUsage => cmd.arg("USAGE").arg(PROBE_KEY),
             Command::ObjectIdletime => cmd.arg("IDLETIME").arg(PROBE_KEY),
             Command::Pexpire => cmd.arg(PROBE_KEY).arg(1),
             Command::Pttl
@@ -248,6 +258,8 @@ pub fn needed(rules: &Rules, mode: Mode, dialect: Dialect) -> Vec<Command> {
             Command::Pttl => any(&|r| !r.is_unconditional_delete()),
             Command::Type => any(&|r| r.conditions.key_type.is_some()),
             Command::ObjectIdletime => rules.uses_idle_time(),
+            // Only with --estimate-freed: the pass adds it then.
+            Command::MemoryUsage => false,
             Command::Exists => any(&|r| r.is_unconditional_delete()),
             Command::Unlink => any(&|r| r.action == Action::Delete),
             _ => true,
@@ -348,6 +360,7 @@ mod tests {
             names(&needed(&temp, Mode::Write, Dialect::Redis7)),
             [
                 "INFO",
+                "DBSIZE",
                 "CLIENT SETNAME",
                 "SCRIPT LOAD",
                 "EVALSHA",
@@ -364,19 +377,19 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&needed(&temp, Mode::ReadOnly, Dialect::Redis7))[3..],
-            ["EVALSHA_RO", "EVAL_RO", "SCAN", "TIME", "EXISTS"]
+            names(&needed(&temp, Mode::ReadOnly, Dialect::Redis7))[4..],
+            ["EVALSHA_RO", "EVAL_RO", "SCAN", "TIME", "EXISTS", "HGET"]
         );
         assert_eq!(
-            names(&needed(&temp, Mode::ReadOnly, Dialect::Legacy))[3..],
-            ["EVALSHA", "EVAL", "SCAN", "TIME", "EXISTS"]
+            names(&needed(&temp, Mode::ReadOnly, Dialect::Legacy))[4..],
+            ["EVALSHA", "EVAL", "SCAN", "TIME", "EXISTS", "HGET"]
         );
         let every_kind = rules(
             "[[rule]]\nname = \"a\"\npattern = \"a:*\"\ntype = \"hash\"\nidle_above = \"1h\"\naction = \"delete\"\n\
              [[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
         );
         assert_eq!(
-            names(&needed(&every_kind, Mode::Write, Dialect::Redis7))[5..],
+            names(&needed(&every_kind, Mode::Write, Dialect::Redis7))[6..],
             [
                 "SCAN",
                 "TIME",
@@ -393,14 +406,14 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&needed(&every_kind, Mode::ReadOnly, Dialect::Redis7))[5..],
-            ["SCAN", "TIME", "PTTL", "TYPE", "OBJECT IDLETIME"]
+            names(&needed(&every_kind, Mode::ReadOnly, Dialect::Redis7))[6..],
+            ["SCAN", "TIME", "PTTL", "TYPE", "OBJECT IDLETIME", "HGET"]
         );
         let expire_only = rules(
             "[[rule]]\nname = \"b\"\npattern = \"b:*\"\nno_ttl = true\naction = \"expire\"\nttl = \"1h\"\n",
         );
         assert_eq!(
-            names(&needed(&expire_only, Mode::Write, Dialect::Redis7))[5..10],
+            names(&needed(&expire_only, Mode::Write, Dialect::Redis7))[6..11],
             ["SCAN", "TIME", "PTTL", "PEXPIRE", "HGET"]
         );
     }
@@ -415,7 +428,7 @@ mod tests {
              [[rule]]\nname = \"c\"\npattern = \"c:*\"\naction = \"delete\"\n",
         );
         let known: Vec<&str> = Command::ALL.iter().map(|c| c.name()).collect();
-        let arguments = ["MATCH", "COUNT", "IDLETIME"];
+        let arguments = ["MATCH", "COUNT", "IDLETIME", "USAGE"];
         for script in Script::variants(&rules).unwrap() {
             let quotes: Vec<usize> = script.text.match_indices('\'').map(|(at, _)| at).collect();
             let words: Vec<&str> = quotes
@@ -425,10 +438,10 @@ mod tests {
                 .collect();
             assert!(words.len() >= 10, "{words:?}");
             for word in words {
-                let command = if word == "OBJECT" {
-                    "OBJECT IDLETIME"
-                } else {
-                    word
+                let command = match word {
+                    "OBJECT" => "OBJECT IDLETIME",
+                    "MEMORY" => "MEMORY USAGE",
+                    word => word,
                 };
                 assert!(
                     known.contains(&command) || arguments.contains(&word),
@@ -443,28 +456,28 @@ mod tests {
     fn acl_lines_grant_each_generation_what_it_has() {
         assert_eq!(
             setuser_line("janitor", Access::Clean, Dialect::Redis7),
-            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
+            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +dbsize +client|setname \
              +select +cluster|shards +readonly +script|load +evalsha +evalsha_ro +eval +eval_ro \
-             +scan +time +pttl +type +object|idletime +exists +unlink +pexpire +hget +hmget \
+             +scan +time +pttl +type +object|idletime +memory|usage +exists +unlink +pexpire +hget +hmget \
              +hgetall +del +hset"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Redis7),
             "ACL SETUSER janitor-ro reset on >PASSWORD %R~* resetchannels -@all +info \
-             +client|setname +select +cluster|shards +readonly +script|load +evalsha_ro +eval_ro \
-             +scan +time +pttl +type +object|idletime +exists"
+             +dbsize +client|setname +select +cluster|shards +readonly +script|load +evalsha_ro +eval_ro \
+             +scan +time +pttl +type +object|idletime +memory|usage +exists +hget"
         );
         assert_eq!(
             setuser_line("janitor", Access::Clean, Dialect::Legacy),
-            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +client|setname \
+            "ACL SETUSER janitor reset on >PASSWORD ~* resetchannels -@all +info +dbsize +client|setname \
              +select +cluster|slots +readonly +script|load +evalsha +eval +scan +time +pttl +type \
-             +object|idletime +exists +unlink +pexpire +hget +hmget +hgetall +del +hset"
+             +object|idletime +memory|usage +exists +unlink +pexpire +hget +hmget +hgetall +del +hset"
         );
         assert_eq!(
             setuser_line("janitor-ro", Access::DryRun, Dialect::Legacy),
             "ACL SETUSER janitor-ro reset on >PASSWORD ~* resetchannels -@all +info \
-             +client|setname +select +cluster|slots +readonly +script|load +evalsha +eval +scan \
-             +time +pttl +type +object|idletime +exists"
+             +dbsize +client|setname +select +cluster|slots +readonly +script|load +evalsha +eval +scan \
+             +time +pttl +type +object|idletime +memory|usage +exists +hget"
         );
     }
 }

@@ -265,6 +265,12 @@ pub struct RunArgs {
     )]
     pub progress_interval: HumanDuration,
 
+    /// Estimate the memory the deletes give back: the script sums `MEMORY
+    /// USAGE` of each key before it deletes it (an extra command per
+    /// deleted key; see docs/performance.md for its cost).
+    #[arg(long, env = "JANITOR_ESTIMATE_FREED")]
+    pub estimate_freed: bool,
+
     /// Format of the final report on stdout (json: exactly one object).
     #[arg(long, env = "JANITOR_OUTPUT", value_enum, default_value_t = FormatArg::Text)]
     pub output: FormatArg,
@@ -303,6 +309,7 @@ impl RunArgs {
                     },
                     max_runtime: self.max_runtime.map(|d| d.0),
                     progress_interval: self.progress_interval.0,
+                    estimate_freed: self.estimate_freed,
                 },
                 lock_ttl: (!self.no_lock).then_some(self.lock_ttl()?),
                 resume_max_age: self.resume_max_age.0,

@@ -51,7 +51,7 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
             .map_err(|err| Error::System(format!("cannot install signal handlers: {err}")))?;
         Ok::<_, Error>(run::run(&settings, stop).await)
     })?;
-    let report = Report::new(&outcome, &settings.task.rules, settings.task.dry_run);
+    let report = Report::new(&outcome, &settings.task);
     print(&match args.output.into() {
         Format::Json => format!("{}\n", report.to_json()),
         Format::Text => report.to_text(),

@@ -60,6 +60,7 @@ pub fn state_keys(slot: Option<u16>) -> StateKeys {
     StateKeys {
         lease: key("lease"),
         checkpoint: key("checkpoint"),
+        history: key("history"),
     }
 }
 
@@ -109,12 +110,14 @@ mod tests {
             let keys = state_keys(Some(slot));
             assert_eq!(key_slot(&keys.lease), slot);
             assert_eq!(key_slot(&keys.checkpoint), slot);
+            assert_eq!(key_slot(&keys.history), slot);
             assert!(keys.lease.starts_with(RESERVED_PREFIX));
             assert!(keys.checkpoint.starts_with(RESERVED_PREFIX));
         }
         let alone = state_keys(None);
         assert_eq!(alone.lease, b"__redis-janitor__:lease");
         assert_eq!(alone.checkpoint, b"__redis-janitor__:checkpoint");
+        assert_eq!(alone.history, b"__redis-janitor__:history");
     }
 
     #[test]

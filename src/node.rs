@@ -33,7 +33,7 @@ use crate::exit::Stop;
 use crate::lease;
 use crate::pass::{self, Calls, End, Locked, Progress};
 use crate::rules::Rules;
-use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId};
+use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId, StateKeys};
 use crate::script::{Dialect, Layout, Mode, Script};
 use crate::topology::{self, Node, Role, Source, field};
 
@@ -119,6 +119,15 @@ impl std::fmt::Display for ServerInfo {
     }
 }
 
+/// The node's memory and keys at one moment, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// `used_memory` in `INFO memory`, in bytes.
+    pub used_memory: u64,
+    /// `DBSIZE`: the keys of the database, the job's own included.
+    pub keys: u64,
+}
+
 /// What one node's work came to.
 #[derive(Debug)]
 pub struct NodeOutcome {
@@ -144,6 +153,13 @@ pub struct NodeOutcome {
     pub retries: usize,
     /// The `run_id` of the server process the last attempt ran on.
     pub run_id: Option<String>,
+    /// The node before its first pass started.
+    pub at_start: Option<Snapshot>,
+    /// The node after its last attempt.
+    pub at_end: Option<Snapshot>,
+    /// When a run last cleaned the node successfully (ms of the server's
+    /// clock), as the node's history says after this run's work.
+    pub last_success_ms: Option<u64>,
 }
 
 impl NodeOutcome {
@@ -161,6 +177,9 @@ impl NodeOutcome {
             failovers: Vec::new(),
             retries: 0,
             run_id: None,
+            at_start: None,
+            at_end: None,
+            last_success_ms: None,
         }
     }
 }
@@ -325,9 +344,8 @@ fn may_be_failover(node: &Node, err: &Error) -> bool {
         )
 }
 
-/// One attempt at `node`: prepare it, take its lease, and run the pass from
-/// its checkpoint (or, in a dry run, from where the last attempt on the same
-/// server process stopped), adding to `outcome`.
+/// One attempt at `node`: prepare it and do its [`work`], adding to
+/// `outcome`, then read the node's memory, keys and last success.
 async fn clean_once(
     node: &Node,
     context: Context<'_>,
@@ -343,9 +361,33 @@ async fn clean_once(
         Ok(prepared) => prepared,
         Err(err) => return End::Failed(err),
     };
+    let state_keys = lease::state_keys(prepared.slot);
+    let end = work(&mut conn, &prepared, &state_keys, context, outcome, stop).await;
+    // Whatever the ending: the node now, and its last success (this run's,
+    // or an earlier one's), for the report.
+    outcome.at_end = snapshot(&mut conn).await.or(outcome.at_end);
+    outcome.last_success_ms = last_success(&mut conn, &state_keys.history)
+        .await
+        .or(outcome.last_success_ms);
+    outcome.run_id = Some(prepared.run_id);
+    end
+}
+
+/// The work of one attempt on a prepared node: take its lease and run the
+/// pass from its checkpoint (or, in a dry run, from where the last attempt
+/// on the same server process stopped), then give the lease back.
+async fn work(
+    conn: &mut MultiplexedConnection,
+    prepared: &Prepared,
+    state_keys: &StateKeys,
+    context: Context<'_>,
+    outcome: &mut NodeOutcome,
+    stop: watch::Receiver<Option<Stop>>,
+) -> End {
+    let task = context.task;
     let script = outcome.script.clone().expect("prepared");
     let claim = Claim {
-        keys: (!task.dry_run).then(|| lease::state_keys(prepared.slot)),
+        keys: (!task.dry_run).then(|| state_keys.clone()),
         token: match task.lock_ttl {
             Some(_) if !task.dry_run => context.token.to_string(),
             _ => String::new(),
@@ -358,16 +400,7 @@ async fn clean_once(
         outcome.start = Some(start);
         None
     } else {
-        match take(
-            &mut conn,
-            &script,
-            &claim,
-            context,
-            &prepared.run_id,
-            outcome,
-        )
-        .await
-        {
+        match take(conn, &script, &claim, context, &prepared.run_id, outcome).await {
             Ok(Ok(pass_id)) => Some(pass_id),
             Ok(Err(locked)) => return End::Locked(locked),
             Err(err) => return End::Failed(err),
@@ -391,12 +424,40 @@ async fn clean_once(
     .await;
     // Whatever the ending: a retry takes the lease again (or finds another
     // run cleaning the node, which is as good); a crashed run's lease
-    // expires by itself after --lock-ttl.
-    if !claim.token.is_empty() {
-        release(&mut conn, &script, &claim).await;
+    // expires by itself after --lock-ttl. A success is recorded, with or
+    // without a lease.
+    let succeeded = end.succeeded();
+    if claim.keys.is_some() && (!claim.token.is_empty() || succeeded) {
+        release(conn, &script, &claim, succeeded).await;
     }
-    outcome.run_id = Some(prepared.run_id);
     end
+}
+
+/// The node's memory and keys now; `None` if it does not answer (the
+/// report then shows none).
+async fn snapshot(conn: &mut MultiplexedConnection) -> Option<Snapshot> {
+    let memory: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .ok()?;
+    let keys: u64 = redis::cmd("DBSIZE").query_async(conn).await.ok()?;
+    Some(Snapshot {
+        used_memory: field(&memory, "used_memory")?.parse().ok()?,
+        keys,
+    })
+}
+
+/// When a run last cleaned the node successfully, from its `history` key.
+async fn last_success(conn: &mut MultiplexedConnection, history: &[u8]) -> Option<u64> {
+    let ms: Option<u64> = redis::cmd("HGET")
+        .arg(history)
+        .arg("last_success")
+        .query_async(conn)
+        .await
+        .inspect_err(|err| debug!(error = %err, "the node's last success could not be read"))
+        .ok()?;
+    ms
 }
 
 /// Takes the node's lease (unless `--no-lock`) and decides from its
@@ -504,10 +565,17 @@ fn dry_start(outcome: &NodeOutcome, run_id: &str) -> Start {
     }
 }
 
-/// Gives the lease back, so the next run need not wait for it to expire.
-/// A failure only costs that wait.
-async fn release(conn: &mut MultiplexedConnection, script: &Script, claim: &Claim) {
-    if let Err(err) = script.call::<i64>(conn, claim, Op::Release).await {
+/// Gives the lease back, so the next run need not wait for it to expire,
+/// and records the node's last success when the work `succeeded`. A
+/// failure only costs that wait (and that record).
+async fn release(
+    conn: &mut MultiplexedConnection,
+    script: &Script,
+    claim: &Claim,
+    succeeded: bool,
+) {
+    let op = Op::Release { succeeded };
+    if let Err(err) = script.call::<i64>(conn, claim, op).await {
         debug!(error = %err, "the lease could not be given back; it expires by itself");
     }
 }
@@ -555,14 +623,22 @@ async fn prepare(
     let script = outcome
         .script
         .insert(Script::clean(&task.rules, mode, dialect, node.layout)?);
-    acl::probe(conn, &address, &acl::needed(&task.rules, mode, dialect)).await?;
+    let mut needed = acl::needed(&task.rules, mode, dialect);
+    if task.pass.estimate_freed {
+        needed.push(Command::MemoryUsage);
+    }
+    acl::probe(conn, &address, &needed).await?;
+    if outcome.at_start.is_none() {
+        outcome.at_start = snapshot(conn).await;
+    }
     script
         .load(conn)
         .await
         .map_err(|err| Command::ScriptLoad.advise(err))?;
-    let slot = match (&node.shard, mode) {
-        (Some(_), Mode::Write) => Some(topology::served_slot(conn, node, &server).await?),
-        _ => None,
+    // A dry run reads the node's history there too.
+    let slot = match &node.shard {
+        Some(_) => Some(topology::served_slot(conn, node, &server).await?),
+        None => None,
     };
     info!(
         server = %info,

@@ -57,6 +57,8 @@ pub struct Options {
     pub max_runtime: Option<Duration>,
     /// How often to log progress.
     pub progress_interval: Duration,
+    /// Whether the calls estimate the bytes their deletes give back.
+    pub estimate_freed: bool,
 }
 
 /// How a pass, a node's work or a run ended: one of three, so a report
@@ -104,6 +106,13 @@ impl End {
         }
     }
 
+    /// Whether the node's work succeeded, so its last success is recorded:
+    /// its pass completed, or stopped at `--max-runtime` with its progress
+    /// saved. A node skipped for another run's lease did no work.
+    pub fn succeeded(&self) -> bool {
+        matches!(self, End::Complete | End::Stopped(Stop::MaxRuntime))
+    }
+
     /// How much this ending weighs when a run's nodes ended differently:
     /// a failure over a stop, a signal over `--max-runtime`, a stop over a
     /// node skipped for its lease, that over completion.
@@ -141,6 +150,8 @@ pub struct Progress {
     pub cursor: u64,
     /// In a dry run, a few of the keys each rule would act on, in rule order.
     pub samples: Vec<Vec<Vec<u8>>>,
+    /// The share of the keyspace the pass has covered, from 0 to 1.
+    pub done: f64,
 }
 
 impl Progress {
@@ -150,6 +161,7 @@ impl Progress {
             counts: Counts::new(rules),
             cursor: 0,
             samples: vec![Vec::new(); rules.rules.len()],
+            done: 0.0,
         }
     }
 }
@@ -234,6 +246,7 @@ impl Pass<'_> {
                 report_keys: enabled!(Level::DEBUG) || self.wants_samples(),
                 cap: turn.grant.run,
                 rule_caps: turn.grant.rules.clone(),
+                estimate_freed: self.options.estimate_freed,
             };
             let sent = Instant::now();
             let called = self
@@ -264,6 +277,7 @@ impl Pass<'_> {
                 return Err(Error::Capped(reached));
             }
             if reply.cursor == 0 {
+                self.progress.done = 1.0;
                 return Ok(None);
             }
         }

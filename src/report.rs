@@ -7,9 +7,8 @@ use serde::{Serialize, Serializer};
 
 use crate::checkpoint::Start;
 use crate::exit::Stop;
-use crate::node::{Failover, NodeOutcome, ServerInfo};
+use crate::node::{Failover, NodeOutcome, ServerInfo, Snapshot, Task};
 use crate::pass::{End, Locked, SAMPLES_PER_RULE};
-use crate::rules::Rules;
 use crate::run::RunOutcome;
 use crate::script::Script;
 use crate::script::protocol::Counts;
@@ -41,6 +40,10 @@ pub struct Report<'a> {
     script: Option<ScriptInfo<'a>>,
     /// The (first) server, once it answered `INFO`.
     server: Option<&'a ServerInfo>,
+    /// The nodes' `used_memory` added together, before and after.
+    used_memory_bytes: Span,
+    /// The nodes' keys (`DBSIZE`) added together, before and after.
+    db_keys: Span,
     /// One entry per node the run cleaned or tried to.
     servers: Vec<ServerReport<'a>>,
 }
@@ -76,6 +79,52 @@ struct ServerReport<'a> {
     /// When another run's lease made the run skip the node: its holder
     /// and since when.
     locked: Option<&'a Locked>,
+    /// `used_memory` before the node's pass and after its work.
+    used_memory_bytes: Span,
+    /// The node's keys (`DBSIZE`) before its pass and after its work.
+    db_keys: Span,
+    /// When a run last cleaned the node successfully (this one, or an
+    /// earlier one), in seconds since the Unix epoch.
+    last_success_at: Option<f64>,
+}
+
+/// A figure before and after: `{"start": N, "end": N}`, each `null` when
+/// the node did not answer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Span {
+    start: Option<u64>,
+    end: Option<u64>,
+}
+
+impl Span {
+    /// `figure` of the snapshots at the start and the end.
+    fn of(start: Option<Snapshot>, end: Option<Snapshot>, figure: fn(Snapshot) -> u64) -> Span {
+        Span {
+            start: start.map(figure),
+            end: end.map(figure),
+        }
+    }
+
+    /// The spans added together; a side is `null` when any node's is.
+    fn sum<'a>(spans: impl Iterator<Item = &'a Span> + Clone) -> Span {
+        let total = |side: fn(&Span) -> Option<u64>| spans.clone().map(side).sum();
+        Span {
+            start: total(|s| s.start),
+            end: total(|s| s.end),
+        }
+    }
+
+    /// "N at start, M at end", for the text report.
+    fn describe(&self, unit: &str) -> Option<String> {
+        let side = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        (self.start.is_some() || self.end.is_some()).then(|| {
+            format!(
+                "{}{unit} at start, {}{unit} at end",
+                side(self.start),
+                side(self.end)
+            )
+        })
+    }
 }
 
 /// How something ended, as the three fields `complete`, `stopped_by` and
@@ -104,6 +153,9 @@ impl Serialize for Status<'_> {
 struct Tally<'a> {
     /// Keys SCAN returned.
     keys_scanned: u64,
+    /// Keys the SCAN steps looked at (their COUNTs): about the keys
+    /// examined, those a `MATCH` left out included.
+    keys_examined: u64,
     /// Keys whose name matched a rule's pattern and went to the script.
     keys_matched: u64,
     /// Script calls that completed.
@@ -119,12 +171,17 @@ struct Tally<'a> {
     rules: Vec<RuleCount<'a>>,
     /// Times a NOSCRIPT reply made the pass send its script again.
     script_reloads: u64,
+    /// With `--estimate-freed`: what the deleted keys held, by `MEMORY
+    /// USAGE` (in a dry run, what they would give back).
+    estimated_freed_bytes: Option<u64>,
 }
 
 impl<'a> Tally<'a> {
-    fn new(counts: &Counts, rules: &'a Rules) -> Tally<'a> {
+    fn new(counts: &Counts, task: &'a Task) -> Tally<'a> {
+        let rules = &task.rules;
         Tally {
             keys_scanned: counts.keys_scanned,
+            keys_examined: counts.keys_examined,
             keys_matched: counts.keys_matched,
             batches: counts.batches,
             vanished: counts.vanished,
@@ -144,6 +201,7 @@ impl<'a> Tally<'a> {
                 })
                 .collect(),
             script_reloads: counts.script_reloads,
+            estimated_freed_bytes: task.pass.estimate_freed.then_some(counts.freed_bytes),
         }
     }
 }
@@ -170,7 +228,7 @@ struct RuleCount<'a> {
 struct ScriptInfo<'a> {
     /// Script name, e.g. "clean".
     name: &'a str,
-    /// Script version, e.g. "v5".
+    /// Script version, e.g. "v6".
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,
@@ -187,10 +245,11 @@ impl<'a> ScriptInfo<'a> {
 }
 
 impl<'a> Report<'a> {
-    /// The report of `outcome`, a run of `rules`.
-    pub fn new(outcome: &'a RunOutcome, rules: &'a Rules, dry_run: bool) -> Report<'a> {
+    /// The report of `outcome`, a run of `task`.
+    pub fn new(outcome: &'a RunOutcome, task: &'a Task) -> Report<'a> {
         let first = outcome.nodes.first();
-        let mut totals = Tally::new(&outcome.counts(), rules);
+        let dry_run = task.dry_run;
+        let mut totals = Tally::new(&outcome.counts(), task);
         if dry_run {
             for (r, rule) in totals.rules.iter_mut().enumerate() {
                 let keys = outcome.nodes.iter().flat_map(|n| &n.progress.samples[r]);
@@ -207,9 +266,19 @@ impl<'a> Report<'a> {
             servers: outcome
                 .nodes
                 .iter()
-                .map(|node| ServerReport::new(node, rules))
+                .map(|node| ServerReport::new(node, task))
                 .collect(),
+            used_memory_bytes: Span::default(),
+            db_keys: Span::default(),
         }
+        .with_sums()
+    }
+
+    /// The report with its nodes' memory and keys added together.
+    fn with_sums(mut self) -> Report<'a> {
+        self.used_memory_bytes = Span::sum(self.servers.iter().map(|s| &s.used_memory_bytes));
+        self.db_keys = Span::sum(self.servers.iter().map(|s| &s.db_keys));
+        self
     }
 
     /// The report as one line of JSON.
@@ -267,6 +336,13 @@ impl<'a> Report<'a> {
             );
         }
         let totals = &self.totals;
+        if let Some(keys) = self.db_keys.describe(" keys") {
+            text += &format!("  keyspace        {keys}\n");
+        }
+        if let Some(memory) = self.used_memory_bytes.describe(" bytes") {
+            text += &format!("  used memory     {memory}\n");
+        }
+        text += &format!("  keys examined   {}\n", totals.keys_examined);
         text += &format!("  keys scanned    {}\n", totals.keys_scanned);
         text += &format!("  keys matched    {}\n", totals.keys_matched);
         text += &format!("  batches         {}\n", totals.batches);
@@ -294,6 +370,10 @@ impl<'a> Report<'a> {
         if totals.moved > 0 {
             text += &format!("  moved           {}\n", totals.moved);
         }
+        if let Some(bytes) = totals.estimated_freed_bytes {
+            let verb = if self.dry_run { "would free" } else { "freed" };
+            text += &format!("  deletes {verb:<10} {bytes} bytes (estimated by MEMORY USAGE)\n");
+        }
         if totals.script_reloads > 0 {
             text += &format!("  script reloads  {}\n", totals.script_reloads);
         }
@@ -302,14 +382,14 @@ impl<'a> Report<'a> {
 }
 
 impl<'a> ServerReport<'a> {
-    fn new(node: &'a NodeOutcome, rules: &'a Rules) -> ServerReport<'a> {
+    fn new(node: &'a NodeOutcome, task: &'a Task) -> ServerReport<'a> {
         ServerReport {
             address: &node.address,
             role: node.role,
             software: node.server.as_ref().map(|s| s.software.as_str()),
             version: node.server.as_ref().map(|s| s.version.as_str()),
             status: Status(&node.end),
-            tally: Tally::new(&node.progress.counts, rules),
+            tally: Tally::new(&node.progress.counts, task),
             duration_seconds: node.duration.as_secs_f64(),
             script: node.script.as_ref().map(ScriptInfo::of),
             failovers: &node.failovers,
@@ -319,6 +399,9 @@ impl<'a> ServerReport<'a> {
                 End::Locked(locked) => Some(locked),
                 _ => None,
             },
+            used_memory_bytes: Span::of(node.at_start, node.at_end, |s| s.used_memory),
+            db_keys: Span::of(node.at_start, node.at_end, |s| s.keys),
+            last_success_at: node.last_success_ms.map(|ms| ms as f64 / 1000.0),
         }
     }
 }
@@ -346,6 +429,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::pass::Progress;
+    use crate::rules::Rules;
 
     fn outcome(ends: Vec<End>) -> RunOutcome {
         let rules = Rules::builtin();
@@ -378,9 +462,18 @@ mod tests {
         }
     }
 
+    /// The task of `redis-janitor run ARGS`, with the built-in rules.
+    fn task(args: &[&str]) -> Task {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(["redis-janitor", "run"].iter().chain(args));
+        let crate::cli::Command::Run(args) = cli.command else {
+            unreachable!("a run")
+        };
+        args.settings(None).expect("valid settings").task
+    }
+
     fn json(outcome: &RunOutcome) -> serde_json::Value {
-        let rules = Rules::builtin();
-        serde_json::from_str(&Report::new(outcome, &rules, false).to_json()).unwrap()
+        serde_json::from_str(&Report::new(outcome, &task(&[])).to_json()).unwrap()
     }
 
     #[test]
@@ -446,8 +539,7 @@ mod tests {
         assert_eq!(report["servers"][1]["stopped_by"], "locked");
         assert_eq!(report["servers"][1]["locked"]["holder"], "pod-1 (pid 7)");
         assert_eq!(report["servers"][1]["locked"]["since"], 1000.0);
-        let rules = Rules::builtin();
-        let text = Report::new(&run, &rules, false).to_text();
+        let text = Report::new(&run, &task(&[])).to_text();
         assert!(
             text.starts_with(
                 "redis-janitor run: pass skipped (another run holds the lease: pod-1 (pid 7), \
@@ -468,9 +560,8 @@ mod tests {
 
     #[test]
     fn text_names_the_server_with_its_own_version_and_each_state() {
-        let rules = Rules::builtin();
         let one = outcome(vec![End::Complete]);
-        let text = Report::new(&one, &rules, true).to_text();
+        let text = Report::new(&one, &task(&["--dry-run"])).to_text();
         assert!(
             text.starts_with("redis-janitor dry run: pass complete\n"),
             "{text}"
@@ -483,13 +574,13 @@ mod tests {
         assert!(!text.contains("script reloads"), "{text}");
         let mut reloaded = outcome(vec![End::Complete]);
         reloaded.nodes[0].progress.counts.script_reloads = 2;
-        let text = Report::new(&reloaded, &rules, false).to_text();
+        let text = Report::new(&reloaded, &task(&[])).to_text();
         assert!(text.contains("  script reloads  2\n"), "{text}");
         let two = outcome(vec![
             End::Complete,
             End::Failed(Error::Auth("denied".into())),
         ]);
-        let text = Report::new(&two, &rules, false).to_text();
+        let text = Report::new(&two, &task(&[])).to_text();
         assert!(
             text.starts_with("redis-janitor run: pass failed: denied\n"),
             "{text}"
@@ -505,7 +596,7 @@ mod tests {
         let mut moved = outcome(vec![End::Complete]);
         moved.nodes[0].progress.counts.moved = 4;
         moved.nodes[0].role = Role::Replica;
-        let text = Report::new(&moved, &rules, true).to_text();
+        let text = Report::new(&moved, &task(&["--dry-run"])).to_text();
         assert!(text.contains("  moved           4\n"), "{text}");
         assert!(text.contains("h:0 (Valkey 8.1.8) replica\n"), "{text}");
         for (stop, words) in [
@@ -513,7 +604,7 @@ mod tests {
             (Stop::Sigterm, "SIGTERM"),
             (Stop::Sigint, "SIGINT"),
         ] {
-            let text = Report::new(&outcome(vec![End::Stopped(stop)]), &rules, false).to_text();
+            let text = Report::new(&outcome(vec![End::Stopped(stop)]), &task(&[])).to_text();
             let first = format!("redis-janitor run: pass stopped early ({words})\n");
             assert!(text.starts_with(&first), "{text}");
         }

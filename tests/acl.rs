@@ -265,8 +265,11 @@ fn why(command: Command) -> String {
             format!("{name}, which sends the clean script again after a NOSCRIPT")
         }
         Command::Hget | Command::Hmget | Command::Hgetall | Command::Hset | Command::Del => {
-            format!("{name}, which the clean script keeps the node's lease and checkpoint with")
+            format!(
+                "{name}, which the job keeps the node's lease, checkpoint and last success with"
+            )
         }
+        Command::Dbsize => format!("{name}, which the job counts the keys for its report with"),
         _ => format!("{name}, which the clean script calls"),
     }
 }

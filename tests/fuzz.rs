@@ -731,6 +731,7 @@ fn script_outcomes(
             report_keys: true,
             cap: None,
             rule_caps: vec![None; rules],
+            estimate_freed: false,
         };
         // A dry run: no state keys, no lease.
         let claim = Claim {

@@ -181,6 +181,7 @@ fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>>
             report_keys: true,
             cap: None,
             rule_caps: vec![None],
+            estimate_freed: false,
         };
         let claim = Claim {
             keys: None,

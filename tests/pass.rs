@@ -864,12 +864,13 @@ fn the_pass_samples_redis_command_statistics_as_it_goes() {
         .run();
     out.assert_code(0);
     // Hundreds of calls (a SCAN bucket each), so that the samples
-    // outnumber the few INFO calls of the start.
+    // outnumber the few INFO calls of the start and the end (the server,
+    // its memory before and after).
     let calls = field(&out.report(), "batches");
     assert!(calls >= 500, "{calls} calls");
     let samples = calls_of(&mut con, "info");
     assert!(
-        samples >= calls / 100 && samples <= calls / 100 + 5,
+        samples >= calls / 100 && samples <= calls / 100 + 7,
         "{samples} INFO calls for {calls} script calls"
     );
 }

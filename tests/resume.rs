@@ -614,10 +614,15 @@ fn pattern_star_never_selects_the_jobs_own_keys_nor_one_under_the_prefix() {
     assert_keyspace(&mut con, &[]);
 
     // Left alone: the user's key, as it was, and the job's checkpoint with
-    // the pass's totals. The lease was given back.
+    // the pass's totals and its history with the last success. The lease
+    // was given back.
     let state = state_keys(&mut con);
     let names: Vec<&[u8]> = state.keys().map(Vec::as_slice).collect();
-    assert_eq!(names, [&checkpoint_key()[..], &lookalike[..]], "{state:?}");
+    assert_eq!(
+        names,
+        [&checkpoint_key()[..], &history_key()[..], &lookalike[..]],
+        "{state:?}"
+    );
     let fields: BTreeMap<String, String> = [("f".to_string(), "v".to_string())].into();
     assert_eq!(state[&lookalike[..]], fields);
     let pttl: i64 = redis::cmd("PTTL").arg(lookalike).query(&mut con).unwrap();
@@ -648,6 +653,14 @@ fn pattern_star_never_selects_the_jobs_own_keys_nor_one_under_the_prefix() {
         "{report:#}"
     );
     assert!(hash_u64(&cp, "saved").abs_diff(now_ms) < 60_000, "{cp:?}");
+    let history = &state[&history_key()];
+    let last_success = hash_u64(history, "last_success");
+    assert!(last_success >= hash_u64(&cp, "saved"), "{history:?} {cp:?}");
+    assert_eq!(
+        report["servers"][0]["last_success_at"].as_f64(),
+        Some(last_success as f64 / 1000.0),
+        "{report:#}"
+    );
     // SCAN returned the lease (there throughout) and the lookalike, besides
     // the 302 keys deleted.
     assert!(field(&report, "keys_scanned") >= 304, "{report:#}");

@@ -42,6 +42,7 @@ fn batch(cursor: u64, max_keys: usize) -> Batch {
         report_keys: true,
         cap: None,
         rule_caps: vec![None; RULES.matches("[[rule]]").count()],
+        estimate_freed: false,
     }
 }
 
@@ -70,6 +71,7 @@ fn call_with(
     let script = Script::clean(rules, mode, dialect(con), Layout::Standalone).unwrap();
     let batch = Batch {
         rule_caps: vec![None; rules.rules.len()],
+        estimate_freed: false,
         ..batch.clone()
     };
     claim(mode)

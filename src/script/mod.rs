@@ -24,7 +24,7 @@ use protocol::{Claim, Op};
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v5";
+pub const VERSION: &str = "v6";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -94,7 +94,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v5".
+    /// The `lua/` directory its template came from, e.g. "v6".
     pub version: String,
     /// What it may do.
     pub mode: Mode,

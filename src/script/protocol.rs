@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v5/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v6/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -61,6 +61,9 @@ pub struct Batch {
     pub cap: Option<u64>,
     /// The most keys each rule may act on in the call, in rule order.
     pub rule_caps: Vec<Option<u64>>,
+    /// Whether the reply sums the bytes the deleted keys held (`MEMORY
+    /// USAGE` of each).
+    pub estimate_freed: bool,
 }
 
 /// The job's own keys on a node: they carry the reserved prefix and, on a
@@ -71,6 +74,8 @@ pub struct StateKeys {
     pub lease: Vec<u8>,
     /// The checkpoint: where the node's pass stands.
     pub checkpoint: Vec<u8>,
+    /// The history: when a run last cleaned the node successfully.
+    pub history: Vec<u8>,
 }
 
 /// What a writing call sends beside its work: the node's state keys, the
@@ -111,8 +116,12 @@ pub enum Op<'a> {
     },
     /// Renew the lease.
     Renew,
-    /// Give the lease back.
-    Release,
+    /// Give the lease back, recording the node's last success when the
+    /// run's work on it `succeeded`.
+    Release {
+        /// The node's work ended as a success (see `pass::End`).
+        succeeded: bool,
+    },
     /// Clean a stretch of the keyspace, saving the checkpoint of `pass`
     /// when there is one.
     Clean(&'a Batch, Option<&'a PassId>),
@@ -126,13 +135,17 @@ impl Claim {
         let mut cmd = redis::cmd(command);
         cmd.arg(script_arg);
         match &self.keys {
-            Some(keys) => cmd.arg(2).arg(&keys.lease).arg(&keys.checkpoint),
+            Some(keys) => cmd
+                .arg(3)
+                .arg(&keys.lease)
+                .arg(&keys.checkpoint)
+                .arg(&keys.history),
             None => cmd.arg(0),
         };
         let name = match op {
             Op::Acquire { .. } => "acquire",
             Op::Renew => "renew",
-            Op::Release => "release",
+            Op::Release { .. } => "release",
             Op::Clean(..) => "clean",
         };
         cmd.arg(name)
@@ -142,7 +155,10 @@ impl Claim {
             Op::Acquire { holder } => {
                 cmd.arg(holder);
             }
-            Op::Renew | Op::Release => {}
+            Op::Release { succeeded } => {
+                cmd.arg(if succeeded { "1" } else { "0" });
+            }
+            Op::Renew => {}
             Op::Clean(batch, pass) => batch.args(&mut cmd, pass),
         }
         cmd
@@ -167,14 +183,15 @@ impl Batch {
                 .arg(pass.max_age.as_millis() as u64),
             None => cmd.arg("").arg("").arg("").arg(0).arg(0),
         };
-        cmd.arg(cap(self.cap));
+        cmd.arg(if self.estimate_freed { "1" } else { "0" })
+            .arg(cap(self.cap));
         for rule_cap in &self.rule_caps {
             cmd.arg(cap(*rule_cap));
         }
     }
 }
 
-/// What one script call answered (see the header of `lua/v5/clean.lua`).
+/// What one script call answered (see the header of `lua/v6/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
@@ -208,12 +225,23 @@ pub struct Reply {
     pub checkpoint: String,
     /// With `report_keys`: the PTTL each key's check saw (-3: none).
     pub pttls: Vec<i64>,
+    /// With `estimate_freed`: the bytes the deleted keys held.
+    pub freed: u64,
 }
 
 /// The reply's shape on the wire.
 type Wire = (
     (u64, u64, u64, u64, u64, u64, u64, Vec<u64>),
-    (u64, u64, Vec<Vec<u8>>, Vec<u8>, Vec<u64>, String, Vec<i64>),
+    (
+        u64,
+        u64,
+        Vec<Vec<u8>>,
+        Vec<u8>,
+        Vec<u64>,
+        String,
+        Vec<i64>,
+        u64,
+    ),
 );
 
 impl redis::FromRedisValue for Reply {
@@ -222,9 +250,9 @@ impl redis::FromRedisValue for Reply {
         let redis::Value::Array(mut items) = value else {
             return Err("the clean script's reply is not an array".into());
         };
-        if items.len() != 15 {
+        if items.len() != 16 {
             return Err(format!(
-                "the clean script answered {} items, expected 15",
+                "the clean script answered {} items, expected 16",
                 items.len()
             )
             .into());
@@ -232,7 +260,7 @@ impl redis::FromRedisValue for Reply {
         let second = items.split_off(8);
         let (
             (cursor, looked_at, returned, matched, unchanged, vanished, moved, acted),
-            (scan_micros, micros, keys, outcomes, capped, checkpoint, pttls),
+            (scan_micros, micros, keys, outcomes, capped, checkpoint, pttls, freed),
         ): Wire = redis::FromRedisValue::from_redis_value(redis::Value::Array(vec![
             redis::Value::Array(items),
             redis::Value::Array(second),
@@ -253,6 +281,7 @@ impl redis::FromRedisValue for Reply {
             capped,
             checkpoint,
             pttls,
+            freed,
         })
     }
 }
@@ -318,6 +347,9 @@ impl redis::FromRedisValue for Acquired {
 pub struct Counts {
     /// Keys SCAN returned.
     pub keys_scanned: u64,
+    /// Keys the SCAN steps looked at: the sum of their COUNTs (a hint to
+    /// Redis, which returns whole hash buckets).
+    pub keys_examined: u64,
     /// Keys whose name matched a rule's pattern.
     pub keys_matched: u64,
     /// Script calls that completed.
@@ -336,6 +368,9 @@ pub struct Counts {
     pub capped: Vec<u64>,
     /// Times a NOSCRIPT reply made the pass send its script again.
     pub script_reloads: u64,
+    /// With `--estimate-freed`: the bytes the deleted keys held (or, in a
+    /// dry run, would give back), by `MEMORY USAGE`.
+    pub freed_bytes: u64,
 }
 
 impl Counts {
@@ -356,6 +391,8 @@ impl Counts {
     /// Adds `other`'s counts to these (the same rules).
     pub fn add(&mut self, other: &Counts) {
         self.keys_scanned += other.keys_scanned;
+        self.keys_examined += other.keys_examined;
+        self.freed_bytes += other.freed_bytes;
         self.keys_matched += other.keys_matched;
         self.batches += other.batches;
         self.vanished += other.vanished;
@@ -416,6 +453,8 @@ impl Reply {
         }
         counts.batches += 1;
         counts.keys_scanned += self.returned;
+        counts.keys_examined += self.looked_at;
+        counts.freed_bytes += self.freed;
         counts.keys_matched += self.matched;
         counts.unchanged += self.unchanged;
         counts.vanished += self.vanished;
@@ -533,6 +572,7 @@ mod tests {
             capped: vec![0, 4, 0],
             checkpoint: "saved".into(),
             pttls: vec![-1, -3],
+            freed: 4096,
         }
     }
 
@@ -546,6 +586,7 @@ mod tests {
             counts,
             Counts {
                 keys_scanned: 100,
+                keys_examined: 200,
                 keys_matched: 80,
                 batches: 2,
                 vanished: 4,
@@ -554,6 +595,7 @@ mod tests {
                 per_rule: vec![20, 40, 10],
                 capped: vec![0, 8, 0],
                 script_reloads: 0,
+                freed_bytes: 8192,
             }
         );
         assert_eq!(counts.acted(), 70);
@@ -611,6 +653,7 @@ mod tests {
             total,
             Counts {
                 keys_scanned: 150,
+                keys_examined: 300,
                 keys_matched: 120,
                 batches: 3,
                 vanished: 6,
@@ -619,6 +662,7 @@ mod tests {
                 per_rule: vec![30, 60, 15],
                 capped: vec![0, 12, 0],
                 script_reloads: 3,
+                freed_bytes: 12288,
             }
         );
     }

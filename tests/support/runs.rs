@@ -278,6 +278,11 @@ pub fn checkpoint_key() -> Vec<u8> {
     lease::state_keys(None).checkpoint
 }
 
+/// The standalone history key (the last success).
+pub fn history_key() -> Vec<u8> {
+    lease::state_keys(None).history
+}
+
 /// Whether the standalone lease exists.
 pub fn lease_held(con: &mut redis::Connection) -> bool {
     redis::cmd("EXISTS")

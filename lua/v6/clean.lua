@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v5.
+-- redis-janitor clean script, version v6.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -34,12 +34,15 @@
 -- reached is served here, so the key's other commands in the call cannot be
 -- refused.
 --
--- Keys under the reserved prefix are the job's own (the lease and the
--- checkpoint); the script never lets a rule select them.
+-- Keys under the reserved prefix are the job's own (the lease, the
+-- checkpoint, the history); the script never lets a rule select them.
 --
 -- KEYS     a writing call: 1. the lease, a hash (token, holder, since); 2.
---          the checkpoint, a hash (see `save`). Both carry one hash tag on a
---          cluster node, of a slot the node serves. A dry run: none.
+--          the checkpoint, a hash (see `save`); 3. the history, a hash whose
+--          field `last_success` is when a run last cleaned the node
+--          successfully (server time, ms), expiring after 30 days without
+--          one. All carry one hash tag on a cluster node, of a slot the node
+--          serves. A dry run: none.
 -- ARGV[1]  the operation: 'acquire', 'renew', 'release' or 'clean'.
 -- ARGV[2]  the run's lease token ('' for none: --no-lock, a dry run).
 -- ARGV[3]  the lease's time to live, in milliseconds.
@@ -51,7 +54,9 @@
 --          (another run holds it: holder and since are that run's) or
 --          'refused' (the server refused the write; holder is its error).
 -- renew    Renews the lease: 1, or the error LEASELOST.
--- release  Deletes the lease if it is this run's: 1, else 0.
+-- release  ARGV[4] '1' when the run's work on the node succeeded: records
+--          `last_success` in the history, unless the lease is another run's.
+--          Deletes the lease if it is this run's: 1, else 0.
 -- clean    ARGV[4] the cursor to SCAN from.
 --          ARGV[5] the COUNT of each SCAN step.
 --          ARGV[6] the scan budget in microseconds: each SCAN step after the
@@ -63,8 +68,11 @@
 --          ARGV[10] the rules' fingerprint, ARGV[11] the server's run_id,
 --          ARGV[12] when the pass began (ms, server time), ARGV[13] the
 --          checkpoint's time to live (ms): the pass the checkpoint records.
---          ARGV[14] the most keys the call may act on, over all rules, and
---          ARGV[15 + r - 1] the most rule r may act on ('-1': no cap).
+--          ARGV[14] '1' to estimate the bytes the deletes give back, from
+--          MEMORY USAGE of each key before it is deleted (or, in a dry run,
+--          would be).
+--          ARGV[15] the most keys the call may act on, over all rules, and
+--          ARGV[16 + r - 1] the most rule r may act on ('-1': no cap).
 --          Refuses with the error LEASELOST, before touching anything, when
 --          the call is to hold a lease that is not (or no longer) its run's.
 --
@@ -94,7 +102,9 @@
 --          14. the checkpoint: 'saved', '' (none asked for), or the error
 --              that refused its write;
 --          15. with ARGV[8] = '1', per key of 11. the PTTL its check saw
---              (-3: not checked, a delete without conditions).
+--              (-3: not checked, a delete without conditions);
+--          16. with ARGV[14] = '1', the bytes the deleted keys held, by
+--              MEMORY USAGE, else 0.
 --
 -- Keys whose first matching rule is a delete without conditions need no
 -- check: they are deleted in one UNLINK per rule (per key with CLUSTER),
@@ -245,9 +255,9 @@ local function scan(report_keys)
   -- deletes. `nacted` counts every rule's, against `cap_all`, and `ncapped`
   -- the keys left for a cap.
   local acted, cap, capped, blind, nblind = {}, {}, {}, {}, {}
-  local cap_all = limit(ARGV[14])
+  local cap_all = limit(ARGV[15])
   for r = 1, RULES do
-    acted[r], cap[r], capped[r], blind[r], nblind[r] = 0, limit(ARGV[14 + r]), 0, {}, 0
+    acted[r], cap[r], capped[r], blind[r], nblind[r] = 0, limit(ARGV[15 + r]), 0, {}, 0
   end
   local deletes, expires, reported, outcomes, pttls = {}, {}, {}, {}, {}
   local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
@@ -308,11 +318,32 @@ local function scan(report_keys)
   }
 end
 
+-- The bytes `keys` hold, by MEMORY USAGE (its default sampling of nested
+-- values): a key listed twice counts once, a key gone or refused counts 0.
+local function usage(keys)
+  local bytes = 0
+  keys = unique(keys)
+  for i = 1, #keys do
+    local n = try('MEMORY', 'USAGE', keys[i])
+    if type(n) == 'number' then
+      bytes = bytes + n
+    end
+  end
+  return bytes
+end
+
 -- Phase 2: acts on the decided keys (a dry run only counts the blind
 -- deletes' keys that still exist). The blind deletes' keys that had vanished
 -- or that the node refused move from their rules' counts to the vanished or
--- moved ones.
-local function apply(s, dry_run)
+-- moved ones. With `measure`, first sums what the keys to delete hold.
+local function apply(s, dry_run, measure)
+  s.freed = 0
+  if measure then
+    s.freed = usage(s.deletes)
+    for _, keys in ipairs(s.blind) do
+      s.freed = s.freed + usage(keys)
+    end
+  end
   for r, keys in ipairs(s.blind) do
     if #keys > 0 then
       local existed, refused = blind_delete(keys, dry_run)
@@ -341,7 +372,10 @@ end
 
 -- The lease: KEYS[1], a hash of the holding run's token, its holder and
 -- since when (server time, ms), expiring after ARGV[3] ms unless renewed.
-local LEASE, CHECKPOINT, OP, TOKEN, LEASE_TTL = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
+local LEASE, CHECKPOINT, HISTORY, OP, TOKEN, LEASE_TTL = KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3]
+
+-- How long the history outlives the last success: a month.
+local HISTORY_TTL = 30 * 24 * 3600 * 1000
 
 -- The server's clock, in milliseconds.
 local function now_millis()
@@ -431,7 +465,17 @@ elseif OP == 'renew' then
   end
   return 1
 elseif OP == 'release' then
-  if TOKEN ~= '' and call('HGET', LEASE, 'token') == TOKEN then
+  local mine = TOKEN ~= '' and call('HGET', LEASE, 'token') == TOKEN
+  if ARGV[4] == '1' and (TOKEN == '' or mine) then
+    -- PEXPIRE first: see the header (Redis 6.2 at maxmemory). A refused
+    -- write loses only this record.
+    local existed = call('PEXPIRE', HISTORY, HISTORY_TTL) == 1
+    local written = try('HSET', HISTORY, 'last_success', now_millis())
+    if not existed and type(written) ~= 'table' then
+      call('PEXPIRE', HISTORY, HISTORY_TTL)
+    end
+  end
+  if mine then
     return call('DEL', LEASE)
   end
   return 0
@@ -442,7 +486,7 @@ if not DRY_RUN and not hold() then
   return lost()
 end
 local s = scan(ARGV[8] == '1')
-apply(s, DRY_RUN)
+apply(s, DRY_RUN, ARGV[14] == '1')
 local saved = ''
 if not DRY_RUN and ARGV[9] == '1' then
   saved = save(s)
@@ -450,4 +494,5 @@ end
 return {
   s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.moved, s.acted,
   s.micros, now_micros() - s.started, s.keys, outcome_string(s.outcomes), s.capped, saved, s.pttls,
+  s.freed,
 }
