@@ -55,7 +55,7 @@ struct Args {
     reps: Option<usize>,
     /// Methods to run, comma-separated, in this order (reversed every other
     /// repetition): janitor, janitor@SHARE, pipeline, bound, scan, naive
-    /// [default: janitor,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
+    /// [default: janitor,janitor+freed,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<Method>>,
     /// Also run the job capped at each of these shares of Redis's time
@@ -218,6 +218,9 @@ impl Drop for TempDir {
 
 /// The job's flag for its cap on Redis's time.
 const SHARE_FLAG: &str = "--max-server-share";
+
+/// The job's flag that estimates the memory its deletes give back.
+const FREED_FLAG: &str = "--estimate-freed";
 
 /// The help text of `redis-janitor run`, read once to learn its flags.
 fn job_help(job_bin: &Path) -> Result<String, String> {
@@ -407,13 +410,28 @@ fn resolve_methods(
     } else {
         &[
             Method::Janitor,
+            Method::JanitorFreed,
             Method::Pipeline,
             Method::Bound,
             Method::Scan,
             Method::Naive,
         ]
     };
-    let mut wanted: Vec<Method> = args.methods.clone().unwrap_or_else(|| default.to_vec());
+    let mut wanted: Vec<Method> = match &args.methods {
+        Some(methods) => methods.clone(),
+        // An older binary without the estimate: its row is left out.
+        None if !has_flag(help, FREED_FLAG) => {
+            notes.push(format!(
+                "the job has no {FREED_FLAG}: no janitor+freed runs"
+            ));
+            default
+                .iter()
+                .filter(|m| **m != Method::JanitorFreed)
+                .cloned()
+                .collect()
+        }
+        None => default.to_vec(),
+    };
     let share_flag = args.share_args.split_whitespace().next().unwrap_or("");
     let can_cap = !share_flag.is_empty() && has_flag(help, share_flag);
     let shares: Vec<String> = match &args.shares {
@@ -469,6 +487,11 @@ impl Bench {
                 .split_whitespace()
                 .map(String::from)
                 .collect(),
+            Method::JanitorFreed => {
+                let mut args = self.full_speed.clone();
+                args.push(FREED_FLAG.into());
+                args
+            }
             _ => self.full_speed.clone(),
         };
         args.extend(self.job_args.iter().cloned());

@@ -31,6 +31,10 @@ pub enum Method {
     /// cap (`--share-args "--rate-limit {}"` makes `janitor@50000` a job
     /// scanning 50k keys/s).
     JanitorAt(String),
+    /// `janitor+freed`: the job at full speed estimating the memory its
+    /// deletes give back (`--estimate-freed`: a `MEMORY USAGE` per deleted
+    /// key), plus --job-args: what the estimate costs.
+    JanitorFreed,
     /// Client-side pipeline: SCAN 1000, pipelined PTTL, pipelined UNLINK/PEXPIRE.
     Pipeline,
     /// Server-side bound: one EVAL whose Lua loops SCAN 1000 over the keyspace.
@@ -46,6 +50,7 @@ impl Method {
         match self {
             Method::Janitor => "janitor".into(),
             Method::JanitorAt(share) => format!("janitor@{share}"),
+            Method::JanitorFreed => "janitor+freed".into(),
             Method::Pipeline => "pipeline".into(),
             Method::Bound => "bound".into(),
             Method::Scan => "scan".into(),
@@ -60,7 +65,10 @@ impl Method {
 
     /// Whether it runs the job (and so has a log, an RSS and a report).
     pub fn is_job(&self) -> bool {
-        matches!(self, Method::Janitor | Method::JanitorAt(_))
+        matches!(
+            self,
+            Method::Janitor | Method::JanitorAt(_) | Method::JanitorFreed
+        )
     }
 
     /// The cap of a `janitor@S` whose S reads as a share of Redis's time
@@ -77,6 +85,7 @@ impl Method {
     pub fn rank(&self) -> (u8, f64) {
         match self {
             Method::Janitor => (0, 0.0),
+            Method::JanitorFreed => (0, 1.0),
             Method::JanitorAt(s) => (1, s.parse().unwrap_or(f64::MAX)),
             Method::Pipeline => (2, 0.0),
             Method::Bound => (3, 0.0),
@@ -92,6 +101,7 @@ impl std::str::FromStr for Method {
     fn from_str(s: &str) -> Result<Method, String> {
         Ok(match s {
             "janitor" => Method::Janitor,
+            "janitor+freed" => Method::JanitorFreed,
             "pipeline" => Method::Pipeline,
             "bound" => Method::Bound,
             "scan" => Method::Scan,
@@ -102,7 +112,7 @@ impl std::str::FromStr for Method {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown method {s:?}: one of janitor, janitor@SHARE, pipeline, bound, scan, naive"
+                        "unknown method {s:?}: one of janitor, janitor+freed, janitor@SHARE, pipeline, bound, scan, naive"
                     ));
                 }
             },
@@ -159,7 +169,7 @@ pub fn run(
     job: &JobSetup,
 ) -> Result<Outcome, String> {
     match method {
-        Method::Janitor | Method::JanitorAt(_) => janitor(job),
+        Method::Janitor | Method::JanitorAt(_) | Method::JanitorFreed => janitor(job),
         Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
         Method::Bound => bound(conn).map_err(|e| format!("bound: {e}")),
         Method::Scan => scan(conn).map_err(|e| format!("scan: {e}")),
@@ -168,7 +178,7 @@ pub fn run(
 }
 
 /// Job environment variables that would override the command line's defaults.
-const JOB_ENV: [&str; 23] = [
+const JOB_ENV: [&str; 30] = [
     "REDIS_URL",
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
@@ -192,6 +202,13 @@ const JOB_ENV: [&str; 23] = [
     "JANITOR_PROGRESS_INTERVAL",
     "JANITOR_LOG_FORMAT",
     "JANITOR_OUTPUT",
+    "JANITOR_ESTIMATE_FREED",
+    "JANITOR_RESUME_MAX_AGE",
+    "JANITOR_RESTART",
+    "JANITOR_LOCK_TTL",
+    "JANITOR_NO_LOCK",
+    "JANITOR_MAX_KEYS",
+    "JANITOR_PUSHGATEWAY",
 ];
 
 /// Runs the job once (`redis-janitor run --url URL --output json` and its
