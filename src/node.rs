@@ -32,6 +32,7 @@ use crate::error::Error;
 use crate::exit::Stop;
 use crate::lease;
 use crate::pass::{self, Calls, End, Locked, Progress};
+use crate::progress::{self, Tables};
 use crate::rules::Rules;
 use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId};
 use crate::script::{Dialect, Layout, Mode, Script};
@@ -184,8 +185,13 @@ pub async fn clean(
     let mut backoff = backoff(task.retries);
     loop {
         let calls_before = outcome.progress.counts.batches;
-        // Every event of the node's work names the node.
-        let span = info_span!("node", address = %node.target.address());
+        // Every event of the node's work names the node; where bars are
+        // shown (a terminal), the span carries the node's progress bar.
+        let span = info_span!(
+            "node",
+            address = %node.target.address(),
+            indicatif.pb_show = tracing::field::Empty
+        );
         let end = clean_once(&node, context, &mut outcome, stop.clone())
             .instrument(span)
             .await;
@@ -378,6 +384,7 @@ async fn clean_once(
         claim: &claim,
         pass: pass_id.as_ref(),
         caps: context.caps,
+        tables: &prepared.tables,
     };
     let end = pass::run(
         conn.clone(),
@@ -518,6 +525,8 @@ struct Prepared {
     run_id: String,
     /// On a cluster node: a slot it serves now, for its state keys.
     slot: Option<u16>,
+    /// How it keeps its keys in hash tables, to read its cursors.
+    tables: Tables,
 }
 
 /// Everything before the first call, recorded in `outcome` as it is learnt.
@@ -560,9 +569,22 @@ async fn prepare(
         .load(conn)
         .await
         .map_err(|err| Command::ScriptLoad.advise(err))?;
-    let slot = match (&node.shard, mode) {
-        (Some(_), Mode::Write) => Some(topology::served_slot(conn, node, &server).await?),
-        _ => None,
+    // A cluster node's slots: the first holds the node's own keys, and on
+    // a node with one table per slot they tell how far a cursor has gone.
+    let per_slot = progress::per_slot(&info.software, &info.version);
+    let slots = match &node.shard {
+        Some(_) if mode == Mode::Write || per_slot => {
+            topology::served_slots(conn, node, &server).await?
+        }
+        _ => Vec::new(),
+    };
+    let slot = match mode {
+        Mode::Write => slots.first().map(|range| range.0),
+        Mode::ReadOnly => None,
+    };
+    let tables = match node.shard {
+        Some(_) => Tables::of_cluster_node(&info.software, &info.version, slots),
+        None => Tables::One,
     };
     info!(
         server = %info,
@@ -578,6 +600,7 @@ async fn prepare(
     Ok(Prepared {
         run_id: field(&server, "run_id").unwrap_or_default().to_string(),
         slot,
+        tables,
     })
 }
 
