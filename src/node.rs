@@ -32,6 +32,7 @@ use crate::error::Error;
 use crate::exit::Stop;
 use crate::lease;
 use crate::pass::{self, Calls, End, Locked, Progress};
+use crate::progress::Tables;
 use crate::rules::Rules;
 use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId, StateKeys};
 use crate::script::{Dialect, Layout, Mode, Script};
@@ -203,8 +204,13 @@ pub async fn clean(
     let mut backoff = backoff(task.retries);
     loop {
         let calls_before = outcome.progress.counts.batches;
-        // Every event of the node's work names the node.
-        let span = info_span!("node", address = %node.target.address());
+        // Every event of the node's work names the node; where bars are
+        // shown (a terminal), the span carries the node's progress bar.
+        let span = info_span!(
+            "node",
+            address = %node.target.address(),
+            indicatif.pb_show = tracing::field::Empty
+        );
         let end = clean_once(&node, context, &mut outcome, stop.clone())
             .instrument(span)
             .await;
@@ -411,6 +417,7 @@ async fn work(
         claim: &claim,
         pass: pass_id.as_ref(),
         caps: context.caps,
+        tables: &prepared.tables,
     };
     let end = pass::run(
         conn.clone(),
@@ -586,6 +593,8 @@ struct Prepared {
     run_id: String,
     /// On a cluster node: a slot it serves now, for its state keys.
     slot: Option<u16>,
+    /// How it keeps its keys in hash tables, to read its cursors.
+    tables: Tables,
 }
 
 /// Everything before the first call, recorded in `outcome` as it is learnt.
@@ -635,10 +644,17 @@ async fn prepare(
         .load(conn)
         .await
         .map_err(|err| Command::ScriptLoad.advise(err))?;
-    // A dry run reads the node's history there too.
-    let slot = match &node.shard {
-        Some(_) => Some(topology::served_slot(conn, node, &server).await?),
-        None => None,
+    // A cluster node's slots: the first holds the node's own keys (a dry
+    // run reads its history there), and on a node with one table per slot
+    // they tell how far a cursor has gone.
+    let slots = match &node.shard {
+        Some(_) => topology::served_slots(conn, node, &server).await?,
+        None => Vec::new(),
+    };
+    let slot = slots.first().map(|range| range.0);
+    let tables = match node.shard {
+        Some(_) => Tables::of_cluster_node(&info.software, &info.version, slots),
+        None => Tables::One,
     };
     info!(
         server = %info,
@@ -654,6 +670,7 @@ async fn prepare(
     Ok(Prepared {
         run_id: field(&server, "run_id").unwrap_or_default().to_string(),
         slot,
+        tables,
     })
 }
 

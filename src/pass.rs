@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{Level, debug, enabled, info, warn};
+use tracing::{Level, debug, enabled, warn};
 
 use crate::cap::Caps;
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
+use crate::progress::{Pace, Tables};
 use crate::rules::Rules;
 use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
 use crate::script::{Invoke, Layout, Mode, Script};
@@ -139,6 +140,9 @@ pub struct Calls<'a> {
     pub pass: Option<&'a PassId>,
     /// The run's caps, shared with its other nodes.
     pub caps: &'a Caps,
+    /// How the server keeps its keys in hash tables, which says how far a
+    /// cursor the calls return has gone.
+    pub tables: &'a Tables,
 }
 
 /// What a node's passes did, kept across its retries.
@@ -148,10 +152,11 @@ pub struct Progress {
     pub counts: Counts,
     /// Where the next call starts.
     pub cursor: u64,
+    /// The share of the keyspace the pass has covered, from 0 to 1 (when
+    /// it completes), read from the cursor.
+    pub done: f64,
     /// In a dry run, a few of the keys each rule would act on, in rule order.
     pub samples: Vec<Vec<Vec<u8>>>,
-    /// The share of the keyspace the pass has covered, from 0 to 1.
-    pub done: f64,
 }
 
 impl Progress {
@@ -160,8 +165,8 @@ impl Progress {
         Progress {
             counts: Counts::new(rules),
             cursor: 0,
-            samples: vec![Vec::new(); rules.rules.len()],
             done: 0.0,
+            samples: vec![Vec::new(); rules.rules.len()],
         }
     }
 }
@@ -180,6 +185,12 @@ pub async fn run(
     progress: &mut Progress,
 ) -> End {
     let now = Instant::now();
+    progress.done = calls.tables.share(progress.cursor);
+    let pace = Pace {
+        started: now,
+        from: progress.done,
+        scanned: progress.counts.keys_scanned,
+    };
     let mut pass = Pass {
         conn,
         rules,
@@ -188,7 +199,7 @@ pub async fn run(
         pacer: Pacer::new(options.limits, now),
         progress,
         run_started,
-        started: now,
+        pace,
         last_progress: now,
         last_sample: None,
         held_at: now,
@@ -211,8 +222,9 @@ struct Pass<'a> {
     progress: &'a mut Progress,
     /// When the run started, for `--max-runtime`.
     run_started: Instant,
-    /// When this pass started, for its rate.
-    started: Instant,
+    /// Where and when this pass started in this run, for its rate and the
+    /// time left.
+    pace: Pace,
     last_progress: Instant,
     last_sample: Option<(Instant, u64)>,
     /// When the lease was last renewed (by any call).
@@ -271,13 +283,16 @@ impl Pass<'_> {
             self.progress.counts.script_reloads += u64::from(resent);
             self.keep_samples(&reply, batch.report_keys);
             self.note_checkpoint(&reply);
+            self.progress.done = match reply.cursor {
+                0 => 1.0,
+                cursor => self.calls.tables.share(cursor),
+            };
             self.log_progress();
             self.progress.cursor = reply.cursor;
             if let Some(reached) = self.calls.caps.reached() {
                 return Err(Error::Capped(reached));
             }
             if reply.cursor == 0 {
-                self.progress.done = 1.0;
                 return Ok(None);
             }
         }
@@ -420,20 +435,18 @@ impl Pass<'_> {
         stop_due(&self.stop, self.options.max_runtime, self.run_started)
     }
 
+    /// Shows where the pass stands: on the node's progress bar after every
+    /// call (where bars are shown), in a log line every
+    /// `--progress-interval`.
     fn log_progress(&mut self) {
-        if self.last_progress.elapsed() < self.options.progress_interval {
-            return;
+        let snapshot = self
+            .pace
+            .snapshot(&self.progress.counts, self.progress.done);
+        snapshot.show();
+        if self.last_progress.elapsed() >= self.options.progress_interval {
+            self.last_progress = Instant::now();
+            snapshot.log();
         }
-        self.last_progress = Instant::now();
-        let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
-        let counts = &self.progress.counts;
-        info!(
-            keys_scanned = counts.keys_scanned,
-            keys_matched = counts.keys_matched,
-            keys_acted = counts.acted(),
-            keys_per_second = (counts.keys_scanned as f64 / elapsed).round(),
-            "progress"
-        );
     }
 }
 

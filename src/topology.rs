@@ -252,14 +252,16 @@ pub async fn new_primary(
     }
 }
 
-/// The first slot `node`'s shard serves now, as the node itself tells it
-/// (a resharding moves slots during a run), over `conn`; `server` is its
-/// `INFO server`. The node's own keys (lease, checkpoint) go to that slot.
-pub async fn served_slot(
+/// The slot ranges `node`'s shard serves now, inclusive and sorted, as the
+/// node itself tells it (a resharding moves slots during a run), over
+/// `conn`; `server` is its `INFO server`. The node's own keys (lease,
+/// checkpoint) go to the first slot; how far a pass has gone counts the
+/// slots.
+pub async fn served_slots(
     conn: &mut MultiplexedConnection,
     node: &Node,
     server: &str,
-) -> Result<u16, Error> {
+) -> Result<Vec<(u16, u16)>, Error> {
     let ids = node
         .shard
         .as_ref()
@@ -267,9 +269,14 @@ pub async fn served_slot(
         .unwrap_or_default();
     shards(conn, &node.target, server)
         .await?
-        .iter()
+        .into_iter()
         .find(|map| map.members.iter().any(|m| ids.contains(&m.id)))
-        .and_then(|map| map.slots.iter().map(|range| range.0).min())
+        .map(|map| {
+            let mut slots = map.slots;
+            slots.sort_unstable();
+            slots
+        })
+        .filter(|slots| !slots.is_empty())
         .ok_or_else(|| {
             Error::Unavailable(format!(
                 "{}'s shard serves no slot now (a resharding?)",

@@ -13,6 +13,7 @@ mod keys;
 mod lease;
 mod model;
 mod pass;
+mod progress;
 mod report;
 mod resilience;
 mod resume;
