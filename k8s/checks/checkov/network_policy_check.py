@@ -1,6 +1,6 @@
 """CKV_RJ_1: the job's NetworkPolicy allows no ingress at all (it serves
-nothing) and egress only to named ports (DNS and Redis), never to every port.
-checkov's built-in checks look at no NetworkPolicy."""
+nothing) and egress only to named ports (DNS, Redis, the Pushgateway), never
+to every port. checkov's built-in checks look at no NetworkPolicy."""
 
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.kubernetes.checks.resource.base_spec_check import BaseK8Check
