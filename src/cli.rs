@@ -17,6 +17,7 @@ use crate::lease::DEFAULT_LOCK_TTL;
 use crate::node::{DEFAULT_RETRIES, Task};
 use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
 use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
+use crate::push::{self, Gateway};
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
@@ -274,6 +275,59 @@ pub struct RunArgs {
     /// Format of the final report on stdout (json: exactly one object).
     #[arg(long, env = "JANITOR_OUTPUT", value_enum, default_value_t = FormatArg::Text)]
     pub output: FormatArg,
+
+    /// Push the run's metrics to this Prometheus Pushgateway at the end of
+    /// every run, with one PUT: http[s]://[user[:password]@]host[:port][/path]
+    /// (see docs/metrics.md). A failed push is logged, and never changes the
+    /// exit code.
+    #[arg(
+        long,
+        env = "JANITOR_PUSHGATEWAY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub pushgateway: Option<String>,
+
+    /// The grouping key's instance the metrics are pushed under (default:
+    /// the Redis address without credentials: the first seed's host:port,
+    /// or the Sentinel service's name).
+    #[arg(
+        long,
+        env = "JANITOR_PUSHGATEWAY_INSTANCE",
+        value_name = "NAME",
+        requires = "pushgateway"
+    )]
+    pub pushgateway_instance: Option<String>,
+
+    /// The Pushgateway's basic auth user; replaces the URL's.
+    #[arg(
+        long,
+        env = "JANITOR_PUSHGATEWAY_USERNAME",
+        value_name = "USER",
+        requires = "pushgateway"
+    )]
+    pub pushgateway_username: Option<String>,
+
+    /// File holding the Pushgateway's basic auth password (e.g. a mounted
+    /// Secret); replaces the URL's.
+    #[arg(
+        long,
+        env = "JANITOR_PUSHGATEWAY_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "pushgateway"
+    )]
+    pub pushgateway_password_file: Option<PathBuf>,
+
+    /// How long the push may take, from connecting to the Pushgateway's
+    /// answer.
+    #[arg(
+        long,
+        env = "JANITOR_PUSHGATEWAY_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = positive_duration,
+        default_value_t = HumanDuration(push::DEFAULT_TIMEOUT)
+    )]
+    pub pushgateway_timeout: HumanDuration,
 }
 
 impl RunArgs {
@@ -318,6 +372,28 @@ impl RunArgs {
                 retries: self.retries,
             },
         })
+    }
+
+    /// Where to push the run's metrics, checked before any connection;
+    /// `None` without `--pushgateway`. The instance defaults to `source`'s
+    /// address.
+    pub fn pushgateway(&self, source: &Source) -> Result<Option<Gateway>, Error> {
+        let Some(url) = &self.pushgateway else {
+            return Ok(None);
+        };
+        let options = push::Options {
+            url,
+            instance: self.pushgateway_instance.clone(),
+            username: self.pushgateway_username.clone(),
+            password: self
+                .pushgateway_password_file
+                .as_deref()
+                .map(read_password)
+                .transpose()
+                .map_err(|err| Error::Usage(format!("--pushgateway-password-file: {err}")))?,
+            timeout: self.pushgateway_timeout.0,
+        };
+        Gateway::new(options, source).map(Some)
     }
 
     /// `--lock-ttl`, at least [`MIN_LOCK_TTL`].

@@ -4,6 +4,7 @@
 //! too, never a panic.
 
 use std::io::Write;
+use std::time::SystemTime;
 
 use tracing::error;
 
@@ -15,7 +16,7 @@ use crate::pass::End;
 use crate::report::{Format, Report};
 use crate::script::protocol::RESERVED_PREFIX;
 use crate::script::{Dialect, Script};
-use crate::{run, shutdown};
+use crate::{metrics, push, run, shutdown};
 
 /// Runs the subcommand `cli` names and returns the exit code; a failure is
 /// reported on stderr first.
@@ -40,6 +41,7 @@ pub fn main(cli: &Cli) -> Exit {
 fn run(args: &RunArgs) -> Result<Exit, Error> {
     let redis_host = std::env::var("REDIS_HOST").ok();
     let settings = args.settings(redis_host.as_deref())?;
+    let pushgateway = args.pushgateway(&settings.source)?;
     // One thread is enough: the job mostly waits on its connections, and on
     // a shared node the other cores are better left to Redis and its clients.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -52,10 +54,26 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
         Ok::<_, Error>(run::run(&settings, stop).await)
     })?;
     let report = Report::new(&outcome, &settings.task);
-    print(&match args.output.into() {
+    let printed = print(&match args.output.into() {
         Format::Json => format!("{}\n", report.to_json()),
         Format::Text => report.to_text(),
-    })?;
+    });
+    // Every run that got this far pushes its metrics, after its report,
+    // whatever its ending: the push's own failure is only logged.
+    if let Some(gateway) = &pushgateway {
+        let exit = match &printed {
+            Ok(()) => outcome.exit(),
+            Err(err) => err.exit_code(),
+        };
+        let run = metrics::Run {
+            outcome: &outcome,
+            task: &settings.task,
+            exit,
+            ended: SystemTime::now(),
+        };
+        push::push(gateway, &run);
+    }
+    printed?;
     match outcome.into_end() {
         End::Failed(err) => Err(err),
         end => Ok(end.exit()),

@@ -31,6 +31,8 @@
 //! - [`run`]: one run: its nodes cleaned at once, and how their outcomes
 //!   merge
 //! - [`report`]: the run's report, as text or JSON
+//! - [`metrics`]: the run's metrics for Prometheus, in the text format
+//! - [`push`]: the one PUT of those metrics to a Pushgateway
 //! - [`shutdown`]: SIGTERM/SIGINT as a stop request
 //! - [`logging`]: text or JSON logs on stderr
 //! - [`cli`], [`command`]: the command line (clap lives there only), the
@@ -47,10 +49,12 @@ pub mod exit;
 pub mod glob;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod pacer;
 pub mod pass;
 pub mod progress;
+pub mod push;
 pub mod report;
 pub mod rules;
 pub mod run;

@@ -11,6 +11,7 @@ mod fuzz;
 mod glob;
 mod keys;
 mod lease;
+mod metrics;
 mod model;
 mod pass;
 mod progress;

@@ -6,7 +6,8 @@
 //! Modelled on redis-rs's `redis-test/src/server.rs` and
 //! `redis/tests/support/mod.rs`. Nothing here ever talks to 127.0.0.1:6379.
 //! Certificates and a TLS server serving them, with or without mutual TLS,
-//! are in [`tls`].
+//! are in [`tls`]; a real Pushgateway, and a stand-in HTTP server, in
+//! `pushgateway`.
 
 #![allow(dead_code)]
 
@@ -28,10 +29,12 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod pushgateway;
 mod restart;
 mod runs;
 mod sentinel;
 pub use cluster::*;
+pub use pushgateway::*;
 pub use restart::*;
 pub use runs::*;
 pub use sentinel::*;
@@ -339,6 +342,15 @@ const SCRUBBED_ENV: &[&str] = &[
     "REDIS_TLS_SERVER_NAME",
     "REDIS_TLS_INSECURE",
     "RUST_LOG",
+    // The push to a Pushgateway honours proxies; the tests' are on loopback.
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 /// Builder over `std::process::Command` for the `redis-janitor` binary.
