@@ -22,6 +22,8 @@
 //! - [`cap`]: the caps on the keys a run acts on, shared by its nodes
 //! - [`pacer`]: the size of each call, and the pauses between calls (share
 //!   of Redis's time, rate limit)
+//! - [`replica`]: the replicas' lag behind a primary, which pauses a
+//!   writing pass (`--max-replica-lag`)
 //! - [`pass`]: one pass over one node: script calls from its start cursor
 //!   back to 0, under the lease
 //! - [`node`]: one node's work: INFO checks, variant, probes, load, lease,
@@ -48,6 +50,7 @@ pub mod logging;
 pub mod node;
 pub mod pacer;
 pub mod pass;
+pub mod replica;
 pub mod report;
 pub mod rules;
 pub mod run;

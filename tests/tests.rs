@@ -13,6 +13,7 @@ mod keys;
 mod lease;
 mod model;
 mod pass;
+mod replica;
 mod resilience;
 mod resume;
 mod rules;
