@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::connection::{DEFAULT_TIMEOUT, Target, read_password};
@@ -18,6 +19,7 @@ use crate::node::{DEFAULT_RETRIES, Task};
 use crate::pacer::{DEFAULT_MAX_CALL_TIME, DEFAULT_MAX_KEYS, DEFAULT_MAX_SERVER_SHARE, Limits};
 use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::push::{self, Gateway};
+use crate::replica::DEFAULT_MAX_REPLICA_LAG;
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
@@ -197,6 +199,20 @@ pub struct RunArgs {
     )]
     pub rate_limit: Option<u32>,
 
+    /// Pause the calls while a replica lags more than this far behind the
+    /// primary (bytes of the replication stream it has not acknowledged:
+    /// 16MiB, 512KB, 1GB; MB is 10^6 bytes, MiB 2^20), or `off`. Replicas
+    /// acknowledge about once a second, so keep it well above a second of
+    /// the pass's writes. Dry runs never pause.
+    #[arg(
+        long,
+        env = "JANITOR_MAX_REPLICA_LAG",
+        value_name = "SIZE",
+        default_value_t = ReplicaLag(Some(DEFAULT_MAX_REPLICA_LAG)),
+        value_parser = replica_lag
+    )]
+    pub max_replica_lag: ReplicaLag,
+
     /// Stop cleanly after this long (e.g. 4m30s); the report then says
     /// "complete": false and the exit code is still 0.
     #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION")]
@@ -364,6 +380,7 @@ impl RunArgs {
                     max_runtime: self.max_runtime.map(|d| d.0),
                     progress_interval: self.progress_interval.0,
                     estimate_freed: self.estimate_freed,
+                    max_replica_lag: self.max_replica_lag.0,
                 },
                 lock_ttl: (!self.no_lock).then_some(self.lock_ttl()?),
                 resume_max_age: self.resume_max_age.0,
@@ -474,6 +491,45 @@ fn positive_duration(text: &str) -> Result<HumanDuration, String> {
     }
 }
 
+/// `--max-replica-lag`: a size in bytes, or `off` (`None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaLag(pub Option<u64>);
+
+impl fmt::Display for ReplicaLag {
+    /// `off`, or the size as it is written: in the largest binary unit
+    /// that divides it (`16MiB`), else in bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(bytes) = self.0 else {
+            return f.write_str("off");
+        };
+        let units = [
+            ("GiB", bytesize::GIB),
+            ("MiB", bytesize::MIB),
+            ("KiB", bytesize::KIB),
+        ];
+        match units
+            .iter()
+            .find(|(_, size)| bytes >= *size && bytes % size == 0)
+        {
+            Some((unit, size)) => write!(f, "{}{unit}", bytes / size),
+            None => write!(f, "{bytes}"),
+        }
+    }
+}
+
+/// A replica lag bound: `off`, or a size of at least one byte (`16MiB`,
+/// `512KB`, `1048576`).
+fn replica_lag(text: &str) -> Result<ReplicaLag, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(ReplicaLag(None));
+    }
+    match text.trim().parse::<ByteSize>() {
+        Ok(ByteSize(0)) => Err("must be at least 1 byte, or off".into()),
+        Ok(ByteSize(bytes)) => Ok(ReplicaLag(Some(bytes))),
+        Err(_) => Err("a size like 16MiB, 512KB or 1048576 (bytes), or off".into()),
+    }
+}
+
 /// A share of Redis's time: more than 0, at most 1.
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -506,6 +562,42 @@ mod tests {
         assert!(!settings.task.restart);
         assert_eq!(settings.task.max_keys, None);
         assert_eq!(settings.task.retries, DEFAULT_RETRIES);
+        assert_eq!(pass.max_replica_lag, Some(DEFAULT_MAX_REPLICA_LAG));
+        assert_eq!(
+            ReplicaLag(Some(DEFAULT_MAX_REPLICA_LAG)).to_string(),
+            "16MiB"
+        );
+    }
+
+    #[test]
+    fn a_replica_lag_shows_as_it_is_written_and_reads_back() {
+        for (bytes, shown) in [
+            (Some(16 << 20), "16MiB"),
+            (Some(512 * 1024), "512KiB"),
+            (Some(3 << 30), "3GiB"),
+            (Some(1536 * 1024 * 1024), "1536MiB"),
+            (Some(16_000_000), "15625KiB"),
+            (Some(1000), "1000"),
+            (None, "off"),
+        ] {
+            assert_eq!(ReplicaLag(bytes).to_string(), shown);
+            assert_eq!(replica_lag(shown), Ok(ReplicaLag(bytes)), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_replica_lag_is_a_size_in_si_or_binary_units_or_off() {
+        let lag = |text| replica_lag(text).map(|lag| lag.0);
+        assert_eq!(lag("16MB"), Ok(Some(16_000_000)));
+        assert_eq!(lag("16mb"), Ok(Some(16_000_000)));
+        assert_eq!(lag("512KiB"), Ok(Some(512 * 1024)));
+        assert_eq!(lag("1.5 GiB"), Ok(Some(3 << 29)));
+        assert_eq!(lag("1048576"), Ok(Some(1 << 20)));
+        assert_eq!(lag("off"), Ok(None));
+        assert_eq!(lag("OFF"), Ok(None));
+        for bad in ["0", "0MB", "-1MB", "16 parsecs", "", "lots"] {
+            assert!(lag(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   of Redis's time, rate limit)
 //! - [`progress`]: the share of the keyspace a SCAN cursor has covered,
 //!   the time left, and the progress lines or bars that show them
+//! - [`replica`]: the replicas' lag behind a primary, which pauses a
+//!   writing pass (`--max-replica-lag`)
 //! - [`pass`]: one pass over one node: script calls from its start cursor
 //!   back to 0, under the lease
 //! - [`node`]: one node's work: INFO checks, variant, probes, load, lease,
@@ -55,6 +57,7 @@ pub mod pacer;
 pub mod pass;
 pub mod progress;
 pub mod push;
+pub mod replica;
 pub mod report;
 pub mod rules;
 pub mod run;

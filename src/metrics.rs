@@ -242,9 +242,7 @@ fn replica_pause(metrics: &Metrics, nodes: &[NodeOutcome]) -> Result<(), prometh
         &["node"],
     )?;
     for node in nodes {
-        // TODO(lead): the node's replica pause (the replica helper's
-        // `replica_pause` Duration, in seconds); 0 until it is merged.
-        let paused = 0.0;
+        let paused = node.progress.replica_pause.as_secs_f64();
         vec.with_label_values(&[&node.address]).inc_by(paused);
     }
     metrics.0.register(Box::new(vec))
@@ -289,9 +287,7 @@ const NODE_GAUGES: [NodeGauge; 8] = [
     (
         "redis_janitor_server_share_ratio",
         "Share of Redis's time the job's calls took over the node's work.",
-        // TODO(lead): the node's server share from the pacer's accounting
-        // (the replica helper's `server_share`); 0 until it is merged.
-        |node| node.start.is_some().then_some(0.0),
+        |node| node.progress.server_share(),
     ),
     (
         "redis_janitor_last_success_timestamp_seconds",
@@ -421,6 +417,9 @@ mod tests {
         counts.capped[2] = 6;
         counts.freed_bytes = 1000 * n;
         node.progress.done = 1.0;
+        node.progress.replica_pause = Duration::from_millis(250 * n);
+        node.progress.held = Duration::from_millis(100);
+        node.progress.elapsed = Duration::from_millis(400 * n);
         node.retries = 2;
         node.failovers = vec![Failover {
             from: "old:1".into(),
@@ -538,14 +537,14 @@ mod tests {
             assert_eq!(at("retries_total"), 2.0);
             assert_eq!(at("failovers_total"), 1.0);
             assert_eq!(at("estimated_freed_bytes_total"), 1000.0 * n);
-            assert_eq!(at("replica_pause_seconds_total"), 0.0);
+            assert_eq!(at("replica_pause_seconds_total"), 0.25 * n);
             assert_eq!(at("node_duration_seconds"), 1.5);
             assert_eq!(at("pass_complete"), 1.0);
             assert_eq!(at("pass_resumed"), 1.0);
             assert_eq!(at("pass_locked"), 0.0);
             assert_eq!(at("pass_started_timestamp_seconds"), 1_700_000_000.25);
             assert_eq!(at("pass_progress_ratio"), 1.0);
-            assert_eq!(at("server_share_ratio"), 0.0);
+            assert_eq!(at("server_share_ratio"), 0.25 / n);
             assert_eq!(at("last_success_timestamp_seconds"), 1_700_000_100.5);
             let per = |name: &str, labels: &str| {
                 value(&s, &format!("redis_janitor_{name}{{{labels},node={node}}}"))

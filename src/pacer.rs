@@ -24,7 +24,12 @@
 //! the time a call waited behind other clients is not the job's, and a call
 //! never counts for more than the job's view of it.
 //! `--rate-limit` spaces the calls so the pass looks at no more keys per
-//! second than asked. The two combine: a call waits for both.
+//! second than asked. The two combine: a call waits for both. A pause of the
+//! whole pass (for lagging replicas) is not made up for after it: the rate
+//! counts from the pass's start, less its pauses.
+//!
+//! The time the pacer charges each call is also what the report shows as
+//! the job's share of Redis's time: [`Pacer::held`] adds it up.
 //!
 //! Every method takes the time as an argument, so the tests run it on a
 //! clock of their own.
@@ -109,7 +114,8 @@ pub struct Pacer {
     micros_per_key: Option<f64>,
     /// Moving average of the scan's share of a call's time.
     scan_share: f64,
-    /// When the pass started: the rate limit counts from here.
+    /// When the pass started, moved later by its pauses: the rate limit
+    /// counts from here.
     started: Instant,
     /// Keys the calls so far looked at.
     looked_at: u64,
@@ -117,6 +123,8 @@ pub struct Pacer {
     share_allows: Instant,
     /// What a call costs Redis beyond the script's own clock.
     overhead: Overhead,
+    /// What the calls so far held Redis for, as the share charged them.
+    held: Duration,
 }
 
 /// What Redis spends on each call beyond what the script's own clock says:
@@ -197,6 +205,7 @@ impl Pacer {
             looked_at: 0,
             share_allows: now,
             overhead: Overhead::default(),
+            held: Duration::ZERO,
         }
     }
 
@@ -225,7 +234,8 @@ impl Pacer {
     pub fn record(&mut self, reply: &Reply, sent: Instant, received: Instant) {
         self.looked_at += reply.looked_at;
         let share = self.limits.max_server_share;
-        let held = self.held(reply, received.saturating_duration_since(sent));
+        let held = self.charge(reply, received.saturating_duration_since(sent));
+        self.held += held;
         // The period runs from when the last one ended, or from when this
         // call went out if that is later; but a call that went out at most
         // CATCH_UP late keeps to the schedule, so that the timer's late
@@ -246,10 +256,24 @@ impl Pacer {
 
     /// How long a call that took `round_trip` in the job's view held Redis:
     /// the script's clock plus the overhead per call, at most `round_trip`.
-    fn held(&mut self, reply: &Reply, round_trip: Duration) -> Duration {
+    fn charge(&mut self, reply: &Reply, round_trip: Duration) -> Duration {
         let script = Duration::from_micros(reply.micros);
         self.overhead.record(script, round_trip);
         (script + self.overhead.per_call()).min(round_trip)
+    }
+
+    /// What the calls so far held Redis for, each as `--max-server-share`
+    /// charged it: the script's clock plus the overhead per call, at most
+    /// the job's view of the call.
+    pub fn held(&self) -> Duration {
+        self.held
+    }
+
+    /// Notes that the pass paused for `pause` (its replicas lagged): the
+    /// rate limit does not let the calls after it catch up on the keys the
+    /// pause did not look at.
+    pub fn paused(&mut self, pause: Duration) {
+        self.started += pause;
     }
 
     /// Notes that the last call was sent again as text after NOSCRIPT.
@@ -582,6 +606,7 @@ mod tests {
         pacer.record(&reply(100, 800, 1000), start, start + us(1500));
         // Before a measurement: 1 ms + 0.5 ms, a period of 3 ms.
         assert_eq!(pacer.next_call_at(), start + us(3000));
+        assert_eq!(pacer.held(), us(1500));
         pacer.calibrate(CallStats {
             calls: 1,
             usec: 1100,
@@ -590,6 +615,55 @@ mod tests {
         pacer.record(&reply(100, 800, 1000), sent, sent + us(1500));
         // After it: 1 ms + 0.1 ms, a period of 2.2 ms.
         assert_eq!(pacer.next_call_at(), sent + us(2200));
+        assert_eq!(pacer.held(), us(1500) + us(1100));
+    }
+
+    #[test]
+    fn the_time_held_adds_up_what_the_share_charged_each_call() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(limits(10_000, None, 0.25), start);
+        assert_eq!(pacer.held(), Duration::ZERO);
+        let calls: Vec<Call> = (0..400)
+            .map(|i| Call {
+                script: us(500 + i % 7 * 100),
+                waited: Duration::ZERO,
+            })
+            .collect();
+        let spans = simulate(&mut pacer, start, &calls);
+        let held: Duration = spans.iter().map(|&(from, to)| to - from).sum();
+        assert_eq!(pacer.held(), held);
+        // Over the pass, that is the share asked: what the report shows.
+        let end = spans.last().unwrap().1;
+        let share = pacer.held().as_secs_f64() / (end - start).as_secs_f64();
+        assert!((share - 0.25).abs() < 0.01, "{share}");
+        // A call that waited 5 ms behind other clients is charged its own
+        // time, not theirs.
+        simulate(
+            &mut pacer,
+            end,
+            &[Call {
+                script: us(1000),
+                waited: Duration::from_millis(5),
+            }],
+        );
+        assert_eq!(pacer.held(), held + us(1000) + SET_UP);
+    }
+
+    #[test]
+    fn a_pause_of_the_pass_is_not_made_up_for_under_the_rate_limit() {
+        let started = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut pacer = Pacer::new(limits(1000, Some(1000), 1.0), started);
+        // 1000 keys at 1000 keys/s: the next call 1 s after the start.
+        pacer.record(&reply(1000, 10, 20), started, started + us(20));
+        assert_eq!(pacer.next_call_at(), started + second);
+        // The pass paused 5 s for its replicas: the next call still waits
+        // its second, counted without the pause, instead of going at once
+        // and the ones after it in a burst.
+        pacer.paused(5 * second);
+        assert_eq!(pacer.next_call_at(), started + 6 * second);
+        // The time held is the calls', not the pause's.
+        assert_eq!(pacer.held(), us(20));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! paced by what the calls report. Each writing call holds the run's lease
 //! and saves the checkpoint in the same atomic call as its work; between
 //! calls far apart the lease is renewed. The pass takes its stop signal as a
-//! parameter, so a graceful stop is testable.
+//! parameter, so a graceful stop is testable. A writing pass on a primary
+//! also watches its replicas' lag, and pauses its calls while the slowest
+//! lags more than `--max-replica-lag` (see `replica`).
 //!
 //! Memory stays flat in the size of the keyspace: the pass holds one call's
 //! arguments and reply (and, in a dry run, a few sample keys per rule).
@@ -16,13 +18,14 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use tokio::sync::watch;
-use tracing::{Level, debug, enabled, warn};
+use tracing::{Level, debug, enabled, info, warn};
 
 use crate::cap::Caps;
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::progress::{Pace, Tables};
+use crate::replica::{self, Lag};
 use crate::rules::Rules;
 use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
 use crate::script::{Invoke, Layout, Mode, Script};
@@ -60,6 +63,10 @@ pub struct Options {
     pub progress_interval: Duration,
     /// Whether the calls estimate the bytes their deletes give back.
     pub estimate_freed: bool,
+    /// Pause a writing pass's calls while a replica lags more than this
+    /// many bytes of the replication stream (`--max-replica-lag`); `None`:
+    /// never.
+    pub max_replica_lag: Option<u64>,
 }
 
 /// How a pass, a node's work or a run ended: one of three, so a report
@@ -157,6 +164,12 @@ pub struct Progress {
     pub done: f64,
     /// In a dry run, a few of the keys each rule would act on, in rule order.
     pub samples: Vec<Vec<Vec<u8>>>,
+    /// How long the calls held Redis, as `--max-server-share` charged them.
+    pub held: Duration,
+    /// How long the passes ran, from their first call's wait to their end.
+    pub elapsed: Duration,
+    /// How long the calls were paused for lagging replicas.
+    pub replica_pause: Duration,
 }
 
 impl Progress {
@@ -167,7 +180,16 @@ impl Progress {
             cursor: 0,
             done: 0.0,
             samples: vec![Vec::new(); rules.rules.len()],
+            held: Duration::ZERO,
+            elapsed: Duration::ZERO,
+            replica_pause: Duration::ZERO,
         }
+    }
+
+    /// The share of Redis's time the calls took while the passes ran
+    /// (their pauses included); `None` before a pass ran.
+    pub fn server_share(&self) -> Option<f64> {
+        (!self.elapsed.is_zero()).then(|| self.held.as_secs_f64() / self.elapsed.as_secs_f64())
     }
 }
 
@@ -206,7 +228,10 @@ pub async fn run(
         sampling_calls: 0,
         stop,
     };
-    match pass.drive().await {
+    let driven = pass.drive().await;
+    pass.progress.held += pass.pacer.held();
+    pass.progress.elapsed += pass.pace.started.elapsed();
+    match driven {
         Ok(None) => End::Complete,
         Ok(Some(stop)) => End::Stopped(stop),
         Err(err) => End::Failed(err),
@@ -246,8 +271,10 @@ impl Pass<'_> {
             if let Some(reached) = self.calls.caps.reached() {
                 return Err(Error::Capped(reached));
             }
-            if self.sample_due() {
-                self.sample().await?;
+            if self.sample_due()
+                && let Some(stop) = self.sample().await?
+            {
+                return Ok(Some(stop));
             }
             let turn = self.calls.caps.turn().await;
             let batch = Batch {
@@ -342,6 +369,13 @@ impl Pass<'_> {
     /// when the wait outlasts a third of it. Returns the stop instead if
     /// one comes first (a signal, or `--max-runtime`).
     async fn wait_for_turn(&mut self) -> Result<Option<Stop>, Error> {
+        let at = self.pacer.next_call_at();
+        self.wait_until(at).await
+    }
+
+    /// Waits until `at`, renewing the lease when the wait outlasts a third
+    /// of it. Returns the stop instead if one comes first.
+    async fn wait_until(&mut self, at: Instant) -> Result<Option<Stop>, Error> {
         let deadline = self.options.max_runtime.map(|max| self.run_started + max);
         loop {
             if let Some(stop) = self.stop_requested() {
@@ -352,7 +386,6 @@ impl Pass<'_> {
                 self.renew().await?;
                 continue;
             }
-            let at = self.pacer.next_call_at();
             if at <= Instant::now() {
                 return Ok(None);
             }
@@ -392,27 +425,98 @@ impl Pass<'_> {
     }
 
     /// Samples the server: its command statistics for the pacer and, for a
-    /// writing pass on a cluster node, its role. A cluster node that became
-    /// a replica (a failover) fails the pass with [`Error::Replica`]; on
-    /// Redis 7 the script's flags refuse the call on a replica anyway, but
-    /// Redis 6.2 would run it, and every key would be refused.
-    async fn sample(&mut self) -> Result<(), Error> {
+    /// writing pass, its replication: on a cluster node its role, and its
+    /// replicas' lag, which pauses the calls while it exceeds the bound. A
+    /// cluster node that became a replica (a failover) fails the pass with
+    /// [`Error::Replica`]; on Redis 7 the script's flags refuse the call on
+    /// a replica anyway, but Redis 6.2 would run it, and every key would be
+    /// refused. Returns the stop that came during a pause.
+    async fn sample(&mut self) -> Result<Option<Stop>, Error> {
         self.last_sample = Some((Instant::now(), self.progress.counts.batches));
         self.sample_call_stats().await;
         let script = self.calls.script;
-        if script.layout == Layout::Cluster && script.mode == Mode::Write {
-            let replication: String = redis::cmd("INFO")
-                .arg("replication")
-                .query_async(&mut self.conn)
-                .await
-                .map_err(|err| Error::from_redis("INFO replication", &err))?;
-            if field(&replication, "role") == Some("slave") {
-                return Err(Error::Replica(
-                    "the cluster node is a replica now (a failover)".to_string(),
-                ));
-            }
+        let cluster = script.layout == Layout::Cluster;
+        let bound = self.options.max_replica_lag;
+        // A dry run writes nothing for replicas to follow (and may read
+        // from one): it never watches them.
+        if script.mode != Mode::Write || (!cluster && bound.is_none()) {
+            return Ok(None);
         }
-        Ok(())
+        let replication = match self.replication().await {
+            Ok(replication) => replication,
+            Err(err) if cluster => return Err(Error::from_redis("INFO replication", &err)),
+            Err(err) => {
+                debug!(error = %err, "no replication information: the replicas' lag is not watched");
+                return Ok(None);
+            }
+        };
+        if cluster && field(&replication, "role") == Some("slave") {
+            return Err(Error::Replica(
+                "the cluster node is a replica now (a failover)".to_string(),
+            ));
+        }
+        match (bound, Lag::worst(&replication)) {
+            (Some(bound), Some(lag)) if lag.bytes > bound => {
+                self.wait_for_replicas(lag, bound).await
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `INFO replication`.
+    async fn replication(&mut self) -> Result<String, redis::RedisError> {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut self.conn)
+            .await
+    }
+
+    /// Pauses the calls while the slowest replica, `lag` behind now, lags
+    /// more than `bound` bytes, reading the lag again every
+    /// [`replica::RECHECK_INTERVAL`]; the lease is renewed meanwhile, and
+    /// a signal or `--max-runtime` ends the pause and the pass. A lag that
+    /// cannot be read any more ends the pause. The pause is counted in the
+    /// node's progress.
+    async fn wait_for_replicas(&mut self, lag: Lag, bound: u64) -> Result<Option<Stop>, Error> {
+        let started = Instant::now();
+        info!(
+            replica = %lag.replica,
+            lag_bytes = lag.bytes,
+            max_replica_lag_bytes = bound,
+            "a replica lags behind: calls paused until it is within --max-replica-lag"
+        );
+        let ended = loop {
+            match self
+                .wait_until(Instant::now() + replica::RECHECK_INTERVAL)
+                .await
+            {
+                Ok(None) => {}
+                stopped => break stopped,
+            }
+            match self.replication().await {
+                Ok(info) if Lag::worst(&info).is_some_and(|lag| lag.bytes > bound) => {}
+                Ok(_) => break Ok(None),
+                Err(err) => {
+                    debug!(error = %err, "no replication information: the calls resume");
+                    break Ok(None);
+                }
+            }
+        };
+        let paused = started.elapsed();
+        self.progress.replica_pause += paused;
+        self.pacer.paused(paused);
+        let seconds = paused.as_secs_f64();
+        match ended {
+            Ok(None) => info!(
+                paused_seconds = seconds,
+                "the replicas caught up: calls resumed"
+            ),
+            _ => info!(
+                paused_seconds = seconds,
+                "the pass stops while paused for its replicas"
+            ),
+        }
+        ended
     }
 
     /// Gives the pacer Redis's statistics of the command that runs the

@@ -36,6 +36,9 @@ pub struct Report<'a> {
     totals: Tally<'a>,
     /// Wall time of the run, in seconds.
     duration_seconds: f64,
+    /// How long the nodes' calls were paused for lagging replicas, in
+    /// seconds, added up.
+    replica_pause_seconds: f64,
     /// The script the (first) node ran, once it was chosen for the server.
     script: Option<ScriptInfo<'a>>,
     /// The (first) server, once it answered `INFO`.
@@ -67,6 +70,11 @@ struct ServerReport<'a> {
     tally: Tally<'a>,
     /// How long the node's work took, in seconds.
     duration_seconds: f64,
+    /// How long its calls were paused for lagging replicas, in seconds.
+    replica_pause_seconds: f64,
+    /// The share of the server's time its calls took while its passes ran,
+    /// as `--max-server-share` counts it; `null` before a pass ran.
+    server_share: Option<f64>,
     /// The script it ran.
     script: Option<ScriptInfo<'a>>,
     /// The failovers its pass followed, each restarting it from cursor 0
@@ -261,6 +269,11 @@ impl<'a> Report<'a> {
             dry_run,
             totals,
             duration_seconds: outcome.duration.as_secs_f64(),
+            replica_pause_seconds: outcome
+                .nodes
+                .iter()
+                .map(|node| node.progress.replica_pause.as_secs_f64())
+                .sum(),
             script: first.and_then(|n| n.script.as_ref()).map(ScriptInfo::of),
             server: first.and_then(|n| n.server.as_ref()),
             servers: outcome
@@ -322,6 +335,9 @@ impl<'a> Report<'a> {
             if let Some(locked) = server.locked {
                 text += &format!("    locked        by {locked}\n");
             }
+            if let Some(share) = server.server_share {
+                text += &format!("    server share  {:.1}%\n", share * 100.0);
+            }
             for failover in server.failovers {
                 text += &format!(
                     "    failover      from {} to {}: the pass started again from cursor 0\n",
@@ -347,6 +363,12 @@ impl<'a> Report<'a> {
         text += &format!("  keys matched    {}\n", totals.keys_matched);
         text += &format!("  batches         {}\n", totals.batches);
         text += &format!("  duration        {:.3}s\n", self.duration_seconds);
+        if self.replica_pause_seconds > 0.0 {
+            text += &format!(
+                "  replica pause   {:.3}s (calls paused for lagging replicas)\n",
+                self.replica_pause_seconds
+            );
+        }
         let verb = if self.dry_run {
             "would act on"
         } else {
@@ -391,6 +413,8 @@ impl<'a> ServerReport<'a> {
             status: Status(&node.end),
             tally: Tally::new(&node.progress.counts, task),
             duration_seconds: node.duration.as_secs_f64(),
+            replica_pause_seconds: node.progress.replica_pause.as_secs_f64(),
+            server_share: node.progress.server_share(),
             script: node.script.as_ref().map(ScriptInfo::of),
             failovers: &node.failovers,
             retries: node.retries,
@@ -513,6 +537,30 @@ mod tests {
         assert_eq!(servers[1]["failovers"][0]["from"], "old:1");
         assert_eq!(servers[1]["failovers"][0]["to"], "h:1");
         assert_eq!(report["server"]["address"], "h:0");
+    }
+
+    #[test]
+    fn replica_pauses_add_up_and_each_server_has_its_share_of_redis() {
+        let mut run = outcome(vec![End::Complete, End::Complete]);
+        run.nodes[0].progress.replica_pause = Duration::from_millis(1500);
+        run.nodes[1].progress.replica_pause = Duration::from_millis(500);
+        run.nodes[0].progress.held = Duration::from_millis(250);
+        run.nodes[0].progress.elapsed = Duration::from_secs(1);
+        let report = json(&run);
+        assert_eq!(report["replica_pause_seconds"], 2.0);
+        assert_eq!(report["servers"][0]["replica_pause_seconds"], 1.5);
+        assert_eq!(report["servers"][1]["replica_pause_seconds"], 0.5);
+        assert_eq!(report["servers"][0]["server_share"], 0.25);
+        // No pass ran on it: no share to tell.
+        assert!(report["servers"][1]["server_share"].is_null());
+        let text = Report::new(&run, &task(&[])).to_text();
+        assert!(
+            text.contains("  replica pause   2.000s (calls paused for lagging replicas)\n"),
+            "{text}"
+        );
+        assert!(text.contains("    server share  25.0%\n"), "{text}");
+        let calm = Report::new(&outcome(vec![End::Complete]), &task(&[])).to_text();
+        assert!(!calm.contains("replica pause"), "{calm}");
     }
 
     #[test]

@@ -224,8 +224,10 @@ fn assert_node_metrics(m: &Exposition, server: &Json) {
         m.find("redis_janitor_keys_capped_total", &node).len(),
         rules
     );
-    // The replica pause and the server share: TODO(lead), see metrics.rs.
-    assert!(value("replica_pause_seconds_total") >= 0.0);
+    assert_eq!(
+        value("replica_pause_seconds_total"),
+        number(&server["replica_pause_seconds"])
+    );
     let flag = |yes: bool| if yes { 1.0 } else { 0.0 };
     let complete = server["complete"] == true;
     assert_eq!(value("pass_complete"), flag(complete));
@@ -243,7 +245,8 @@ fn assert_node_metrics(m: &Exposition, server: &Json) {
                 assert_eq!(progress, 1.0);
             }
             let share = value("server_share_ratio");
-            assert!((0.0..=1.0).contains(&share), "{share}");
+            assert_eq!(share, number(&server["server_share"]));
+            assert!(share > 0.0 && share <= 1.0, "{share}");
         }
         None => assert_eq!(value("pass_resumed"), 0.0),
     }

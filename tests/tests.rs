@@ -15,6 +15,7 @@ mod metrics;
 mod model;
 mod pass;
 mod progress;
+mod replica;
 mod report;
 mod resilience;
 mod resume;

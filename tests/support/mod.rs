@@ -8,6 +8,8 @@
 //! Certificates and a TLS server serving them, with or without mutual TLS,
 //! are in [`tls`]; a real Pushgateway, and a stand-in HTTP server, in
 //! `pushgateway`.
+//! are in [`tls`]; a replica of a test server, and freezing it so it lags,
+//! in `replica`.
 
 #![allow(dead_code)]
 
@@ -30,11 +32,13 @@ use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
 mod pushgateway;
+mod replica;
 mod restart;
 mod runs;
 mod sentinel;
 pub use cluster::*;
 pub use pushgateway::*;
+pub use replica::*;
 pub use restart::*;
 pub use runs::*;
 pub use sentinel::*;
@@ -733,6 +737,12 @@ fn check_report_shape(r: &Json, o: &Outcome) {
         r["duration_seconds"].as_f64().is_some_and(|d| d >= 0.0),
     );
     need(
+        "replica_pause_seconds",
+        r["replica_pause_seconds"]
+            .as_f64()
+            .is_some_and(|d| d >= 0.0),
+    );
+    need(
         "rules",
         r["rules"].as_array().is_some_and(|rules| {
             rules.iter().all(|rule| {
@@ -776,6 +786,17 @@ fn check_report_shape(r: &Json, o: &Outcome) {
             && servers.iter().all(|s| {
                 s["address"].is_string() && s["complete"].is_boolean() && is_u64(&s["keys_scanned"])
             }),
+    );
+    // The calls' share of a server's time, as the pacer charged them: at
+    // most all of it.
+    need(
+        "servers' server_share",
+        servers.iter().all(|s| {
+            s["server_share"].is_null()
+                || s["server_share"]
+                    .as_f64()
+                    .is_some_and(|share| (0.0..=1.0).contains(&share))
+        }),
     );
     for f in [
         "keys_scanned",
