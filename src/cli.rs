@@ -23,6 +23,7 @@ use crate::replica::DEFAULT_MAX_REPLICA_LAG;
 use crate::report::Format;
 use crate::rules::Rules;
 use crate::run::Settings;
+use crate::script::KeyMode;
 use crate::tls::TlsOptions;
 use crate::topology::{SentinelAuth, Source};
 
@@ -288,6 +289,14 @@ pub struct RunArgs {
     #[arg(long, env = "JANITOR_ESTIMATE_FREED")]
     pub estimate_freed: bool,
 
+    /// How the script calls get their keys: `server`, the script runs SCAN
+    /// inside Redis (cheapest); `declared`, the job runs SCAN and each call
+    /// declares the keys it cleans, grouped by hash slot, for servers and
+    /// proxies that refuse keys a script does not declare; `auto`, `server`
+    /// until a server refuses it so, then `declared` on that node.
+    #[arg(long, env = "JANITOR_KEY_MODE", value_enum, default_value_t = KeyModeArg::Auto)]
+    pub key_mode: KeyModeArg,
+
     /// Format of the final report on stdout (json: exactly one object).
     #[arg(long, env = "JANITOR_OUTPUT", value_enum, default_value_t = FormatArg::Text)]
     pub output: FormatArg,
@@ -387,6 +396,7 @@ impl RunArgs {
                 restart: self.restart,
                 max_keys: self.max_keys,
                 retries: self.retries,
+                key_mode: self.key_mode.into(),
             },
         })
     }
@@ -434,6 +444,27 @@ impl RunArgs {
             key_file: self.tls_key_file.clone(),
             server_name: self.tls_server_name.clone(),
             insecure: self.tls_insecure,
+        }
+    }
+}
+
+/// `--key-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyModeArg {
+    /// `server`, until a server refuses undeclared keys: then `declared`.
+    Auto,
+    /// The script runs SCAN inside Redis.
+    Server,
+    /// The job runs SCAN and each call declares its keys.
+    Declared,
+}
+
+impl From<KeyModeArg> for Option<KeyMode> {
+    fn from(mode: KeyModeArg) -> Option<KeyMode> {
+        match mode {
+            KeyModeArg::Auto => None,
+            KeyModeArg::Server => Some(KeyMode::Server),
+            KeyModeArg::Declared => Some(KeyMode::Declared),
         }
     }
 }

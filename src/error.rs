@@ -35,6 +35,10 @@ pub enum Error {
     Capped(String),
     /// A script failed to load, returned an error or an unexpected reply (exit 1).
     Script(String),
+    /// The server refuses scripts that touch keys they did not declare: the
+    /// declared-keys mode is needed (`--key-mode`; exit 1 unless the job
+    /// switches to it by itself).
+    Undeclared(String),
     /// Any other error reply from Redis (exit 1).
     Redis(String),
     /// The process itself failed: its runtime, its signal handlers, or
@@ -111,6 +115,7 @@ impl fmt::Display for Error {
             | Error::LeaseLost(m)
             | Error::Capped(m)
             | Error::Script(m)
+            | Error::Undeclared(m)
             | Error::Redis(m)
             | Error::System(m) => f.write_str(m),
         }
@@ -145,6 +150,7 @@ mod tests {
             Error::LeaseLost(String::new()),
             Error::Capped(String::new()),
             Error::Script(String::new()),
+            Error::Undeclared(String::new()),
             Error::Redis(String::new()),
             Error::System(String::new()),
         ];

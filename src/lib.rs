@@ -26,8 +26,10 @@
 //!   the time left, and the progress lines or bars that show them
 //! - [`replica`]: the replicas' lag behind a primary, which pauses a
 //!   writing pass (`--max-replica-lag`)
-//! - [`pass`]: one pass over one node: script calls from its start cursor
-//!   back to 0, under the lease
+//! - [`declared`]: the declared-keys mode's step: the job's SCAN, its keys
+//!   grouped by slot, a call per group
+//! - [`pass`]: one pass over one node: script calls (or declared-keys
+//!   steps) from its start cursor back to 0, under the lease
 //! - [`node`]: one node's work: INFO checks, variant, probes, load, lease,
 //!   checkpoint, pass, transient faults retried and failovers followed
 //! - [`run`]: one run: its nodes cleaned at once, and how their outcomes
@@ -46,6 +48,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod command;
 pub mod connection;
+pub mod declared;
 pub mod error;
 pub mod exit;
 pub mod glob;

@@ -35,7 +35,7 @@ use crate::pass::{self, Calls, End, Locked, Progress};
 use crate::progress::Tables;
 use crate::rules::Rules;
 use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId, StateKeys};
-use crate::script::{Dialect, Layout, Mode, Script};
+use crate::script::{Dialect, KeyMode, Layout, Mode, Script};
 use crate::topology::{self, Node, Role, Source, field};
 
 /// The most failovers one node's pass follows before it gives up.
@@ -71,6 +71,10 @@ pub struct Task {
     /// How many transient faults in a row a node's work is retried after
     /// (`--retries`).
     pub retries: usize,
+    /// How the calls get their keys (`--key-mode`); `None` (auto): the
+    /// server-side SCAN, until the server refuses scripts that touch keys
+    /// they did not declare.
+    pub key_mode: Option<KeyMode>,
 }
 
 /// What every node of a run shares.
@@ -161,6 +165,11 @@ pub struct NodeOutcome {
     /// When a run last cleaned the node successfully (ms of the server's
     /// clock), as the node's history says after this run's work.
     pub last_success_ms: Option<u64>,
+    /// How the calls get their keys.
+    pub key_mode: KeyMode,
+    /// Why the node switched to the declared-keys mode by itself: the
+    /// server's refusal of the server-side variant.
+    pub switched: Option<String>,
 }
 
 impl NodeOutcome {
@@ -181,6 +190,8 @@ impl NodeOutcome {
             at_start: None,
             at_end: None,
             last_success_ms: None,
+            key_mode: KeyMode::Server,
+            switched: None,
         }
     }
 }
@@ -195,6 +206,7 @@ pub async fn clean(
     let started = Instant::now();
     let task = context.task;
     let mut outcome = NodeOutcome::new(node.target.address(), node.role, &task.rules);
+    outcome.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
     if let Some(stop) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
         // A node whose turn comes after the stop (--concurrency) is not
         // even connected to.
@@ -218,6 +230,9 @@ pub async fn clean(
             outcome.end = end;
             break;
         };
+        if switch_key_mode(&mut outcome, &err, task) {
+            continue;
+        }
         if outcome.progress.counts.batches > calls_before {
             backoff = self::backoff(task.retries);
         }
@@ -257,6 +272,27 @@ pub async fn clean(
     }
     outcome.duration = started.elapsed();
     outcome
+}
+
+/// Switches the node to the declared-keys mode when `err` says the server
+/// refuses the server-side variant and `--key-mode` is auto, and says so.
+/// Nothing was applied: the refused call (or its first undeclared key)
+/// failed before the script's first write (see `lua/<version>/clean.lua`).
+fn switch_key_mode(outcome: &mut NodeOutcome, err: &Error, task: &Task) -> bool {
+    let Error::Undeclared(refusal) = err else {
+        return false;
+    };
+    if task.key_mode.is_some() || outcome.key_mode == KeyMode::Declared {
+        return false;
+    }
+    warn!(
+        %refusal,
+        "the server refuses scripts that touch keys they do not declare; \
+         switching to the declared-keys mode (--key-mode declared)"
+    );
+    outcome.key_mode = KeyMode::Declared;
+    outcome.switched = Some(refusal.clone());
+    true
 }
 
 /// Waits `delay` before a retry; returns the stop due instead if one comes
@@ -629,9 +665,13 @@ async fn prepare(
             .await
             .map_err(|err| Command::Readonly.refused(&address, &err))?;
     }
-    let script = outcome
-        .script
-        .insert(Script::clean(&task.rules, mode, dialect, node.layout)?);
+    let script = outcome.script.insert(Script::clean(
+        &task.rules,
+        mode,
+        dialect,
+        node.layout,
+        outcome.key_mode,
+    )?);
     let mut needed = acl::needed(&task.rules, mode, dialect);
     if task.pass.estimate_freed {
         needed.push(Command::MemoryUsage);

@@ -232,9 +232,23 @@ impl Pacer {
     /// Learns from one call, sent at `sent`, whose `reply` arrived at
     /// `received`.
     pub fn record(&mut self, reply: &Reply, sent: Instant, received: Instant) {
+        let held = self.charge(reply, received.saturating_duration_since(sent));
+        self.learn(reply, sent, held);
+    }
+
+    /// Learns from one declared-keys step, sent at `sent`, whose last reply
+    /// arrived at `received`: its SCAN, its calls and its checkpoint, which
+    /// the script's clock does not all see, so the step is charged whole,
+    /// its round trips included (the gentle side).
+    pub fn record_whole(&mut self, reply: &Reply, sent: Instant, received: Instant) {
+        self.learn(reply, sent, received.saturating_duration_since(sent));
+    }
+
+    /// Learns from one call (or step) sent at `sent` that held Redis for
+    /// `held`.
+    fn learn(&mut self, reply: &Reply, sent: Instant, held: Duration) {
         self.looked_at += reply.looked_at;
         let share = self.limits.max_server_share;
-        let held = self.charge(reply, received.saturating_duration_since(sent));
         self.held += held;
         // The period runs from when the last one ended, or from when this
         // call went out if that is later; but a call that went out at most

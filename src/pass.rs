@@ -5,7 +5,11 @@
 //! network; the job only carries the cursor from one call to the next,
 //! paced by what the calls report. Each writing call holds the run's lease
 //! and saves the checkpoint in the same atomic call as its work; between
-//! calls far apart the lease is renewed. The pass takes its stop signal as a
+//! calls far apart the lease is renewed. In the declared-keys mode a step
+//! is the job's own SCAN and the calls that clean its keys (`declared`),
+//! and a call of its own then saves the checkpoint and renews the lease,
+//! refusing if the run lost it; a step goes out at most a third of the
+//! lease's time to live after the lease was last confirmed. The pass takes its stop signal as a
 //! parameter, so a graceful stop is testable. A writing pass on a primary
 //! also watches its replicas' lag, and pauses its calls while the slowest
 //! lags more than `--max-replica-lag` (see `replica`).
@@ -21,14 +25,15 @@ use tokio::sync::watch;
 use tracing::{Level, debug, enabled, info, warn};
 
 use crate::cap::Caps;
+use crate::declared::{self, Grouping};
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::progress::{Pace, Tables};
 use crate::replica::{self, Lag};
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
-use crate::script::{Invoke, Layout, Mode, Script};
+use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply, Saved};
+use crate::script::{Invoke, KeyMode, Layout, Mode, Script};
 use crate::topology::field;
 
 /// The default `--progress-interval`.
@@ -226,6 +231,10 @@ pub async fn run(
         last_sample: None,
         held_at: now,
         sampling_calls: 0,
+        grouping: match calls.script.layout {
+            Layout::Cluster => Grouping::BySlot,
+            Layout::Standalone => Grouping::Whole,
+        },
         stop,
     };
     let driven = pass.drive().await;
@@ -256,6 +265,8 @@ struct Pass<'a> {
     held_at: Instant,
     /// The dry run's calls that returned their keys for samples.
     sampling_calls: u64,
+    /// How a declared-keys step splits its keys into calls.
+    grouping: Grouping,
     stop: watch::Receiver<Option<Stop>>,
 }
 
@@ -288,20 +299,14 @@ impl Pass<'_> {
                 estimate_freed: self.options.estimate_freed,
             };
             let sent = Instant::now();
-            let called = self
-                .calls
-                .script
-                .call::<Reply>(
-                    &mut self.conn,
-                    self.calls.claim,
-                    Op::Clean(&batch, self.calls.pass),
-                )
-                .await;
             // A call whose reply was lost is not counted against the caps
             // (see `cap`).
-            let (reply, resent) = called?;
+            let (reply, resent) = self.step(&batch).await?;
             self.held_at = sent;
-            self.pacer.record(&reply, sent, Instant::now());
+            match self.calls.script.key_mode {
+                KeyMode::Server => self.pacer.record(&reply, sent, Instant::now()),
+                KeyMode::Declared => self.pacer.record_whole(&reply, sent, Instant::now()),
+            }
             if resent {
                 self.pacer.resent();
             }
@@ -323,6 +328,38 @@ impl Pass<'_> {
                 return Ok(None);
             }
         }
+    }
+
+    /// One step of the pass: one call of the scanned variant, which also
+    /// checks the lease and saves the checkpoint; or, in the declared-keys
+    /// mode, the job's SCAN and its calls (see `declared`), then the
+    /// checkpoint saved by a call of its own, which checks the lease.
+    async fn step(&mut self, batch: &Batch) -> Result<(Reply, bool), Error> {
+        let calls = self.calls;
+        if calls.script.key_mode == KeyMode::Server {
+            let op = Op::Clean(batch, calls.pass);
+            return calls.script.call(&mut self.conn, calls.claim, op).await;
+        }
+        let (mut reply, resent) = declared::step(
+            &mut self.conn,
+            calls.script,
+            calls.claim,
+            self.rules,
+            batch,
+            &mut self.grouping,
+        )
+        .await?;
+        if let Some(pass) = calls.pass {
+            let saved = Saved {
+                cursor: reply.cursor,
+                done: reply.cursor == 0 && reply.capped.iter().all(|&n| n == 0),
+                returned: reply.returned,
+                acted: reply.acted.iter().sum(),
+            };
+            let op = Op::Save(&saved, pass);
+            (reply.checkpoint, _) = calls.script.call(&mut self.conn, calls.claim, op).await?;
+        }
+        Ok((reply, resent))
     }
 
     /// Whether a dry run still wants sample keys: a rule has fewer than

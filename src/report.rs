@@ -10,8 +10,8 @@ use crate::exit::Stop;
 use crate::node::{Failover, NodeOutcome, ServerInfo, Snapshot, Task};
 use crate::pass::{End, Locked, SAMPLES_PER_RULE};
 use crate::run::RunOutcome;
-use crate::script::Script;
 use crate::script::protocol::Counts;
+use crate::script::{KeyMode, Script};
 use crate::topology::Role;
 
 /// Text for people, JSON for machines.
@@ -77,6 +77,11 @@ struct ServerReport<'a> {
     server_share: Option<f64>,
     /// The script it ran.
     script: Option<ScriptInfo<'a>>,
+    /// How its calls got their keys: "server" or "declared".
+    key_mode: KeyMode,
+    /// The server's refusal of the server-side variant, when the node
+    /// switched to the declared-keys mode by itself; else `null`.
+    key_mode_switched: Option<&'a str>,
     /// The failovers its pass followed, each restarting it from cursor 0
     /// on the shard's new primary.
     failovers: &'a [Failover],
@@ -236,7 +241,7 @@ struct RuleCount<'a> {
 struct ScriptInfo<'a> {
     /// Script name, e.g. "clean".
     name: &'a str,
-    /// Script version, e.g. "v6".
+    /// Script version, e.g. "v7".
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,
@@ -335,6 +340,14 @@ impl<'a> Report<'a> {
             if let Some(locked) = server.locked {
                 text += &format!("    locked        by {locked}\n");
             }
+            if server.key_mode == KeyMode::Declared {
+                text += "    key mode      declared";
+                if let Some(refusal) = server.key_mode_switched {
+                    text +=
+                        &format!(" (switched: the server refused the server-side scan: {refusal})");
+                }
+                text.push('\n');
+            }
             if let Some(share) = server.server_share {
                 text += &format!("    server share  {:.1}%\n", share * 100.0);
             }
@@ -416,6 +429,8 @@ impl<'a> ServerReport<'a> {
             replica_pause_seconds: node.progress.replica_pause.as_secs_f64(),
             server_share: node.progress.server_share(),
             script: node.script.as_ref().map(ScriptInfo::of),
+            key_mode: node.key_mode,
+            key_mode_switched: node.switched.as_deref(),
             failovers: &node.failovers,
             retries: node.retries,
             pass: node.start.as_ref(),

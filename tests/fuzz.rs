@@ -26,7 +26,7 @@ use proptest::prelude::*;
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::{Action, Rules};
 use redis_janitor::script::protocol::{BLIND, Batch, Claim, Op, Reply, UNCHANGED};
-use redis_janitor::script::{Invoke, Layout, Mode, Script};
+use redis_janitor::script::{Invoke, KeyMode, Layout, Mode, Script};
 
 use crate::model::{check, oracle, pattern};
 use crate::support::{RedisServer, dialect, show};
@@ -707,6 +707,7 @@ fn lua_takes(con: &mut redis::Connection, glob: &Glob) -> Result<Vec<Vec<u8>>, S
         Mode::ReadOnly,
         dialect(con),
         Layout::Standalone,
+        KeyMode::Server,
     )
     .map_err(|e| e.to_string())?;
     Ok(script_outcomes(con, &script, 1)?.into_keys().collect())
@@ -900,8 +901,14 @@ fn rule_sets_agree(con: &mut redis::Connection, case: &RuleSetCase) -> Result<()
         .collect();
     let text = oracle::rules_file(&model);
     let rules = Rules::parse("fuzz.toml", &text).map_err(|e| format!("{e}\n{text}"))?;
-    let script = Script::clean(&rules, Mode::ReadOnly, dialect(con), Layout::Standalone)
-        .map_err(|e| e.to_string())?;
+    let script = Script::clean(
+        &rules,
+        Mode::ReadOnly,
+        dialect(con),
+        Layout::Standalone,
+        KeyMode::Server,
+    )
+    .map_err(|e| e.to_string())?;
     seed_strings(con, &case.keys);
     let found = script_outcomes(con, &script, rules.rules.len())?;
     let mut problems = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis_janitor::glob::Glob;
 use redis_janitor::rules::Rules;
 use redis_janitor::script::protocol::{Batch, Claim, Op, Reply};
-use redis_janitor::script::{Invoke, Layout, Mode, Script};
+use redis_janitor::script::{Invoke, KeyMode, Layout, Mode, Script};
 
 use crate::support::{RedisServer, dialect};
 
@@ -168,6 +168,7 @@ fn script_matches(con: &mut redis::Connection, glob: &Glob) -> BTreeSet<Vec<u8>>
         Mode::ReadOnly,
         dialect(con),
         Layout::Standalone,
+        KeyMode::Server,
     )
     .unwrap();
     let mut found = BTreeSet::new();

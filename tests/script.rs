@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis_janitor::lease;
 use redis_janitor::rules::Rules;
 use redis_janitor::script::protocol::{Batch, Claim, Counts, Op, Reply};
-use redis_janitor::script::{Invoke, Layout, Mode, Script};
+use redis_janitor::script::{Invoke, KeyMode, Layout, Mode, Script};
 
 use crate::support::*;
 
@@ -68,7 +68,14 @@ fn call_with(
     mode: Mode,
     batch: &Batch,
 ) -> redis::RedisResult<Reply> {
-    let script = Script::clean(rules, mode, dialect(con), Layout::Standalone).unwrap();
+    let script = Script::clean(
+        rules,
+        mode,
+        dialect(con),
+        Layout::Standalone,
+        KeyMode::Server,
+    )
+    .unwrap();
     let batch = Batch {
         rule_caps: vec![None; rules.rules.len()],
         estimate_freed: false,
@@ -219,7 +226,14 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
     let mut con = server.conn();
     seed_all(&mut con, &[(b"cache:1", "string", None)]);
     let rules = test_rules();
-    let script = Script::clean(&rules, Mode::Write, dialect(&mut con), Layout::Standalone).unwrap();
+    let script = Script::clean(
+        &rules,
+        Mode::Write,
+        dialect(&mut con),
+        Layout::Standalone,
+        KeyMode::Server,
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

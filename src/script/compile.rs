@@ -1,10 +1,12 @@
 //! The rules compiled to Lua: the clean script's template (`lua/<version>/
 //! clean.lua`) filled in for one set of rules. The template is split once,
-//! at its two marker lines, and the code goes between the pieces, so nothing
-//! a rule holds can be taken for a marker. The `setup` line becomes the
-//! protocol's constants (from `protocol`, where they are defined), the rules'
-//! count, the SCAN MATCH and the tables of the globs matched in Lua; the
-//! `decide` line becomes the per-key decision, one `if` per pattern and one
+//! at its three marker lines, and the code goes between the pieces, so
+//! nothing a rule holds can be taken for a marker. The `setup` line becomes
+//! the protocol's constants (from `protocol`, where they are defined), the
+//! rules' count, the SCAN MATCH and the tables of the globs matched in Lua;
+//! the `keys` line, how a step gets its keys: a SCAN step inside the script
+//! (the scanned variant) or the keys the call declares (the declared one),
+//! the only difference between the two; the `decide` line becomes the per-key decision, one `if` per pattern and one
 //! per rule with only the conditions that rule has. The script then does no
 //! rule interpretation per key, which is most of what a key costs Redis
 //! beyond SCAN itself.
@@ -21,14 +23,18 @@ use std::fmt::Write;
 use crate::glob::{GlobParts, LuaMatcher};
 use crate::rules::{Action, Rule, Rules};
 
-use super::Layout;
 use super::protocol::{BLIND, CAPPED, MIN_STEP, MOVED, RESERVED_PREFIX, UNCHANGED, VANISHED};
+use super::{KeyMode, Layout};
 
 /// The template line that receives the constants, the rules' count, SCAN
 /// MATCH and globs.
 const SETUP: &str = "-- compiled: setup";
+/// The template line that receives how a step gets its keys.
+const KEYS: &str = "-- compiled: keys";
 /// The template line that receives the per-key decision.
 const DECIDE: &str = "-- compiled: decide";
+/// The marker lines, in the order the template holds them.
+const MARKERS: [&str; 3] = [SETUP, KEYS, DECIDE];
 
 /// The outcome byte of a key rule `r` (0-based) acted on after checking it;
 /// rule numbers in outcome bytes are 1-based.
@@ -43,56 +49,70 @@ fn deleted(r: usize) -> usize {
 }
 
 /// The clean script's template, split at its marker lines: each marker is a
-/// line of its own, exactly once, `setup` before `decide`. The compiled code
-/// replaces each marker line, indented like it.
-#[derive(Debug, Clone, Copy)]
+/// line of its own, exactly once, in the order of [`MARKERS`]. The compiled
+/// code replaces each marker line, indented like it.
+#[derive(Debug, Clone)]
 pub struct Template<'a> {
-    /// The text before the setup line.
-    head: &'a str,
-    /// The setup line's indentation.
-    setup_indent: &'a str,
-    /// The text between the two marker lines.
-    middle: &'a str,
-    /// The decide line's indentation.
-    decide_indent: &'a str,
-    /// The text after the decide line.
+    /// Per marker, in order: the text before its line (after the marker
+    /// before it), and its line's indentation.
+    pieces: Vec<(&'a str, &'a str)>,
+    /// The text after the last marker line.
     tail: &'a str,
 }
 
 impl<'a> Template<'a> {
-    /// Splits `text` at its marker lines, or says which is missing.
+    /// Splits `text` at its marker lines, or says which is missing, twice
+    /// or out of order.
     pub fn parse(text: &'a str) -> Result<Template<'a>, String> {
-        let (head, setup_indent, rest) = split_at_marker(text, SETUP)?;
-        let (middle, decide_indent, tail) = split_at_marker(rest, DECIDE)?;
-        if split_at_marker(head, DECIDE).is_ok() || split_at_marker(tail, SETUP).is_ok() {
-            return Err(format!("{SETUP:?} must come before {DECIDE:?}"));
+        let found = MARKERS
+            .iter()
+            .map(|marker| find_marker(text, marker))
+            .collect::<Result<Vec<_>, _>>()?;
+        if found.windows(2).any(|pair| pair[0].0 > pair[1].0) {
+            return Err(format!(
+                "the marker lines must come in the order {MARKERS:?}"
+            ));
+        }
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for (start, end, indent) in found {
+            pieces.push((&text[from..start], indent));
+            from = end;
         }
         Ok(Template {
-            head,
-            setup_indent,
-            middle,
-            decide_indent,
-            tail,
+            pieces,
+            tail: &text[from..],
         })
     }
 
-    /// The script's body for `rules` on a server of `layout`, with
-    /// `scan_match` as its SCAN MATCH (`None`: every key's name is matched
-    /// in Lua).
-    pub fn compile(&self, rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> String {
+    /// The script's body for `rules` on a server of `layout`, getting its
+    /// keys as `key_mode` says, with `scan_match` as its SCAN MATCH (`None`:
+    /// every key's name is matched in Lua).
+    pub fn compile(
+        &self,
+        rules: &Rules,
+        scan_match: Option<&[u8]>,
+        layout: Layout,
+        key_mode: KeyMode,
+    ) -> String {
         let (setup, decide) = rules_code(rules, scan_match, layout);
-        let mut out = String::from(self.head);
-        indented(&mut out, self.setup_indent, &setup);
-        out.push_str(self.middle);
-        indented(&mut out, self.decide_indent, &decide);
+        let mut out = String::new();
+        for ((before, indent), code) in
+            self.pieces
+                .iter()
+                .zip([&setup, keys_code(key_mode), &decide])
+        {
+            out.push_str(before);
+            indented(&mut out, indent, code);
+        }
         out.push_str(self.tail);
         out
     }
 }
 
-/// `text` split around the one line that is `marker` (with indentation):
-/// what comes before it, its indentation, and what comes after it.
-fn split_at_marker<'a>(text: &'a str, marker: &str) -> Result<(&'a str, &'a str, &'a str), String> {
+/// Where the one line that is `marker` (with indentation) starts and ends
+/// in `text`, and its indentation.
+fn find_marker<'a>(text: &'a str, marker: &str) -> Result<(usize, usize, &'a str), String> {
     let mut found = None;
     let mut start = 0;
     for line in text.split_inclusive('\n') {
@@ -102,11 +122,31 @@ fn split_at_marker<'a>(text: &'a str, marker: &str) -> Result<(&'a str, &'a str,
                 return Err(format!("the template holds the line {marker:?} twice"));
             }
             let indent = &line[..line.len() - line.trim_start().len()];
-            found = Some((&text[..start], indent, &text[end..]));
+            found = Some((start, end, indent));
         }
         start = end;
     }
     found.ok_or_else(|| format!("the template lacks the line {marker:?}"))
+}
+
+/// How one step of a call gets its keys (see the template's header):
+/// the scanned variant runs a SCAN step from the cursor; the declared one
+/// takes the keys the call declares, in one step.
+fn keys_code(key_mode: KeyMode) -> &'static str {
+    match key_mode {
+        KeyMode::Server => {
+            "step[1], step[count_at] = cursor, next_count\n\
+             local reply = call('SCAN', unpack(step))\n\
+             cursor = reply[1]\n\
+             local keys = reply[2]\n\
+             looked_at = looked_at + next_count\n"
+        }
+        KeyMode::Declared => {
+            "local keys = KEYS\n\
+             cursor = '0'\n\
+             looked_at = looked_at + #keys\n"
+        }
+    }
 }
 
 /// Appends each line of `code` to `out`, after `indent`.
@@ -341,7 +381,7 @@ fn string(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    const TEMPLATE: &str = "-- compiled: setup\n\
+    const TEMPLATE: &str = "-- compiled: setup\n-- compiled: keys\n\
                             for i = 1, 2 do\n  repeat\n    -- compiled: decide\n  until true\nend\n";
 
     fn template() -> Template<'static> {
@@ -352,7 +392,7 @@ mod tests {
     /// pattern is matched in Lua.
     fn compiled(text: &str) -> String {
         let rules = Rules::parse("test rules", text).unwrap();
-        template().compile(&rules, None, Layout::Standalone)
+        template().compile(&rules, None, Layout::Standalone, KeyMode::Server)
     }
 
     #[test]
@@ -367,7 +407,12 @@ mod tests {
     #[test]
     fn builtin_rules_compile_to_one_test_per_pattern_and_rule() {
         let rules = Rules::builtin();
-        let body = template().compile(&rules, rules.scan_match().as_deref(), Layout::Standalone);
+        let body = template().compile(
+            &rules,
+            rules.scan_match().as_deref(),
+            Layout::Standalone,
+            KeyMode::Server,
+        );
         assert!(
             body.starts_with(
                 "local VANISHED, UNCHANGED, CAPPED, MOVED, BLIND, MIN_STEP = 0, 1, 126, 127, 128, 10\n\
@@ -407,8 +452,8 @@ mod tests {
     fn on_a_cluster_node_the_first_check_may_find_the_key_moved() {
         let text = "[[rule]]\nname = \"r\"\npattern = \"*\"\nno_ttl = true\naction = \"delete\"\n";
         let rules = Rules::parse("t", text).unwrap();
-        let standalone = template().compile(&rules, None, Layout::Standalone);
-        let cluster = template().compile(&rules, None, Layout::Cluster);
+        let standalone = template().compile(&rules, None, Layout::Standalone, KeyMode::Server);
+        let cluster = template().compile(&rules, None, Layout::Cluster, KeyMode::Server);
         assert!(
             standalone.contains("pttl = call('PTTL', key)"),
             "{standalone}"
@@ -472,29 +517,43 @@ mod tests {
         let cases = [
             ("return 1\n", "lacks the line \"-- compiled: setup\""),
             (
-                "-- compiled: setup\nreturn 1\n",
+                "-- compiled: setup\n-- compiled: keys\nreturn 1\n",
                 "lacks the line \"-- compiled: decide\"",
             ),
             (
-                "-- compiled: setup\n-- compiled: decide\n  -- compiled: decide\n",
+                "-- compiled: setup\n-- compiled: keys\n-- compiled: decide\n  -- compiled: decide\n",
                 "twice",
             ),
-            ("-- compiled: decide\n-- compiled: setup\n", "lacks"),
             (
-                "-- compiled: setup\n-- compiled: decide\n-- compiled: setup\n",
-                "twice",
+                "-- compiled: setup\n-- compiled: decide\n-- compiled: keys\n",
+                "must come in the order",
             ),
             // A marker only counts as a line of its own.
-            ("x = 1 -- compiled: setup\n-- compiled: decide\n", "lacks"),
             (
-                "-- compiled: decide\n-- compiled: setup\n-- compiled: decide\n",
-                "must come before",
+                "x = 1 -- compiled: setup\n-- compiled: keys\n-- compiled: decide\n",
+                "lacks",
             ),
         ];
         for (text, expected) in cases {
             let err = Template::parse(text).unwrap_err();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn only_the_scanned_variant_runs_scan_and_the_declared_one_takes_its_keys() {
+        let rules = Rules::builtin();
+        let scanned = template().compile(&rules, None, Layout::Standalone, KeyMode::Server);
+        let declared = template().compile(&rules, None, Layout::Standalone, KeyMode::Declared);
+        assert!(scanned.contains("call('SCAN'"), "{scanned}");
+        assert!(!declared.contains("'SCAN'"), "{declared}");
+        assert!(declared.contains("local keys = KEYS\n"), "{declared}");
+        // The rest of the text is the same.
+        let strip = |body: &str, code: &str| body.replacen(code, "", 1);
+        assert_eq!(
+            strip(&scanned, keys_code(KeyMode::Server)),
+            strip(&declared, keys_code(KeyMode::Declared))
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, ServerErrorKind};
 use tracing::warn;
 
+use serde::Serialize;
+
 use crate::error::Error;
 use crate::rules::Rules;
 
@@ -24,7 +26,7 @@ use protocol::{Claim, Op};
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v6";
+pub const VERSION: &str = "v7";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -79,6 +81,44 @@ pub enum Layout {
     Cluster,
 }
 
+/// Where a call's keys come from: the two variants the template makes of
+/// one source (see `lua/<version>/clean.lua`), chosen with `--key-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyMode {
+    /// The script runs SCAN itself, from the cursor the call carries, and
+    /// touches keys it never declared: the default, cheapest mode.
+    Server,
+    /// The job runs SCAN and each call declares the keys it cleans in KEYS,
+    /// all of one slot where slots matter: for servers and proxies that
+    /// refuse scripts touching undeclared keys.
+    Declared,
+}
+
+impl KeyMode {
+    /// Its name in flags, logs and reports: "server" or "declared".
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyMode::Server => "server",
+            KeyMode::Declared => "declared",
+        }
+    }
+}
+
+/// Whether an error `message` from the server says it refuses scripts that
+/// touch keys they did not declare, which the declared-keys mode avoids.
+/// The one place the job reads an error's text rather than its kind: no
+/// server gives this refusal a kind of its own. The known messages:
+/// - Alibaba Cloud's proxy: `ERR bad lua script for redis cluster, all the
+///   keys that the script uses should be passed using the KEYS array`;
+/// - Dragonfly: `... script tried accessing undeclared key, key: k`;
+/// - servers in the same spirit (FrogDB and others): `... Script attempted
+///   to access undeclared key`.
+pub fn refuses_undeclared_keys(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("should be passed using the keys array") || message.contains("undeclared key")
+}
+
 /// How a call names its script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invoke {
@@ -94,7 +134,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v6".
+    /// The `lua/` directory its template came from, e.g. "v7".
     pub version: String,
     /// What it may do.
     pub mode: Mode,
@@ -102,6 +142,11 @@ pub struct Script {
     pub dialect: Dialect,
     /// How the server holds its keys.
     pub layout: Layout,
+    /// Where its calls' keys come from.
+    pub key_mode: KeyMode,
+    /// The SCAN MATCH pattern of its scans (`None`: every key), which the
+    /// job's own SCAN uses with the declared variant.
+    pub scan_match: Option<Vec<u8>>,
     /// The exact text sent to SCRIPT LOAD.
     pub text: String,
     /// SHA-1 of `text`, lowercase hex: what SCRIPT LOAD returns.
@@ -109,15 +154,24 @@ pub struct Script {
 }
 
 impl Script {
-    /// The clean script for `rules`, in the variant for `mode`, `dialect`
-    /// and `layout`, with the SCAN MATCH the rules allow.
+    /// The clean script for `rules`, in the variant for `mode`, `dialect`,
+    /// `layout` and `key_mode`, with the SCAN MATCH the rules allow.
     pub fn clean(
         rules: &Rules,
         mode: Mode,
         dialect: Dialect,
         layout: Layout,
+        key_mode: KeyMode,
     ) -> Result<Script, Error> {
-        Script::clean_scanning(rules, rules.scan_match().as_deref(), mode, dialect, layout)
+        let scan_match = rules.scan_match();
+        Script::clean_scanning(
+            rules,
+            scan_match.as_deref(),
+            mode,
+            dialect,
+            layout,
+            key_mode,
+        )
     }
 
     /// The clean script for `rules` with `scan_match` as its SCAN MATCH;
@@ -129,6 +183,7 @@ impl Script {
         mode: Mode,
         dialect: Dialect,
         layout: Layout,
+        key_mode: KeyMode,
     ) -> Result<Script, Error> {
         let path = format!("{VERSION}/{CLEAN}.lua");
         let template = LUA
@@ -137,7 +192,7 @@ impl Script {
             .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
         let template =
             Template::parse(template).map_err(|err| Error::Script(format!("lua/{path}: {err}")))?;
-        let body = template.compile(rules, scan_match, layout);
+        let body = template.compile(rules, scan_match, layout, key_mode);
         let text = format!("{}{body}", header(mode, dialect, layout));
         Ok(Script {
             name: CLEAN.to_string(),
@@ -145,6 +200,8 @@ impl Script {
             mode,
             dialect,
             layout,
+            key_mode,
+            scan_match: scan_match.map(<[u8]>::to_vec),
             sha: sha1_smol::Sha1::from(&text).digest().to_string(),
             text,
         })
@@ -154,10 +211,12 @@ impl Script {
     /// `redis-janitor scripts`.
     pub fn variants(rules: &Rules) -> Result<Vec<Script>, Error> {
         let mut all = Vec::new();
-        for layout in [Layout::Standalone, Layout::Cluster] {
-            for dialect in [Dialect::Redis7, Dialect::Legacy] {
-                for mode in [Mode::Write, Mode::ReadOnly] {
-                    all.push(Script::clean(rules, mode, dialect, layout)?);
+        for key_mode in [KeyMode::Server, KeyMode::Declared] {
+            for layout in [Layout::Standalone, Layout::Cluster] {
+                for dialect in [Dialect::Redis7, Dialect::Legacy] {
+                    for mode in [Mode::Write, Mode::ReadOnly] {
+                        all.push(Script::clean(rules, mode, dialect, layout, key_mode)?);
+                    }
                 }
             }
         }
@@ -193,6 +252,19 @@ impl Script {
         claim: &Claim,
         op: Op<'_>,
     ) -> Result<(T, bool), Error> {
+        self.call_raw(conn, claim, op)
+            .await
+            .map_err(|err| self.error("call of", &err))
+    }
+
+    /// [`Script::call`], answering Redis's error as it came, for callers
+    /// that decide by its kind.
+    pub async fn call_raw<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+        claim: &Claim,
+        op: Op<'_>,
+    ) -> Result<(T, bool), redis::RedisError> {
         match claim.command(self, Invoke::Sha, op).query_async(conn).await {
             Ok(reply) => Ok((reply, false)),
             Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
@@ -204,18 +276,23 @@ impl Script {
                 let reply = claim
                     .command(self, Invoke::Text, op)
                     .query_async(conn)
-                    .await
-                    .map_err(|err| self.error("call of", &err))?;
+                    .await?;
                 Ok((reply, true))
             }
-            Err(err) => Err(self.error("call of", &err)),
+            Err(err) => Err(err),
         }
     }
 
     /// A failed `what` of this script: connection and permission problems
     /// keep their kind, any other error reply is the script's.
-    fn error(&self, what: &str, err: &redis::RedisError) -> Error {
+    pub fn error(&self, what: &str, err: &redis::RedisError) -> Error {
         let context = format!("{what} script {} {}", self.name, self.version);
+        if refuses_undeclared_keys(&err.to_string()) {
+            return Error::Undeclared(format!(
+                "{context}: {err} (the server refuses scripts that touch keys they do not \
+                 declare: --key-mode declared runs them)"
+            ));
+        }
         match Error::from_redis(&context, err) {
             Error::Redis(message) => Error::Script(message),
             other => other,
@@ -235,8 +312,8 @@ impl Script {
         }
     }
 
-    /// A short label: "write, redis7", "read-only, legacy, cluster" and the
-    /// like.
+    /// A short label: "write, redis7", "read-only, legacy, cluster",
+    /// "write, redis7, declared" and the like.
     pub fn variant(&self) -> String {
         let mode = match self.mode {
             Mode::Write => "write",
@@ -246,10 +323,15 @@ impl Script {
             Dialect::Redis7 => "redis7",
             Dialect::Legacy => "legacy",
         };
-        match self.layout {
-            Layout::Standalone => format!("{mode}, {dialect}"),
-            Layout::Cluster => format!("{mode}, {dialect}, cluster"),
-        }
+        let layout = match self.layout {
+            Layout::Standalone => "",
+            Layout::Cluster => ", cluster",
+        };
+        let declared = match self.key_mode {
+            KeyMode::Server => "",
+            KeyMode::Declared => ", declared",
+        };
+        format!("{mode}, {dialect}{layout}{declared}")
     }
 }
 
@@ -276,6 +358,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_known_refusals_of_undeclared_keys_are_recognised() {
+        for refusal in [
+            "ERR bad lua script for redis cluster, all the keys that the script uses should be \
+             passed using the KEYS array",
+            "ERR Error running script (call to f_5c4d62f4e30c54fb15935b5892148e5ce7374077): \
+             @user_script:2: script tried accessing undeclared key, key: k",
+            "ERR Error running script: Script attempted to access undeclared key",
+        ] {
+            assert!(refuses_undeclared_keys(refusal), "{refusal}");
+        }
+        for other in [
+            "ERR Script attempted to access a non local key in a cluster node",
+            "CROSSSLOT Keys in request don't hash to the same slot",
+            "NOSCRIPT No matching script. Please use EVAL.",
+            "ERR unknown command 'EVALSHA'",
+        ] {
+            assert!(!refuses_undeclared_keys(other), "{other}");
+        }
+    }
+
+    #[test]
     fn dialect_follows_the_major_version() {
         assert_eq!(Dialect::for_version("7.0.15"), Dialect::Redis7);
         assert_eq!(Dialect::for_version("7.2.4"), Dialect::Redis7);
@@ -287,10 +390,22 @@ mod tests {
     #[test]
     fn variants_differ_only_in_their_header() {
         let rules = Rules::builtin();
-        let write =
-            Script::clean(&rules, Mode::Write, Dialect::Redis7, Layout::Standalone).unwrap();
-        let legacy =
-            Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Standalone).unwrap();
+        let write = Script::clean(
+            &rules,
+            Mode::Write,
+            Dialect::Redis7,
+            Layout::Standalone,
+            KeyMode::Server,
+        )
+        .unwrap();
+        let legacy = Script::clean(
+            &rules,
+            Mode::ReadOnly,
+            Dialect::Legacy,
+            Layout::Standalone,
+            KeyMode::Server,
+        )
+        .unwrap();
         assert!(write.text.starts_with("#!lua flags=allow-oom\n"));
         assert!(!legacy.text.starts_with("#!"));
         assert_eq!(
@@ -313,13 +428,26 @@ mod tests {
         );
         assert_ne!(write.sha, legacy.sha);
         assert_eq!(write.sha.len(), 40);
-        assert_eq!(Script::variants(&rules).unwrap().len(), 8);
-        let cluster = Script::clean(&rules, Mode::Write, Dialect::Redis7, Layout::Cluster).unwrap();
+        assert_eq!(Script::variants(&rules).unwrap().len(), 16);
+        let cluster = Script::clean(
+            &rules,
+            Mode::Write,
+            Dialect::Redis7,
+            Layout::Cluster,
+            KeyMode::Server,
+        )
+        .unwrap();
         assert!(cluster.text.starts_with(
             "#!lua flags=allow-oom,allow-cross-slot-keys\nlocal DRY_RUN, CLUSTER = false, true\n"
         ));
-        let cluster =
-            Script::clean(&rules, Mode::ReadOnly, Dialect::Legacy, Layout::Cluster).unwrap();
+        let cluster = Script::clean(
+            &rules,
+            Mode::ReadOnly,
+            Dialect::Legacy,
+            Layout::Cluster,
+            KeyMode::Server,
+        )
+        .unwrap();
         assert!(
             cluster
                 .text
@@ -348,7 +476,7 @@ mod tests {
     #[test]
     fn every_variant_of_the_builtin_rules_parses_as_lua() {
         let variants = Script::variants(&Rules::builtin()).unwrap();
-        assert_eq!(variants.len(), 8);
+        assert_eq!(variants.len(), 16);
         for script in &variants {
             assert_parses(script);
         }
@@ -402,12 +530,19 @@ mod tests {
             Mode::Write,
             Dialect::Redis7,
             Layout::Standalone,
+            KeyMode::Server,
         )
         .unwrap();
         let text = "[[rule]]\nname = \"t\"\npattern = \"temp:*\"\naction = \"delete\"\n";
         let other = Rules::parse("test rules", text).unwrap();
-        let other =
-            Script::clean(&other, Mode::Write, Dialect::Redis7, Layout::Standalone).unwrap();
+        let other = Script::clean(
+            &other,
+            Mode::Write,
+            Dialect::Redis7,
+            Layout::Standalone,
+            KeyMode::Server,
+        )
+        .unwrap();
         assert!(builtin.text.contains("cache-missing-ttl"));
         assert!(!other.text.contains("cache-missing-ttl"));
         assert_ne!(builtin.sha, other.sha);

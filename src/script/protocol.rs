@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v6/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v7/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -125,6 +125,27 @@ pub enum Op<'a> {
     /// Clean a stretch of the keyspace, saving the checkpoint of `pass`
     /// when there is one.
     Clean(&'a Batch, Option<&'a PassId>),
+    /// Clean `keys`, which the call declares (the declared variant): no
+    /// lease is checked and no checkpoint saved, since on a cluster the
+    /// job's own keys are in another slot; [`Op::Save`] follows.
+    Declared(&'a Batch, &'a [Vec<u8>]),
+    /// Save the checkpoint of a declared-keys pass, if the run still holds
+    /// its lease (renewing it).
+    Save(&'a Saved, &'a PassId),
+}
+
+/// The progress a declared-keys pass saves after its calls (see
+/// [`Op::Save`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// Where the next call starts.
+    pub cursor: u64,
+    /// Whether the pass is done.
+    pub done: bool,
+    /// The keys the job's SCAN returned since the last save.
+    pub returned: u64,
+    /// The keys acted on since the last save.
+    pub acted: u64,
 }
 
 impl Claim {
@@ -134,22 +155,29 @@ impl Claim {
         let (command, script_arg) = script.invocation(by);
         let mut cmd = redis::cmd(command);
         cmd.arg(script_arg);
-        match &self.keys {
-            Some(keys) => cmd
+        match (&self.keys, op) {
+            (_, Op::Declared(_, keys)) => cmd.arg(keys.len()).arg(keys),
+            (Some(keys), _) => cmd
                 .arg(3)
                 .arg(&keys.lease)
                 .arg(&keys.checkpoint)
                 .arg(&keys.history),
-            None => cmd.arg(0),
+            (None, _) => cmd.arg(0),
         };
         let name = match op {
             Op::Acquire { .. } => "acquire",
             Op::Renew => "renew",
             Op::Release { .. } => "release",
-            Op::Clean(..) => "clean",
+            Op::Clean(..) | Op::Declared(..) => "clean",
+            Op::Save(..) => "save",
+        };
+        // A declared call's KEYS are the keys to clean: it holds no lease.
+        let token = match op {
+            Op::Declared(..) => "",
+            _ => &self.token,
         };
         cmd.arg(name)
-            .arg(&self.token)
+            .arg(token)
             .arg(self.lease_ttl.as_millis() as u64);
         match op {
             Op::Acquire { holder } => {
@@ -160,8 +188,27 @@ impl Claim {
             }
             Op::Renew => {}
             Op::Clean(batch, pass) => batch.args(&mut cmd, pass),
+            Op::Declared(batch, _) => batch.args(&mut cmd, None),
+            Op::Save(saved, pass) => {
+                cmd.arg(saved.cursor)
+                    .arg(if saved.done { "1" } else { "0" })
+                    .arg(saved.returned)
+                    .arg(saved.acted);
+                pass.args(&mut cmd);
+            }
         }
         cmd
+    }
+}
+
+impl PassId {
+    /// Appends the pass's four arguments: fingerprint, run_id, start (ms)
+    /// and the checkpoint's time to live (ms).
+    fn args(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(&self.fingerprint)
+            .arg(&self.run_id)
+            .arg(self.started_ms)
+            .arg(self.max_age.as_millis() as u64);
     }
 }
 
@@ -175,14 +222,11 @@ impl Batch {
             .arg(self.max_keys)
             .arg(if self.report_keys { "1" } else { "0" });
         match pass {
-            Some(pass) => cmd
-                .arg("1")
-                .arg(&pass.fingerprint)
-                .arg(&pass.run_id)
-                .arg(pass.started_ms)
-                .arg(pass.max_age.as_millis() as u64),
-            None => cmd.arg("").arg("").arg("").arg(0).arg(0),
-        };
+            Some(pass) => pass.args(cmd.arg("1")),
+            None => {
+                cmd.arg("").arg("").arg("").arg(0).arg(0);
+            }
+        }
         cmd.arg(if self.estimate_freed { "1" } else { "0" })
             .arg(cap(self.cap));
         for rule_cap in &self.rule_caps {
@@ -191,7 +235,7 @@ impl Batch {
     }
 }
 
-/// What one script call answered (see the header of `lua/v6/clean.lua`).
+/// What one script call answered (see the header of `lua/v7/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.
@@ -409,6 +453,39 @@ impl Counts {
 }
 
 impl Reply {
+    /// A reply of no work, for `rules`: what a declared-keys step merges
+    /// its calls' replies into.
+    pub fn empty(rules: &Rules) -> Reply {
+        let n = rules.rules.len();
+        Reply {
+            acted: vec![0; n],
+            capped: vec![0; n],
+            ..Reply::default()
+        }
+    }
+
+    /// Adds `other`, a call of the same step, to this reply: its counts,
+    /// times and reported keys (the cursor and the keys looked at and
+    /// returned are the step's, set by the job).
+    pub fn absorb(&mut self, other: Reply) {
+        self.matched += other.matched;
+        self.unchanged += other.unchanged;
+        self.vanished += other.vanished;
+        self.moved += other.moved;
+        for (total, n) in self.acted.iter_mut().zip(&other.acted) {
+            *total += n;
+        }
+        for (total, n) in self.capped.iter_mut().zip(&other.capped) {
+            *total += n;
+        }
+        self.scan_micros += other.scan_micros;
+        self.micros += other.micros;
+        self.keys.extend(other.keys);
+        self.outcomes.extend(other.outcomes);
+        self.pttls.extend(other.pttls);
+        self.freed += other.freed;
+    }
+
     /// The reported keys that a rule acted on (or would have, in a dry
     /// run), with the rule's index; none unless the call reported its keys.
     pub fn acted_keys(&self, rules: &Rules) -> Vec<(usize, &[u8])> {

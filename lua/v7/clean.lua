@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v6.
+-- redis-janitor clean script, version v7.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -16,8 +16,18 @@
 -- This file is a template: the binary builds the script for one set of rules
 -- (src/script/compile.rs). It prepends a header, an optional `#!lua
 -- flags=...` shebang (Redis 7+) and `local DRY_RUN, CLUSTER = ...`, and
--- replaces the two marker lines, `compiled: setup` and `compiled: decide`, with
--- code: the protocol's constants (VANISHED, UNCHANGED, CAPPED, MOVED, BLIND,
+-- replaces the three marker lines, `compiled: setup`, `compiled: keys` and
+-- `compiled: decide`, with code. `keys` is where a step gets its keys, and
+-- makes the two variants of the one source:
+--   scanned   a SCAN step inside the script, from the cursor: the keys it
+--             touches are not declared (the default mode);
+--   declared  the keys the call declares in KEYS, which the job got from
+--             its own SCAN: one step, whose cursor is '0', and every key
+--             the script touches is declared (for servers and proxies that
+--             refuse undeclared keys). Such a call holds no lease and saves
+--             no checkpoint: on a cluster those keys are in other slots; the
+--             job sends the `save` operation after the call instead.
+-- The other two markers become the protocol's constants (VANISHED, UNCHANGED, CAPPED, MOVED, BLIND,
 -- MIN_STEP and the reserved prefix, defined in src/script/protocol.rs), the
 -- rules' number, the SCAN MATCH pattern, whether a rule could select a key
 -- under the reserved prefix, and the tables of the globs matched in Lua
@@ -37,13 +47,15 @@
 -- Keys under the reserved prefix are the job's own (the lease, the
 -- checkpoint, the history); the script never lets a rule select them.
 --
--- KEYS     a writing call: 1. the lease, a hash (token, holder, since); 2.
+-- KEYS     a declared `clean` call: the keys to clean (all of one slot on a
+--          cluster). Any other call, a writing one: 1. the lease, a hash
+--          (token, holder, since); 2.
 --          the checkpoint, a hash (see `save`); 3. the history, a hash whose
 --          field `last_success` is when a run last cleaned the node
 --          successfully (server time, ms), expiring after 30 days without
 --          one. All carry one hash tag on a cluster node, of a slot the node
 --          serves. A dry run: none.
--- ARGV[1]  the operation: 'acquire', 'renew', 'release' or 'clean'.
+-- ARGV[1]  the operation: 'acquire', 'renew', 'release', 'save' or 'clean'.
 -- ARGV[2]  the run's lease token ('' for none: --no-lock, a dry run).
 -- ARGV[3]  the lease's time to live, in milliseconds.
 --
@@ -57,6 +69,12 @@
 -- release  ARGV[4] '1' when the run's work on the node succeeded: records
 --          `last_success` in the history, unless the lease is another run's.
 --          Deletes the lease if it is this run's: 1, else 0.
+-- save     ARGV[4] the cursor the next call starts from, ARGV[5] '1' when
+--          the pass is done, ARGV[6] and ARGV[7] the keys the job's SCAN
+--          returned and the keys acted on since the last save, ARGV[8..11]
+--          the pass, as ARGV[10..13] of clean. Saves the checkpoint like a
+--          clean call does, if the lease is still the run's: 'saved' (or
+--          the error that refused the write), else the error LEASELOST.
 -- clean    ARGV[4] the cursor to SCAN from.
 --          ARGV[5] the COUNT of each SCAN step.
 --          ARGV[6] the scan budget in microseconds: each SCAN step after the
@@ -270,11 +288,7 @@ local function scan(report_keys)
   local rewind = nil
   repeat
     local from = cursor
-    step[1], step[count_at] = cursor, next_count
-    local reply = call('SCAN', unpack(step))
-    cursor = reply[1]
-    local keys = reply[2]
-    looked_at = looked_at + next_count
+    -- compiled: keys
     returned = returned + #keys
     for i = 1, #keys do
       local key = keys[i]
@@ -425,36 +439,48 @@ local function acquire()
   return { 'acquired', lease[2] or '', lease[3] or '', tonumber(LEASE_TTL), now, call('HGETALL', CHECKPOINT) }
 end
 
--- Records the pass's progress after `s`, a call's work: where the next call
--- starts, whether the pass is done, which pass this is (the rules' fingerprint, the server's run_id,
--- when it began), when it was saved, and the pass's totals so far (reset
--- when the checkpoint held another pass). Answers 'saved', or the error that
--- refused the write.
-local function save(s)
-  local started = ARGV[12]
+-- The pass a checkpoint records, from ARGV[i] on: the rules' fingerprint,
+-- the server's run_id, when the pass began (ms), the checkpoint's time to
+-- live (ms).
+local function pass_at(i)
+  return { fingerprint = ARGV[i], run_id = ARGV[i + 1], started = ARGV[i + 2], ttl = ARGV[i + 3] }
+end
+
+-- Records the progress of `pass` after a call's work: `cursor`, where the
+-- next call starts, whether the pass is `done`, when it was saved, and the
+-- pass's totals so far, with the call's keys `returned` and `acted` on
+-- (reset when the checkpoint held another pass). Answers 'saved', or the
+-- error that refused the write.
+local function save(pass, cursor, done, returned, acted)
   -- PEXPIRE first: see the header (Redis 6.2 at maxmemory). It also sets
   -- the expiry of a checkpoint that exists; a new one gets it after HSET.
-  local existed = call('PEXPIRE', CHECKPOINT, ARGV[13]) == 1
+  local existed = call('PEXPIRE', CHECKPOINT, pass.ttl) == 1
   local old = call('HMGET', CHECKPOINT, 'started', 'fingerprint', 'run_id', 'calls', 'scanned', 'acted')
-  local calls, scanned, acted = 1, s.returned, 0
-  for r = 1, RULES do
-    acted = acted + s.acted[r]
+  local calls = 1
+  if old[1] == pass.started and old[2] == pass.fingerprint and old[3] == pass.run_id then
+    calls, returned, acted = calls + tonumber(old[4]), returned + tonumber(old[5]), acted + tonumber(old[6])
   end
-  if old[1] == started and old[2] == ARGV[10] and old[3] == ARGV[11] then
-    calls, scanned, acted = calls + tonumber(old[4]), scanned + tonumber(old[5]), acted + tonumber(old[6])
-  end
-  -- A capped call rewound to cursor 0 has not finished the pass.
-  local done = (s.cursor == '0' and not s.rewound) and '1' or '0'
-  local written = try('HSET', CHECKPOINT, 'cursor', s.cursor, 'done', done, 'fingerprint', ARGV[10],
-    'run_id', ARGV[11], 'started', started, 'saved', now_millis(), 'calls', calls, 'scanned', scanned,
-    'acted', acted)
+  local written = try('HSET', CHECKPOINT, 'cursor', cursor, 'done', done, 'fingerprint', pass.fingerprint,
+    'run_id', pass.run_id, 'started', pass.started, 'saved', now_millis(), 'calls', calls,
+    'scanned', returned, 'acted', acted)
   if type(written) == 'table' then
     return written.err
   end
   if not existed then
-    call('PEXPIRE', CHECKPOINT, ARGV[13])
+    call('PEXPIRE', CHECKPOINT, pass.ttl)
   end
   return 'saved'
+end
+
+-- Saves the checkpoint after `s`, a clean call's work. A capped call
+-- rewound to cursor 0 has not finished the pass.
+local function save_after(s)
+  local acted = 0
+  for r = 1, RULES do
+    acted = acted + s.acted[r]
+  end
+  local done = (s.cursor == '0' and not s.rewound) and '1' or '0'
+  return save(pass_at(10), s.cursor, done, s.returned, acted)
 end
 
 if OP == 'acquire' then
@@ -479,6 +505,11 @@ elseif OP == 'release' then
     return call('DEL', LEASE)
   end
   return 0
+elseif OP == 'save' then
+  if not hold() then
+    return lost()
+  end
+  return save(pass_at(8), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
 end
 
 -- clean: the lease is checked before anything is touched.
@@ -489,7 +520,7 @@ local s = scan(ARGV[8] == '1')
 apply(s, DRY_RUN, ARGV[14] == '1')
 local saved = ''
 if not DRY_RUN and ARGV[9] == '1' then
-  saved = save(s)
+  saved = save_after(s)
 end
 return {
   s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.moved, s.acted,
