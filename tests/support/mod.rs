@@ -374,12 +374,21 @@ pub fn janitor() -> Janitor {
             cmd.env_remove(&name);
         }
     }
+    // CI runs the fault tests once more in the declared-keys mode: the
+    // same faults, the same guarantees.
+    if let Ok(mode) = std::env::var(TEST_KEY_MODE) {
+        cmd.env("JANITOR_KEY_MODE", mode);
+    }
     cmd.stdin(Stdio::null());
     Janitor {
         cmd,
         timeout: JANITOR_TIMEOUT,
     }
 }
+
+/// The variable that sets `--key-mode` for every run of the tests (CI sets
+/// it to `declared` for the fault tests).
+pub const TEST_KEY_MODE: &str = "JANITOR_TEST_KEY_MODE";
 
 impl Janitor {
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
