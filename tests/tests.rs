@@ -27,7 +27,7 @@ mod support;
 mod tls;
 
 /// The harness itself: a private server starts, answers, and dies with its
-/// handle.
+/// handle; the script-checking proxy relays, refuses and hides as asked.
 mod harness {
     use crate::support::*;
 
@@ -134,5 +134,147 @@ mod harness {
         make_idle(&mut con, b"k", 1000);
         assert!(idle_time(&mut con, b"k") >= 1000);
         assert_keyspace(&mut con, &[(b"k", "string", Ttl::About(500))]);
+    }
+
+    /// Alibaba Cloud's refusal of a script that touches undeclared keys.
+    const REFUSAL: &str = "ERR bad lua script for redis cluster, all the keys that \
+                           the script uses should be passed using the KEYS array";
+
+    /// A proxy in front of `server` with every behaviour on.
+    fn strict_proxy(server: &RedisServer) -> ScriptProxy {
+        let behaviour = Behaviour {
+            refuse_scan_scripts: Some(REFUSAL.to_string()),
+            check_slots: true,
+            hide_run_id: true,
+        };
+        ScriptProxy::start(server, behaviour)
+    }
+
+    #[test]
+    fn the_proxy_relays_commands_and_pipelines_in_order() {
+        let server = RedisServer::start();
+        let proxy = strict_proxy(&server);
+        let mut con = proxy.conn();
+        redis::cmd("SET")
+            .arg(b"k\xff")
+            .arg(b"v\x00")
+            .exec(&mut con)
+            .unwrap();
+        let v: Vec<u8> = redis::cmd("GET").arg(b"k\xff").query(&mut con).unwrap();
+        assert_eq!(v, b"v\x00");
+        let (a, n, list, missing): (String, i64, Vec<String>, Option<String>) = redis::pipe()
+            .set("a", "1")
+            .ignore()
+            .get("a")
+            .incr("n", 5)
+            .rpush("l", &["x", "y"])
+            .ignore()
+            .lrange("l", 0, -1)
+            .get("missing")
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(
+            (a.as_str(), n, list, missing),
+            ("1", 5, vec!["x".into(), "y".into()], None)
+        );
+        assert_eq!(
+            (proxy.scripts(), proxy.refused(), proxy.cross_slot()),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_proxy_refuses_a_loaded_script_that_calls_scan() {
+        let server = RedisServer::start();
+        let proxy = strict_proxy(&server);
+        let mut con = proxy.conn();
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg("return redis.call('scan', ARGV[1])")
+            .query(&mut con)
+            .unwrap();
+        let err = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(0)
+            .arg(0)
+            .exec(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("ERR"), "{err}");
+        assert_eq!(err.detail(), REFUSAL.strip_prefix("ERR "), "{err}");
+        assert_eq!((proxy.refused(), proxy.scripts()), (1, 0));
+        // A SHA the proxy never saw loaded is the server's to answer.
+        let err = redis::cmd("EVALSHA")
+            .arg("0".repeat(40))
+            .arg(0)
+            .exec(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
+        assert_eq!((proxy.refused(), proxy.scripts()), (1, 1));
+    }
+
+    #[test]
+    fn the_proxy_answers_crossslot_to_keys_of_two_slots() {
+        let server = RedisServer::start();
+        let proxy = strict_proxy(&server);
+        let mut con = proxy.conn();
+        let slot = redis_janitor::lease::key_slot;
+        assert_ne!(slot(b"a"), slot(b"b"));
+        let err = redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(2)
+            .arg("a")
+            .arg("b")
+            .exec(&mut con)
+            .unwrap_err();
+        assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
+        assert_eq!((proxy.cross_slot(), proxy.scripts()), (1, 0));
+    }
+
+    #[test]
+    fn the_proxy_runs_a_script_whose_keys_share_a_slot() {
+        let server = RedisServer::start();
+        let proxy = strict_proxy(&server);
+        let mut con = proxy.conn();
+        let script = "redis.call('SET', KEYS[1], ARGV[1]) \
+                      redis.call('SET', KEYS[2], ARGV[2]) \
+                      return {1, {2, ARGV[1]}, ARGV[2]}";
+        // A nested reply comes back whole.
+        let reply: (i64, (i64, String), String) = redis::cmd("EVAL")
+            .arg(script)
+            .arg(2)
+            .arg("{t}a")
+            .arg("{t}b")
+            .arg("x")
+            .arg("y")
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(reply, (1, (2, "x".into()), "y".into()));
+        let mut direct = server.conn();
+        let values: (String, String) = redis::cmd("MGET")
+            .arg("{t}a")
+            .arg("{t}b")
+            .query(&mut direct)
+            .unwrap();
+        assert_eq!(values, ("x".into(), "y".into()));
+        assert_eq!(
+            (proxy.scripts(), proxy.cross_slot(), proxy.refused()),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn the_proxy_hides_the_run_id_from_info_in_resp2_and_resp3() {
+        let server = RedisServer::start();
+        let proxy = strict_proxy(&server);
+        let info = |con: &mut redis::Connection| -> String {
+            redis::cmd("INFO").arg("server").query(con).unwrap()
+        };
+        assert!(info(&mut server.conn()).contains("run_id:"));
+        let resp3 = redis::Client::open(format!("{}/?protocol=resp3", proxy.url())).unwrap();
+        for mut con in [proxy.conn(), resp3.get_connection().unwrap()] {
+            let text = info(&mut con);
+            assert!(!text.contains("run_id:"), "{text}");
+            assert!(text.contains("redis_version:"), "{text}");
+        }
     }
 }

@@ -6,10 +6,11 @@
 //! Modelled on redis-rs's `redis-test/src/server.rs` and
 //! `redis/tests/support/mod.rs`. Nothing here ever talks to 127.0.0.1:6379.
 //! Certificates and a TLS server serving them, with or without mutual TLS,
-//! are in [`tls`]; a real Pushgateway, and a stand-in HTTP server, in
-//! `pushgateway`.
-//! are in [`tls`]; a replica of a test server, and freezing it so it lags,
-//! in `replica`.
+//! are in [`tls`]. A real Pushgateway, and a stand-in HTTP server, are in
+//! `pushgateway`. A replica of a test server, and freezing it so it lags,
+//! are in `replica`. A proxy in front of a test server that refuses scripts
+//! calling SCAN or declaring keys of several slots, and hides INFO's run id,
+//! is in `proxy`.
 
 #![allow(dead_code)]
 
@@ -31,12 +32,14 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod proxy;
 mod pushgateway;
 mod replica;
 mod restart;
 mod runs;
 mod sentinel;
 pub use cluster::*;
+pub use proxy::*;
 pub use pushgateway::*;
 pub use replica::*;
 pub use restart::*;
