@@ -98,6 +98,12 @@ pub struct Wanted<'a> {
 
 /// Resumes `stored` when it records an unfinished pass of the same rules on
 /// the same server process, saved within `max_age`; else a new pass.
+/// What a resumed pass's reason adds when the server gives no `run_id`
+/// (a proxy may not): a restart since the checkpoint cannot be told.
+const NO_RUN_ID: &str = "; the server gives no run_id (a proxy?), so a restart since the \
+                         checkpoint cannot be told: keys it moved in its tables may wait \
+                         for the next pass";
+
 pub fn start(stored: Option<&Checkpoint>, wanted: Wanted<'_>) -> Start {
     let new = |reason: String| Start {
         cursor: 0,
@@ -128,10 +134,15 @@ pub fn start(stored: Option<&Checkpoint>, wanted: Wanted<'_>) -> Start {
             started_at: stored.started_ms as f64 / 1000.0,
             resumed: true,
             reason: format!(
-                "resumed the pass begun {}s earlier, at cursor {} ({} keys scanned so far)",
+                "resumed the pass begun {}s earlier, at cursor {} ({} keys scanned so far){}",
                 wanted.now_ms.saturating_sub(stored.started_ms) / 1000,
                 stored.cursor,
-                stored.scanned
+                stored.scanned,
+                if wanted.run_id.is_empty() {
+                    NO_RUN_ID
+                } else {
+                    ""
+                }
             ),
         };
     };
@@ -265,5 +276,27 @@ mod tests {
             assert_eq!(start.started_at, 1060.0);
             assert!(start.reason.contains(why), "{why}: {start:?}");
         }
+    }
+
+    #[test]
+    fn without_a_run_id_a_pass_resumes_and_says_a_restart_cannot_be_told() {
+        let stored = Checkpoint {
+            run_id: String::new(),
+            ..stored()
+        };
+        let start = super::start(
+            Some(&stored),
+            Wanted {
+                run_id: "",
+                ..wanted()
+            },
+        );
+        assert!(start.resumed, "{start:?}");
+        assert!(start.reason.ends_with(NO_RUN_ID), "{start:?}");
+        let start = super::start(Some(&super::tests::stored()), wanted());
+        assert!(
+            start.resumed && !start.reason.contains("run_id"),
+            "{start:?}"
+        );
     }
 }

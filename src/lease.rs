@@ -16,6 +16,9 @@ use crate::script::protocol::{RESERVED_PREFIX, StateKeys};
 /// The default `--lock-ttl`: how long a crashed run blocks the next one.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(60);
 
+/// The hash tag of the job's own keys on a standalone server.
+const STANDALONE_TAG: &str = "{node}:";
+
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
 
@@ -47,13 +50,18 @@ fn holder_named(env: Option<String>, kernel: impl FnOnce() -> Option<String>, pi
     format!("{host} (pid {pid})")
 }
 
-/// The job's own keys on a node: on a cluster node (`slot` given), tagged
-/// with a hash tag of that slot.
+/// The job's own keys on a node, all with one hash tag, so that one call
+/// may declare them together: on a cluster node (`slot` given) a tag of
+/// that slot; on a standalone server `{node}`, which keeps them together
+/// behind a proxy that routes each call by its keys' slot too.
 pub fn state_keys(slot: Option<u16>) -> StateKeys {
-    let tag = slot.map(|slot| format!("{{{}}}:", tag_for(slot)));
+    let tag = match slot {
+        Some(slot) => format!("{{{}}}:", tag_for(slot)),
+        None => STANDALONE_TAG.to_string(),
+    };
     let key = |name: &str| {
         let mut key = RESERVED_PREFIX.to_vec();
-        key.extend_from_slice(tag.as_deref().unwrap_or_default().as_bytes());
+        key.extend_from_slice(tag.as_bytes());
         key.extend_from_slice(name.as_bytes());
         key
     };
@@ -115,9 +123,9 @@ mod tests {
             assert!(keys.checkpoint.starts_with(RESERVED_PREFIX));
         }
         let alone = state_keys(None);
-        assert_eq!(alone.lease, b"__redis-janitor__:lease");
-        assert_eq!(alone.checkpoint, b"__redis-janitor__:checkpoint");
-        assert_eq!(alone.history, b"__redis-janitor__:history");
+        assert_eq!(alone.lease, b"__redis-janitor__:{node}:lease");
+        assert_eq!(alone.checkpoint, b"__redis-janitor__:{node}:checkpoint");
+        assert_eq!(alone.history, b"__redis-janitor__:{node}:history");
     }
 
     #[test]

@@ -505,6 +505,13 @@ const LONG_CALLS: [&str; 6] = [
 
 #[test]
 fn script_kill_and_flush_in_a_loop_cannot_stop_a_run_that_holds_the_lease() {
+    if declared_mode() {
+        // A declared call holds no lease (the job's keys are in another
+        // slot), so SCRIPT KILL may kill it before its first write, as it
+        // may without a lease: that case is
+        // `script_kill_may_end_a_run_without_the_lease_and_the_next_run_completes`.
+        return;
+    }
     let server = RedisServer::start();
     let mut con = server.conn();
     let seeded = populated(&mut con, 60_000, 20_000, 5_000);

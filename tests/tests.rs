@@ -5,6 +5,7 @@ mod acl;
 mod brakes;
 mod cli;
 mod cluster;
+mod declared;
 mod deploy;
 mod faults;
 mod fuzz;

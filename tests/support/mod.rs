@@ -393,6 +393,13 @@ pub fn janitor() -> Janitor {
 /// it to `declared` for the fault tests).
 pub const TEST_KEY_MODE: &str = "JANITOR_TEST_KEY_MODE";
 
+/// Whether the tests run the job in the declared-keys mode (see
+/// [`TEST_KEY_MODE`]), where a few guarantees differ by design (see
+/// docs/declared-keys.md).
+pub fn declared_mode() -> bool {
+    std::env::var(TEST_KEY_MODE).is_ok_and(|mode| mode == "declared")
+}
+
 impl Janitor {
     pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(arg);

@@ -1,0 +1,217 @@
+//! The declared-keys mode (`--key-mode`): the same rules leave the same
+//! keyspace and the same counts in both modes, on a standalone server and
+//! on a cluster; behind a proxy that refuses scripts touching undeclared
+//! keys (a [`ScriptProxy`] in front of a real server) the job switches to
+//! it by itself, declares the keys of one slot per call, and resumes a pass
+//! across runs without a `run_id`. The fault tests of the lease and the
+//! checkpoint run in this mode too: CI runs `lease::`, `resume::`,
+//! `resilience::` and `faults::` again with `JANITOR_TEST_KEY_MODE=declared`.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use crate::support::*;
+
+/// Alibaba Cloud's proxy's refusal of a script that touches keys it did
+/// not declare.
+const ALIBABA: &str = "ERR bad lua script for redis cluster, all the keys that the script uses \
+                       should be passed using the KEYS array";
+/// Dragonfly's.
+const DRAGONFLY: &str = "ERR Error running script (call to f_0123): @user_script:9: \
+                         script tried accessing undeclared key, key: k:1";
+
+/// A run of [`MIX_RULES`] (in `rules`) against `url` with `--key-mode
+/// mode`, at full speed.
+fn job(url: &str, rules: &Path, mode: &str) -> Janitor {
+    run_json(url)
+        .arg("--rules")
+        .arg(rules)
+        .args(["--key-mode", mode, "--max-server-share", "1"])
+}
+
+/// The per-rule counts and the other totals of a report, which both modes
+/// must agree on.
+fn totals(report: &Json) -> (Vec<(String, String, u64)>, [u64; 5]) {
+    let totals = [
+        "keys_matched",
+        "unchanged",
+        "vanished",
+        "moved",
+        "keys_scanned",
+    ]
+    .map(|name| field(report, name));
+    (rule_counts(report), totals)
+}
+
+#[test]
+fn both_modes_leave_the_same_keyspace_and_counts_on_a_standalone_server() {
+    let mix = Mix::new(3_000);
+    let runs = ["server", "declared"].map(|mode| {
+        let server = RedisServer::start();
+        mix.seed(&mut server.conn());
+        let rules = write_rules(server.dir(), MIX_RULES);
+        // A dry run predicts the real run, in either mode, and writes nothing.
+        let before = digest(&mut server.conn());
+        let dry = job(&server.url(), &rules, mode).arg("--dry-run").run();
+        dry.assert_code(0);
+        assert_eq!(
+            digest(&mut server.conn()),
+            before,
+            "{mode}: a dry run wrote"
+        );
+        let out = job(&server.url(), &rules, mode).run();
+        out.assert_code(0);
+        let report = out.report();
+        assert_eq!(report["complete"], true, "{report:#}");
+        assert_eq!(totals(&dry.report()), totals(&report), "{mode}");
+        assert_eq!(only_server(&report)["key_mode"], mode, "{report:#}");
+        assert_eq!(only_server(&report)["key_mode_switched"], Json::Null);
+        mix.assert_cleaned(&keyspace(&mut server.conn()), mode);
+        (keyspace(&mut server.conn()), totals(&report))
+    });
+    assert_same_keyspace(&runs[0].0, &runs[1].0);
+    assert_eq!(runs[0].1, runs[1].1);
+    assert_eq!(runs[1].1.0.iter().map(|r| r.2).sum::<u64>(), mix.acted());
+}
+
+#[test]
+fn both_modes_leave_the_same_keyspace_and_counts_on_a_3_primary_cluster() {
+    let mix = Mix::new(3_000);
+    let runs = ["server", "declared"].map(|mode| {
+        let cluster = RedisCluster::start(3, 0);
+        mix.seed_cluster(&cluster);
+        let rules = write_rules(cluster.nodes[0].dir(), MIX_RULES);
+        let out = job(&cluster.url(), &rules, mode).run();
+        out.assert_code(0);
+        let report = out.report();
+        assert_eq!(report["complete"], true, "{report:#}");
+        let servers = report["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 3, "{report:#}");
+        assert!(servers.iter().all(|s| s["key_mode"] == mode), "{report:#}");
+        mix.assert_cleaned(&cluster.keyspace(), mode);
+        (cluster.keyspace(), totals(&report))
+    });
+    assert_same_keyspace(&runs[0].0, &runs[1].0);
+    assert_eq!(runs[0].1, runs[1].1);
+}
+
+/// A proxy in front of `server` that refuses scripts calling SCAN with
+/// `refusal` and keys of several slots with CROSSSLOT, like a managed
+/// cluster's proxy.
+fn refusing_proxy(server: &RedisServer, refusal: &str, hide_run_id: bool) -> ScriptProxy {
+    ScriptProxy::start(
+        server,
+        Behaviour {
+            refuse_scan_scripts: Some(refusal.to_string()),
+            check_slots: true,
+            hide_run_id,
+        },
+    )
+}
+
+#[test]
+fn a_server_that_refuses_undeclared_keys_switches_the_job_to_declared_keys_by_itself() {
+    for refusal in [ALIBABA, DRAGONFLY] {
+        let server = RedisServer::start();
+        let mix = Mix::new(2_000);
+        mix.seed(&mut server.conn());
+        let rules = write_rules(server.dir(), MIX_RULES);
+        let proxy = refusing_proxy(&server, refusal, false);
+        let out = run_json(&proxy.url())
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--max-server-share", "1"])
+            .run();
+        out.assert_code(0);
+        let report = out.report();
+        assert_eq!(report["complete"], true, "{report:#}");
+        let entry = only_server(&report);
+        assert_eq!(entry["key_mode"], "declared", "{report:#}");
+        let switched = entry["key_mode_switched"].as_str().unwrap_or_default();
+        assert!(switched.contains(&refusal[4..]), "{refusal}: {report:#}");
+        assert!(
+            out.stderr
+                .contains("switching to the declared-keys mode (--key-mode declared)"),
+            "{}",
+            out.dump()
+        );
+        // The first call of the server-side variant was refused, and so was
+        // the first declared call over keys of several slots; every call
+        // after declared the keys of one slot.
+        assert_eq!(proxy.refused(), 1, "{}", out.dump());
+        assert_eq!(proxy.cross_slot(), 1, "{}", out.dump());
+        assert!(proxy.scripts() > 1);
+        mix.assert_cleaned(&keyspace(&mut server.conn()), refusal);
+        assert_eq!(field(&report, "keys_scanned"), mix.len(), "{report:#}");
+    }
+}
+
+#[test]
+fn with_key_mode_server_such_a_server_fails_the_run_in_one_line_and_nothing_changes() {
+    let server = RedisServer::start();
+    let mix = Mix::new(500);
+    mix.seed(&mut server.conn());
+    let before = digest(&mut server.conn());
+    let proxy = refusing_proxy(&server, ALIBABA, false);
+    let out = run_json(&proxy.url()).args(["--key-mode", "server"]).run();
+    out.assert_code(1);
+    let error = out.report()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("KEYS array"), "{}", out.dump());
+    assert!(error.contains("--key-mode declared"), "{}", out.dump());
+    assert_eq!(only_server(&out.report())["key_mode"], "server");
+    assert_eq!(
+        digest(&mut server.conn()),
+        before,
+        "a refused run changed data"
+    );
+}
+
+#[test]
+fn behind_a_proxy_without_run_id_a_pass_cut_into_runs_resumes_and_completes() {
+    let server = RedisServer::start();
+    let mix = Mix::new(3_000);
+    mix.seed(&mut server.conn());
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let proxy = refusing_proxy(&server, ALIBABA, true);
+    let mut runs = Vec::new();
+    while runs.len() < 40 {
+        let out = run_json(&proxy.url())
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--key-mode", "declared", "--rate-limit", "5000"])
+            .args(["--batch-size", "100", "--max-runtime", "150ms"])
+            .run();
+        out.assert_code(0);
+        let report = out.report();
+        runs.push(report.clone());
+        if report["complete"] == true {
+            break;
+        }
+    }
+    assert!(runs.len() >= 3, "the pass was not cut: {} runs", runs.len());
+    let last = runs.last().unwrap();
+    assert_eq!(last["complete"], true, "{last:#}");
+    // Every run after the first resumed the one pass, and says that a
+    // restart cannot be told without a run_id.
+    for report in &runs[1..] {
+        let pass = &only_server(report)["pass"];
+        assert_eq!(pass["resumed"], true, "{report:#}");
+        assert!(
+            pass["reason"].as_str().unwrap().contains("gives no run_id"),
+            "{report:#}"
+        );
+    }
+    let checkpoint = checkpoint(&mut server.conn()).expect("the pass's checkpoint");
+    assert_eq!(checkpoint["run_id"], "", "{checkpoint:?}");
+    assert_eq!(checkpoint["done"], "1", "{checkpoint:?}");
+    assert_eq!(
+        checkpoint["scanned"],
+        mix.len().to_string(),
+        "{checkpoint:?}"
+    );
+    mix.assert_cleaned(&keyspace(&mut server.conn()), "after the runs");
+}
