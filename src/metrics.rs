@@ -121,8 +121,9 @@ fn run_gauges(metrics: &Metrics, run: &Run) -> Result<(), prometheus::Error> {
 }
 
 /// The labels of `redis_janitor_info`, in [`info_labels`]'s order.
-const INFO_LABELS: [&str; 6] = [
+const INFO_LABELS: [&str; 7] = [
     "node",
+    "key_mode",
     "version",
     "script_version",
     "script_sha",
@@ -130,13 +131,15 @@ const INFO_LABELS: [&str; 6] = [
     "server_version",
 ];
 
-/// `node`'s info labels: the job's version, the script's and the
-/// server's; empty for what the node never told (it did not answer).
+/// `node`'s info labels: how its calls got their keys, the job's version,
+/// the script's and the server's; empty for what the node never told (it
+/// did not answer).
 fn info_labels(node: &NodeOutcome) -> Vec<String> {
     let script = node.script.as_ref();
     let server = node.server.as_ref();
     vec![
         node.address.clone(),
+        node.key_mode.name().to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
         script.map(|s| s.version.clone()).unwrap_or_default(),
         script.map(|s| s.sha.clone()).unwrap_or_default(),
@@ -520,7 +523,7 @@ mod tests {
         let version = env!("CARGO_PKG_VERSION");
         // No script was chosen in these outcomes: its labels are empty.
         let info = format!(
-            "redis_janitor_info{{node=h:2,script_sha=,script_version=,server=Valkey,\
+            "redis_janitor_info{{key_mode=server,node=h:2,script_sha=,script_version=,server=Valkey,\
              server_version=8.1.8,version={version}}}"
         );
         assert_eq!(value(&s, &info), 1.0);
@@ -641,7 +644,7 @@ mod tests {
         // known: the job's version.
         let version = env!("CARGO_PKG_VERSION");
         let info = format!(
-            "redis_janitor_info{{node=h:2,script_sha=,script_version=,server=,\
+            "redis_janitor_info{{key_mode=server,node=h:2,script_sha=,script_version=,server=,\
              server_version=,version={version}}}"
         );
         assert_eq!(value(&s, &info), 1.0);

@@ -286,6 +286,7 @@ fn assert_node_metrics(m: &Exposition, server: &Json) {
     assert_eq!(labels["script_sha"], server["script"]["sha"]);
     assert_eq!(labels["server"], server["software"]);
     assert_eq!(labels["server_version"], server["version"]);
+    assert_eq!(labels["key_mode"], server["key_mode"]);
 }
 
 /// Checks that every series of `m` names a node of `report`, or none.
