@@ -9,8 +9,8 @@
 //! is the job's own SCAN and the calls that clean its keys (`declared`),
 //! and a call of its own then saves the checkpoint and renews the lease,
 //! refusing if the run lost it; a step goes out at most a third of the
-//! lease's time to live after the lease was last confirmed. The pass takes its stop signal as a
-//! parameter, so a graceful stop is testable. A writing pass on a primary
+//! lease's time to live after the lease was last confirmed. The pass takes
+//! its stop signal as a parameter, so a graceful stop is testable. A writing pass on a primary
 //! also watches its replicas' lag, and pauses its calls while the slowest
 //! lags more than `--max-replica-lag` (see `replica`).
 //!
