@@ -54,12 +54,14 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Methods to run, comma-separated, in this order (reversed every other
-    /// repetition): janitor, janitor@SHARE, pipeline, bound, scan, naive
-    /// [default: janitor,janitor+freed,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
+    /// repetition): janitor, janitor+freed, janitor+declared, janitor@SHARE,
+    /// declared@SHARE, pipeline, bound, scan, naive
+    /// [default: janitor,janitor+freed,janitor+declared,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<Method>>,
     /// Also run the job capped at each of these shares of Redis's time
-    /// (methods janitor@SHARE, job arguments from --share-args)
+    /// (methods janitor@SHARE, job arguments from --share-args; and
+    /// declared@SHARE too when the methods include the declared-keys mode)
     /// [default: none; with --impact: 0.1,0.25,0.5 when the job has the flag]
     #[arg(long, alias = "janitor-shares", value_delimiter = ',')]
     shares: Option<Vec<String>>,
@@ -123,8 +125,10 @@ pub struct Run {
     pub wall: f64,
     /// Redis main-thread CPU seconds during the method.
     pub cpu: f64,
-    /// Seconds Redis spent running scripts during the method (its command
-    /// statistics): a capped job's own share of Redis's time.
+    /// Seconds Redis spent on the job's commands during the method (its
+    /// command statistics): its script calls and, in the declared-keys mode,
+    /// its own SCANs (see [`Method::own_secs`]); over the wall time, a capped
+    /// job's own share of Redis's time.
     pub scripts: f64,
     pub latency: Latency,
     /// The longest any command held Redis during the run, in ms, from the
@@ -222,6 +226,11 @@ const SHARE_FLAG: &str = "--max-server-share";
 /// The job's flag that estimates the memory its deletes give back.
 const FREED_FLAG: &str = "--estimate-freed";
 
+/// The job's flag that chooses how its calls get their keys, and its value
+/// for the declared-keys mode.
+const KEY_MODE_FLAG: &str = "--key-mode";
+const DECLARED: &str = "declared";
+
 /// The help text of `redis-janitor run`, read once to learn its flags.
 fn job_help(job_bin: &Path) -> Result<String, String> {
     let out = Command::new(job_bin)
@@ -278,6 +287,13 @@ fn bench(args: Args) -> Result<bool, String> {
     }
     let mut notes = Vec::new();
     let methods = resolve_methods(&args, &help, &mut notes)?;
+    // The cluster mode's declared-keys runs need the job's --key-mode.
+    let declared = has_flag(&help, KEY_MODE_FLAG);
+    if args.cluster && !declared {
+        notes.push(format!(
+            "the job has no {KEY_MODE_FLAG}: no declared-keys runs"
+        ));
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -323,7 +339,7 @@ fn bench(args: Args) -> Result<bool, String> {
     let started = Instant::now();
     if args.cluster {
         let primaries = args.cluster_primaries;
-        let ok = topology::run(&mut bench, &redis_bin, primaries, keys, reps)?;
+        let ok = topology::run(&mut bench, &redis_bin, primaries, keys, reps, declared)?;
         println!(
             "total benchmark time: {:.0} s (the cluster's start, seeding and checks included); load average \
              at the end: {}",
@@ -411,6 +427,7 @@ fn resolve_methods(
         &[
             Method::Janitor,
             Method::JanitorFreed,
+            Method::JanitorDeclared,
             Method::Pipeline,
             Method::Bound,
             Method::Scan,
@@ -419,19 +436,31 @@ fn resolve_methods(
     };
     let mut wanted: Vec<Method> = match &args.methods {
         Some(methods) => methods.clone(),
-        // An older binary without the estimate: its row is left out.
-        None if !has_flag(help, FREED_FLAG) => {
-            notes.push(format!(
-                "the job has no {FREED_FLAG}: no janitor+freed runs"
-            ));
-            default
-                .iter()
-                .filter(|m| **m != Method::JanitorFreed)
-                .cloned()
-                .collect()
+        None => {
+            // An older binary without the estimate or the declared-keys
+            // mode: their rows are left out.
+            let mut methods = default.to_vec();
+            for (flag, method) in [
+                (FREED_FLAG, Method::JanitorFreed),
+                (KEY_MODE_FLAG, Method::JanitorDeclared),
+            ] {
+                if methods.contains(&method) && !has_flag(help, flag) {
+                    notes.push(format!("the job has no {flag}: no {} runs", method.name()));
+                    methods.retain(|m| *m != method);
+                }
+            }
+            methods
         }
-        None => default.to_vec(),
     };
+    if wanted.iter().any(Method::declares) && !has_flag(help, KEY_MODE_FLAG) {
+        return Err(format!(
+            "the declared-keys methods run the job with `{KEY_MODE_FLAG} {DECLARED}`, but `redis-janitor run \
+             --help` has no {KEY_MODE_FLAG}"
+        ));
+    }
+    // --shares adds the capped job in each mode that runs: the declared-keys
+    // one too when one of its methods does.
+    let declared_too = wanted.iter().any(Method::declares);
     let share_flag = args.share_args.split_whitespace().next().unwrap_or("");
     let can_cap = !share_flag.is_empty() && has_flag(help, share_flag);
     let shares: Vec<String> = match &args.shares {
@@ -459,6 +488,9 @@ fn resolve_methods(
     };
     for share in shares {
         wanted.push(format!("janitor@{share}").parse()?);
+        if declared_too {
+            wanted.push(format!("declared@{share}").parse()?);
+        }
     }
     let mut methods: Vec<Method> = Vec::new();
     for m in wanted {
@@ -466,9 +498,9 @@ fn resolve_methods(
             methods.push(m);
         }
     }
-    if methods.iter().any(|m| matches!(m, Method::JanitorAt(_))) && !can_cap {
+    if methods.iter().any(|m| m.cap_arg().is_some()) && !can_cap {
         return Err(format!(
-            "janitor@SHARE runs the job with `{}`, but `redis-janitor run --help` has no {share_flag:?} \
+            "janitor@SHARE (and declared@SHARE) runs the job with `{}`, but `redis-janitor run --help` has no {share_flag:?} \
              (an older binary? give --share-args, e.g. \"--rate-limit {{}}\")",
             args.share_args
         ));
@@ -480,20 +512,21 @@ impl Bench {
     /// The arguments of `redis-janitor run` for a job method, after `--url
     /// URL --output json`: its cap (or full speed), then --job-args.
     pub fn job_args(&self, method: &Method) -> Vec<String> {
-        let mut args = match method {
-            Method::JanitorAt(share) => self
+        let mut args = match method.cap_arg() {
+            Some(share) => self
                 .share_args
                 .replace("{}", share)
                 .split_whitespace()
                 .map(String::from)
                 .collect(),
-            Method::JanitorFreed => {
-                let mut args = self.full_speed.clone();
-                args.push(FREED_FLAG.into());
-                args
-            }
-            _ => self.full_speed.clone(),
+            None => self.full_speed.clone(),
         };
+        if *method == Method::JanitorFreed {
+            args.push(FREED_FLAG.into());
+        }
+        if method.declares() {
+            args.extend([KEY_MODE_FLAG.into(), DECLARED.into()]);
+        }
         args.extend(self.job_args.iter().cloned());
         args
     }
@@ -597,7 +630,7 @@ impl Bench {
             keys,
             wall,
             cpu: after.cpu_main - before.cpu_main,
-            scripts: after.scripts - before.scripts,
+            scripts: method.own_secs(after.scripts - before.scripts, after.scans - before.scans),
             latency,
             longest_ms,
             rss_kib: outcome.rss_kib,
@@ -783,7 +816,8 @@ fn header(
     } else if args.cluster {
         h.push_str(&format!(
             "mode:    cluster: {keys} keys, {reps} repetition(s) of the job on a cluster of {} primary node(s) \
-             and on the single node, at its default pace and at full speed, order reversed every other repetition",
+             and on the single node, at its default pace, at full speed and at full speed in its declared-keys \
+             mode, order reversed every other repetition",
             args.cluster_primaries
         ));
     } else if args.impact {
@@ -797,9 +831,10 @@ fn header(
     }
     if args.cluster {
         h.push_str(&format!(
-            "\njob runs: default pace with [{}]; full speed with [{}]",
+            "\njob runs: default pace with [{}]; full speed with [{}]; declared with [{}]",
             bench.job_args.join(" "),
-            bench.job_args(&Method::Janitor).join(" ")
+            bench.job_args(&Method::Janitor).join(" "),
+            bench.job_args(&Method::JanitorDeclared).join(" ")
         ));
         return h;
     }
@@ -812,11 +847,14 @@ fn header(
             " (the job has no {SHARE_FLAG}: it runs at full speed)"
         ));
     }
-    if let Some(capped) = methods.iter().find(|m| matches!(m, Method::JanitorAt(_))) {
+    for method in methods
+        .iter()
+        .filter(|m| **m != Method::Janitor && m.is_job())
+    {
         h.push_str(&format!(
             "; {} with [{}]",
-            capped.name(),
-            bench.job_args(capped).join(" ")
+            method.name(),
+            bench.job_args(method).join(" ")
         ));
     }
     h
@@ -844,5 +882,21 @@ mod tests {
         assert!("nope".parse::<Method>().is_err());
         assert_eq!(Method::JanitorAt("0.1".into()).share(), Some(0.1));
         assert_eq!(Method::JanitorAt("50000".into()).share(), None);
+        assert_eq!("janitor+declared".parse(), Ok(Method::JanitorDeclared));
+        assert_eq!(
+            "declared@0.25".parse(),
+            Ok(Method::DeclaredAt("0.25".into()))
+        );
+        assert!("declared@".parse::<Method>().is_err());
+        assert_eq!(Method::DeclaredAt("0.5".into()).share(), Some(0.5));
+        assert!(Method::DeclaredAt("0.5".into()).declares());
+        assert!(!Method::JanitorAt("0.5".into()).declares());
+    }
+
+    #[test]
+    fn only_the_declared_mode_counts_its_scans_as_its_own() {
+        assert_eq!(Method::Janitor.own_secs(1.0, 0.5), 1.0);
+        assert_eq!(Method::JanitorDeclared.own_secs(1.0, 0.5), 1.5);
+        assert_eq!(Method::DeclaredAt("0.25".into()).own_secs(1.0, 0.5), 1.5);
     }
 }

@@ -1,7 +1,9 @@
 //! The ways of cleaning the keyspace that the benchmark compares, each
 //! applying the built-in rules (cache keys without TTL: PEXPIRE 1 h; cache
 //! keys with a TTL under 60 s: UNLINK; `temp:*`: UNLINK): the job itself (at
-//! full speed, or capped at a share of Redis's time), a careful client-side
+//! full speed, or capped at a share of Redis's time; in its default mode,
+//! whose script runs SCAN inside Redis, or in its declared-keys mode, where
+//! the job runs SCAN and each call declares its keys), a careful client-side
 //! pipeline, the server-side bound (one EVAL looping
 //! SCAN), the bare SCAN floor, and the usual KEYS-and-a-loop script.
 
@@ -35,6 +37,14 @@ pub enum Method {
     /// deletes give back (`--estimate-freed`: a `MEMORY USAGE` per deleted
     /// key), plus --job-args: what the estimate costs.
     JanitorFreed,
+    /// `janitor+declared`: the job at full speed in its declared-keys mode
+    /// (`--key-mode declared`: the job runs SCAN itself and sends the keys
+    /// of each batch in KEYS to the declared script variant, then saves the
+    /// checkpoint with a call of its own), plus --job-args.
+    JanitorDeclared,
+    /// `declared@S`: `janitor@S` in the declared-keys mode: --share-args
+    /// with S for `{}`, `--key-mode declared`, then --job-args.
+    DeclaredAt(String),
     /// Client-side pipeline: SCAN 1000, pipelined PTTL, pipelined UNLINK/PEXPIRE.
     Pipeline,
     /// Server-side bound: one EVAL whose Lua loops SCAN 1000 over the keyspace.
@@ -51,6 +61,8 @@ impl Method {
             Method::Janitor => "janitor".into(),
             Method::JanitorAt(share) => format!("janitor@{share}"),
             Method::JanitorFreed => "janitor+freed".into(),
+            Method::JanitorDeclared => "janitor+declared".into(),
+            Method::DeclaredAt(share) => format!("declared@{share}"),
             Method::Pipeline => "pipeline".into(),
             Method::Bound => "bound".into(),
             Method::Scan => "scan".into(),
@@ -67,26 +79,60 @@ impl Method {
     pub fn is_job(&self) -> bool {
         matches!(
             self,
-            Method::Janitor | Method::JanitorAt(_) | Method::JanitorFreed
+            Method::Janitor
+                | Method::JanitorAt(_)
+                | Method::JanitorFreed
+                | Method::JanitorDeclared
+                | Method::DeclaredAt(_)
         )
     }
 
-    /// The cap of a `janitor@S` whose S reads as a share of Redis's time
-    /// (above 0, at most 1).
-    pub fn share(&self) -> Option<f64> {
+    /// Whether it runs the job in its declared-keys mode (`--key-mode
+    /// declared`): the job's SCANs are then commands of their own, outside
+    /// its script calls, and count in its share of Redis's time.
+    pub fn declares(&self) -> bool {
+        matches!(self, Method::JanitorDeclared | Method::DeclaredAt(_))
+    }
+
+    /// The S of a capped job, `janitor@S` or `declared@S`, as typed.
+    pub fn cap_arg(&self) -> Option<&str> {
         match self {
-            Method::JanitorAt(s) => s.parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1.0),
+            Method::JanitorAt(s) | Method::DeclaredAt(s) => Some(s),
             _ => None,
         }
     }
 
-    /// Where it goes in a table: the job first (full speed, then by cap),
-    /// then the others in a fixed order.
+    /// The cap of a `janitor@S` or `declared@S` whose S reads as a share of
+    /// Redis's time (above 0, at most 1).
+    pub fn share(&self) -> Option<f64> {
+        self.cap_arg()?
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v > 0.0 && *v <= 1.0)
+    }
+
+    /// The seconds the job held Redis during a run, from the deltas of its
+    /// command statistics: its script calls and, in the declared-keys mode,
+    /// its own SCANs (in the default mode the script's SCANs are part of
+    /// its calls already: Redis counts them in both).
+    pub fn own_secs(&self, scripts: f64, scans: f64) -> f64 {
+        if self.declares() {
+            scripts + scans
+        } else {
+            scripts
+        }
+    }
+
+    /// Where it goes in a table: the job first (full speed, then by cap,
+    /// `declared@S` right after `janitor@S`), then the others in a fixed
+    /// order.
     pub fn rank(&self) -> (u8, f64) {
         match self {
             Method::Janitor => (0, 0.0),
             Method::JanitorFreed => (0, 1.0),
+            Method::JanitorDeclared => (0, 2.0),
             Method::JanitorAt(s) => (1, s.parse().unwrap_or(f64::MAX)),
+            Method::DeclaredAt(s) => (1, s.parse::<f64>().map_or(f64::MAX, |v| v + 1e-9)),
             Method::Pipeline => (2, 0.0),
             Method::Bound => (3, 0.0),
             Method::Scan => (4, 0.0),
@@ -102,20 +148,28 @@ impl std::str::FromStr for Method {
         Ok(match s {
             "janitor" => Method::Janitor,
             "janitor+freed" => Method::JanitorFreed,
+            "janitor+declared" => Method::JanitorDeclared,
             "pipeline" => Method::Pipeline,
             "bound" => Method::Bound,
             "scan" => Method::Scan,
             "naive" => Method::Naive,
-            _ => match s.strip_prefix("janitor@") {
-                Some(share) if share.parse::<f64>().is_ok_and(|v| v > 0.0) => {
-                    Method::JanitorAt(share.to_string())
+            _ => {
+                let cap = |prefix: &str| {
+                    s.strip_prefix(prefix)
+                        .filter(|cap| cap.parse::<f64>().is_ok_and(|v| v > 0.0))
+                        .map(String::from)
+                };
+                match (cap("janitor@"), cap("declared@")) {
+                    (Some(cap), _) => Method::JanitorAt(cap),
+                    (_, Some(cap)) => Method::DeclaredAt(cap),
+                    _ => {
+                        return Err(format!(
+                            "unknown method {s:?}: one of janitor, janitor+freed, janitor+declared, janitor@SHARE, \
+                             declared@SHARE, pipeline, bound, scan, naive"
+                        ));
+                    }
                 }
-                _ => {
-                    return Err(format!(
-                        "unknown method {s:?}: one of janitor, janitor+freed, janitor@SHARE, pipeline, bound, scan, naive"
-                    ));
-                }
-            },
+            }
         })
     }
 }
@@ -169,7 +223,11 @@ pub fn run(
     job: &JobSetup,
 ) -> Result<Outcome, String> {
     match method {
-        Method::Janitor | Method::JanitorAt(_) | Method::JanitorFreed => janitor(job),
+        Method::Janitor
+        | Method::JanitorAt(_)
+        | Method::JanitorFreed
+        | Method::JanitorDeclared
+        | Method::DeclaredAt(_) => janitor(job),
         Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
         Method::Bound => bound(conn).map_err(|e| format!("bound: {e}")),
         Method::Scan => scan(conn).map_err(|e| format!("scan: {e}")),
@@ -178,7 +236,7 @@ pub fn run(
 }
 
 /// Job environment variables that would override the command line's defaults.
-const JOB_ENV: [&str; 30] = [
+const JOB_ENV: [&str; 37] = [
     "REDIS_URL",
     "REDIS_HOST",
     "REDIS_PASSWORD_FILE",
@@ -209,6 +267,13 @@ const JOB_ENV: [&str; 30] = [
     "JANITOR_NO_LOCK",
     "JANITOR_MAX_KEYS",
     "JANITOR_PUSHGATEWAY",
+    "JANITOR_PUSHGATEWAY_INSTANCE",
+    "JANITOR_PUSHGATEWAY_USERNAME",
+    "JANITOR_PUSHGATEWAY_PASSWORD_FILE",
+    "JANITOR_PUSHGATEWAY_TIMEOUT",
+    "JANITOR_KEY_MODE",
+    "JANITOR_MAX_REPLICA_LAG",
+    "JANITOR_RETRIES",
 ];
 
 /// Runs the job once (`redis-janitor run --url URL --output json` and its

@@ -30,6 +30,10 @@ pub struct Counters {
     /// `_RO` forms), by its own command statistics: each call whole, its
     /// set-up and reply included, without the time spent on other clients.
     pub scripts: f64,
+    /// Seconds Redis spent in `SCAN` commands, by the same statistics: those
+    /// a script calls (counted in its call's time too) and those a client
+    /// sends, such as the job's own in its declared-keys mode.
+    pub scans: f64,
     /// Bytes read from clients.
     pub net_in: u64,
     /// Bytes written to clients.
@@ -200,13 +204,17 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     let cpu = info(conn, "cpu")?;
     let stats = info(conn, "stats")?;
     let commands = info(conn, "commandstats")?;
-    let scripts = ["evalsha", "evalsha_ro", "eval", "eval_ro"]
-        .iter()
-        .filter_map(|c| commands.get(&format!("cmdstat_{c}")))
-        .filter_map(|s| s.split(',').find_map(|kv| kv.strip_prefix("usec=")))
-        .filter_map(|usec| usec.parse::<f64>().ok())
-        .sum::<f64>()
-        / 1e6;
+    let secs = |names: &[&str]| {
+        names
+            .iter()
+            .filter_map(|c| commands.get(&format!("cmdstat_{c}")))
+            .filter_map(|s| s.split(',').find_map(|kv| kv.strip_prefix("usec=")))
+            .filter_map(|usec| usec.parse::<f64>().ok())
+            .sum::<f64>()
+            / 1e6
+    };
+    let scripts = secs(&["evalsha", "evalsha_ro", "eval", "eval_ro"]);
+    let scans = secs(&["scan"]);
     let f = |m: &HashMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok());
     // Redis < 6.2 has no per-thread figures: fall back to the process's.
     let cpu_main = match (
@@ -220,6 +228,7 @@ pub fn counters(conn: &mut redis::Connection) -> redis::RedisResult<Counters> {
     Ok(Counters {
         cpu_main,
         scripts,
+        scans,
         net_in: u("total_net_input_bytes"),
         net_out: u("total_net_output_bytes"),
     })

@@ -2,7 +2,8 @@
 //! over a single server holding the same keys. Beside the benchmark's
 //! standalone server it starts a cluster of `--cluster-primaries` (3)
 //! primaries and, every repetition, runs the job on each topology at its
-//! default pace and at full speed, each run on a freshly seeded keyspace
+//! default pace and at full speed (and, when the job has `--key-mode`, at
+//! full speed in its declared-keys mode), each run on a freshly seeded keyspace
 //! (the same mix; on the cluster, each key on its slot's primary), in an
 //! order reversed every other repetition. It measures the wall time, the
 //! Redis main-thread CPU summed over the nodes, how busy the busiest node
@@ -18,7 +19,7 @@ use crate::measure::{CpuClock, median};
 use crate::methods::{self, JobSetup, Method};
 use crate::server::{self, Counters};
 use crate::table::{markdown, with_interval};
-use crate::{Bench, check_run, loadavg};
+use crate::{Bench, DECLARED, KEY_MODE_FLAG, check_run, loadavg};
 
 /// Where the keys are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,10 @@ enum Pace {
     Default,
     /// `--max-server-share 1.0`: each node's pass as fast as it goes.
     Full,
+    /// `--max-server-share 1.0 --key-mode declared`: full speed in the
+    /// declared-keys mode (the job's SCAN, one call per hash slot on a
+    /// cluster node, one per batch on the single node).
+    Declared,
 }
 
 impl Pace {
@@ -43,6 +48,7 @@ impl Pace {
         match self {
             Pace::Default => "default",
             Pace::Full => "full speed",
+            Pace::Declared => "declared",
         }
     }
 }
@@ -50,19 +56,23 @@ impl Pace {
 /// One repetition's runs, in the order of even repetitions (odd ones run
 /// them backwards): each topology goes first at one pace and second at the
 /// other, and first at both every other repetition.
-const ORDER: [(Topology, Pace); 4] = [
+const ORDER: [(Topology, Pace); 6] = [
     (Topology::Cluster, Pace::Default),
     (Topology::Single, Pace::Default),
     (Topology::Single, Pace::Full),
     (Topology::Cluster, Pace::Full),
+    (Topology::Cluster, Pace::Declared),
+    (Topology::Single, Pace::Declared),
 ];
 
 /// The rows of the table, in order.
-const ROWS: [(Topology, Pace); 4] = [
+const ROWS: [(Topology, Pace); 6] = [
     (Topology::Single, Pace::Default),
     (Topology::Cluster, Pace::Default),
     (Topology::Single, Pace::Full),
     (Topology::Cluster, Pace::Full),
+    (Topology::Single, Pace::Declared),
+    (Topology::Cluster, Pace::Declared),
 ];
 
 /// One measured pass of the job.
@@ -74,7 +84,9 @@ struct TopologyRun {
     wall: f64,
     /// Redis main-thread CPU seconds of each node during the run.
     node_cpu: Vec<f64>,
-    /// Seconds each node spent in script calls (its command statistics).
+    /// Seconds each node spent in the job's commands (its command
+    /// statistics): script calls, and in the declared-keys mode the job's
+    /// own SCANs.
     node_scripts: Vec<f64>,
     /// Each node's pass, from the job's report, in seconds.
     node_secs: Vec<f64>,
@@ -190,13 +202,15 @@ impl Servers<'_> {
 }
 
 /// Starts the cluster, runs every repetition, prints the tables. Returns
-/// whether every run passed its checks.
+/// whether every run passed its checks. `declared`: whether the job has the
+/// declared-keys mode, whose runs are left out otherwise.
 pub fn run(
     bench: &mut Bench,
     redis_bin: &str,
     primaries: usize,
     keys: u64,
     reps: usize,
+    declared: bool,
 ) -> Result<bool, String> {
     let started = Instant::now();
     let cluster = Cluster::start(redis_bin, &bench.tmp, primaries)?;
@@ -216,7 +230,8 @@ pub fn run(
     let mut servers = Servers { bench, cluster };
     let mut runs = Vec::new();
     for rep in 0..reps {
-        let mut order = ORDER;
+        let mut order = ORDER.to_vec();
+        order.retain(|&(_, pace)| declared || pace != Pace::Declared);
         if rep % 2 == 1 {
             order.reverse();
         }
@@ -246,6 +261,11 @@ fn pace_args(bench: &Bench, pace: Pace) -> Vec<String> {
     let mut args = match pace {
         Pace::Default => Vec::new(),
         Pace::Full => bench.full_speed.clone(),
+        Pace::Declared => {
+            let mut args = bench.full_speed.clone();
+            args.extend([KEY_MODE_FLAG.into(), DECLARED.into()]);
+            args
+        }
     };
     args.extend(bench.job_args.iter().cloned());
     args
@@ -307,7 +327,13 @@ fn run_one(
         rep,
         wall,
         node_cpu: deltas(&before, &after, |c| c.cpu_main),
-        node_scripts: deltas(&before, &after, |c| c.scripts),
+        node_scripts: deltas(&before, &after, |c| {
+            if pace == Pace::Declared {
+                c.scripts + c.scans
+            } else {
+                c.scripts
+            }
+        }),
         node_secs: outcome.node_secs.clone(),
         job_cpu,
         rss_kib: outcome.rss_kib,
@@ -436,14 +462,19 @@ fn table(runs: &[TopologyRun], keys: u64, primaries: usize) -> String {
             "pairs",
         ],
         1,
-        &[Pace::Default, Pace::Full].map(|pace| ratio_row(runs, pace, primaries)),
+        &[Pace::Default, Pace::Full, Pace::Declared]
+            .into_iter()
+            .filter(|&pace| runs.iter().any(|r| r.pace == pace))
+            .map(|pace| ratio_row(runs, pace, primaries))
+            .collect::<Vec<_>>(),
     );
     format!(
         "\n{main}\n\n\
          Medians over the successful runs of {keys} keys. server CPU: Redis main-thread CPU (user+sys) summed over \
          the topology's nodes; busiest node: the most any one node's main thread was busy (its CPU / wall); script \
-         share: the most time any one node spent in the job's script calls / wall, which the job's cap (per node) \
-         holds; slowest node pass: the longest node's pass in the job's report (without the job's start-up and \
+         share: the most time any one node spent in the job's script calls (in the declared-keys mode, and its \
+         own SCANs) / wall, which the job's cap (per node) holds; declared: full speed in the declared-keys mode \
+         (--key-mode declared: the job's SCAN, one call per hash slot on a cluster node); slowest node pass: the longest node's pass in the job's report (without the job's start-up and \
          discovery); job CPU: the job process (user+sys, GNU time); other CPU: anything but the servers, the \
          benchmark and the job (noise; it should be near 0).\n\n\
          Cluster / single node, per repetition at the same pace, the median (in brackets, from 5 repetitions on, \
@@ -589,7 +620,7 @@ mod tests {
         };
         let mut reversed = ORDER;
         reversed.reverse();
-        for pace in [Pace::Default, Pace::Full] {
+        for pace in [Pace::Default, Pace::Full, Pace::Declared] {
             let first = |order: &[(Topology, Pace)]| {
                 position(order, (Topology::Cluster, pace))
                     < position(order, (Topology::Single, pace))
