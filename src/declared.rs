@@ -66,8 +66,9 @@ pub async fn step(
         .into_iter()
         .filter(|key| !key.starts_with(RESERVED_PREFIX))
         .collect();
+    let mut groups = groups(keys, *grouping);
     let (mut reply, resent) = loop {
-        match clean(conn, script, claim, rules, batch, &keys, *grouping).await {
+        match clean(conn, script, claim, rules, batch, &groups).await {
             Err(err)
                 if *grouping == Grouping::Whole
                     && err.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
@@ -77,6 +78,7 @@ pub async fn step(
                      each call declares the keys of one slot from now on"
                 );
                 *grouping = Grouping::BySlot;
+                groups = self::groups(groups.concat(), Grouping::BySlot);
             }
             called => break called.map_err(|err| script.error("call of", &err))?,
         }
@@ -106,8 +108,8 @@ async fn scan(
         .map_err(|err| Error::from_redis("SCAN", &err))
 }
 
-/// Cleans `keys` with one call per group, all sent at once, and merges the
-/// replies. A group refused for its slot (moved) counts its matching keys
+/// Cleans `groups` of keys with one call per group, all sent at once, and
+/// merges the replies. A group refused for its slot (moved) counts its matching keys
 /// as moved; any other error fails the step (nothing of a refused call was
 /// applied).
 async fn clean(
@@ -116,10 +118,8 @@ async fn clean(
     claim: &Claim,
     rules: &Rules,
     batch: &Batch,
-    keys: &[Vec<u8>],
-    grouping: Grouping,
+    groups: &[Vec<Vec<u8>>],
 ) -> Result<(Reply, bool), RedisError> {
-    let groups = groups(keys, grouping);
     let calls = groups.iter().map(|group| {
         let mut conn = conn.clone();
         async move {
@@ -151,16 +151,16 @@ async fn clean(
 }
 
 /// `keys` as the calls declare them: all in one, or one call per slot.
-fn groups(keys: &[Vec<u8>], grouping: Grouping) -> Vec<Vec<Vec<u8>>> {
+fn groups(keys: Vec<Vec<u8>>, grouping: Grouping) -> Vec<Vec<Vec<u8>>> {
     if keys.is_empty() {
         return Vec::new();
     }
     match grouping {
-        Grouping::Whole => vec![keys.to_vec()],
+        Grouping::Whole => vec![keys],
         Grouping::BySlot => {
             let mut by_slot: BTreeMap<u16, Vec<Vec<u8>>> = BTreeMap::new();
             for key in keys {
-                by_slot.entry(key_slot(key)).or_default().push(key.clone());
+                by_slot.entry(key_slot(&key)).or_default().push(key);
             }
             by_slot.into_values().collect()
         }
@@ -187,15 +187,15 @@ mod tests {
             .iter()
             .map(|k| k.to_vec())
             .collect();
-        assert_eq!(groups(&keys, Grouping::Whole), vec![keys.clone()]);
-        let by_slot = groups(&keys, Grouping::BySlot);
+        assert_eq!(groups(keys.clone(), Grouping::Whole), vec![keys.clone()]);
+        let by_slot = groups(keys, Grouping::BySlot);
         assert_eq!(by_slot.len(), 2);
         for group in &by_slot {
             let slot = key_slot(&group[0]);
             assert!(group.iter().all(|key| key_slot(key) == slot));
         }
         assert_eq!(by_slot.iter().map(Vec::len).sum::<usize>(), 4);
-        assert!(groups(&[], Grouping::BySlot).is_empty());
+        assert!(groups(Vec::new(), Grouping::BySlot).is_empty());
     }
 
     #[test]
