@@ -1,10 +1,16 @@
-//! The declared-keys mode's step, for servers and proxies that refuse
+//! The declared-keys mode's steps, for servers and proxies that refuse
 //! scripts touching keys they did not declare: the job runs SCAN itself,
 //! groups the keys it returns by hash slot where slots matter, and sends one
-//! call of the declared variant per group, all at once over the node's
-//! connection (which pipelines them). Each call re-checks and acts on its
-//! keys atomically, exactly as the scanned variant does with the keys of its
-//! own SCAN; the replies merge into one, as if one call had done the step.
+//! call of the declared variant per group. Each call re-checks and acts on
+//! its keys atomically, exactly as the scanned variant does with the keys of
+//! its own SCAN; the replies merge into one, as if one call had done the
+//! step.
+//!
+//! A step costs one round trip: its calls go out together (the node's
+//! connection pipelines them) with the checkpoint of the step before and
+//! the SCAN of the step after, so Redis runs the three back to back, about
+//! as long as one call of the scanned variant. The keys scanned ahead are
+//! only candidates, as SCAN's always are: the calls re-check each one.
 //!
 //! Slots matter on a cluster node, and behind a proxy that routes each call
 //! by its keys: such a proxy looks like one standalone server, so a step
@@ -15,8 +21,9 @@
 //! the scanned variant counts a refused key.
 //!
 //! These calls hold no lease and save no checkpoint (the job's own keys are
-//! in another slot): the pass saves the checkpoint with a call of its own
-//! after the step, which checks the lease (see `pass`).
+//! in another slot): the checkpoint after a step is saved by a call of its
+//! own, which checks and renews the lease first, in the next step's round
+//! trip, or alone before the pass waits and when it ends (see `pass`).
 
 use std::collections::BTreeMap;
 
@@ -28,8 +35,8 @@ use tracing::info;
 use crate::error::Error;
 use crate::lease::key_slot;
 use crate::rules::Rules;
-use crate::script::Script;
-use crate::script::protocol::{Batch, Claim, Op, RESERVED_PREFIX, Reply};
+use crate::script::protocol::{Batch, Claim, Op, PassId, RESERVED_PREFIX, Reply, Saved};
+use crate::script::{Layout, Script};
 
 /// How a step splits its keys into calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,65 +54,223 @@ pub fn count(batch: &Batch) -> usize {
     (batch.step * 2).min(batch.max_keys).max(1)
 }
 
-/// One step from `batch.cursor`: SCAN, then the calls cleaning what it
-/// returned. Answers the merged reply, whose cursor is SCAN's (or the
-/// step's own start when a cap left keys of the step, so that the next run
-/// looks at them again), and whether a call had to send the script's text.
-pub async fn step(
-    conn: &mut MultiplexedConnection,
-    script: &Script,
-    claim: &Claim,
-    rules: &Rules,
-    batch: &Batch,
-    grouping: &mut Grouping,
-) -> Result<(Reply, bool), Error> {
-    let looked_at = count(batch);
-    let (next, keys) = scan(conn, script, batch.cursor, looked_at).await?;
-    let returned = keys.len() as u64;
-    let keys: Vec<Vec<u8>> = keys
-        .into_iter()
-        .filter(|key| !key.starts_with(RESERVED_PREFIX))
-        .collect();
-    let mut groups = groups(keys, *grouping);
-    let (mut reply, resent) = loop {
-        match clean(conn, script, claim, rules, batch, &groups).await {
+/// What the calls of a declared-keys pass send besides their keys.
+#[derive(Clone, Copy)]
+pub struct Calls<'a> {
+    /// The declared variant, already loaded.
+    pub script: &'a Script,
+    /// The node's state keys, the run's lease token and its time to live.
+    pub claim: &'a Claim,
+    /// The pass the checkpoint records; `None` in a dry run.
+    pub pass: Option<&'a PassId>,
+    /// The rules, to count a moved group's matching keys.
+    pub rules: &'a Rules,
+}
+
+/// What one step did.
+#[derive(Debug)]
+pub struct Stepped {
+    /// The step's merged reply; its `checkpoint` is the answer of the save
+    /// that went out with it ('' for none).
+    pub reply: Reply,
+    /// Whether a call had to send the script's text.
+    pub resent: bool,
+    /// Whether the round trip checked and renewed the run's lease (its
+    /// save did).
+    pub confirmed: bool,
+    /// The SCANs and script calls it sent, for the pacer's measure of
+    /// Redis's time (see `pacer`).
+    pub commands: u64,
+    /// A fault of the save or the SCAN that went out with the step's calls:
+    /// the step's work stands and counts, then the pass fails with it.
+    pub fault: Option<Error>,
+}
+
+/// One SCAN's answer.
+#[derive(Debug)]
+struct Scanned {
+    /// The cursor it started from.
+    from: u64,
+    /// The cursor it answered.
+    next: u64,
+    /// Its COUNT.
+    count: usize,
+    /// How many keys it returned.
+    returned: u64,
+    /// The keys it returned, less the job's own.
+    keys: Vec<Vec<u8>>,
+}
+
+/// The declared-keys mode's state across the steps of one pass.
+#[derive(Debug)]
+pub struct Declared {
+    grouping: Grouping,
+    /// The next step's keys, scanned in the last step's round trip.
+    ahead: Option<Scanned>,
+    /// The checkpoint after the last step, not saved yet.
+    pending: Option<Saved>,
+}
+
+impl Declared {
+    /// A pass on a node of `layout`: a cluster node's steps are grouped by
+    /// slot from the start.
+    pub fn new(layout: Layout) -> Declared {
+        Declared {
+            grouping: match layout {
+                Layout::Cluster => Grouping::BySlot,
+                Layout::Standalone => Grouping::Whole,
+            },
+            ahead: None,
+            pending: None,
+        }
+    }
+
+    /// One step from `batch.cursor`, in one round trip (two for a pass's
+    /// first step, whose keys are not scanned yet): the last step's
+    /// checkpoint, this step's calls, and the SCAN of the next step. The
+    /// merged reply's cursor is SCAN's (or the step's own start when a cap
+    /// left keys of the step, so that the next run looks at them again).
+    pub async fn step(
+        &mut self,
+        conn: &MultiplexedConnection,
+        calls: Calls<'_>,
+        batch: &Batch,
+    ) -> Result<Stepped, Error> {
+        let mut commands = 0;
+        let scanned = match self.ahead.take() {
+            Some(ahead) if ahead.from == batch.cursor => ahead,
+            _ => {
+                commands += 1;
+                scan(conn.clone(), calls.script, batch.cursor, count(batch)).await?
+            }
+        };
+        let save = self.pending.take().zip(calls.pass);
+        let ahead = (scanned.next != 0).then_some(scanned.next);
+        let mut groups = groups(scanned.keys, self.grouping);
+        commands +=
+            (groups.len() + usize::from(save.is_some()) + usize::from(ahead.is_some())) as u64;
+        let (saved, cleaned, ahead) = tokio::join!(
+            async {
+                match save {
+                    Some((saved, pass)) => Some(
+                        calls
+                            .script
+                            .call::<String>(&mut conn.clone(), calls.claim, Op::Save(&saved, pass))
+                            .await,
+                    ),
+                    None => None,
+                }
+            },
+            clean(conn, calls, batch, &groups),
+            async {
+                match ahead {
+                    Some(cursor) => {
+                        Some(scan(conn.clone(), calls.script, cursor, count(batch)).await)
+                    }
+                    None => None,
+                }
+            },
+        );
+        let (mut reply, mut resent) = match cleaned {
             Err(err)
-                if *grouping == Grouping::Whole
+                if self.grouping == Grouping::Whole
                     && err.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
             {
                 info!(
                     "the server refused a call over keys of several slots (CROSSSLOT); \
                      each call declares the keys of one slot from now on"
                 );
-                *grouping = Grouping::BySlot;
+                self.grouping = Grouping::BySlot;
                 groups = self::groups(groups.concat(), Grouping::BySlot);
+                commands += groups.len() as u64;
+                clean(conn, calls, batch, &groups).await
             }
-            called => break called.map_err(|err| script.error("call of", &err))?,
+            cleaned => cleaned,
         }
-    };
-    let capped = reply.capped.iter().sum::<u64>() > 0;
-    reply.cursor = if capped { batch.cursor } else { next };
-    reply.looked_at = looked_at as u64;
-    reply.returned = returned;
-    Ok((reply, resent))
+        .map_err(|err| calls.script.error("call of", &err))?;
+        let capped = reply.capped.iter().sum::<u64>() > 0;
+        reply.cursor = if capped { batch.cursor } else { scanned.next };
+        reply.looked_at = scanned.count as u64;
+        reply.returned = scanned.returned;
+        self.pending = calls.pass.map(|_| Saved {
+            cursor: reply.cursor,
+            done: reply.cursor == 0 && !capped,
+            returned: reply.returned,
+            acted: reply.acted.iter().sum(),
+        });
+        let mut fault = None;
+        match ahead {
+            Some(Ok(ahead)) if !capped => self.ahead = Some(ahead),
+            Some(Err(err)) => fault = Some(err),
+            _ => {}
+        }
+        let confirmed = match saved {
+            Some(Ok((answer, text))) => {
+                reply.checkpoint = answer;
+                resent |= text;
+                true
+            }
+            Some(Err(err)) => {
+                fault = Some(err);
+                false
+            }
+            None => false,
+        };
+        Ok(Stepped {
+            reply,
+            resent,
+            confirmed,
+            commands,
+            fault,
+        })
+    }
+
+    /// Saves the checkpoint after the last step, if it is not saved yet,
+    /// checking and renewing the lease: its answer ('saved', or the error
+    /// that refused the write), or `None` when there was nothing to save.
+    pub async fn flush(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        calls: Calls<'_>,
+    ) -> Result<Option<String>, Error> {
+        let Some((saved, pass)) = self.pending.take().zip(calls.pass) else {
+            return Ok(None);
+        };
+        let (answer, _) = calls
+            .script
+            .call::<String>(conn, calls.claim, Op::Save(&saved, pass))
+            .await?;
+        Ok(Some(answer))
+    }
 }
 
-/// `SCAN cursor [MATCH pattern] COUNT count`, with the script's pattern.
+/// `SCAN cursor [MATCH pattern] COUNT count`, with the script's pattern;
+/// the job's own keys are left out of its answer.
 async fn scan(
-    conn: &mut MultiplexedConnection,
+    mut conn: MultiplexedConnection,
     script: &Script,
     cursor: u64,
     count: usize,
-) -> Result<(u64, Vec<Vec<u8>>), Error> {
+) -> Result<Scanned, Error> {
     let mut cmd = redis::cmd("SCAN");
     cmd.arg(cursor);
     if let Some(pattern) = &script.scan_match {
         cmd.arg("MATCH").arg(pattern);
     }
     cmd.arg("COUNT").arg(count);
-    cmd.query_async(conn)
+    let (next, mut keys): (u64, Vec<Vec<u8>>) = cmd
+        .query_async(&mut conn)
         .await
-        .map_err(|err| Error::from_redis("SCAN", &err))
+        .map_err(|err| Error::from_redis("SCAN", &err))?;
+    let returned = keys.len() as u64;
+    keys.retain(|key| !key.starts_with(RESERVED_PREFIX));
+    Ok(Scanned {
+        from: cursor,
+        next,
+        count,
+        returned,
+        keys,
+    })
 }
 
 /// Cleans `groups` of keys with one call per group, all sent at once, and
@@ -114,23 +279,23 @@ async fn scan(
 /// applied).
 async fn clean(
     conn: &MultiplexedConnection,
-    script: &Script,
-    claim: &Claim,
-    rules: &Rules,
+    calls: Calls<'_>,
     batch: &Batch,
     groups: &[Vec<Vec<u8>>],
 ) -> Result<(Reply, bool), RedisError> {
-    let calls = groups.iter().map(|group| {
+    let rules = calls.rules;
+    let called = groups.iter().map(|group| {
         let mut conn = conn.clone();
         async move {
-            script
-                .call_raw::<Reply>(&mut conn, claim, Op::Declared(batch, group))
+            calls
+                .script
+                .call_raw::<Reply>(&mut conn, calls.claim, Op::Declared(batch, group))
                 .await
         }
     });
     let mut merged = Reply::empty(rules);
     let mut resent = false;
-    for (group, called) in groups.iter().zip(join_all(calls).await) {
+    for (group, called) in groups.iter().zip(join_all(called).await) {
         match called {
             Ok((reply, text)) => {
                 merged.absorb(reply);

@@ -72,7 +72,7 @@ const CATCH_UP: Duration = Duration::from_millis(2);
 /// Redis's own count of the calls of one command and the time they took
 /// (`INFO commandstats`), as the pass samples it for the command that runs
 /// its script.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallStats {
     /// `calls=`: calls so far.
     pub calls: u64,
@@ -123,6 +123,8 @@ pub struct Pacer {
     share_allows: Instant,
     /// What a call costs Redis beyond the script's own clock.
     overhead: Overhead,
+    /// What a declared-keys round trip holds Redis for per key.
+    step_cost: StepCost,
     /// What the calls so far held Redis for, as the share charged them.
     held: Duration,
 }
@@ -188,6 +190,41 @@ impl Overhead {
     }
 }
 
+/// What a declared-keys step's round trip holds Redis for, per key its SCAN
+/// looked at: the job's SCANs and script calls as Redis's command
+/// statistics time them (their sum over `SCAN` and the script's command),
+/// measured between two samples during which the calls Redis counted are
+/// exactly the job's own.
+#[derive(Debug, Clone, Default)]
+struct StepCost {
+    /// The last clean measurement, in microseconds per key looked at.
+    per_key: Option<f64>,
+    /// The statistics at the last sample.
+    sample: Option<CallStats>,
+    /// The job's commands since that sample.
+    commands: u64,
+    /// The keys their steps looked at.
+    looked_at: u64,
+}
+
+impl StepCost {
+    /// Takes a new sample of the statistics.
+    fn calibrate(&mut self, stats: CallStats) {
+        if let Some(last) = self.sample
+            && self.looked_at > 0
+            && stats.calls.checked_sub(last.calls) == Some(self.commands)
+            && let Some(usec) = stats.usec.checked_sub(last.usec)
+        {
+            self.per_key = Some(usec as f64 / self.looked_at as f64);
+        }
+        *self = StepCost {
+            per_key: self.per_key,
+            sample: Some(stats),
+            ..StepCost::default()
+        };
+    }
+}
+
 impl Pacer {
     /// A pacer for a pass starting at `now`.
     pub fn new(limits: Limits, now: Instant) -> Pacer {
@@ -205,6 +242,7 @@ impl Pacer {
             looked_at: 0,
             share_allows: now,
             overhead: Overhead::default(),
+            step_cost: StepCost::default(),
             held: Duration::ZERO,
         }
     }
@@ -233,21 +271,45 @@ impl Pacer {
     /// `received`.
     pub fn record(&mut self, reply: &Reply, sent: Instant, received: Instant) {
         let held = self.charge(reply, received.saturating_duration_since(sent));
-        self.learn(reply, sent, held);
+        let micros = (reply.scan_micros, reply.micros);
+        self.learn(reply.looked_at, micros, sent, held);
     }
 
-    /// Learns from one declared-keys step, sent at `sent`, whose last reply
-    /// arrived at `received`: its SCAN, its calls and its checkpoint, which
-    /// the script's clock does not all see, so the step is charged whole,
-    /// its round trips included (the gentle side).
-    pub fn record_whole(&mut self, reply: &Reply, sent: Instant, received: Instant) {
-        self.learn(reply, sent, received.saturating_duration_since(sent));
+    /// Learns from one declared-keys step's round trip of `commands` SCANs
+    /// and script calls, sent at `sent`, whose last reply arrived at
+    /// `received`: the calls cleaning the `looked_at` keys of the step's
+    /// SCAN, with the last step's checkpoint and the next step's SCAN, which
+    /// the script's clock does not all see. The round trip holds Redis for
+    /// what Redis's statistics measure per key looked at (see
+    /// [`Pacer::calibrate_steps`]); until the first measurement, for the
+    /// whole round trip (the gentle side). The cost per key is learnt from
+    /// it, the scan's share being the whole: the step's SCAN COUNT is then
+    /// what fits in `--max-call-time`.
+    pub fn record_round_trip(
+        &mut self,
+        looked_at: u64,
+        commands: u64,
+        sent: Instant,
+        received: Instant,
+    ) {
+        let round_trip = received.saturating_duration_since(sent);
+        self.step_cost.commands += commands;
+        self.step_cost.looked_at += looked_at;
+        let held = match self.step_cost.per_key {
+            Some(per_key) => round_trip.min(Duration::from_secs_f64(
+                per_key * looked_at as f64 / 1_000_000.0,
+            )),
+            None => round_trip,
+        };
+        let micros = held.as_micros() as u64;
+        self.learn(looked_at, (micros, micros), sent, held);
     }
 
-    /// Learns from one call (or step) sent at `sent` that held Redis for
-    /// `held`.
-    fn learn(&mut self, reply: &Reply, sent: Instant, held: Duration) {
-        self.looked_at += reply.looked_at;
+    /// Learns from one call (or round trip) sent at `sent` that held Redis
+    /// for `held` and looked at `looked_at` keys, its scan taking the first
+    /// of `micros` and the whole call the second.
+    fn learn(&mut self, looked_at: u64, micros: (u64, u64), sent: Instant, held: Duration) {
+        self.looked_at += looked_at;
         let share = self.limits.max_server_share;
         self.held += held;
         // The period runs from when the last one ended, or from when this
@@ -256,15 +318,16 @@ impl Pacer {
         // wake-ups do not add up.
         let late = sent.checked_sub(CATCH_UP).unwrap_or(sent);
         self.share_allows = self.share_allows.max(late) + held.div_f64(share);
-        if reply.looked_at == 0 || reply.micros == 0 {
+        let (scan_micros, micros) = micros;
+        if looked_at == 0 || micros == 0 {
             return;
         }
-        let cost = (reply.scan_micros as f64 / reply.looked_at as f64).max(0.01);
+        let cost = (scan_micros as f64 / looked_at as f64).max(0.01);
         self.micros_per_key = Some(match self.micros_per_key {
             Some(average) => average + SMOOTHING * (cost - average),
             None => cost,
         });
-        let share = (reply.scan_micros as f64 / reply.micros as f64).clamp(0.1, 1.0);
+        let share = (scan_micros as f64 / micros as f64).clamp(0.1, 1.0);
         self.scan_share += SMOOTHING * (share - self.scan_share);
     }
 
@@ -299,6 +362,20 @@ impl Pacer {
     /// script, to measure what a call costs beyond the script's clock.
     pub fn calibrate(&mut self, stats: CallStats) {
         self.overhead.calibrate(stats);
+    }
+
+    /// Notes a script call of a declared-keys pass besides its steps (a
+    /// checkpoint saved alone, a renewal), which Redis's statistics count
+    /// with the steps' calls.
+    pub fn other_call(&mut self) {
+        self.step_cost.commands += 1;
+    }
+
+    /// Takes a sample of Redis's statistics for a declared-keys pass: the
+    /// sum of `SCAN`'s and the script command's, to measure what its round
+    /// trips hold Redis for per key looked at.
+    pub fn calibrate_steps(&mut self, stats: CallStats) {
+        self.step_cost.calibrate(stats);
     }
 
     /// When the next call may go out: once the last call's pause under the
@@ -713,5 +790,60 @@ mod tests {
         // A slower network for longer than that is the new floor.
         overhead.record(us(1000), us(3000));
         assert_eq!(overhead.per_call(), us(2000));
+    }
+
+    #[test]
+    fn a_declared_round_trip_counts_whole_until_redis_measures_it() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(limits(10_000, None, 0.5), start);
+        // Nothing measured yet: the round trip of 2 ms over 1000 keys is
+        // charged whole, 2 µs per key, its scan share moving towards 1.
+        pacer.record_round_trip(1000, 3, start, start + us(2000));
+        assert_eq!(pacer.held(), us(2000));
+        assert_eq!(pacer.next_call_at(), start + us(4000));
+        assert_eq!(pacer.scan_budget(), us(825));
+        assert_eq!(pacer.step(), 206); // 825 / 2 / 2.0
+        // Redis counted exactly the job's commands since the first sample
+        // (three round trips of one command each), taking 1500 µs for their
+        // 3000 keys:
+        // 0.5 µs per key.
+        pacer.calibrate_steps(CallStats {
+            calls: 10,
+            usec: 100,
+        });
+        let sent = start + us(4000);
+        for _ in 0..3 {
+            pacer.record_round_trip(1000, 1, sent, sent + us(2000));
+        }
+        pacer.calibrate_steps(CallStats {
+            calls: 13,
+            usec: 1600,
+        });
+        let held = pacer.held();
+        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(500));
+        // The job's own saves and renewals between steps count as its own.
+        pacer.other_call();
+        pacer.record_round_trip(1000, 2, sent, sent + us(2000));
+        pacer.calibrate_steps(CallStats {
+            calls: 19,
+            usec: 3100,
+        });
+        let held = pacer.held();
+        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(750));
+        // Another client's SCAN or script in a period: no new measure.
+        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
+        pacer.calibrate_steps(CallStats {
+            calls: 21,
+            usec: 9000,
+        });
+        let held = pacer.held();
+        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(750));
+        // Never more than the round trip.
+        let held = pacer.held();
+        pacer.record_round_trip(10_000, 3, sent, sent + us(1000));
+        assert_eq!(pacer.held() - held, us(1000));
     }
 }

@@ -7,10 +7,12 @@
 //! and saves the checkpoint in the same atomic call as its work; between
 //! calls far apart the lease is renewed. In the declared-keys mode a step
 //! is the job's own SCAN and the calls that clean its keys (`declared`),
-//! and a call of its own then saves the checkpoint and renews the lease,
-//! refusing if the run lost it; a step goes out at most a third of the
-//! lease's time to live after the lease was last confirmed. The pass takes
-//! its stop signal as a parameter, so a graceful stop is testable. A writing pass on a primary
+//! and a call of its own saves the checkpoint after it and renews the
+//! lease, refusing if the run lost it: in the next step's round trip, or
+//! alone before the pass waits and when it ends. A
+//! step goes out at most a third of the lease's time to live after the
+//! lease was last confirmed. The pass takes its stop signal as a
+//! parameter, so a graceful stop is testable. A writing pass on a primary
 //! also watches its replicas' lag, and pauses its calls while the slowest
 //! lags more than `--max-replica-lag` (see `replica`).
 //!
@@ -25,14 +27,14 @@ use tokio::sync::watch;
 use tracing::{Level, debug, enabled, info, warn};
 
 use crate::cap::Caps;
-use crate::declared::{self, Grouping};
+use crate::declared::{self, Declared, Stepped};
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::progress::{Pace, Tables};
 use crate::replica::{self, Lag};
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply, Saved};
+use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
 use crate::script::{Invoke, KeyMode, Layout, Mode, Script};
 use crate::topology::field;
 
@@ -231,13 +233,17 @@ pub async fn run(
         last_sample: None,
         held_at: now,
         sampling_calls: 0,
-        grouping: match calls.script.layout {
-            Layout::Cluster => Grouping::BySlot,
-            Layout::Standalone => Grouping::Whole,
-        },
+        declared: (calls.script.key_mode == KeyMode::Declared)
+            .then(|| Declared::new(calls.script.layout)),
         stop,
     };
-    let driven = pass.drive().await;
+    let mut driven = pass.drive().await;
+    // A declared-keys pass that ends (or stops) saves its last checkpoint.
+    if matches!(driven, Ok(_) | Err(Error::Capped(_)))
+        && let Err(err) = pass.flush().await
+    {
+        driven = Err(err);
+    }
     pass.progress.held += pass.pacer.held();
     pass.progress.elapsed += pass.pace.started.elapsed();
     match driven {
@@ -265,12 +271,13 @@ struct Pass<'a> {
     held_at: Instant,
     /// The dry run's calls that returned their keys for samples.
     sampling_calls: u64,
-    /// How a declared-keys step splits its keys into calls.
-    grouping: Grouping,
+    /// The declared-keys mode's state across steps; `None` in the default
+    /// mode.
+    declared: Option<Declared>,
     stop: watch::Receiver<Option<Stop>>,
 }
 
-impl Pass<'_> {
+impl<'a> Pass<'a> {
     /// The pass loop: one script call at a time, each from the cursor the
     /// last one returned, until the cursor is back to 0, a stop comes, or a
     /// cap is reached.
@@ -301,11 +308,23 @@ impl Pass<'_> {
             let sent = Instant::now();
             // A call whose reply was lost is not counted against the caps
             // (see `cap`).
-            let (reply, resent) = self.step(&batch).await?;
-            self.held_at = sent;
+            let Stepped {
+                reply,
+                resent,
+                confirmed,
+                commands,
+                fault,
+            } = self.step(&batch).await?;
+            if confirmed {
+                self.held_at = sent;
+            }
             match self.calls.script.key_mode {
                 KeyMode::Server => self.pacer.record(&reply, sent, Instant::now()),
-                KeyMode::Declared => self.pacer.record_whole(&reply, sent, Instant::now()),
+                KeyMode::Declared => {
+                    let received = Instant::now();
+                    self.pacer
+                        .record_round_trip(reply.looked_at, commands, sent, received);
+                }
             }
             if resent {
                 self.pacer.resent();
@@ -314,13 +333,21 @@ impl Pass<'_> {
             reply.tally(self.rules, &mut self.progress.counts)?;
             self.progress.counts.script_reloads += u64::from(resent);
             self.keep_samples(&reply, batch.report_keys);
-            self.note_checkpoint(&reply);
+            // A declared-keys step's round trip saved the step before it.
+            let saved_at = match self.declared {
+                Some(_) => batch.cursor,
+                None => reply.cursor,
+            };
+            self.note_checkpoint(&reply.checkpoint, saved_at);
             self.progress.done = match reply.cursor {
                 0 => 1.0,
                 cursor => self.calls.tables.share(cursor),
             };
             self.log_progress();
             self.progress.cursor = reply.cursor;
+            if let Some(fault) = fault {
+                return Err(fault);
+            }
             if let Some(reached) = self.calls.caps.reached() {
                 return Err(Error::Capped(reached));
             }
@@ -332,34 +359,56 @@ impl Pass<'_> {
 
     /// One step of the pass: one call of the scanned variant, which also
     /// checks the lease and saves the checkpoint; or, in the declared-keys
-    /// mode, the job's SCAN and its calls (see `declared`), then the
-    /// checkpoint saved by a call of its own, which checks the lease.
-    async fn step(&mut self, batch: &Batch) -> Result<(Reply, bool), Error> {
-        let calls = self.calls;
-        if calls.script.key_mode == KeyMode::Server {
-            let op = Op::Clean(batch, calls.pass);
-            return calls.script.call(&mut self.conn, calls.claim, op).await;
+    /// mode, the calls cleaning the keys of the job's SCAN, with the last
+    /// step's checkpoint and the next step's SCAN (see `declared`).
+    async fn step(&mut self, batch: &Batch) -> Result<Stepped, Error> {
+        let calls = self.declared_calls();
+        let Some(declared) = &mut self.declared else {
+            let op = Op::Clean(batch, self.calls.pass);
+            let (reply, resent) = self
+                .calls
+                .script
+                .call(&mut self.conn, self.calls.claim, op)
+                .await?;
+            return Ok(Stepped {
+                reply,
+                resent,
+                confirmed: true,
+                commands: 1,
+                fault: None,
+            });
+        };
+        declared.step(&self.conn, calls, batch).await
+    }
+
+    /// What a declared-keys step sends besides its keys.
+    fn declared_calls(&self) -> declared::Calls<'a> {
+        declared::Calls {
+            script: self.calls.script,
+            claim: self.calls.claim,
+            pass: self.calls.pass,
+            rules: self.rules,
         }
-        let (mut reply, resent) = declared::step(
-            &mut self.conn,
-            calls.script,
-            calls.claim,
-            self.rules,
-            batch,
-            &mut self.grouping,
-        )
-        .await?;
-        if let Some(pass) = calls.pass {
-            let saved = Saved {
-                cursor: reply.cursor,
-                done: reply.cursor == 0 && reply.capped.iter().all(|&n| n == 0),
-                returned: reply.returned,
-                acted: reply.acted.iter().sum(),
-            };
-            let op = Op::Save(&saved, pass);
-            (reply.checkpoint, _) = calls.script.call(&mut self.conn, calls.claim, op).await?;
-        }
-        Ok((reply, resent))
+    }
+
+    /// Saves the checkpoint after a declared-keys pass's last step, if it
+    /// is not saved yet (renewing the lease): whether a save went out. A
+    /// pass does so before it waits and when it ends, so that only a run
+    /// stopped or frozen between a step's reply and its next round trip
+    /// leaves a step unsaved.
+    async fn flush(&mut self) -> Result<bool, Error> {
+        let calls = self.declared_calls();
+        let Some(declared) = &mut self.declared else {
+            return Ok(false);
+        };
+        let sent = Instant::now();
+        let Some(answer) = declared.flush(&mut self.conn, calls).await? else {
+            return Ok(false);
+        };
+        self.pacer.other_call();
+        self.held_at = sent;
+        self.note_checkpoint(&answer, self.progress.cursor);
+        Ok(true)
     }
 
     /// Whether a dry run still wants sample keys: a rule has fewer than
@@ -390,13 +439,14 @@ impl Pass<'_> {
     }
 
     /// Warns when the server refused the checkpoint's write (Redis 6.2 at
-    /// maxmemory may): the call's work stands, and the next call saves the
+    /// maxmemory may): `answer` is what the save answered ('' when none
+    /// went out). The call's work stands, and the next call saves the
     /// checkpoint again.
-    fn note_checkpoint(&self, reply: &Reply) {
-        if self.calls.pass.is_some() && reply.checkpoint != "saved" {
+    fn note_checkpoint(&self, answer: &str, cursor: u64) {
+        if self.calls.pass.is_some() && !answer.is_empty() && answer != "saved" {
             warn!(
-                error = %reply.checkpoint,
-                cursor = reply.cursor,
+                error = %answer,
+                cursor,
                 "the server refused to save the checkpoint; the next call saves it again"
             );
         }
@@ -411,8 +461,12 @@ impl Pass<'_> {
     }
 
     /// Waits until `at`, renewing the lease when the wait outlasts a third
-    /// of it. Returns the stop instead if one comes first.
+    /// of it; a declared-keys pass first saves its last step. Returns the
+    /// stop instead if one comes first.
     async fn wait_until(&mut self, at: Instant) -> Result<Option<Stop>, Error> {
+        if at > Instant::now() {
+            self.flush().await?;
+        }
         let deadline = self.options.max_runtime.map(|max| self.run_started + max);
         loop {
             if let Some(stop) = self.stop_requested() {
@@ -448,6 +502,7 @@ impl Pass<'_> {
             .script
             .call::<i64>(&mut self.conn, self.calls.claim, Op::Renew)
             .await?;
+        self.pacer.other_call();
         self.held_at = sent;
         Ok(())
     }
@@ -565,10 +620,19 @@ impl Pass<'_> {
             .arg("commandstats")
             .query_async(&mut self.conn)
             .await;
-        match info.map(|info| call_stats(&info, &command)) {
-            Ok(Some(stats)) => self.pacer.calibrate(stats),
-            Ok(None) => self.pacer.calibrate(CallStats { calls: 0, usec: 0 }),
-            Err(err) => debug!(error = %err, "no command statistics"),
+        let info = match info {
+            Ok(info) => info,
+            Err(err) => return debug!(error = %err, "no command statistics"),
+        };
+        let stats = |command: &str| call_stats(&info, command).unwrap_or_default();
+        if self.declared.is_some() {
+            let (calls, scans) = (stats(&command), stats("scan"));
+            self.pacer.calibrate_steps(CallStats {
+                calls: calls.calls + scans.calls,
+                usec: calls.usec + scans.usec,
+            });
+        } else {
+            self.pacer.calibrate(stats(&command));
         }
     }
 
