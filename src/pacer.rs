@@ -104,6 +104,14 @@ pub struct Limits {
     pub max_server_share: f64,
 }
 
+impl Limits {
+    /// Whether the calls follow each other at once: no share below 1, no
+    /// rate limit.
+    pub fn full_speed(&self) -> bool {
+        self.max_server_share >= 1.0 && self.rate_limit.is_none()
+    }
+}
+
 /// Step sizing and call spacing for one pass.
 #[derive(Debug, Clone)]
 pub struct Pacer {

@@ -234,7 +234,7 @@ pub async fn run(
         held_at: now,
         sampling_calls: 0,
         declared: (calls.script.key_mode == KeyMode::Declared)
-            .then(|| Declared::new(calls.script.layout)),
+            .then(|| Declared::new(calls.script.layout, options.limits.full_speed())),
         stop,
     };
     let mut driven = pass.drive().await;

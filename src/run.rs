@@ -20,6 +20,7 @@ use crate::exit::{Exit, Stop};
 use crate::lease;
 use crate::node::{self, Context, NodeOutcome, Task};
 use crate::pass::End;
+use crate::script::KeyMode;
 use crate::script::protocol::Counts;
 use crate::topology::{self, Role, Source};
 
@@ -102,6 +103,7 @@ pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> Ru
                 let mut node =
                     NodeOutcome::new(source_address(&settings.source), Role::Primary, &task.rules);
                 node.duration = started.elapsed();
+                node.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
                 node.end = End::Failed(err);
                 vec![node]
             }

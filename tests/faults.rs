@@ -59,6 +59,13 @@ fn unreachable_redis_exits_1_with_a_partial_report() {
     );
     assert_eq!(field(&report, "keys_scanned"), 0, "{report:#}");
     assert!(report["stopped_by"].is_null(), "{report:#}");
+    // The key mode asked for, even of a server never reached.
+    let asked = if declared_mode() {
+        "declared"
+    } else {
+        "server"
+    };
+    assert_eq!(report["servers"][0]["key_mode"], asked, "{report:#}");
 }
 
 #[test]
