@@ -198,11 +198,13 @@ impl Overhead {
     }
 }
 
-/// What a declared-keys step's round trip holds Redis for, per key its SCAN
-/// looked at: the job's SCANs and script calls as Redis's command
-/// statistics time them (their sum over `SCAN` and the script's command),
-/// measured between two samples during which the calls Redis counted are
-/// exactly the job's own.
+/// What a declared-keys step's round trip holds Redis for beyond what the
+/// script's own clock says of its calls (the step's SCAN, the checkpoint's
+/// save, each call's set-up and reply), per key the SCAN looked at: the
+/// job's SCANs and script calls as Redis's command statistics time them
+/// (their sum over `SCAN` and the script's command), less the script's
+/// clock, measured between two samples during which the calls Redis
+/// counted are exactly the job's own.
 #[derive(Debug, Clone, Default)]
 struct StepCost {
     /// The last clean measurement, in microseconds per key looked at.
@@ -213,6 +215,8 @@ struct StepCost {
     commands: u64,
     /// The keys their steps looked at.
     looked_at: u64,
+    /// Their calls' microseconds by the script's clock.
+    micros: u64,
 }
 
 impl StepCost {
@@ -223,7 +227,8 @@ impl StepCost {
             && stats.calls.checked_sub(last.calls) == Some(self.commands)
             && let Some(usec) = stats.usec.checked_sub(last.usec)
         {
-            self.per_key = Some(usec as f64 / self.looked_at as f64);
+            let beyond = usec.saturating_sub(self.micros);
+            self.per_key = Some(beyond as f64 / self.looked_at as f64);
         }
         *self = StepCost {
             per_key: self.per_key,
@@ -286,27 +291,32 @@ impl Pacer {
     /// Learns from one declared-keys step's round trip of `commands` SCANs
     /// and script calls, sent at `sent`, whose last reply arrived at
     /// `received`: the calls cleaning the `looked_at` keys of the step's
-    /// SCAN, with the last step's checkpoint and the next step's SCAN, which
-    /// the script's clock does not all see. The round trip holds Redis for
-    /// what Redis's statistics measure per key looked at (see
-    /// [`Pacer::calibrate_steps`]); until the first measurement, for the
-    /// whole round trip (the gentle side). The cost per key is learnt from
-    /// it, the scan's share being the whole: the step's SCAN COUNT is then
-    /// what fits in `--max-call-time`.
+    /// SCAN, which their script's clock timed at `script` in all, with the
+    /// last step's checkpoint and the next step's SCAN, which it does not
+    /// see. The round trip holds Redis for `script` plus what Redis's
+    /// statistics measure beyond the script's clock per key looked at (see
+    /// [`Pacer::calibrate_steps`]), at most the round trip; until the first
+    /// measurement, for the whole round trip (the gentle side). The cost
+    /// per key is learnt from it, the scan's share being the whole: the
+    /// step's SCAN COUNT is then what fits in `--max-call-time`.
     pub fn record_round_trip(
         &mut self,
         looked_at: u64,
         commands: u64,
+        script: Duration,
         sent: Instant,
         received: Instant,
     ) {
         let round_trip = received.saturating_duration_since(sent);
-        self.step_cost.commands += commands;
-        self.step_cost.looked_at += looked_at;
-        let held = match self.step_cost.per_key {
-            Some(per_key) => round_trip.min(Duration::from_secs_f64(
-                per_key * looked_at as f64 / 1_000_000.0,
-            )),
+        let cost = &mut self.step_cost;
+        cost.commands += commands;
+        cost.looked_at += looked_at;
+        cost.micros += script.as_micros() as u64;
+        let held = match cost.per_key {
+            Some(per_key) => {
+                let beyond = Duration::from_secs_f64(per_key * looked_at as f64 / 1_000_000.0);
+                round_trip.min(script + beyond)
+            }
             None => round_trip,
         };
         let micros = held.as_micros() as u64;
@@ -804,54 +814,55 @@ mod tests {
     fn a_declared_round_trip_counts_whole_until_redis_measures_it() {
         let start = Instant::now();
         let mut pacer = Pacer::new(limits(10_000, None, 0.5), start);
-        // Nothing measured yet: the round trip of 2 ms over 1000 keys is
-        // charged whole, 2 µs per key, its scan share moving towards 1.
-        pacer.record_round_trip(1000, 3, start, start + us(2000));
+        // Nothing measured yet: the round trip of 2 ms over 1000 keys (its
+        // calls 600 µs by the script's clock) is charged whole, 2 µs per
+        // key, its scan share moving towards 1.
+        pacer.record_round_trip(1000, 3, us(600), start, start + us(2000));
         assert_eq!(pacer.held(), us(2000));
         assert_eq!(pacer.next_call_at(), start + us(4000));
         assert_eq!(pacer.scan_budget(), us(825));
         assert_eq!(pacer.step(), 206); // 825 / 2 / 2.0
         // Redis counted exactly the job's commands since the first sample
-        // (three round trips of one command each), taking 1500 µs for their
-        // 3000 keys:
-        // 0.5 µs per key.
+        // (three round trips of one command each), 1500 µs for their 3000
+        // keys, of which the script's clock saw 900: 0.2 µs per key beyond.
         pacer.calibrate_steps(CallStats {
             calls: 10,
             usec: 100,
         });
         let sent = start + us(4000);
         for _ in 0..3 {
-            pacer.record_round_trip(1000, 1, sent, sent + us(2000));
+            pacer.record_round_trip(1000, 1, us(300), sent, sent + us(2000));
         }
         pacer.calibrate_steps(CallStats {
             calls: 13,
             usec: 1600,
         });
         let held = pacer.held();
-        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
-        assert_eq!(pacer.held() - held, us(500));
-        // The job's own saves and renewals between steps count as its own.
+        pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(600));
+        // The job's own saves and renewals between steps count as its own:
+        // 1800 µs for 2000 keys, 800 of them by the script's clock.
         pacer.other_call();
-        pacer.record_round_trip(1000, 2, sent, sent + us(2000));
+        pacer.record_round_trip(1000, 2, us(400), sent, sent + us(2000));
         pacer.calibrate_steps(CallStats {
             calls: 19,
-            usec: 3100,
+            usec: 3400,
         });
         let held = pacer.held();
-        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
-        assert_eq!(pacer.held() - held, us(750));
+        pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(900));
         // Another client's SCAN or script in a period: no new measure.
-        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
+        pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
         pacer.calibrate_steps(CallStats {
             calls: 21,
             usec: 9000,
         });
         let held = pacer.held();
-        pacer.record_round_trip(1000, 3, sent, sent + us(2000));
-        assert_eq!(pacer.held() - held, us(750));
+        pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(900));
         // Never more than the round trip.
         let held = pacer.held();
-        pacer.record_round_trip(10_000, 3, sent, sent + us(1000));
+        pacer.record_round_trip(10_000, 3, us(900), sent, sent + us(1000));
         assert_eq!(pacer.held() - held, us(1000));
     }
 }

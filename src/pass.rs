@@ -322,8 +322,9 @@ impl<'a> Pass<'a> {
                 KeyMode::Server => self.pacer.record(&reply, sent, Instant::now()),
                 KeyMode::Declared => {
                     let received = Instant::now();
+                    let script = Duration::from_micros(reply.micros);
                     self.pacer
-                        .record_round_trip(reply.looked_at, commands, sent, received);
+                        .record_round_trip(reply.looked_at, commands, script, sent, received);
                 }
             }
             if resent {
