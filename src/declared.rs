@@ -34,8 +34,9 @@ use tracing::info;
 
 use crate::error::Error;
 use crate::lease::key_slot;
+use crate::pass::Calls;
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Claim, Op, PassId, RESERVED_PREFIX, Reply, Saved};
+use crate::script::protocol::{Batch, Op, RESERVED_PREFIX, Reply, Saved};
 use crate::script::{Layout, Script};
 
 /// How a step splits its keys into calls.
@@ -52,19 +53,6 @@ pub enum Grouping {
 /// its two steps of `batch.step` keys, within `batch.max_keys`.
 pub fn count(batch: &Batch) -> usize {
     (batch.step * 2).min(batch.max_keys).max(1)
-}
-
-/// What the calls of a declared-keys pass send besides their keys.
-#[derive(Clone, Copy)]
-pub struct Calls<'a> {
-    /// The declared variant, already loaded.
-    pub script: &'a Script,
-    /// The node's state keys, the run's lease token and its time to live.
-    pub claim: &'a Claim,
-    /// The pass the checkpoint records; `None` in a dry run.
-    pub pass: Option<&'a PassId>,
-    /// The rules, to count a moved group's matching keys.
-    pub rules: &'a Rules,
 }
 
 /// What one step did.
@@ -143,6 +131,7 @@ impl Declared {
         &mut self,
         conn: &MultiplexedConnection,
         calls: Calls<'_>,
+        rules: &Rules,
         batch: &Batch,
     ) -> Result<Stepped, Error> {
         let mut commands = 0;
@@ -170,7 +159,7 @@ impl Declared {
                     None => None,
                 }
             },
-            clean(conn, calls, batch, &groups),
+            clean(conn, calls, rules, batch, &groups),
             async {
                 match ahead {
                     Some(cursor) => {
@@ -192,7 +181,7 @@ impl Declared {
                 self.grouping = Grouping::BySlot;
                 groups = self::groups(groups.concat(), Grouping::BySlot);
                 commands += groups.len() as u64;
-                clean(conn, calls, batch, &groups).await
+                clean(conn, calls, rules, batch, &groups).await
             }
             cleaned => cleaned,
         }
@@ -289,10 +278,10 @@ async fn scan(
 async fn clean(
     conn: &MultiplexedConnection,
     calls: Calls<'_>,
+    rules: &Rules,
     batch: &Batch,
     groups: &[Vec<Vec<u8>>],
 ) -> Result<(Reply, bool), RedisError> {
-    let rules = calls.rules;
     let called = groups.iter().map(|group| {
         let mut conn = conn.clone();
         async move {

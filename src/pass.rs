@@ -9,12 +9,12 @@
 //! is the job's own SCAN and the calls that clean its keys (`declared`),
 //! and a call of its own saves the checkpoint after it and renews the
 //! lease, refusing if the run lost it: in the next step's round trip, or
-//! alone before the pass waits and when it ends. A
-//! step goes out at most a third of the lease's time to live after the
-//! lease was last confirmed. The pass takes its stop signal as a
-//! parameter, so a graceful stop is testable. A writing pass on a primary
-//! also watches its replicas' lag, and pauses its calls while the slowest
-//! lags more than `--max-replica-lag` (see `replica`).
+//! alone before the pass waits and when it ends. A step goes out at most a
+//! third of the lease's time to live after the lease was last confirmed.
+//! The pass takes its stop signal as a parameter, so a graceful stop is
+//! testable. A writing pass on a primary also watches its replicas' lag,
+//! and pauses its calls while the slowest lags more than
+//! `--max-replica-lag` (see `replica`).
 //!
 //! Memory stays flat in the size of the keyspace: the pass holds one call's
 //! arguments and reply (and, in a dry run, a few sample keys per rule).
@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::{Level, debug, enabled, info, warn};
 
 use crate::cap::Caps;
-use crate::declared::{self, Declared, Stepped};
+use crate::declared::{Declared, Stepped};
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
 use crate::pacer::{CallStats, Limits, Pacer};
@@ -277,7 +277,7 @@ struct Pass<'a> {
     stop: watch::Receiver<Option<Stop>>,
 }
 
-impl<'a> Pass<'a> {
+impl Pass<'_> {
     /// The pass loop: one script call at a time, each from the cursor the
     /// last one returned, until the cursor is back to 0, a stop comes, or a
     /// cap is reached.
@@ -363,7 +363,7 @@ impl<'a> Pass<'a> {
     /// mode, the calls cleaning the keys of the job's SCAN, with the last
     /// step's checkpoint and the next step's SCAN (see `declared`).
     async fn step(&mut self, batch: &Batch) -> Result<Stepped, Error> {
-        let calls = self.declared_calls();
+        let calls = self.calls;
         let Some(declared) = &mut self.declared else {
             let op = Op::Clean(batch, self.calls.pass);
             let (reply, resent) = self
@@ -379,17 +379,7 @@ impl<'a> Pass<'a> {
                 fault: None,
             });
         };
-        declared.step(&self.conn, calls, batch).await
-    }
-
-    /// What a declared-keys step sends besides its keys.
-    fn declared_calls(&self) -> declared::Calls<'a> {
-        declared::Calls {
-            script: self.calls.script,
-            claim: self.calls.claim,
-            pass: self.calls.pass,
-            rules: self.rules,
-        }
+        declared.step(&self.conn, calls, self.rules, batch).await
     }
 
     /// Saves the checkpoint after a declared-keys pass's last step, if it
@@ -398,7 +388,7 @@ impl<'a> Pass<'a> {
     /// stopped or frozen between a step's reply and its next round trip
     /// leaves a step unsaved.
     async fn flush(&mut self) -> Result<bool, Error> {
-        let calls = self.declared_calls();
+        let calls = self.calls;
         let Some(declared) = &mut self.declared else {
             return Ok(false);
         };
