@@ -271,10 +271,11 @@ async fn scan(
     })
 }
 
-/// Cleans `groups` of keys with one call per group, all sent at once, and
-/// merges the replies. A group refused for its slot (moved) counts its matching keys
-/// as moved; any other error fails the step (nothing of a refused call was
-/// applied).
+/// Cleans `groups` of keys with one call per group, all sent at once (one
+/// after the other when a cap is set: each call may act on what the calls
+/// before it left of the step's grant), and merges the replies. A group
+/// refused for its slot (moved) counts its matching keys as moved; any
+/// other error fails the step (nothing of a refused call was applied).
 async fn clean(
     conn: &MultiplexedConnection,
     calls: Calls<'_>,
@@ -282,18 +283,24 @@ async fn clean(
     batch: &Batch,
     groups: &[Vec<Vec<u8>>],
 ) -> Result<(Reply, bool), RedisError> {
-    let called = groups.iter().map(|group| {
-        let mut conn = conn.clone();
-        async move {
-            calls
-                .script
-                .call_raw::<Reply>(&mut conn, calls.claim, Op::Declared(batch, group))
-                .await
+    let capped = batch.cap.is_some() || batch.rule_caps.iter().any(Option::is_some);
+    let replies = if capped && groups.len() > 1 {
+        let mut left = batch.clone();
+        let mut replies = Vec::with_capacity(groups.len());
+        for group in groups {
+            let reply = call(conn, calls, &left, group).await;
+            if let Ok((reply, _)) = &reply {
+                left = after(left, &reply.acted);
+            }
+            replies.push(reply);
         }
-    });
+        replies
+    } else {
+        join_all(groups.iter().map(|group| call(conn, calls, batch, group))).await
+    };
     let mut merged = Reply::empty(rules);
     let mut resent = false;
-    for (group, called) in groups.iter().zip(join_all(called).await) {
+    for (group, called) in groups.iter().zip(replies) {
         match called {
             Ok((reply, text)) => {
                 merged.absorb(reply);
@@ -311,6 +318,31 @@ async fn clean(
         }
     }
     Ok((merged, resent))
+}
+
+/// One call of the declared variant over `group`.
+async fn call(
+    conn: &MultiplexedConnection,
+    calls: Calls<'_>,
+    batch: &Batch,
+    group: &[Vec<u8>],
+) -> Result<(Reply, bool), RedisError> {
+    let op = Op::Declared(batch, group);
+    calls
+        .script
+        .call_raw(&mut conn.clone(), calls.claim, op)
+        .await
+}
+
+/// `batch` with its caps less what a call acted on, per rule: what is left
+/// of the step's grant for its next call.
+fn after(mut batch: Batch, acted: &[u64]) -> Batch {
+    let total: u64 = acted.iter().sum();
+    batch.cap = batch.cap.map(|cap| cap.saturating_sub(total));
+    for (cap, acted) in batch.rule_caps.iter_mut().zip(acted) {
+        *cap = cap.map(|cap| cap.saturating_sub(*acted));
+    }
+    batch
 }
 
 /// `keys` as the calls declare them: all in one, or one call per slot.
@@ -359,6 +391,23 @@ mod tests {
         }
         assert_eq!(by_slot.iter().map(Vec::len).sum::<usize>(), 4);
         assert!(groups(Vec::new(), Grouping::BySlot).is_empty());
+    }
+
+    #[test]
+    fn each_capped_call_gets_what_the_calls_before_it_left() {
+        let batch = Batch {
+            cursor: 0,
+            step: 300,
+            scan_budget: std::time::Duration::from_micros(750),
+            max_keys: 10_000,
+            report_keys: false,
+            cap: Some(100),
+            rule_caps: vec![None, Some(10), Some(5)],
+            estimate_freed: false,
+        };
+        let left = after(batch, &[40, 7, 9]);
+        assert_eq!(left.cap, Some(44));
+        assert_eq!(left.rule_caps, vec![None, Some(3), Some(0)]);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! it by itself, declares the keys of one slot per call, and resumes a pass
 //! across runs without a `run_id`. The fault tests of the lease and the
 //! checkpoint run in this mode too: CI runs `lease::`, `resume::`,
-//! `resilience::`, `faults::` and `cluster::` again with
-//! `JANITOR_TEST_KEY_MODE=declared`.
+//! `resilience::`, `faults::`, `cluster::`, `brakes::` and `replica::`
+//! again with `JANITOR_TEST_KEY_MODE=declared`.
 
 use std::path::Path;
 
