@@ -393,26 +393,9 @@ mod tests {
         assert!(groups(Vec::new(), Grouping::BySlot).is_empty());
     }
 
-    #[test]
-    fn each_capped_call_gets_what_the_calls_before_it_left() {
-        let batch = Batch {
-            cursor: 0,
-            step: 300,
-            scan_budget: std::time::Duration::from_micros(750),
-            max_keys: 10_000,
-            report_keys: false,
-            cap: Some(100),
-            rule_caps: vec![None, Some(10), Some(5)],
-            estimate_freed: false,
-        };
-        let left = after(batch, &[40, 7, 9]);
-        assert_eq!(left.cap, Some(44));
-        assert_eq!(left.rule_caps, vec![None, Some(3), Some(0)]);
-    }
-
-    #[test]
-    fn a_step_scans_what_the_scanned_variant_would_look_at() {
-        let batch = Batch {
+    /// A batch of 300-key steps, without caps.
+    fn batch() -> Batch {
+        Batch {
             cursor: 0,
             step: 300,
             scan_budget: std::time::Duration::from_micros(750),
@@ -421,7 +404,24 @@ mod tests {
             cap: None,
             rule_caps: Vec::new(),
             estimate_freed: false,
+        }
+    }
+
+    #[test]
+    fn each_capped_call_gets_what_the_calls_before_it_left() {
+        let batch = Batch {
+            cap: Some(100),
+            rule_caps: vec![None, Some(10), Some(5)],
+            ..batch()
         };
+        let left = after(batch, &[40, 7, 9]);
+        assert_eq!(left.cap, Some(44));
+        assert_eq!(left.rule_caps, vec![None, Some(3), Some(0)]);
+    }
+
+    #[test]
+    fn a_step_scans_what_the_scanned_variant_would_look_at() {
+        let batch = batch();
         assert_eq!(count(&batch), 600);
         assert_eq!(
             count(&Batch {
