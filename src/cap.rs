@@ -119,18 +119,24 @@ impl Turn<'_> {
         let Some(mut left) = self.left else {
             return;
         };
-        let total: u64 = acted.iter().sum();
-        if let Some(run) = left.run.as_mut() {
-            *run = run.saturating_sub(total);
-        }
-        for (rule, acted) in left.rules.iter_mut().zip(acted) {
-            if let Some(rule) = rule.as_mut() {
-                *rule = rule.saturating_sub(*acted);
-            }
-        }
+        let Left { run, rules: per_rule } = &mut *left;
+        spend(run, per_rule, acted);
         if let Some(r) = capped.iter().position(|&n| n > 0) {
             let message = reached(rules, r, &left, self.caps.run_max);
             let _ = self.caps.reached.set(message);
+        }
+    }
+}
+
+/// Takes what a call acted on, `acted` keys per rule, from what is left of
+/// the run's cap and of each rule's (`None`: no cap).
+pub fn spend(run: &mut Option<u64>, rules: &mut [Option<u64>], acted: &[u64]) {
+    if let Some(run) = run.as_mut() {
+        *run = run.saturating_sub(acted.iter().sum());
+    }
+    for (rule, acted) in rules.iter_mut().zip(acted) {
+        if let Some(rule) = rule.as_mut() {
+            *rule = rule.saturating_sub(*acted);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The declared-keys mode's steps, for servers and proxies that refuse
 //! scripts touching keys they did not declare: the job runs SCAN itself,
-//! groups the keys it returns by hash slot where slots matter, and sends one
-//! call of the declared variant per group. Each call re-checks and acts on
+//! keeps the keys whose name some rule's pattern matches (the calls match
+//! each name again), groups them by hash slot where slots matter, and sends
+//! one call of the declared variant per group. Each call re-checks and acts on
 //! its keys atomically, exactly as the scanned variant does with the keys of
 //! its own SCAN; the replies merge into one, as if one call had done the
 //! step.
@@ -27,11 +28,12 @@
 
 use std::collections::BTreeMap;
 
-use futures_util::future::join_all;
+use futures_util::future::{OptionFuture, join_all};
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tracing::info;
 
+use crate::cap;
 use crate::error::Error;
 use crate::lease::key_slot;
 use crate::pass::Calls;
@@ -85,7 +87,8 @@ struct Scanned {
     count: usize,
     /// How many keys it returned.
     returned: u64,
-    /// The keys it returned, less the job's own.
+    /// The keys it returned whose name some rule's pattern matches, less
+    /// the job's own: the others would cross the network back for nothing.
     keys: Vec<Vec<u8>>,
 }
 
@@ -134,12 +137,13 @@ impl Declared {
         rules: &Rules,
         batch: &Batch,
     ) -> Result<Stepped, Error> {
+        let scan_from = |cursor| scan(conn.clone(), calls.script, rules, cursor, count(batch));
         let mut commands = 0;
         let scanned = match self.ahead.take() {
             Some(ahead) if ahead.from == batch.cursor => ahead,
             _ => {
                 commands += 1;
-                scan(conn.clone(), calls.script, batch.cursor, count(batch)).await?
+                scan_from(batch.cursor).await?
             }
         };
         let save = self.pending.take().zip(calls.pass);
@@ -148,26 +152,15 @@ impl Declared {
         commands +=
             (groups.len() + usize::from(save.is_some()) + usize::from(ahead.is_some())) as u64;
         let (saved, cleaned, ahead) = tokio::join!(
-            async {
-                match save {
-                    Some((saved, pass)) => Some(
-                        calls
-                            .script
-                            .call::<String>(&mut conn.clone(), calls.claim, Op::Save(&saved, pass))
-                            .await,
-                    ),
-                    None => None,
-                }
-            },
+            OptionFuture::from(save.map(|(saved, pass)| async move {
+                let op = Op::Save(&saved, pass);
+                calls
+                    .script
+                    .call::<String>(&mut conn.clone(), calls.claim, op)
+                    .await
+            })),
             clean(conn, calls, rules, batch, &groups),
-            async {
-                match ahead {
-                    Some(cursor) => {
-                        Some(scan(conn.clone(), calls.script, cursor, count(batch)).await)
-                    }
-                    None => None,
-                }
-            },
+            OptionFuture::from(ahead.map(scan_from)),
         );
         let (mut reply, mut resent) = match cleaned {
             Err(err)
@@ -243,10 +236,11 @@ impl Declared {
 }
 
 /// `SCAN cursor [MATCH pattern] COUNT count`, with the script's pattern;
-/// the job's own keys are left out of its answer.
+/// only the keys some rule's pattern matches are kept, never the job's own.
 async fn scan(
     mut conn: MultiplexedConnection,
     script: &Script,
+    rules: &Rules,
     cursor: u64,
     count: usize,
 ) -> Result<Scanned, Error> {
@@ -261,7 +255,7 @@ async fn scan(
         .await
         .map_err(|err| Error::from_redis("SCAN", &err))?;
     let returned = keys.len() as u64;
-    keys.retain(|key| !key.starts_with(RESERVED_PREFIX));
+    keys.retain(|key| rules.matches(key) && !key.starts_with(RESERVED_PREFIX));
     Ok(Scanned {
         from: cursor,
         next,
@@ -274,7 +268,7 @@ async fn scan(
 /// Cleans `groups` of keys with one call per group, all sent at once (one
 /// after the other when a cap is set: each call may act on what the calls
 /// before it left of the step's grant), and merges the replies. A group
-/// refused for its slot (moved) counts its matching keys as moved; any
+/// refused for its slot (moved) counts its keys as moved; any
 /// other error fails the step (nothing of a refused call was applied).
 async fn clean(
     conn: &MultiplexedConnection,
@@ -307,10 +301,7 @@ async fn clean(
                 resent |= text;
             }
             Err(err) if is_moved(&err) => {
-                let moved = group
-                    .iter()
-                    .filter(|key| rules.rules.iter().any(|rule| rule.pattern.matches(key)))
-                    .count() as u64;
+                let moved = group.len() as u64;
                 merged.matched += moved;
                 merged.moved += moved;
             }
@@ -337,11 +328,7 @@ async fn call(
 /// `batch` with its caps less what a call acted on, per rule: what is left
 /// of the step's grant for its next call.
 fn after(mut batch: Batch, acted: &[u64]) -> Batch {
-    let total: u64 = acted.iter().sum();
-    batch.cap = batch.cap.map(|cap| cap.saturating_sub(total));
-    for (cap, acted) in batch.rule_caps.iter_mut().zip(acted) {
-        *cap = cap.map(|cap| cap.saturating_sub(*acted));
-    }
+    cap::spend(&mut batch.cap, &mut batch.rule_caps, acted);
     batch
 }
 

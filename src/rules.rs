@@ -291,6 +291,12 @@ impl Rules {
             .collect()
     }
 
+    /// Whether some rule's pattern matches the key name `key`: a key no
+    /// pattern matches is none of the rules' business.
+    pub fn matches(&self, key: &[u8]) -> bool {
+        self.patterns.iter().any(|glob| glob.matches(key))
+    }
+
     /// Whether some rule's pattern may match a key that starts with
     /// `prefix`: its literal prefix does not rule it out.
     pub fn may_select(&self, prefix: &[u8]) -> bool {
@@ -751,7 +757,7 @@ mod tests {
             let filter = Glob::new(&scan_match).expect("a valid pattern");
             for _ in 0..50 {
                 let key = bytes(&mut rng, prefix, 5);
-                if rules.rules.iter().any(|r| r.pattern.matches(&key)) {
+                if rules.matches(&key) {
                     assert!(
                         filter.matches(&key),
                         "{:?} hides {:?}, which {patterns:?} take",

@@ -87,6 +87,47 @@ fn both_modes_leave_the_same_keyspace_and_counts_on_a_standalone_server() {
 }
 
 #[test]
+fn keys_no_pattern_matches_go_back_to_redis_in_no_call() {
+    // `*:tmp` and `*:old` share no literal prefix, so SCAN has no MATCH
+    // and answers every key: the 20000 others' names alone are over 300 KB
+    // as calls' KEYS.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "keep", 20_000);
+    populate(&mut con, "x", 100);
+    for i in 0..100 {
+        let _: () = redis::cmd("RENAME")
+            .arg(format!("x:{i}"))
+            .arg(format!("x:{i}:tmp"))
+            .query(&mut con)
+            .unwrap();
+    }
+    let rules = write_rules(
+        server.dir(),
+        "[[rule]]\nname = \"tmp\"\npattern = \"*:tmp\"\naction = \"delete\"\n\n\
+         [[rule]]\nname = \"old\"\npattern = \"*:old\"\naction = \"delete\"\n",
+    );
+    let received = |con: &mut redis::Connection| -> u64 {
+        info_field(con, "stats", "total_net_input_bytes")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = received(&mut con);
+    let out = job(&server.url(), &rules, "declared").run();
+    out.assert_code(0);
+    let sent = received(&mut con) - before;
+    assert_eq!(rule_keys(&out.report(), "tmp"), 100, "{:#}", out.report());
+    let left = keyspace(&mut con);
+    assert!(left.keys().all(|key| !key.ends_with(b":tmp")), "{left:?}");
+    assert_eq!(
+        left.keys().filter(|key| key.starts_with(b"keep:")).count(),
+        20_000
+    );
+    assert!(sent < 100_000, "the job sent Redis {sent} bytes");
+}
+
+#[test]
 fn both_modes_leave_the_same_keyspace_and_counts_on_a_3_primary_cluster() {
     let mix = Mix::new(3_000);
     let runs = ["server", "declared"].map(|mode| {
