@@ -119,10 +119,10 @@ impl Turn<'_> {
         let Some(mut left) = self.left else {
             return;
         };
-        let Left { run, rules: per_rule } = &mut *left;
-        spend(run, per_rule, acted);
+        let left = &mut *left;
+        spend(&mut left.run, &mut left.rules, acted);
         if let Some(r) = capped.iter().position(|&n| n > 0) {
-            let message = reached(rules, r, &left, self.caps.run_max);
+            let message = reached(rules, r, left, self.caps.run_max);
             let _ = self.caps.reached.set(message);
         }
     }

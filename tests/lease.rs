@@ -111,21 +111,8 @@ fn a_node_whose_lease_another_run_holds_is_left_untouched_and_the_report_says_by
     let mix = Mix::new(200);
     mix.seed(&mut con);
     let rules = write_rules(server.dir(), MIX_RULES);
-    // Another run's lease, as the clean script writes it.
     let since_ms = server_time_ms(&mut con) - 5_000;
-    redis::cmd("HSET")
-        .arg(lease_key())
-        .arg(&["token", "0123456789abcdef0123456789abcdef"])
-        .arg(&["holder", "cleaner-7f9c (pid 1)"])
-        .arg("since")
-        .arg(since_ms)
-        .exec(&mut con)
-        .unwrap();
-    redis::cmd("PEXPIRE")
-        .arg(lease_key())
-        .arg(60_000)
-        .exec(&mut con)
-        .unwrap();
+    hold_lease_for_another_run(&mut con, "cleaner-7f9c (pid 1)", since_ms);
     let before = digest(&mut con);
 
     let out = run_json(&server.url()).arg("--rules").arg(&rules).run();

@@ -504,19 +504,7 @@ fn a_failed_or_skipped_run_keeps_the_last_success() {
     // Another run's lease: the node is skipped (exit 0), which is no
     // success either.
     let since_ms = server_time_ms(&mut con);
-    redis::cmd("HSET")
-        .arg(lease_key())
-        .arg(&["token", "0123456789abcdef0123456789abcdef"])
-        .arg(&["holder", "another (pid 1)"])
-        .arg("since")
-        .arg(since_ms)
-        .exec(&mut con)
-        .unwrap();
-    redis::cmd("PEXPIRE")
-        .arg(lease_key())
-        .arg(60_000)
-        .exec(&mut con)
-        .unwrap();
+    hold_lease_for_another_run(&mut con, "another (pid 1)", since_ms);
     let before = unix_now();
     let out = pushing(&server, RULES, &gateway.url()).run();
     out.assert_code(0);

@@ -193,12 +193,7 @@ fn the_last_success_survives_failed_skipped_and_dry_runs() {
     assert_eq!(last_success(&failed.report()), Some(succeeded));
 
     // A run skipped for another run's lease: unchanged too.
-    redis::cmd("HSET")
-        .arg(lease_key())
-        .arg(&["token", "0123456789abcdef0123456789abcdef"])
-        .arg(&["holder", "another (pid 1)", "since", "1"])
-        .exec(&mut con)
-        .unwrap();
+    hold_lease_for_another_run(&mut con, "another (pid 1)", 1);
     let skipped = run(&[]);
     skipped.assert_code(0);
     assert_eq!(skipped.report()["stopped_by"], "locked");

@@ -273,6 +273,24 @@ pub fn lease_key() -> Vec<u8> {
     lease::state_keys(None).lease
 }
 
+/// Makes the standalone lease another run's, as the clean script writes
+/// it: held by `holder` since `since_ms` (server time), for another minute.
+pub fn hold_lease_for_another_run(con: &mut redis::Connection, holder: &str, since_ms: u64) {
+    redis::cmd("HSET")
+        .arg(lease_key())
+        .arg(&["token", "0123456789abcdef0123456789abcdef"])
+        .arg(&["holder", holder])
+        .arg("since")
+        .arg(since_ms)
+        .exec(con)
+        .unwrap();
+    redis::cmd("PEXPIRE")
+        .arg(lease_key())
+        .arg(60_000)
+        .exec(con)
+        .unwrap();
+}
+
 /// The standalone checkpoint's name.
 pub fn checkpoint_key() -> Vec<u8> {
     lease::state_keys(None).checkpoint
