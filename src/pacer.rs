@@ -864,5 +864,26 @@ mod tests {
         let held = pacer.held();
         pacer.record_round_trip(10_000, 3, us(900), sent, sent + us(1000));
         assert_eq!(pacer.held() - held, us(1000));
+        // The two round trips since the blurred sample: 4600 µs for 11000
+        // keys, 1300 by the script's clock, 0.3 µs per key beyond. A sample
+        // with no step since the last one measures nothing.
+        pacer.calibrate_steps(CallStats {
+            calls: 27,
+            usec: 13_600,
+        });
+        pacer.calibrate_steps(CallStats {
+            calls: 27,
+            usec: 13_600,
+        });
+        let held = pacer.held();
+        pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
+        assert_eq!(pacer.held() - held, us(700));
+    }
+
+    #[test]
+    fn only_a_pass_without_share_or_rate_limit_runs_at_full_speed() {
+        assert!(limits(10_000, None, 1.0).full_speed());
+        assert!(!limits(10_000, None, 0.99).full_speed());
+        assert!(!limits(10_000, Some(1_000), 1.0).full_speed());
     }
 }
