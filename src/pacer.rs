@@ -658,7 +658,6 @@ mod tests {
     #[test]
     fn the_overhead_is_measured_from_the_statistics_of_the_jobs_own_calls() {
         let mut overhead = Overhead::default();
-        let stats = |calls, usec| CallStats { calls, usec };
         // Until a sample is measured, the least round trip beyond the script.
         overhead.record(us(1000), us(1300));
         overhead.record(us(1000), us(1200));
@@ -696,14 +695,11 @@ mod tests {
     fn a_call_sent_again_after_noscript_is_not_measured() {
         let start = Instant::now();
         let mut pacer = Pacer::new(limits(1000, None, 0.5), start);
-        pacer.calibrate(CallStats { calls: 0, usec: 0 });
+        pacer.calibrate(stats(0, 0));
         pacer.record(&reply(100, 800, 1000), start, start + us(1500));
         pacer.resent();
         // Redis counted the EVAL, not an EVALSHA: this sample says nothing.
-        pacer.calibrate(CallStats {
-            calls: 1,
-            usec: 1100,
-        });
+        pacer.calibrate(stats(1, 1100));
         assert_eq!(pacer.overhead.per_call(), us(500));
     }
 
@@ -711,15 +707,12 @@ mod tests {
     fn a_measured_overhead_counts_instead_of_the_round_trip() {
         let start = Instant::now();
         let mut pacer = Pacer::new(limits(1000, None, 0.5), start);
-        pacer.calibrate(CallStats { calls: 0, usec: 0 });
+        pacer.calibrate(stats(0, 0));
         pacer.record(&reply(100, 800, 1000), start, start + us(1500));
         // Before a measurement: 1 ms + 0.5 ms, a period of 3 ms.
         assert_eq!(pacer.next_call_at(), start + us(3000));
         assert_eq!(pacer.held(), us(1500));
-        pacer.calibrate(CallStats {
-            calls: 1,
-            usec: 1100,
-        });
+        pacer.calibrate(stats(1, 1100));
         let sent = start + us(3000);
         pacer.record(&reply(100, 800, 1000), sent, sent + us(1500));
         // After it: 1 ms + 0.1 ms, a period of 2.2 ms.
@@ -810,6 +803,11 @@ mod tests {
         assert_eq!(overhead.per_call(), us(2000));
     }
 
+    /// Redis's statistics of the job's commands: `calls` calls, `usec` µs.
+    fn stats(calls: u64, usec: u64) -> CallStats {
+        CallStats { calls, usec }
+    }
+
     #[test]
     fn a_declared_round_trip_counts_whole_until_redis_measures_it() {
         let start = Instant::now();
@@ -825,18 +823,12 @@ mod tests {
         // Redis counted exactly the job's commands since the first sample
         // (three round trips of one command each), 1500 µs for their 3000
         // keys, of which the script's clock saw 900: 0.2 µs per key beyond.
-        pacer.calibrate_steps(CallStats {
-            calls: 10,
-            usec: 100,
-        });
+        pacer.calibrate_steps(stats(10, 100));
         let sent = start + us(4000);
         for _ in 0..3 {
             pacer.record_round_trip(1000, 1, us(300), sent, sent + us(2000));
         }
-        pacer.calibrate_steps(CallStats {
-            calls: 13,
-            usec: 1600,
-        });
+        pacer.calibrate_steps(stats(13, 1600));
         let held = pacer.held();
         pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
         assert_eq!(pacer.held() - held, us(600));
@@ -844,19 +836,13 @@ mod tests {
         // 1800 µs for 2000 keys, 800 of them by the script's clock.
         pacer.other_call();
         pacer.record_round_trip(1000, 2, us(400), sent, sent + us(2000));
-        pacer.calibrate_steps(CallStats {
-            calls: 19,
-            usec: 3400,
-        });
+        pacer.calibrate_steps(stats(19, 3400));
         let held = pacer.held();
         pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
         assert_eq!(pacer.held() - held, us(900));
         // Another client's SCAN or script in a period: no new measure.
         pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
-        pacer.calibrate_steps(CallStats {
-            calls: 21,
-            usec: 9000,
-        });
+        pacer.calibrate_steps(stats(21, 9000));
         let held = pacer.held();
         pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
         assert_eq!(pacer.held() - held, us(900));
@@ -867,14 +853,8 @@ mod tests {
         // The two round trips since the blurred sample: 4600 µs for 11000
         // keys, 1300 by the script's clock, 0.3 µs per key beyond. A sample
         // with no step since the last one measures nothing.
-        pacer.calibrate_steps(CallStats {
-            calls: 27,
-            usec: 13_600,
-        });
-        pacer.calibrate_steps(CallStats {
-            calls: 27,
-            usec: 13_600,
-        });
+        pacer.calibrate_steps(stats(27, 13_600));
+        pacer.calibrate_steps(stats(27, 13_600));
         let held = pacer.held();
         pacer.record_round_trip(1000, 3, us(400), sent, sent + us(2000));
         assert_eq!(pacer.held() - held, us(700));
