@@ -57,6 +57,29 @@ mod harness {
         );
     }
 
+    /// The port a [`RedisServer`] is offered first, then free ones.
+    static OFFERED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+    fn offered_then_free() -> u16 {
+        match OFFERED.swap(0, std::sync::atomic::Ordering::SeqCst) {
+            0 => free_port(),
+            port => port,
+        }
+    }
+
+    #[test]
+    fn a_server_that_loses_its_port_to_another_is_started_again_on_a_free_one() {
+        // Two tests may pick the same free port; the one whose server fails
+        // to bind must not take the winner, which answers PING there, for
+        // its own.
+        let winner = RedisServer::start();
+        OFFERED.store(winner.port(), std::sync::atomic::Ordering::SeqCst);
+        let server = RedisServer::start_bin(&server_bin(), &[], offered_then_free);
+        assert_ne!(server.port(), winner.port());
+        let pid = info_field(&mut server.conn(), "server", "process_id");
+        assert_eq!(pid, Some(server.pid().to_string()));
+    }
+
     #[test]
     fn keyspace_diff_names_missing_unexpected_and_changed_keys_escaped() {
         use std::collections::BTreeMap;

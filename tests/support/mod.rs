@@ -68,7 +68,7 @@ pub struct RedisServer {
 
 /// The server binary the tests run against: `REDIS_SERVER_BIN` (CI runs
 /// the suite once per server version), else `redis-server` from the PATH.
-fn server_bin() -> String {
+pub fn server_bin() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_string())
 }
 
@@ -138,7 +138,7 @@ impl RedisServer {
 
     /// A server on a port from `pick_port` (a cluster node needs its bus
     /// port, 10000 higher, free too).
-    fn start_bin(bin: &str, extra_args: &[&str], pick_port: fn() -> u16) -> Self {
+    pub fn start_bin(bin: &str, extra_args: &[&str], pick_port: fn() -> u16) -> Self {
         Self::spawn(bin, &[], extra_args, pick_port)
     }
 
@@ -196,7 +196,7 @@ impl RedisServer {
                 dir,
                 log_file,
             };
-            match server.wait_ready() {
+            match server.wait_ready(0) {
                 Start::Ready => return server,
                 Start::PortTaken => {
                     // Port raced with another test: drop (kill) and retry.
@@ -207,7 +207,12 @@ impl RedisServer {
         panic!("could not start redis-server on a free port after 10 attempts");
     }
 
-    fn wait_ready(&mut self) -> Start {
+    /// Waits until this process serves its port: its own log says it is
+    /// ready for the `after + 1`th time (a restarted server appends to the
+    /// log of the process before it). A PING would not do: another test's
+    /// server that won the port answers it while this one is still failing
+    /// to bind, and the test would run against that other server.
+    fn wait_ready(&mut self, after: usize) -> Start {
         let deadline = Instant::now() + SERVER_READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait redis-server") {
@@ -220,7 +225,7 @@ impl RedisServer {
                     self.port
                 );
             }
-            if ping_raw(self.port) {
+            if self.times_ready() > after {
                 return Start::Ready;
             }
             if Instant::now() > deadline {
@@ -237,6 +242,11 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {
@@ -271,6 +281,18 @@ impl RedisServer {
     /// A connection to a server started with `--requirepass`.
     pub fn conn_with_password(&self, password: &str) -> redis::Connection {
         connect(&format!("redis://:{password}@127.0.0.1:{}", self.port))
+    }
+
+    /// How many times a process logged that it serves this server's port
+    /// (once it has bound its ports and loaded its data): a server, or a
+    /// Sentinel, which logs no "Ready" line.
+    fn times_ready(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        log.lines()
+            .filter(|line| {
+                line.contains("Ready to accept connections") || line.contains("Sentinel ID is")
+            })
+            .count()
     }
 
     /// The server's log, and whatever it printed before the log was open.

@@ -22,7 +22,7 @@ impl RedisServer {
     /// Ends the process as `halt` says and starts a new one on the same
     /// port and directory, with `extra_args` (those the server was started
     /// with: the harness does not keep them). Returns once the new process
-    /// answers PING (its data loaded). Standalone servers of
+    /// logs that it is ready (its data loaded). Standalone servers of
     /// `REDIS_SERVER_BIN` only.
     pub fn restart(&mut self, halt: Halt, extra_args: &[&str]) {
         match halt {
@@ -38,6 +38,7 @@ impl RedisServer {
             }
             Halt::Kill => self.kill9(),
         }
+        let ready_before = self.times_ready();
         let bin = server_bin();
         // The same arguments as `RedisServer::spawn`, on the same port.
         let debug: &[&str] = if major_version(&bin) >= 7 {
@@ -70,7 +71,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run `{bin}` again: {e}"));
-        match self.wait_ready() {
+        match self.wait_ready(ready_before) {
             Start::Ready => {}
             Start::PortTaken => panic!(
                 "port {} was taken by another process while its server restarted",
