@@ -381,10 +381,13 @@ fn the_reported_server_share_is_the_share_asked() {
         quarter > 0.0 && quarter <= 0.3,
         "asked 0.25, used {quarter}"
     );
-    // At full speed the share is what the job's round trips leave (0.8 on
-    // an idle machine, 0.42 with two other test suites building beside).
+    // At full speed the share is what the job's round trips leave: 0.8 on
+    // an idle machine, 0.42 with two other test suites building beside,
+    // 0.24 with a build and two test threads on 2 cores, when the quarter's
+    // was 0.19. A pass paced at the quarter whatever it is asked would
+    // report about the quarter's share again.
     assert!(
-        full > quarter.max(0.3),
+        full > quarter * 1.2,
         "asked 1, used {full} (0.25: {quarter})"
     );
     assert_both_hold(&primary, &replica, &cleaned(false));
