@@ -30,6 +30,8 @@ mod tls;
 /// The harness itself: a private server starts, answers, and dies with its
 /// handle; the script-checking proxy relays, refuses and hides as asked.
 mod harness {
+    use std::sync::atomic::{AtomicU16, Ordering};
+
     use crate::support::*;
 
     #[test]
@@ -58,10 +60,10 @@ mod harness {
     }
 
     /// The port a [`RedisServer`] is offered first, then free ones.
-    static OFFERED: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    static OFFERED: AtomicU16 = AtomicU16::new(0);
 
     fn offered_then_free() -> u16 {
-        match OFFERED.swap(0, std::sync::atomic::Ordering::SeqCst) {
+        match OFFERED.swap(0, Ordering::SeqCst) {
             0 => free_port(),
             port => port,
         }
@@ -73,7 +75,7 @@ mod harness {
         // to bind must not take the winner, which answers PING there, for
         // its own.
         let winner = RedisServer::start();
-        OFFERED.store(winner.port(), std::sync::atomic::Ordering::SeqCst);
+        OFFERED.store(winner.port(), Ordering::SeqCst);
         let server = RedisServer::start_bin(&server_bin(), &[], offered_then_free);
         assert_ne!(server.port(), winner.port());
         let pid = info_field(&mut server.conn(), "server", "process_id");
