@@ -406,6 +406,52 @@ fn a_run_whose_lease_another_run_took_over_acts_on_nothing_more() {
 }
 
 #[test]
+fn a_run_whose_lease_vanished_acts_only_once_it_holds_it_again() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let mix = Mix::new(2_000);
+    mix.seed(&mut con);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let selected = mix.acted();
+    let mut a = slow_job(&server.url(), &rules).start();
+    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
+        a.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
+    });
+    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    // The lease is gone, as when it expired or a failover lost it: another
+    // run may take it at any moment, so A must not act without it.
+    redis::cmd("DEL").arg(lease_key()).exec(&mut con).unwrap();
+
+    let a = a.wait();
+    a.assert_code(0);
+    let ra = a.report();
+    assert!(
+        a.stderr.contains("LEASELOST") && a.stderr.contains("the lease expired or was lost"),
+        "{}",
+        a.dump()
+    );
+    // A took the lease again and went on from its checkpoint: every key
+    // acted on once.
+    assert_eq!(ra["complete"], true, "{ra:#}");
+    assert!(field(only_server(&ra), "retries") >= 1, "{ra:#}");
+    assert_eq!(keys_acted(&ra), selected, "{ra:#}");
+    mix.assert_cleaned(&keyspace(&mut con), "after A");
+    assert!(!lease_held(&mut con), "A kept its lease");
+    let cp = the_checkpoint(&mut con);
+    assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
+    let acted = hash_u64(&cp, "acted");
+    if declared_mode() {
+        // The step whose save found the lease gone is not counted.
+        assert!(
+            (selected - late_most(50)..=selected).contains(&acted),
+            "{cp:?}"
+        );
+    } else {
+        assert_eq!(acted, selected, "{cp:?}");
+    }
+}
+
+#[test]
 fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
     let server = RedisServer::start();
     let mut con = server.conn();
