@@ -125,6 +125,76 @@ fn seed_mixed(con: &mut redis::Connection) {
 }
 
 #[test]
+fn a_lease_expires_by_itself_from_when_it_is_taken_and_each_writing_call_renews_it() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let script = Script::clean(
+        &test_rules(),
+        Mode::Write,
+        dialect(&mut con),
+        Layout::Standalone,
+        KeyMode::Server,
+    )
+    .unwrap();
+    let claim = Claim {
+        token: "7".repeat(32),
+        ..claim(Mode::Write)
+    };
+    let lease = lease::state_keys(None).lease;
+    let pttl =
+        |con: &mut redis::Connection| -> i64 { redis::cmd("PTTL").arg(&lease).query(con).unwrap() };
+    let since = |con: &mut redis::Connection| -> String {
+        redis::cmd("HGET")
+            .arg(&lease)
+            .arg("since")
+            .query(con)
+            .unwrap()
+    };
+    let acquire = |con: &mut redis::Connection| {
+        let op = Op::Acquire {
+            holder: "test (pid 1)",
+        };
+        let _: redis::Value = claim.command(&script, Invoke::Text, op).query(con).unwrap();
+    };
+
+    // A run that dies right after taking the lease blocks the node for
+    // --lock-ttl at most, even before its first call.
+    acquire(&mut con);
+    assert!(
+        (59_000..=60_000).contains(&pttl(&mut con)),
+        "{}",
+        pttl(&mut con)
+    );
+    // Taken again by the same run (a retry): renewed, still held since the
+    // first time.
+    redis::cmd("PEXPIRE")
+        .arg(&lease)
+        .arg(1_000)
+        .exec(&mut con)
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(&lease)
+        .arg("since")
+        .arg(1)
+        .exec(&mut con)
+        .unwrap();
+    acquire(&mut con);
+    assert!(pttl(&mut con) >= 59_000, "{}", pttl(&mut con));
+    assert_eq!(since(&mut con), "1");
+    // A writing call renews it.
+    redis::cmd("PEXPIRE")
+        .arg(&lease)
+        .arg(1_000)
+        .exec(&mut con)
+        .unwrap();
+    let _: Reply = claim
+        .command(&script, Invoke::Text, Op::Clean(&batch(0, 10), None))
+        .query(&mut con)
+        .unwrap();
+    assert!(pttl(&mut con) >= 59_000, "{}", pttl(&mut con));
+}
+
+#[test]
 fn one_call_cleans_what_its_scan_returns_and_reports_every_matched_key() {
     let server = RedisServer::start();
     let mut con = server.conn();
