@@ -266,6 +266,53 @@ fn a_dry_run_counts_exactly_what_a_real_run_does() {
     assert_eq!(real.per_rule, [0, 1, 2]);
 }
 
+/// One call of the declared variant of the test rules over `keys`.
+fn declared_call(con: &mut redis::Connection, mode: Mode, keys: &[&[u8]]) -> Reply {
+    let script = Script::clean(
+        &test_rules(),
+        mode,
+        dialect(con),
+        Layout::Standalone,
+        KeyMode::Declared,
+    )
+    .unwrap();
+    let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    claim(mode)
+        .command(&script, Invoke::Text, Op::Declared(&batch(0, 10), &keys))
+        .query(con)
+        .unwrap()
+}
+
+#[test]
+fn a_declared_key_gone_before_its_call_is_counted_as_vanished_and_left_alone() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed(&mut con, b"cache:a", "string", None);
+    // `cache:gone` was in the job's SCAN, and deleted before the call.
+    let reply = declared_call(&mut con, Mode::Write, &[b"cache:gone", b"cache:a"]);
+    assert_eq!(reply.matched, 2, "{reply:?}");
+    assert_eq!(reply.vanished, 1, "{reply:?}");
+    assert_eq!(reply.unchanged, 0, "{reply:?}");
+    assert_eq!(reply.acted, [0, 1, 0], "{reply:?}");
+    assert_keyspace(&mut con, &[(b"cache:a", "string", Ttl::About(3600))]);
+}
+
+#[test]
+fn a_key_declared_twice_counts_once_in_a_dry_run_as_in_a_real_one() {
+    // SCAN may return a key twice; an unconditional delete acts on it once.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed(&mut con, b"temp:a", "string", None);
+    let twice: &[&[u8]] = &[b"temp:a", b"temp:a"];
+    let dry = declared_call(&mut con, Mode::ReadOnly, twice);
+    let real = declared_call(&mut con, Mode::Write, twice);
+    for reply in [&dry, &real] {
+        assert_eq!(reply.acted, [0, 0, 1], "dry {dry:?}\nreal {real:?}");
+        assert_eq!(reply.vanished, 1, "dry {dry:?}\nreal {real:?}");
+    }
+    assert_keyspace(&mut con, &[]);
+}
+
 #[test]
 fn an_error_in_the_checks_leaves_the_whole_call_unapplied() {
     // Under an LFU policy OBJECT IDLETIME fails. The temp keys need no check,
