@@ -6,7 +6,7 @@
 //! `--no-lock` and `--lock-ttl` as they are given.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value as Json;
@@ -21,6 +21,28 @@ fn slow_job(url: &str, rules: &Path) -> Janitor {
         .arg("--rules")
         .arg(rules)
         .args(["--rate-limit", "2000", "--batch-size", "50"])
+}
+
+/// A private server seeded with a [`Mix`] of 2,000 keys, a connection to
+/// it, the mix, and the mix's rules ([`MIX_RULES`]) in a file.
+fn mixed_server() -> (RedisServer, redis::Connection, Mix, PathBuf) {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let mix = Mix::new(2_000);
+    mix.seed(&mut con);
+    let rules = write_rules(server.dir(), MIX_RULES);
+    (server, con, mix, rules)
+}
+
+/// Starts `job`, run A, and returns it once its pass has scanned 200
+/// keys (by its checkpoint), still running.
+fn start_a(job: Janitor, con: &mut redis::Connection) -> Running {
+    let mut a = job.start();
+    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
+        a.exited() || checkpoint(con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
+    });
+    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    a
 }
 
 /// Seconds since the Unix epoch, now.
@@ -62,11 +84,7 @@ fn assert_skipped_for(server: &Json, pid: u32, started: f64, report: &Json) {
 
 #[test]
 fn two_runs_started_together_one_cleans_the_other_is_skipped() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let mix = Mix::new(2_000);
-    mix.seed(&mut con);
-    let rules = write_rules(server.dir(), MIX_RULES);
+    let (server, mut con, mix, rules) = mixed_server();
     let started = unix_now();
 
     let (a, b) = (
@@ -251,24 +269,18 @@ fn late_most(batch: u64) -> u64 {
 
 #[test]
 fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let mix = Mix::new(2_000);
-    mix.seed(&mut con);
-    let rules = write_rules(server.dir(), MIX_RULES);
+    let (server, mut con, mix, rules) = mixed_server();
     let selected = mix.acted();
 
     // A: a short lease and small, slow calls.
-    let mut a = run_json(&server.url())
-        .arg("--rules")
-        .arg(&rules)
-        .args(["--lock-ttl", "500ms", "--rate-limit", "2000"])
-        .args(["--batch-size", "20"])
-        .start();
-    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
-        a.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
-    });
-    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    let a = start_a(
+        run_json(&server.url())
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--lock-ttl", "500ms", "--rate-limit", "2000"])
+            .args(["--batch-size", "20"]),
+        &mut con,
+    );
     // A freezes (a GC pause, a stopped VM) and its lease runs out.
     a.signal("STOP");
     wait_for_lease_gone(&mut con);
@@ -354,16 +366,8 @@ fn a_run_frozen_past_its_lease_cannot_act_after_another_took_over() {
 
 #[test]
 fn a_run_whose_lease_another_run_took_over_acts_on_nothing_more() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let mix = Mix::new(2_000);
-    mix.seed(&mut con);
-    let rules = write_rules(server.dir(), MIX_RULES);
-    let mut a = slow_job(&server.url(), &rules).start();
-    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
-        a.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
-    });
-    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    let (server, mut con, _, rules) = mixed_server();
+    let a = start_a(slow_job(&server.url(), &rules), &mut con);
 
     // Another run holds the lease from now on (as if A's had run out), in
     // one transaction with a look at the checkpoint and the keyspace. A
@@ -407,17 +411,9 @@ fn a_run_whose_lease_another_run_took_over_acts_on_nothing_more() {
 
 #[test]
 fn a_run_whose_lease_vanished_acts_only_once_it_holds_it_again() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let mix = Mix::new(2_000);
-    mix.seed(&mut con);
-    let rules = write_rules(server.dir(), MIX_RULES);
+    let (server, mut con, mix, rules) = mixed_server();
     let selected = mix.acted();
-    let mut a = slow_job(&server.url(), &rules).start();
-    wait_until(Duration::from_secs(20), "A's first 200 keys", || {
-        a.exited() || checkpoint(&mut con).is_some_and(|cp| hash_u64(&cp, "scanned") >= 200)
-    });
-    assert!(!a.exited(), "A ended early\n{}", a.stderr_so_far());
+    let a = start_a(slow_job(&server.url(), &rules), &mut con);
     // The lease is gone, as when it expired or a failover lost it: another
     // run may take it at any moment, so A must not act without it.
     redis::cmd("DEL").arg(lease_key()).exec(&mut con).unwrap();
@@ -453,11 +449,7 @@ fn a_run_whose_lease_vanished_acts_only_once_it_holds_it_again() {
 
 #[test]
 fn with_no_lock_two_runs_clean_at_once_and_no_lease_ever_appears() {
-    let server = RedisServer::start();
-    let mut con = server.conn();
-    let mix = Mix::new(2_000);
-    mix.seed(&mut con);
-    let rules = write_rules(server.dir(), MIX_RULES);
+    let (server, mut con, mix, rules) = mixed_server();
 
     let mut a = slow_job(&server.url(), &rules).arg("--no-lock").start();
     let mut b = slow_job(&server.url(), &rules).arg("--no-lock").start();
