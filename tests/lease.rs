@@ -2,8 +2,9 @@
 //! server and on a cluster, clean each node once between them (the other
 //! run skips it as locked, with exit 0); a node whose lease another run
 //! holds is left untouched, and the report says by whom; a run frozen past
-//! its lease (SIGSTOP) can never act once another run took over; and
-//! `--no-lock` and `--lock-ttl` as they are given.
+//! its lease (SIGSTOP), or whose lease another run took or that vanished,
+//! acts on nothing more until it holds the lease again (within each key
+//! mode's guarantee); and `--no-lock` and `--lock-ttl` as they are given.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
