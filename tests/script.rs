@@ -60,6 +60,11 @@ fn test_rules() -> Rules {
     Rules::parse("test rules", RULES).unwrap()
 }
 
+/// The clean script for `rules` on `con`'s server, standalone.
+fn compiled(con: &mut redis::Connection, rules: &Rules, mode: Mode, key_mode: KeyMode) -> Script {
+    Script::clean(rules, mode, dialect(con), Layout::Standalone, key_mode).unwrap()
+}
+
 /// Runs one call of the clean script compiled for `rules` and returns its
 /// reply.
 fn call_with(
@@ -68,14 +73,7 @@ fn call_with(
     mode: Mode,
     batch: &Batch,
 ) -> redis::RedisResult<Reply> {
-    let script = Script::clean(
-        rules,
-        mode,
-        dialect(con),
-        Layout::Standalone,
-        KeyMode::Server,
-    )
-    .unwrap();
+    let script = compiled(con, rules, mode, KeyMode::Server);
     let batch = Batch {
         rule_caps: vec![None; rules.rules.len()],
         estimate_freed: false,
@@ -128,14 +126,7 @@ fn seed_mixed(con: &mut redis::Connection) {
 fn a_lease_expires_by_itself_from_when_it_is_taken_and_each_writing_call_renews_it() {
     let server = RedisServer::start();
     let mut con = server.conn();
-    let script = Script::clean(
-        &test_rules(),
-        Mode::Write,
-        dialect(&mut con),
-        Layout::Standalone,
-        KeyMode::Server,
-    )
-    .unwrap();
+    let script = compiled(&mut con, &test_rules(), Mode::Write, KeyMode::Server);
     let claim = Claim {
         token: "7".repeat(32),
         ..claim(Mode::Write)
@@ -149,6 +140,13 @@ fn a_lease_expires_by_itself_from_when_it_is_taken_and_each_writing_call_renews_
             .arg("since")
             .query(con)
             .unwrap()
+    };
+    let shorten = |con: &mut redis::Connection| {
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(&lease)
+            .arg(1_000)
+            .query(con)
+            .unwrap();
     };
     let acquire = |con: &mut redis::Connection| {
         let op = Op::Acquire {
@@ -167,11 +165,7 @@ fn a_lease_expires_by_itself_from_when_it_is_taken_and_each_writing_call_renews_
     );
     // Taken again by the same run (a retry): renewed, still held since the
     // first time.
-    redis::cmd("PEXPIRE")
-        .arg(&lease)
-        .arg(1_000)
-        .exec(&mut con)
-        .unwrap();
+    shorten(&mut con);
     redis::cmd("HSET")
         .arg(&lease)
         .arg("since")
@@ -182,11 +176,7 @@ fn a_lease_expires_by_itself_from_when_it_is_taken_and_each_writing_call_renews_
     assert!(pttl(&mut con) >= 59_000, "{}", pttl(&mut con));
     assert_eq!(since(&mut con), "1");
     // A writing call renews it.
-    redis::cmd("PEXPIRE")
-        .arg(&lease)
-        .arg(1_000)
-        .exec(&mut con)
-        .unwrap();
+    shorten(&mut con);
     let _: Reply = claim
         .command(&script, Invoke::Text, Op::Clean(&batch(0, 10), None))
         .query(&mut con)
@@ -268,14 +258,7 @@ fn a_dry_run_counts_exactly_what_a_real_run_does() {
 
 /// One call of the declared variant of the test rules over `keys`.
 fn declared_call(con: &mut redis::Connection, mode: Mode, keys: &[&[u8]]) -> Reply {
-    let script = Script::clean(
-        &test_rules(),
-        mode,
-        dialect(con),
-        Layout::Standalone,
-        KeyMode::Declared,
-    )
-    .unwrap();
+    let script = compiled(con, &test_rules(), mode, KeyMode::Declared);
     let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
     claim(mode)
         .command(&script, Invoke::Text, Op::Declared(&batch(0, 10), &keys))
@@ -343,14 +326,7 @@ fn a_script_error_is_not_sent_again_as_text_only_noscript_is() {
     let mut con = server.conn();
     seed_all(&mut con, &[(b"cache:1", "string", None)]);
     let rules = test_rules();
-    let script = Script::clean(
-        &rules,
-        Mode::Write,
-        dialect(&mut con),
-        Layout::Standalone,
-        KeyMode::Server,
-    )
-    .unwrap();
+    let script = compiled(&mut con, &rules, Mode::Write, KeyMode::Server);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
