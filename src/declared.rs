@@ -63,8 +63,9 @@ pub struct Stepped {
     /// The step's merged reply; its `checkpoint` is the answer of the save
     /// that went out with it ('' for none).
     pub reply: Reply,
-    /// Whether a call had to send the script's text.
-    pub resent: bool,
+    /// The calls that had to send the script's text again (a `NOSCRIPT`
+    /// reply), the save's included.
+    pub reloads: u64,
     /// Whether the round trip checked and renewed the run's lease (its
     /// save did).
     pub confirmed: bool,
@@ -162,7 +163,7 @@ impl Declared {
             clean(conn, calls, rules, batch, &groups),
             OptionFuture::from(ahead.map(scan_from)),
         );
-        let (mut reply, mut resent) = match cleaned {
+        let (mut reply, mut reloads) = match cleaned {
             Err(err)
                 if self.grouping == Grouping::Whole
                     && err.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
@@ -198,7 +199,7 @@ impl Declared {
         let confirmed = match saved {
             Some(Ok((answer, text))) => {
                 reply.checkpoint = answer;
-                resent |= text;
+                reloads += u64::from(text);
                 true
             }
             Some(Err(err)) => {
@@ -209,7 +210,7 @@ impl Declared {
         };
         Ok(Stepped {
             reply,
-            resent,
+            reloads,
             confirmed,
             commands,
             fault,
@@ -218,20 +219,21 @@ impl Declared {
 
     /// Saves the checkpoint after the last step, if it is not saved yet,
     /// checking and renewing the lease: its answer ('saved', or the error
-    /// that refused the write), or `None` when there was nothing to save.
+    /// that refused the write) and whether the call had to send the
+    /// script's text again, or `None` when there was nothing to save.
     pub async fn flush(
         &mut self,
         conn: &mut MultiplexedConnection,
         calls: Calls<'_>,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<(String, bool)>, Error> {
         let Some((saved, pass)) = self.pending.take().zip(calls.pass) else {
             return Ok(None);
         };
-        let (answer, _) = calls
+        calls
             .script
             .call::<String>(conn, calls.claim, Op::Save(&saved, pass))
-            .await?;
-        Ok(Some(answer))
+            .await
+            .map(Some)
     }
 }
 
@@ -270,13 +272,15 @@ async fn scan(
 /// before it left of the step's grant), and merges the replies. A group
 /// refused for its slot (moved) counts its keys as moved; any
 /// other error fails the step (nothing of a refused call was applied).
+/// Answers the merged reply and how many calls sent the script's text
+/// again.
 async fn clean(
     conn: &MultiplexedConnection,
     calls: Calls<'_>,
     rules: &Rules,
     batch: &Batch,
     groups: &[Vec<Vec<u8>>],
-) -> Result<(Reply, bool), RedisError> {
+) -> Result<(Reply, u64), RedisError> {
     let capped = batch.cap.is_some() || batch.rule_caps.iter().any(Option::is_some);
     let replies = if capped && groups.len() > 1 {
         let mut left = batch.clone();
@@ -293,12 +297,12 @@ async fn clean(
         join_all(groups.iter().map(|group| call(conn, calls, batch, group))).await
     };
     let mut merged = Reply::empty(rules);
-    let mut resent = false;
+    let mut reloads = 0;
     for (group, called) in groups.iter().zip(replies) {
         match called {
             Ok((reply, text)) => {
                 merged.absorb(reply);
-                resent |= text;
+                reloads += u64::from(text);
             }
             Err(err) if is_moved(&err) => {
                 let moved = group.len() as u64;
@@ -308,7 +312,7 @@ async fn clean(
             Err(err) => return Err(err),
         }
     }
-    Ok((merged, resent))
+    Ok((merged, reloads))
 }
 
 /// One call of the declared variant over `group`.

@@ -471,7 +471,8 @@ async fn work(
     // without a lease.
     let succeeded = end.succeeded();
     if claim.keys.is_some() && (!claim.token.is_empty() || succeeded) {
-        release(conn, &script, &claim, succeeded).await;
+        let resent = release(conn, &script, &claim, succeeded).await;
+        outcome.progress.counts.script_reloads += u64::from(resent);
     }
     end
 }
@@ -515,7 +516,7 @@ async fn take(
     outcome: &mut NodeOutcome,
 ) -> Result<Result<PassId, Locked>, Error> {
     let task = context.task;
-    let (acquired, _): (Acquired, bool) = script
+    let (acquired, resent): (Acquired, bool) = script
         .call(
             conn,
             claim,
@@ -524,6 +525,7 @@ async fn take(
             },
         )
         .await?;
+    outcome.progress.counts.script_reloads += u64::from(resent);
     match acquired.lease {
         LeaseState::Held => {}
         LeaseState::Locked => {
@@ -610,16 +612,21 @@ fn dry_start(outcome: &NodeOutcome, run_id: &str) -> Start {
 
 /// Gives the lease back, so the next run need not wait for it to expire,
 /// and records the node's last success when the work `succeeded`. A
-/// failure only costs that wait (and that record).
+/// failure only costs that wait (and that record). Answers whether the call
+/// had to send the script's text again.
 async fn release(
     conn: &mut MultiplexedConnection,
     script: &Script,
     claim: &Claim,
     succeeded: bool,
-) {
+) -> bool {
     let op = Op::Release { succeeded };
-    if let Err(err) = script.call::<i64>(conn, claim, op).await {
-        debug!(error = %err, "the lease could not be given back; it expires by itself");
+    match script.call::<i64>(conn, claim, op).await {
+        Ok((_, resent)) => resent,
+        Err(err) => {
+            debug!(error = %err, "the lease could not be given back; it expires by itself");
+            false
+        }
     }
 }
 

@@ -310,7 +310,7 @@ impl Pass<'_> {
             // (see `cap`).
             let Stepped {
                 reply,
-                resent,
+                reloads,
                 confirmed,
                 commands,
                 fault,
@@ -327,12 +327,12 @@ impl Pass<'_> {
                         .record_round_trip(reply.looked_at, commands, script, sent, received);
                 }
             }
-            if resent {
+            if reloads > 0 {
                 self.pacer.resent();
             }
             turn.settle(&reply.acted, &reply.capped, self.rules);
             reply.tally(self.rules, &mut self.progress.counts)?;
-            self.progress.counts.script_reloads += u64::from(resent);
+            self.progress.counts.script_reloads += reloads;
             self.keep_samples(&reply, batch.report_keys);
             // A declared-keys step's round trip saved the step before it.
             let saved_at = match self.declared {
@@ -373,7 +373,7 @@ impl Pass<'_> {
                 .await?;
             return Ok(Stepped {
                 reply,
-                resent,
+                reloads: u64::from(resent),
                 confirmed: true,
                 commands: 1,
                 fault: None,
@@ -393,9 +393,10 @@ impl Pass<'_> {
             return Ok(false);
         };
         let sent = Instant::now();
-        let Some(answer) = declared.flush(&mut self.conn, calls).await? else {
+        let Some((answer, resent)) = declared.flush(&mut self.conn, calls).await? else {
             return Ok(false);
         };
+        self.progress.counts.script_reloads += u64::from(resent);
         self.pacer.other_call();
         self.held_at = sent;
         self.note_checkpoint(&answer, self.progress.cursor);
@@ -489,10 +490,12 @@ impl Pass<'_> {
     /// Renews the lease; fails if the run no longer holds it.
     async fn renew(&mut self) -> Result<(), Error> {
         let sent = Instant::now();
-        self.calls
+        let (_, resent) = self
+            .calls
             .script
             .call::<i64>(&mut self.conn, self.calls.claim, Op::Renew)
             .await?;
+        self.progress.counts.script_reloads += u64::from(resent);
         self.pacer.other_call();
         self.held_at = sent;
         Ok(())

@@ -292,6 +292,16 @@ fn seed_for_flush(con: &mut redis::Connection) {
 #[track_caller]
 fn assert_flush_pass_result(con: &mut redis::Connection, report: &serde_json::Value) {
     assert_eq!(report["complete"], true, "{report:#}");
+    // The job sends the script's text only after a NOSCRIPT reply, whatever
+    // the call (taking, renewing or giving back the lease, a save, a clean
+    // call): each is one reload. Its one other EVAL is the permission check
+    // before the pass (`EVAL "return 0" 0`).
+    assert_eq!(report["servers"][0]["retries"], 0, "{report:#}");
+    assert_eq!(
+        field(report, "script_reloads"),
+        calls_of(con, "eval") + calls_of(con, "eval_ro") - 1,
+        "script_reloads against the EVALs the server ran, less the permission check's: {report:#}"
+    );
     assert_eq!(
         rule_counts(report),
         vec![
