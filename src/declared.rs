@@ -21,10 +21,13 @@
 //! `TRYAGAIN`) is left as it is and its matching keys counted as moved, as
 //! the scanned variant counts a refused key.
 //!
-//! These calls hold no lease and save no checkpoint (the job's own keys are
-//! in another slot): the checkpoint after a step is saved by a call of its
-//! own, which checks and renews the lease first, in the next step's round
-//! trip, or alone before the pass waits and when it ends (see `pass`).
+//! These calls cannot read the lease or save the checkpoint (the job's own
+//! keys are in another slot): the checkpoint after a step is saved by a
+//! call of its own, which checks and renews the lease first, in the next
+//! step's round trip, or alone before the pass waits and when it ends (see
+//! `pass`). Each call carries its run's deadline instead, the server time
+//! from which the lease may have expired (see `lease::LeaseClock`), and
+//! refuses to act from then on.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +41,7 @@ use crate::error::Error;
 use crate::lease::key_slot;
 use crate::pass::Calls;
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Op, RESERVED_PREFIX, Reply, Saved};
+use crate::script::protocol::{Batch, Deadline, Op, RESERVED_PREFIX, Reply, Saved};
 use crate::script::{Layout, Script};
 
 /// How a step splits its keys into calls.
@@ -137,6 +140,7 @@ impl Declared {
         calls: Calls<'_>,
         rules: &Rules,
         batch: &Batch,
+        deadline: Deadline,
     ) -> Result<Stepped, Error> {
         let scan_from = |cursor| scan(conn.clone(), calls.script, rules, cursor, count(batch));
         let mut commands = 0;
@@ -160,7 +164,7 @@ impl Declared {
                     .call::<String>(&mut conn.clone(), calls.claim, op)
                     .await
             })),
-            clean(conn, calls, rules, batch, &groups),
+            clean(conn, calls, rules, batch, deadline, &groups),
             OptionFuture::from(ahead.map(scan_from)),
         );
         let (mut reply, mut reloads) = match cleaned {
@@ -175,7 +179,7 @@ impl Declared {
                 self.grouping = Grouping::BySlot;
                 groups = self::groups(groups.concat(), Grouping::BySlot);
                 commands += groups.len() as u64;
-                clean(conn, calls, rules, batch, &groups).await
+                clean(conn, calls, rules, batch, deadline, &groups).await
             }
             cleaned => cleaned,
         }
@@ -267,7 +271,8 @@ async fn scan(
     })
 }
 
-/// Cleans `groups` of keys with one call per group, all sent at once (one
+/// Cleans `groups` of keys with one call per group, each refusing from
+/// `deadline` on, all sent at once (one
 /// after the other when a cap is set: each call may act on what the calls
 /// before it left of the step's grant), and merges the replies. A group
 /// refused for its slot (moved) counts its keys as moved; any
@@ -279,6 +284,7 @@ async fn clean(
     calls: Calls<'_>,
     rules: &Rules,
     batch: &Batch,
+    deadline: Deadline,
     groups: &[Vec<Vec<u8>>],
 ) -> Result<(Reply, u64), RedisError> {
     let capped = batch.cap.is_some() || batch.rule_caps.iter().any(Option::is_some);
@@ -286,7 +292,7 @@ async fn clean(
         let mut left = batch.clone();
         let mut replies = Vec::with_capacity(groups.len());
         for group in groups {
-            let reply = call(conn, calls, &left, group).await;
+            let reply = call(conn, calls, &left, deadline, group).await;
             if let Ok((reply, _)) = &reply {
                 left = after(left, &reply.acted);
             }
@@ -294,7 +300,12 @@ async fn clean(
         }
         replies
     } else {
-        join_all(groups.iter().map(|group| call(conn, calls, batch, group))).await
+        join_all(
+            groups
+                .iter()
+                .map(|group| call(conn, calls, batch, deadline, group)),
+        )
+        .await
     };
     let mut merged = Reply::empty(rules);
     let mut reloads = 0;
@@ -320,9 +331,10 @@ async fn call(
     conn: &MultiplexedConnection,
     calls: Calls<'_>,
     batch: &Batch,
+    deadline: Deadline,
     group: &[Vec<u8>],
 ) -> Result<(Reply, bool), RedisError> {
-    let op = Op::Declared(batch, group);
+    let op = Op::Declared(batch, group, deadline);
     calls
         .script
         .call_raw(&mut conn.clone(), calls.claim, op)

@@ -8,8 +8,13 @@
 //!
 //! On a cluster node the job's keys carry a hash tag of a slot the node
 //! serves, so they live on the node they are about.
+//!
+//! The declared-keys mode's calls cannot read the lease (on a cluster it is
+//! in another slot than their keys): they carry a deadline instead, the
+//! server time from which the lease, as the run last renewed it, may have
+//! expired, which the run reckons with a [`LeaseClock`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::script::protocol::{RESERVED_PREFIX, StateKeys};
 
@@ -21,6 +26,58 @@ const STANDALONE_TAG: &str = "{node}:";
 
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
+
+/// How far the server's clock may run ahead of the job's over a lease's
+/// time to live, as a share of it: 1000 ppm, far beyond the drift of two
+/// clocks that keep time (NTP keeps them within some tens of ppm).
+const DRIFT: u32 = 1000;
+
+/// The server's clock as a run took its lease, from which the run reckons
+/// the deadline of its declared calls (see `script::protocol::Deadline`).
+/// Each bound leans early, so a deadline never comes after the expiry of
+/// the lease it stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseClock {
+    /// The server's clock (ms) as the `acquire` call read it.
+    server_ms: u64,
+    /// When the job sent that call: the lease was written no earlier.
+    pub sent: Instant,
+    /// When its reply came: the server read its clock before.
+    received: Instant,
+    /// The lease's time to live.
+    ttl: Duration,
+}
+
+impl LeaseClock {
+    /// The clock of an `acquire` call sent at `sent`, answered at
+    /// `received`, that read the server's clock as `server_ms`, for a lease
+    /// of `ttl`.
+    pub fn new(server_ms: u64, sent: Instant, received: Instant, ttl: Duration) -> LeaseClock {
+        LeaseClock {
+            server_ms,
+            sent,
+            received,
+            ttl,
+        }
+    }
+
+    /// The server time (ms) from which the lease that a call sent at
+    /// `renewed` renewed may have expired. Redis ran the call no earlier
+    /// than `renewed`, when its clock read at least `server_ms` less the
+    /// time from `renewed` to `received` (its clock was read before
+    /// `received`), so the lease lasts at least until then plus its time
+    /// to live, less the drift of the two clocks over it.
+    pub fn deadline(&self, renewed: Instant) -> u64 {
+        let ms = |d: Duration| i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
+        let since = match renewed.checked_duration_since(self.received) {
+            Some(after) => ms(after),
+            // Rounded up: the bound leans early.
+            None => -ms(self.received - renewed + Duration::from_nanos(999_999)),
+        };
+        let last = ms(self.ttl - self.ttl / DRIFT);
+        u64::try_from(i128::from(self.server_ms) + since + last).unwrap_or(0)
+    }
+}
 
 /// A new random token: 128 bits, in hex.
 pub fn new_token() -> String {
@@ -100,6 +157,27 @@ pub fn key_slot(key: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_is_the_earliest_the_lease_may_expire() {
+        let received = Instant::now() + Duration::from_secs(10);
+        let sent = received - Duration::from_micros(700);
+        let clock = LeaseClock::new(1_000_000, sent, received, Duration::from_secs(60));
+        // Renewed as the reply came: the server read 1,000,000 before, so
+        // the lease lasts until 1,060,000 at least, less 60 ms of drift.
+        assert_eq!(clock.deadline(received), 1_059_940);
+        // Renewed later: as much later, in whole ms rounded down.
+        assert_eq!(
+            clock.deadline(received + Duration::from_micros(1_500_900)),
+            1_061_440
+        );
+        // The acquire itself, sent before the clock was read: 0.7 ms
+        // earlier, rounded up to 1.
+        assert_eq!(clock.deadline(sent), 1_059_939);
+        let short = LeaseClock::new(5, sent, received, Duration::from_millis(500));
+        assert_eq!(short.deadline(received), 5 + 499);
+        assert_eq!(short.deadline(sent - Duration::from_secs(1)), 0);
+    }
 
     #[test]
     fn slots_are_computed_as_redis_does() {

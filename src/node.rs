@@ -30,7 +30,7 @@ use crate::checkpoint::{self, Checkpoint, Start};
 use crate::connection::Target;
 use crate::error::Error;
 use crate::exit::Stop;
-use crate::lease;
+use crate::lease::{self, LeaseClock};
 use crate::pass::{self, Calls, End, Locked, Progress};
 use crate::progress::Tables;
 use crate::rules::Rules;
@@ -436,14 +436,14 @@ async fn work(
         },
         lease_ttl: task.lock_ttl.unwrap_or(lease::DEFAULT_LOCK_TTL),
     };
-    let pass_id = if task.dry_run {
+    let (pass_id, lease) = if task.dry_run {
         let start = dry_start(outcome, &prepared.run_id);
         outcome.progress.cursor = start.cursor;
         outcome.start = Some(start);
-        None
+        (None, None)
     } else {
         match take(conn, &script, &claim, context, &prepared.run_id, outcome).await {
-            Ok(Ok(pass_id)) => Some(pass_id),
+            Ok(Ok((pass_id, lease))) => (Some(pass_id), lease),
             Ok(Err(locked)) => return End::Locked(locked),
             Err(err) => return End::Failed(err),
         }
@@ -452,6 +452,7 @@ async fn work(
         script: &script,
         claim: &claim,
         pass: pass_id.as_ref(),
+        lease,
         caps: context.caps,
         tables: &prepared.tables,
     };
@@ -505,8 +506,9 @@ async fn last_success(conn: &mut MultiplexedConnection, history: &[u8]) -> Optio
 }
 
 /// Takes the node's lease (unless `--no-lock`) and decides from its
-/// checkpoint where the pass starts, recorded in `outcome.start`. Another
-/// run's lease: who holds it, and since when.
+/// checkpoint where the pass starts, recorded in `outcome.start`: the pass,
+/// and the server's clock as the run took the lease (none without one).
+/// Another run's lease: who holds it, and since when.
 async fn take(
     conn: &mut MultiplexedConnection,
     script: &Script,
@@ -514,8 +516,9 @@ async fn take(
     context: Context<'_>,
     run_id: &str,
     outcome: &mut NodeOutcome,
-) -> Result<Result<PassId, Locked>, Error> {
+) -> Result<Result<(PassId, Option<LeaseClock>), Locked>, Error> {
     let task = context.task;
+    let sent = Instant::now();
     let (acquired, resent): (Acquired, bool) = script
         .call(
             conn,
@@ -525,6 +528,7 @@ async fn take(
             },
         )
         .await?;
+    let received = Instant::now();
     outcome.progress.counts.script_reloads += u64::from(resent);
     match acquired.lease {
         LeaseState::Held => {}
@@ -584,7 +588,9 @@ async fn take(
     if !began_here {
         outcome.start = Some(start);
     }
-    Ok(Ok(pass_id))
+    let clock = (!claim.token.is_empty())
+        .then(|| LeaseClock::new(acquired.now_ms, sent, received, claim.lease_ttl));
+    Ok(Ok((pass_id, clock)))
 }
 
 /// Where a dry run's pass starts: where its last attempt stopped, on the

@@ -30,11 +30,12 @@ use crate::cap::Caps;
 use crate::declared::{Declared, Stepped};
 use crate::error::Error;
 use crate::exit::{Exit, Stop};
+use crate::lease::LeaseClock;
 use crate::pacer::{CallStats, Limits, Pacer};
 use crate::progress::{Pace, Tables};
 use crate::replica::{self, Lag};
 use crate::rules::Rules;
-use crate::script::protocol::{Batch, Claim, Counts, Op, PassId, Reply};
+use crate::script::protocol::{Batch, Claim, Counts, Deadline, Op, PassId, Reply};
 use crate::script::{Invoke, KeyMode, Layout, Mode, Script};
 use crate::topology::field;
 
@@ -152,6 +153,9 @@ pub struct Calls<'a> {
     /// The pass the checkpoint records; `None` in a dry run, which keeps
     /// its cursor in memory only.
     pub pass: Option<&'a PassId>,
+    /// The server's clock as the run took its lease; `None` without a
+    /// lease (`--no-lock`, a dry run).
+    pub lease: Option<LeaseClock>,
     /// The run's caps, shared with its other nodes.
     pub caps: &'a Caps,
     /// How the server keeps its keys in hash tables, which says how far a
@@ -231,7 +235,7 @@ pub async fn run(
         pace,
         last_progress: now,
         last_sample: None,
-        held_at: now,
+        held_at: calls.lease.map_or(now, |lease| lease.sent),
         sampling_calls: 0,
         declared: (calls.script.key_mode == KeyMode::Declared)
             .then(|| Declared::new(calls.script.layout, options.limits.full_speed())),
@@ -267,7 +271,8 @@ struct Pass<'a> {
     pace: Pace,
     last_progress: Instant,
     last_sample: Option<(Instant, u64)>,
-    /// When the lease was last renewed (by any call).
+    /// When the call that last renewed the lease was sent (any call; the
+    /// lease's `acquire` at first).
     held_at: Instant,
     /// The dry run's calls that returned their keys for samples.
     sampling_calls: u64,
@@ -379,7 +384,13 @@ impl Pass<'_> {
                 fault: None,
             });
         };
-        declared.step(&self.conn, calls, self.rules, batch).await
+        let deadline = match calls.lease {
+            Some(lease) => Deadline::At(lease.deadline(self.held_at)),
+            None => Deadline::None,
+        };
+        declared
+            .step(&self.conn, calls, self.rules, batch, deadline)
+            .await
     }
 
     /// Saves the checkpoint after a declared-keys pass's last step, if it

@@ -222,6 +222,83 @@ fn with_key_mode_server_such_a_server_fails_the_run_in_one_line_and_nothing_chan
 }
 
 #[test]
+fn every_declared_call_carries_a_deadline_no_later_than_the_lease_it_stands_for() {
+    // A declared call cannot read the lease: it refuses from the deadline
+    // its run sends, which must never come after the lease, as the run
+    // last renewed it *and knew it*, may have expired. A step's save goes
+    // out with its calls, so the run cannot count on that save's renewal
+    // (the save may be refused) before its reply: the calls' deadline
+    // stands on the renewals before. The server's own record says when each
+    // call ran and when each renewal set the lease's expiry.
+    let server = RedisServer::start();
+    let mix = Mix::new(3_000);
+    mix.seed(&mut server.conn());
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let ttl_ms = 500;
+    let mut out = None;
+    let seen = monitor(&server, || {
+        out = Some(
+            job(&server.url(), &rules, "declared")
+                .args(["--lock-ttl", "500ms", "--batch-size", "100"])
+                .run(),
+        );
+    });
+    let out = out.unwrap();
+    out.assert_code(0);
+    mix.assert_cleaned(&keyspace(&mut server.conn()), "after the run");
+
+    let lease = String::from_utf8(redis_janitor::lease::state_keys(None).lease).unwrap();
+    // The lease's expiry as the run knows it, and as the last save set it
+    // (known once the next round trip goes out).
+    let (mut known_ms, mut saved_ms) = (None, None);
+    let mut in_save = false;
+    let mut calls = 0;
+    for command in &seen {
+        let ms = command.micros / 1000;
+        match command.args.as_slice() {
+            [name, key, ttl] if command.from_script && name == "PEXPIRE" && *key == lease => {
+                let expiry = Some(ms + ttl.parse::<u64>().unwrap());
+                if in_save {
+                    saved_ms = expiry;
+                } else {
+                    known_ms = expiry;
+                }
+            }
+            [name, _, keys, rest @ ..] if !command.from_script && name.starts_with("EVAL") => {
+                let [op, token, deadline, ..] = &rest[keys.parse::<usize>().unwrap()..] else {
+                    continue;
+                };
+                in_save = op == "save";
+                if in_save {
+                    known_ms = saved_ms.or(known_ms);
+                }
+                // A declared clean call: no token, its deadline in ARGV[3].
+                if op != "clean" || !token.is_empty() {
+                    continue;
+                }
+                let deadline: i64 = deadline.parse().unwrap();
+                let known_ms = known_ms.expect("a declared call before the lease was taken");
+                assert!(
+                    (0..=known_ms as i64).contains(&deadline),
+                    "a call at {ms} ms sent the deadline {deadline}, after the lease's expiry \
+                     as the run knew it, {known_ms}"
+                );
+                // Each step renews the lease at full speed: a deadline much
+                // nearer would not come from the renewals.
+                assert!(
+                    deadline >= (ms + ttl_ms / 2) as i64,
+                    "a call at {ms} ms sent the deadline {deadline}, under half the lease's \
+                     {ttl_ms} ms away"
+                );
+                calls += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(calls >= 5, "{calls} declared calls seen\n{}", out.dump());
+}
+
+#[test]
 fn behind_a_proxy_without_run_id_a_pass_cut_into_runs_resumes_and_completes() {
     let server = RedisServer::start();
     let mix = Mix::new(3_000);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis_janitor::lease;
 use redis_janitor::rules::Rules;
-use redis_janitor::script::protocol::{Batch, Claim, Counts, Op, Reply};
+use redis_janitor::script::protocol::{Batch, Claim, Counts, Deadline, Op, Reply};
 use redis_janitor::script::{Invoke, KeyMode, Layout, Mode, Script};
 
 use crate::support::*;
@@ -256,14 +256,52 @@ fn a_dry_run_counts_exactly_what_a_real_run_does() {
     assert_eq!(real.per_rule, [0, 1, 2]);
 }
 
-/// One call of the declared variant of the test rules over `keys`.
-fn declared_call(con: &mut redis::Connection, mode: Mode, keys: &[&[u8]]) -> Reply {
+/// One call of the declared variant of the test rules over `keys`, which
+/// refuses from `deadline` on.
+fn declared_call_until(
+    con: &mut redis::Connection,
+    mode: Mode,
+    keys: &[&[u8]],
+    deadline: Deadline,
+) -> redis::RedisResult<Reply> {
     let script = compiled(con, &test_rules(), mode, KeyMode::Declared);
     let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
-    claim(mode)
-        .command(&script, Invoke::Text, Op::Declared(&batch(0, 10), &keys))
-        .query(con)
-        .unwrap()
+    let op = Op::Declared(&batch(0, 10), &keys, deadline);
+    claim(mode).command(&script, Invoke::Text, op).query(con)
+}
+
+/// One call of the declared variant of the test rules over `keys`, for a
+/// run without a lease.
+fn declared_call(con: &mut redis::Connection, mode: Mode, keys: &[&[u8]]) -> Reply {
+    declared_call_until(con, mode, keys, Deadline::None).unwrap()
+}
+
+/// The server's clock, in ms.
+fn server_ms(con: &mut redis::Connection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+    secs * 1000 + micros / 1000
+}
+
+#[test]
+fn a_declared_call_refuses_to_act_once_its_deadline_has_come() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed(&mut con, b"cache:a", "string", None);
+    seed(&mut con, b"temp:a", "string", None);
+    let keys: &[&[u8]] = &[b"cache:a", b"temp:a"];
+    let before = digest(&mut con);
+    // The run's lease may have expired: another run may hold it now.
+    let now = server_ms(&mut con);
+    let refused = declared_call_until(&mut con, Mode::Write, keys, Deadline::At(now))
+        .expect_err("a call at its deadline acted");
+    assert_eq!(refused.code(), Some("LEASELOST"), "{refused}");
+    assert!(refused.to_string().contains("deadline"), "{refused}");
+    assert_eq!(digest(&mut con), before, "a refused call wrote");
+    // Before its deadline the call acts.
+    let later = Deadline::At(server_ms(&mut con) + 60_000);
+    let reply = declared_call_until(&mut con, Mode::Write, keys, later).unwrap();
+    assert_eq!(reply.acted, [0, 1, 1], "{reply:?}");
+    assert_keyspace(&mut con, &[(b"cache:a", "string", Ttl::About(3600))]);
 }
 
 #[test]

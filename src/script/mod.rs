@@ -26,7 +26,7 @@ use protocol::{Claim, Op};
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v7";
+pub const VERSION: &str = "v8";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -134,7 +134,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v7".
+    /// The `lua/` directory its template came from, e.g. "v8".
     pub version: String,
     /// What it may do.
     pub mode: Mode,
@@ -193,7 +193,7 @@ impl Script {
         let template =
             Template::parse(template).map_err(|err| Error::Script(format!("lua/{path}: {err}")))?;
         let body = template.compile(rules, scan_match, layout, key_mode);
-        let text = format!("{}{body}", header(mode, dialect, layout));
+        let text = format!("{}{body}", header(mode, dialect, layout, key_mode));
         Ok(Script {
             name: CLEAN.to_string(),
             version: VERSION.to_string(),
@@ -336,8 +336,8 @@ impl Script {
 }
 
 /// The lines prepended to a script body for its variant: the shebang with
-/// its flags (Redis 7+), and the two constants the template reads.
-fn header(mode: Mode, dialect: Dialect, layout: Layout) -> String {
+/// its flags (Redis 7+), and the three constants the template reads.
+fn header(mode: Mode, dialect: Dialect, layout: Layout, key_mode: KeyMode) -> String {
     let (flag, dry_run) = match mode {
         Mode::Write => ("allow-oom", "false"),
         Mode::ReadOnly => ("no-writes", "true"),
@@ -350,7 +350,8 @@ fn header(mode: Mode, dialect: Dialect, layout: Layout) -> String {
         Dialect::Redis7 => format!("#!lua flags={flag}{cross_slot}\n"),
         Dialect::Legacy => String::new(),
     };
-    format!("{shebang}local DRY_RUN, CLUSTER = {dry_run}, {cluster}\n")
+    let declared = key_mode == KeyMode::Declared;
+    format!("{shebang}local DRY_RUN, CLUSTER, DECLARED = {dry_run}, {cluster}, {declared}\n")
 }
 
 #[cfg(test)]
@@ -438,7 +439,8 @@ mod tests {
         )
         .unwrap();
         assert!(cluster.text.starts_with(
-            "#!lua flags=allow-oom,allow-cross-slot-keys\nlocal DRY_RUN, CLUSTER = false, true\n"
+            "#!lua flags=allow-oom,allow-cross-slot-keys\n\
+             local DRY_RUN, CLUSTER, DECLARED = false, true, false\n"
         ));
         let cluster = Script::clean(
             &rules,
@@ -451,7 +453,7 @@ mod tests {
         assert!(
             cluster
                 .text
-                .starts_with("local DRY_RUN, CLUSTER = true, true\n")
+                .starts_with("local DRY_RUN, CLUSTER, DECLARED = true, true, false\n")
         );
         assert_eq!(cluster.variant(), "read-only, legacy, cluster");
     }

@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v7/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v8/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -126,12 +126,34 @@ pub enum Op<'a> {
     /// when there is one.
     Clean(&'a Batch, Option<&'a PassId>),
     /// Clean `keys`, which the call declares (the declared variant): no
-    /// lease is checked and no checkpoint saved, since on a cluster the
-    /// job's own keys are in another slot; [`Op::Save`] follows.
-    Declared(&'a Batch, &'a [Vec<u8>]),
+    /// lease is read and no checkpoint saved, since on a cluster the job's
+    /// own keys are in another slot; [`Op::Save`] follows. The call refuses
+    /// to act from `deadline` on (see [`Deadline`]).
+    Declared(&'a Batch, &'a [Vec<u8>], Deadline),
     /// Save the checkpoint of a declared-keys pass, if the run still holds
     /// its lease (renewing it).
     Save(&'a Saved, &'a PassId),
+}
+
+/// When a declared call, which cannot read its run's lease, refuses to act:
+/// the time of the server's clock, in ms, from which that lease, as the run
+/// last renewed it, may have expired, and another run may hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// The run holds no lease (`--no-lock`, a dry run).
+    None,
+    /// The server time (ms) from which the call refuses.
+    At(u64),
+}
+
+impl Deadline {
+    /// The call's argument: the time, or -1 for none.
+    fn arg(self) -> i64 {
+        match self {
+            Deadline::None => -1,
+            Deadline::At(ms) => ms.min(i64::MAX as u64) as i64,
+        }
+    }
 }
 
 /// The progress a declared-keys pass saves after its calls (see
@@ -156,7 +178,7 @@ impl Claim {
         let mut cmd = redis::cmd(command);
         cmd.arg(script_arg);
         match (&self.keys, op) {
-            (_, Op::Declared(_, keys)) => cmd.arg(keys.len()).arg(keys),
+            (_, Op::Declared(_, keys, _)) => cmd.arg(keys.len()).arg(keys),
             (Some(keys), _) => cmd
                 .arg(3)
                 .arg(&keys.lease)
@@ -171,14 +193,15 @@ impl Claim {
             Op::Clean(..) | Op::Declared(..) => "clean",
             Op::Save(..) => "save",
         };
-        // A declared call's KEYS are the keys to clean: it holds no lease.
-        let token = match op {
-            Op::Declared(..) => "",
-            _ => &self.token,
+        // A declared call's KEYS are the keys to clean: it cannot read the
+        // lease, and carries its run's deadline instead.
+        match op {
+            Op::Declared(_, _, deadline) => cmd.arg(name).arg("").arg(deadline.arg()),
+            _ => cmd
+                .arg(name)
+                .arg(&self.token)
+                .arg(self.lease_ttl.as_millis() as u64),
         };
-        cmd.arg(name)
-            .arg(token)
-            .arg(self.lease_ttl.as_millis() as u64);
         match op {
             Op::Acquire { holder } => {
                 cmd.arg(holder);
@@ -188,7 +211,7 @@ impl Claim {
             }
             Op::Renew => {}
             Op::Clean(batch, pass) => batch.args(&mut cmd, pass),
-            Op::Declared(batch, _) => batch.args(&mut cmd, None),
+            Op::Declared(batch, ..) => batch.args(&mut cmd, None),
             Op::Save(saved, pass) => {
                 cmd.arg(saved.cursor)
                     .arg(if saved.done { "1" } else { "0" })
@@ -235,7 +258,7 @@ impl Batch {
     }
 }
 
-/// What one script call answered (see the header of `lua/v7/clean.lua`).
+/// What one script call answered (see the header of `lua/v8/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.

@@ -10,7 +10,7 @@
 //! `pushgateway`. A replica of a test server, and freezing it so it lags,
 //! are in `replica`. A proxy in front of a test server that refuses scripts
 //! calling SCAN or declaring keys of several slots, and hides INFO's run id,
-//! is in `proxy`.
+//! is in `proxy`. What a server ran, as MONITOR shows it, is in `monitor`.
 
 #![allow(dead_code)]
 
@@ -32,6 +32,7 @@ use redis_janitor::lease;
 use redis_janitor::script::protocol::RESERVED_PREFIX;
 
 mod cluster;
+mod monitor;
 mod proxy;
 mod pushgateway;
 mod replica;
@@ -39,6 +40,7 @@ mod restart;
 mod runs;
 mod sentinel;
 pub use cluster::*;
+pub use monitor::*;
 pub use proxy::*;
 pub use pushgateway::*;
 pub use replica::*;

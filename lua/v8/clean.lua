@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v7.
+-- redis-janitor clean script, version v8.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -15,7 +15,8 @@
 --
 -- This file is a template: the binary builds the script for one set of rules
 -- (src/script/compile.rs). It prepends a header, an optional `#!lua
--- flags=...` shebang (Redis 7+) and `local DRY_RUN, CLUSTER = ...`, and
+-- flags=...` shebang (Redis 7+) and `local DRY_RUN, CLUSTER, DECLARED =
+-- ...` (the variant), and
 -- replaces the three marker lines, `compiled: setup`, `compiled: keys` and
 -- `compiled: decide`, with code. `keys` is where a step gets its keys, and
 -- makes the two variants of the one source:
@@ -24,9 +25,12 @@
 --   declared  the keys the call declares in KEYS, which the job got from
 --             its own SCAN: one step, whose cursor is '0', and every key
 --             the script touches is declared (for servers and proxies that
---             refuse undeclared keys). Such a call holds no lease and saves
---             no checkpoint: on a cluster those keys are in other slots; the
---             job sends the `save` operation after the call instead.
+--             refuse undeclared keys). Such a call cannot read the lease or
+--             save the checkpoint: on a cluster those keys are in other
+--             slots; the job sends the `save` operation after the call
+--             instead. It carries the run's deadline in place of the lease's
+--             token: the server time from which the lease, as the run last
+--             renewed it, may have expired, when the call refuses to act.
 -- The other two markers become the protocol's constants (VANISHED, UNCHANGED, CAPPED, MOVED, BLIND,
 -- MIN_STEP and the reserved prefix, defined in src/script/protocol.rs), the
 -- rules' number, the SCAN MATCH pattern, whether a rule could select a key
@@ -57,7 +61,10 @@
 --          serves. A dry run: none.
 -- ARGV[1]  the operation: 'acquire', 'renew', 'release', 'save' or 'clean'.
 -- ARGV[2]  the run's lease token ('' for none: --no-lock, a dry run).
--- ARGV[3]  the lease's time to live, in milliseconds.
+-- ARGV[3]  the lease's time to live, in milliseconds; in a declared `clean`
+--          call, which cannot read the lease, the run's deadline instead:
+--          the server time (ms) from which the lease, as the run last renewed
+--          it, may have expired ('-1': none, --no-lock).
 --
 -- acquire  ARGV[4] the holder, as the lease names it. Takes the lease when it
 --          is free or already this run's, and answers
@@ -92,7 +99,8 @@
 --          ARGV[15] the most keys the call may act on, over all rules, and
 --          ARGV[16 + r - 1] the most rule r may act on ('-1': no cap).
 --          Refuses with the error LEASELOST, before touching anything, when
---          the call is to hold a lease that is not (or no longer) its run's.
+--          the call is to hold a lease that is not (or no longer) its run's,
+--          or, a declared call, once the server's clock reached its deadline.
 --
 -- Reply    of clean, an array:
 --          1. the next cursor ('0' at the end of the keyspace);
@@ -512,9 +520,19 @@ elseif OP == 'save' then
   return save(pass_at(8), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
 end
 
--- clean: the lease is checked before anything is touched.
-if not DRY_RUN and not hold() then
-  return lost()
+-- clean: the lease is checked before anything is touched. A declared call
+-- cannot read it (on a cluster it is in another slot), so it checks the
+-- deadline its run sent: a lease that may have expired may have been taken
+-- by another run since.
+if not DRY_RUN then
+  if not DECLARED and not hold() then
+    return lost()
+  end
+  local deadline = tonumber(LEASE_TTL)
+  if DECLARED and deadline >= 0 and now_millis() >= deadline then
+    return redis.error_reply('LEASELOST the run\'s lease may have expired: its deadline ' ..
+      deadline .. ' (server time, ms) has passed')
+  end
 end
 local s = scan(ARGV[8] == '1')
 apply(s, DRY_RUN, ARGV[14] == '1')
