@@ -41,7 +41,7 @@ pub struct LeaseClock {
     /// The server's clock (ms) as the `acquire` call read it.
     server_ms: u64,
     /// When the job sent that call: the lease was written no earlier.
-    pub sent: Instant,
+    sent: Instant,
     /// When its reply came: the server read its clock before.
     received: Instant,
     /// The lease's time to live.
@@ -59,6 +59,11 @@ impl LeaseClock {
             received,
             ttl,
         }
+    }
+
+    /// When the job sent the `acquire`: the lease's first renewal.
+    pub fn taken(&self) -> Instant {
+        self.sent
     }
 
     /// The server time (ms) from which the lease that a call sent at

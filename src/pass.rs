@@ -235,7 +235,7 @@ pub async fn run(
         pace,
         last_progress: now,
         last_sample: None,
-        held_at: calls.lease.map_or(now, |lease| lease.sent),
+        held_at: calls.lease.map_or(now, |lease| lease.taken()),
         sampling_calls: 0,
         declared: (calls.script.key_mode == KeyMode::Declared)
             .then(|| Declared::new(calls.script.layout, options.limits.full_speed())),
