@@ -361,7 +361,7 @@ fn the_reported_server_share_is_the_share_asked() {
     seed_kept(&mut con);
     let replica = start_replica(&primary);
     let rules = write_rules(primary.dir(), TEMP_RULE);
-    let keys = 200_000;
+    let keys = 100_000;
     let mut share_of = |share: &str| -> f64 {
         fill(&mut con, "temp", keys);
         let out = run_json(&primary.url())
@@ -375,20 +375,16 @@ fn the_reported_server_share_is_the_share_asked() {
         let used = report["servers"][0]["server_share"].as_f64();
         used.unwrap_or_else(|| panic!("no server_share: {report:#}"))
     };
-    let quarter = share_of("0.25");
+    let tenth = share_of("0.1");
     let full = share_of("1");
-    assert!(
-        quarter > 0.0 && quarter <= 0.3,
-        "asked 0.25, used {quarter}"
-    );
+    eprintln!("server shares: asked 0.1, used {tenth}; asked 1, used {full}");
+    assert!(tenth > 0.0 && tenth <= 0.12, "asked 0.1, used {tenth}");
     // At full speed the share is what the job's round trips leave: 0.8 on
     // an idle machine, 0.42 with two other test suites building beside,
-    // 0.24 with a build and two test threads on 2 cores, when the quarter's
-    // was 0.19. A pass paced at the quarter whatever it is asked would
-    // report about the quarter's share again.
-    assert!(
-        full > quarter * 1.2,
-        "asked 1, used {full} (0.25: {quarter})"
-    );
+    // 0.24 to 0.28 with a build or other tests on 2 cores. A pass paced at
+    // the tenth whatever it is asked would report about the tenth's share
+    // again. (Against a quarter, 0.28 at full speed was 1.19 times it, on a
+    // loaded machine: too near to tell.)
+    assert!(full > tenth * 1.6, "asked 1, used {full} (0.1: {tenth})");
     assert_both_hold(&primary, &replica, &cleaned(false));
 }
