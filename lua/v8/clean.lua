@@ -524,12 +524,15 @@ end
 -- cannot read it (on a cluster it is in another slot), so it checks the
 -- deadline its run sent: a lease that may have expired may have been taken
 -- by another run since.
-if not DRY_RUN then
-  if not DECLARED and not hold() then
+if DRY_RUN then
+  -- A dry run writes nothing and holds no lease.
+elseif not DECLARED then
+  if not hold() then
     return lost()
   end
+else
   local deadline = tonumber(LEASE_TTL)
-  if DECLARED and deadline >= 0 and now_millis() >= deadline then
+  if deadline >= 0 and now_millis() >= deadline then
     return redis.error_reply('LEASELOST the run\'s lease may have expired: its deadline ' ..
       deadline .. ' (server time, ms) has passed')
   end
