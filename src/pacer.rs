@@ -1,6 +1,6 @@
 //! How much work the pass asks of Redis per script call, and how often. The
-//! script stops its own SCAN steps when its time budget is spent, by the
-//! server's clock, the way Redis bounds its own active-expire cycle; the
+//! script stops its own SCAN steps when its time budget is spent, by its
+//! stopwatch, the way Redis bounds its own active-expire cycle; the
 //! pacer learns from each call's reply how long a key takes and what share
 //! of a call the scan is (the rest is the writes that follow it), and sizes
 //! the next call's steps and scan budget so that the whole call fits in
@@ -135,6 +135,9 @@ pub struct Pacer {
     step_cost: StepCost,
     /// What the calls so far held Redis for, as the share charged them.
     held: Duration,
+    /// Whether the script's stopwatch stands still (Redis 7.2 and 7.3: see
+    /// [`Pacer::record`]).
+    stopped_clock: bool,
 }
 
 /// What Redis spends on each call beyond what the script's own clock says:
@@ -257,6 +260,7 @@ impl Pacer {
             overhead: Overhead::default(),
             step_cost: StepCost::default(),
             held: Duration::ZERO,
+            stopped_clock: false,
         }
     }
 
@@ -271,20 +275,42 @@ impl Pacer {
         self.limits.max_call_time.mul_f64(self.scan_share)
     }
 
-    /// The COUNT of the next call's first SCAN step: half its scan budget.
+    /// The COUNT of the next call's first SCAN step: half its scan budget,
+    /// or all of it where the script's stopwatch stands still and a call
+    /// makes one step.
     pub fn step(&self) -> usize {
+        let steps = if self.stopped_clock {
+            1.0
+        } else {
+            STEPS_PER_CALL
+        };
         let step = match self.micros_per_key {
             None => FIRST_STEP,
-            Some(cost) => (self.scan_budget().as_micros() as f64 / STEPS_PER_CALL / cost) as usize,
+            Some(cost) => (self.scan_budget().as_micros() as f64 / steps / cost) as usize,
         };
         step.max(MIN_STEP).min(self.limits.max_keys)
     }
 
     /// Learns from one call, sent at `sent`, whose `reply` arrived at
-    /// `received`.
+    /// `received`. A call that looked at keys in no time by the script's
+    /// stopwatch tells that it stands still (Redis 7.2 and 7.3: TIME stands
+    /// still within a call, and scripts have no `os.clock`): from then on
+    /// the pass learns the cost of a key from each call's round trip
+    /// instead (the gentle side: it holds the network's too; an average
+    /// from Redis's statistics would lag behind growing calls and let them
+    /// grow on), and a call makes one step.
     pub fn record(&mut self, reply: &Reply, sent: Instant, received: Instant) {
-        let held = self.charge(reply, received.saturating_duration_since(sent));
-        let micros = (reply.scan_micros, reply.micros);
+        if reply.micros == 0 && reply.looked_at > 0 {
+            self.stopped_clock = true;
+        }
+        let round_trip = received.saturating_duration_since(sent);
+        let held = self.charge(reply, round_trip);
+        let micros = if self.stopped_clock {
+            let micros = round_trip.as_micros() as u64;
+            ((micros as f64 * self.scan_share) as u64, micros)
+        } else {
+            (reply.scan_micros, reply.micros)
+        };
         self.learn(reply.looked_at, micros, sent, held);
     }
 
@@ -351,10 +377,18 @@ impl Pacer {
 
     /// How long a call that took `round_trip` in the job's view held Redis:
     /// the script's clock plus the overhead per call, at most `round_trip`.
+    /// Where the script's stopwatch stands still, the overhead is the whole
+    /// call: as measured, else the call's own round trip (the least of the
+    /// last calls' would be a smaller call's).
     fn charge(&mut self, reply: &Reply, round_trip: Duration) -> Duration {
         let script = Duration::from_micros(reply.micros);
         self.overhead.record(script, round_trip);
-        (script + self.overhead.per_call()).min(round_trip)
+        let overhead = if self.stopped_clock {
+            self.overhead.measured.unwrap_or(round_trip)
+        } else {
+            self.overhead.per_call()
+        };
+        (script + overhead).min(round_trip)
     }
 
     /// What the calls so far held Redis for, each as `--max-server-share`
@@ -460,13 +494,37 @@ mod tests {
         assert_eq!(pacer.scan_budget().as_micros(), 835);
         assert_eq!(pacer.step(), 269); // 835 / 2 / 1.55
         // A call that looked at nothing teaches nothing, however long it
-        // took (SCAN steps over empty buckets), nor one the clock did not
-        // see.
+        // took (SCAN steps over empty buckets).
         pacer.record(&reply(0, 0, 0), now, now);
         pacer.record(&reply(0, 300, 400), now, now);
-        pacer.record(&reply(100, 0, 0), now, now);
         assert_eq!(pacer.step(), 269);
         assert_eq!(pacer.scan_budget().as_micros(), 835);
+    }
+
+    #[test]
+    fn a_stopwatch_that_stands_still_sizes_one_step_from_the_round_trip() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(limits(10_000, None, 0.5), start);
+        pacer.calibrate(stats(0, 0));
+        // Redis 7.2: 100 keys in no time by the script's stopwatch, 400 µs
+        // by the job's: 4 µs a key, 3 of them the scan's (its share stays
+        // 0.75). One step then fills the whole budget: 250 keys, 1 ms.
+        pacer.record(&reply(100, 0, 0), start, start + us(400));
+        assert_eq!(pacer.step(), 250);
+        // Charged the round trip until Redis measures the calls.
+        assert_eq!(pacer.held(), us(400));
+        assert_eq!(pacer.next_call_at(), start + us(800));
+        // Then what Redis measured, 300 µs a call; the cost of a key is
+        // still learnt from the round trip (1100 µs for 250 keys: 3.3 µs
+        // scanning, the average moving from 3 to 3.09).
+        pacer.calibrate(stats(1, 300));
+        let sent = start + us(800);
+        pacer.record(&reply(250, 0, 0), sent, sent + us(1100));
+        assert_eq!(pacer.held(), us(700));
+        assert_eq!(pacer.step(), 242);
+        // A stopwatch that ran once does not count as running.
+        pacer.record(&reply(250, 700, 1000), sent, sent + us(1100));
+        assert!(pacer.stopped_clock);
     }
 
     #[test]

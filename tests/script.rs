@@ -422,6 +422,37 @@ fn a_spent_time_budget_stops_the_call_after_one_step() {
 }
 
 #[test]
+fn a_call_times_its_steps_by_a_stopwatch_that_runs_and_fills_its_budget() {
+    // Since Redis 7.2 TIME stands still within a call; the script times
+    // itself with os.clock there (Redis 7.4+, Valkey 8+), and with TIME
+    // before. Redis 7.2 and 7.3 have neither clock: a call makes one step.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 50_000);
+    let (software, version) = software_and_version(&mut con);
+    let two_ms = Batch {
+        scan_budget: Duration::from_millis(2),
+        ..batch(0, 50_000)
+    };
+    let reply = call(&mut con, Mode::Write, &two_ms).unwrap();
+    let summary = format!(
+        "{software} {version}: {} keys in {} us ({} us scanning)",
+        reply.looked_at, reply.micros, reply.scan_micros
+    );
+    let stopped =
+        software == "Redis" && (version.starts_with("7.2.") || version.starts_with("7.3."));
+    if stopped {
+        assert_eq!((reply.looked_at, reply.micros), (100, 0), "{summary}");
+    } else {
+        // 100-key steps until the budget is spent: several, not all.
+        assert!(reply.scan_micros >= 1_500, "{summary}");
+        assert!(reply.micros >= reply.scan_micros, "{summary}");
+        assert!((200..50_000).contains(&reply.looked_at), "{summary}");
+    }
+    assert_eq!(dbsize(&mut con), 50_000 - reply.returned);
+}
+
+#[test]
 fn rule_names_and_patterns_are_data_in_the_compiled_script() {
     // Every byte of a name or pattern that could end a Lua string or
     // comment, or start code, is in here; the script must still delete

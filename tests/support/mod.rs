@@ -1278,12 +1278,24 @@ pub fn info_field(con: &mut redis::Connection, section: &str, name: &str) -> Opt
 /// How many times `command` (lower case, e.g. `evalsha`) ran on the
 /// server since its statistics were last reset (`INFO commandstats`).
 pub fn calls_of(con: &mut redis::Connection, command: &str) -> u64 {
+    command_stat(con, command, "calls")
+}
+
+/// The microseconds those calls of `command` took, by Redis's own clock.
+pub fn usec_of(con: &mut redis::Connection, command: &str) -> u64 {
+    command_stat(con, command, "usec")
+}
+
+/// The field `name` of `command`'s line in `INFO commandstats` (0 when
+/// the command has not run).
+fn command_stat(con: &mut redis::Connection, command: &str, name: &str) -> u64 {
     info_field(con, "commandstats", &format!("cmdstat_{command}"))
         .and_then(|stats| {
-            stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse().ok())
+            stats.split(',').find_map(|kv| {
+                kv.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix('='))
+                    .and_then(|n| n.parse().ok())
+            })
         })
         .unwrap_or(0)
 }

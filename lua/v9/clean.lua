@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v8.
+-- redis-janitor clean script, version v9.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -86,7 +86,8 @@
 --          ARGV[5] the COUNT of each SCAN step.
 --          ARGV[6] the scan budget in microseconds: each SCAN step after the
 --          first looks at as many keys as the rest of the budget has room
---          for, at the pace of the step before, up to ARGV[5].
+--          for, at the pace of the step before, up to ARGV[5] (by the
+--          script's stopwatch; where it stands still, a call makes one step).
 --          ARGV[7] the most keys the call may look at: its steps' COUNTs.
 --          ARGV[8] '1' to return every matched key with its outcome.
 --          ARGV[9] '1' to save the checkpoint, else ''.
@@ -114,7 +115,7 @@
 --          8. per rule, the keys it acted on (or, in a dry run, would have);
 --          9. the microseconds the scan (SCAN and checks) took, and
 --          10. the microseconds from the scan's start to the end, by the
---             server's clock;
+--             script's stopwatch (0 where it stands still: see there);
 --          11. with ARGV[8] = '1' the matched keys, else an empty array;
 --          12. a string with one byte per key of 11.: 0 the key had
 --              vanished; 1 no rule's conditions held (key left as it was);
@@ -259,17 +260,31 @@ local function limit(arg)
   return n
 end
 
--- The server's clock, in microseconds.
+-- The server's clock, in microseconds. Since Redis 7.2 it stands still
+-- within a call: TIME answers when the call began.
 local function now_micros()
   local now = call('TIME')
   return tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
+
+-- The stopwatch that times the call's own work, in microseconds: os.clock,
+-- the server process's CPU time, where scripts have it (Redis 7.4 and
+-- later, Valkey 8), since TIME stands still there; the server's clock
+-- before Redis 7.2. Redis 7.2 and 7.3 have neither: their stopwatch stands
+-- still, and a call then makes one SCAN step (see `scan`).
+local os_clock = rawget(_G, 'os') and rawget(_G, 'os').clock
+local stopwatch = now_micros
+if os_clock then
+  stopwatch = function()
+    return floor(os_clock() * 1000000)
+  end
 end
 
 -- Phase 1: SCAN steps and the decision for every key they return, writing
 -- nothing. Returns what to write and what to report. One function with
 -- locals: its inner loop runs per key, where every table lookup counts.
 local function scan(report_keys)
-  local started = now_micros()
+  local started = stopwatch()
   local cursor, count, budget, max_keys = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
   local step = { cursor, 'COUNT', count }
   if SCAN_MATCH then
@@ -322,10 +337,16 @@ local function scan(report_keys)
       end
     end
     -- The next step looks at as many keys as the rest of the budget has
-    -- room for at this step's pace, so the call fills its budget.
+    -- room for at this step's pace, so the call fills its budget. A
+    -- stopwatch that stood still over a whole step cannot time the next:
+    -- the call ends, and the job sizes its one step from Redis's own
+    -- statistics instead.
     local before = now
-    now = now_micros()
-    local room = floor(next_count * (budget - (now - started)) / max(now - before, 1))
+    now = stopwatch()
+    local room = 0
+    if now > before then
+      room = floor(next_count * (budget - (now - started)) / (now - before))
+    end
     next_count = min(count, max_keys - looked_at, room)
     if ncapped > 0 then
       rewind = from
@@ -545,6 +566,6 @@ if not DRY_RUN and ARGV[9] == '1' then
 end
 return {
   s.cursor, s.looked_at, s.returned, s.matched, s.unchanged, s.vanished, s.moved, s.acted,
-  s.micros, now_micros() - s.started, s.keys, outcome_string(s.outcomes), s.capped, saved, s.pttls,
+  s.micros, stopwatch() - s.started, s.keys, outcome_string(s.outcomes), s.capped, saved, s.pttls,
   s.freed,
 }
