@@ -522,7 +522,8 @@ mod tests {
         pacer.record(&reply(250, 0, 0), sent, sent + us(1100));
         assert_eq!(pacer.held(), us(700));
         assert_eq!(pacer.step(), 242);
-        // A stopwatch that ran once does not count as running.
+        // Once it stood still, the pass does not trust the stopwatch again:
+        // the server does not change its clocks.
         pacer.record(&reply(250, 700, 1000), sent, sent + us(1100));
         assert!(pacer.stopped_clock);
     }

@@ -339,8 +339,8 @@ local function scan(report_keys)
     -- The next step looks at as many keys as the rest of the budget has
     -- room for at this step's pace, so the call fills its budget. A
     -- stopwatch that stood still over a whole step cannot time the next:
-    -- the call ends, and the job sizes its one step from Redis's own
-    -- statistics instead.
+    -- the call ends, and the job sizes its one step from the calls' round
+    -- trips instead.
     local before = now
     now = stopwatch()
     local room = 0
