@@ -453,6 +453,58 @@ fn a_call_times_its_steps_by_a_stopwatch_that_runs_and_fills_its_budget() {
 }
 
 #[test]
+fn a_call_whose_stopwatch_stands_still_makes_one_step() {
+    // Redis 7.2 and 7.3, which no test server here is, freeze TIME within a
+    // call and have no os.clock. Any later server does the same to the
+    // script with os.clock hidden: it must then make one step and say it
+    // timed 0 us, which the job reads as a stopwatch that stands still.
+    // Before 7.2 TIME runs, and the script times itself by it.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 50_000);
+    let mut script = compiled(&mut con, &test_rules(), Mode::Write, KeyMode::Server);
+    let finds_os_clock = "rawget(_G, 'os')";
+    assert_eq!(script.text.matches(finds_os_clock).count(), 2);
+    script.text = script.text.replace(finds_os_clock, "(nil)");
+    let two_ms = Batch {
+        scan_budget: Duration::from_millis(2),
+        ..batch(0, 50_000)
+    };
+    let reply: Reply = claim(Mode::Write)
+        .command(&script, Invoke::Text, Op::Clean(&two_ms, None))
+        .query(&mut con)
+        .unwrap();
+    let summary = format!(
+        "{}: {} keys in {} us",
+        server_version(&mut con),
+        reply.looked_at,
+        reply.micros
+    );
+    if time_stands_still_in_a_call(&mut con) {
+        assert_eq!((reply.looked_at, reply.micros), (100, 0), "{summary}");
+    } else {
+        assert!((200..50_000).contains(&reply.looked_at), "{summary}");
+    }
+    assert_eq!(dbsize(&mut con), 50_000 - reply.returned);
+}
+
+/// Whether TIME answers the same before and after some milliseconds of
+/// work within one script call (Redis 7.2 and later, Valkey).
+fn time_stands_still_in_a_call(con: &mut redis::Connection) -> bool {
+    redis::cmd("EVAL")
+        .arg(
+            "local before = redis.call('TIME') \
+             for i = 1, 5000000 do end \
+             local after = redis.call('TIME') \
+             return (before[1] == after[1] and before[2] == after[2]) and 1 or 0",
+        )
+        .arg(0)
+        .query::<i64>(con)
+        .expect("EVAL of the TIME probe")
+        == 1
+}
+
+#[test]
 fn rule_names_and_patterns_are_data_in_the_compiled_script() {
     // Every byte of a name or pattern that could end a Lua string or
     // comment, or start code, is in here; the script must still delete
