@@ -69,11 +69,22 @@ fn both_modes_leave_the_same_keyspace_and_counts_on_a_standalone_server() {
             before,
             "{mode}: a dry run wrote"
         );
+        let scans = calls_of(&mut server.conn(), "scan");
         let out = job(&server.url(), &rules, mode).run();
         out.assert_code(0);
         let report = out.report();
         assert_eq!(report["complete"], true, "{report:#}");
         assert_eq!(totals(&dry.report()), totals(&report), "{mode}");
+        if mode == "declared" {
+            // One SCAN per step (a key scanned ahead is not scanned again),
+            // and the probe of the job's permissions.
+            let scanned = calls_of(&mut server.conn(), "scan") - scans;
+            assert_eq!(
+                scanned,
+                field(&report, "batches") + 1,
+                "{share}: {report:#}"
+            );
+        }
         assert_eq!(only_server(&report)["key_mode"], mode, "{report:#}");
         assert_eq!(only_server(&report)["key_mode_switched"], Json::Null);
         mix.assert_cleaned(&keyspace(&mut server.conn()), mode);

@@ -702,6 +702,45 @@ mod tests {
     }
 
     #[test]
+    fn the_replies_of_a_steps_calls_merge_into_one() {
+        // A declared-keys step sends one call per slot group; the cursor
+        // and the keys looked at and returned stay the step's own.
+        let mut step = Reply::empty(&Rules::builtin());
+        step.absorb(reply());
+        step.absorb(Reply {
+            keys: vec![b"cache:b".to_vec()],
+            outcomes: vec![1],
+            pttls: vec![5000],
+            ..reply()
+        });
+        assert_eq!(
+            step,
+            Reply {
+                cursor: 0,
+                looked_at: 0,
+                returned: 0,
+                matched: 80,
+                unchanged: 6,
+                vanished: 4,
+                moved: 2,
+                acted: vec![20, 40, 10],
+                scan_micros: 1200,
+                micros: 1600,
+                keys: vec![
+                    b"cache:a".to_vec(),
+                    b"temp:\xff".to_vec(),
+                    b"cache:b".to_vec()
+                ],
+                outcomes: vec![2, 131, 1],
+                capped: vec![0, 8, 0],
+                checkpoint: String::new(),
+                pttls: vec![-1, -3, 5000],
+                freed: 8192,
+            }
+        );
+    }
+
+    #[test]
     fn a_reply_of_the_wrong_shape_is_refused_and_counts_nothing() {
         let rules = Rules::builtin();
         let mut counts = Counts::new(&rules);
