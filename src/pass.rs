@@ -238,7 +238,7 @@ pub async fn run(
         held_at: calls.lease.map_or(now, |lease| lease.taken()),
         sampling_calls: 0,
         declared: (calls.script.key_mode == KeyMode::Declared)
-            .then(|| Declared::new(calls.script.layout, options.limits.full_speed())),
+            .then(|| Declared::new(calls.script.layout, &options.limits)),
         stop,
     };
     let mut driven = pass.drive().await;

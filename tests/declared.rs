@@ -158,6 +158,57 @@ fn both_modes_leave_the_same_keyspace_and_counts_on_a_3_primary_cluster() {
     assert_eq!(runs[0].1, runs[1].1);
 }
 
+#[test]
+fn on_a_cluster_a_step_gathers_scans_until_its_calls_declare_several_keys_each() {
+    // 12,000 keys of 1,500 hash tags: about 500 slots per primary, 8 keys
+    // each. A SCAN step of a few hundred keys holds about one key per slot
+    // on a Redis that keeps one dictionary for all slots (7.0, 6.2): a call
+    // per key, unless the step gathers SCANs first. Newer servers walk the
+    // slots in order, and a step's keys share a few slots anyway.
+    const TAGS: usize = 1_500;
+    const PER_TAG: usize = 8;
+    let cluster = RedisCluster::start(3, 0);
+    let mut con = cluster.client();
+    for tag in (0..TAGS).step_by(100) {
+        let mut pipe = redis::cluster::cluster_pipe();
+        for key in
+            (tag..tag + 100).flat_map(|t| (0..PER_TAG).map(move |i| format!("k:cache:{{{t}}}:{i}")))
+        {
+            pipe.cmd("SET").arg(key).arg("v").ignore();
+        }
+        pipe.exec(&mut con).expect("cluster pipeline of SETs");
+    }
+    let rules = write_rules(cluster.nodes[0].dir(), MIX_RULES);
+    let calls = |cluster: &RedisCluster| -> u64 {
+        cluster
+            .primaries()
+            .iter()
+            .map(|node| script_calls(&mut node.conn()))
+            .sum()
+    };
+    let before = calls(&cluster);
+    let out = paced_job(&cluster.url(), &rules, "declared", "0.5").run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    let keys = (TAGS * PER_TAG) as u64;
+    assert_eq!(rule_keys(&report, "cache"), keys, "{report:#}");
+    let left = cluster.keyspace();
+    assert_eq!(left.len() as u64, keys);
+    assert!(
+        left.values().all(|key| (1..=3_600_000).contains(&key.pttl)),
+        "a key without the rule's TTL"
+    );
+    // The calls (with each step's save, the lease's and the permission
+    // probe's): about one per slot and step, where a call per key would
+    // be 12,000.
+    let made = calls(&cluster) - before;
+    assert!(
+        made <= keys / 4,
+        "{made} script calls for {keys} keys: {report:#}"
+    );
+}
+
 /// A proxy in front of `server` that refuses scripts calling SCAN with
 /// `refusal` and keys of several slots with CROSSSLOT, like a managed
 /// cluster's proxy.
