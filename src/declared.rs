@@ -543,6 +543,16 @@ mod tests {
         assert_eq!((&step.keys, step.next, sent), (&keys, 0, 2));
     }
 
+    #[test]
+    fn a_step_stops_gathering_exactly_at_its_limits() {
+        // Calls of KEYS_PER_CALL keys on average are enough,
+        assert!(sparse(KEYS_PER_CALL * 10 - 1, 10));
+        assert!(!sparse(KEYS_PER_CALL * 10, 10));
+        // and so are GATHER_KEYS keys, however many slots they hold.
+        assert!(sparse(GATHER_KEYS - 1, GATHER_KEYS));
+        assert!(!sparse(GATHER_KEYS, GATHER_KEYS));
+    }
+
     #[tokio::test]
     async fn a_step_whose_keys_share_few_slots_gathers_nothing() {
         let keys = tagged(1_000, 10);
