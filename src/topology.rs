@@ -452,25 +452,34 @@ fn sentinel_scheme(url: &str) -> Option<&'static str> {
 
 /// `scheme://[userinfo@]host[:port][,host[:port]...][/db]` as one URL per
 /// host: the later hosts take the first's scheme and credentials. An item
-/// that is a URL of its own stays as it is.
+/// that is a URL of its own starts a list of its own. The credentials end
+/// at the authority's last `@`: a password may hold a comma (an
+/// ElastiCache AUTH token may), which must not split the URL, or part of
+/// the password would be taken for a host and shown as one.
 fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
-    let mut items = url.split(',');
-    let first = items.next().unwrap_or_default().to_string();
-    let (scheme, rest) = first.split_once("://").ok_or_else(|| {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         Error::Usage(
             "invalid Redis URL (expected redis://[user:password@]host[:port][/db] \
              or rediss://...): it has no scheme"
                 .to_string(),
         )
     })?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let prefix = format!("{scheme}://{}", split_userinfo(authority).0);
-    let mut out = vec![first];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let hosts_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    let (userinfo, hosts) = rest.split_at(hosts_start);
+    // A later item with a scheme starts the next URL, credentials and all.
+    let (hosts, next) = match hosts.find("://").and_then(|at| hosts[..at].rfind(',')) {
+        Some(comma) => (&hosts[..comma], Some(&hosts[comma + 1..])),
+        None => (hosts, None),
+    };
+    let mut items = hosts.split(',');
+    let prefix = format!("{scheme}://{userinfo}");
+    let mut out = vec![format!("{prefix}{}", items.next().unwrap_or_default())];
     for item in items.map(str::trim).filter(|i| !i.is_empty()) {
-        out.push(match item.contains("://") {
-            true => item.to_string(),
-            false => format!("{prefix}{item}"),
-        });
+        out.push(format!("{prefix}{item}"));
+    }
+    if let Some(next) = next {
+        out.extend(seed_urls(next.trim())?);
     }
     Ok(out)
 }
@@ -777,6 +786,21 @@ mod tests {
             ["rediss://a:1/0", "redis://b:2/0", "redis://c:3/0"]
         );
         assert_eq!(seeds(&[]), ["redis://127.0.0.1:6379/0"]);
+    }
+
+    #[test]
+    fn a_comma_in_a_password_does_not_split_the_url() {
+        let password = |url: &str| {
+            let target = target(Some(url)).unwrap();
+            target.redis_settings().password().map(str::to_string)
+        };
+        let urls = seeds(&["redis://janitor:123,Tail@a:7000,b:7001"]);
+        assert_eq!(urls, ["redis://janitor@a:7000/0", "redis://janitor@b:7001/0"]);
+        let urls = seed_urls("redis://janitor:123,Tail@a:7000,b:7001").unwrap();
+        assert!(urls.iter().all(|url| password(url).as_deref() == Some("123,Tail")));
+        // Nor that of a later URL of its own.
+        let urls = seed_urls("redis://a:1,rediss://u:p,w@b:2,c:3/1").unwrap();
+        assert_eq!(urls, ["redis://a:1", "rediss://u:p,w@b:2", "rediss://u:p,w@c:3/1"]);
     }
 
     #[test]

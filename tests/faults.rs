@@ -193,6 +193,41 @@ fn password_file_with_the_right_password_works_and_is_never_echoed() {
 }
 
 #[test]
+fn a_comma_in_the_urls_password_is_part_of_it_and_never_echoed() {
+    let (head, tail) = ("Head-pw-48", "Tail-pw-48");
+    let password = format!("{head},{tail}");
+    let server = RedisServer::start_with(&["--requirepass", &password]);
+    let mut con = server.conn_with_password(&password);
+    seed_all(
+        &mut con,
+        &[(b"cache:1", "hash", None), (b"keep", "string", None)],
+    );
+    let url = format!("redis://:{password}@127.0.0.1:{}", server.port());
+    let out = run_json(&url).env("RUST_LOG", "debug").run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(
+        report["servers"][0]["address"],
+        format!("127.0.0.1:{}", server.port()),
+        "{report:#}"
+    );
+    for part in [head, tail] {
+        assert!(
+            !out.stdout.contains(part) && !out.stderr.contains(part),
+            "part of the password ({part}) appears in the output\n{}",
+            out.dump()
+        );
+    }
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"cache:1", "hash", Ttl::About(3600)),
+            (b"keep", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+#[test]
 fn password_file_overrides_the_password_in_the_url() {
     let server = RedisServer::start_with(&["--requirepass", PASSWORD]);
     let mut con = seed_protected(&server);
