@@ -35,8 +35,10 @@
 //! from which the lease may have expired (see `lease::LeaseClock`), and
 //! refuses to act from then on.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use futures_util::future::OptionFuture;
 use futures_util::{StreamExt, stream};
@@ -69,6 +71,13 @@ pub enum Grouping {
 /// steps of one SCAN). A node serving fewer slots gathers fewer: a cluster
 /// of any size holds at most about [`KEYS_PER_CALL`] x 16384 keys at once.
 const GATHER_KEYS: usize = 32_768;
+
+/// The longest a step grouped by slot gathers SCANs (see [`gather`]),
+/// however few keys they return: a step of SCANs back to back holds Redis
+/// without a pause (Redis 7.0, about 70% of it busy), and the pass checks
+/// its stop signal and its lease between steps. A node where few keys
+/// match would otherwise gather until its end (a 2M-key node: 3 s).
+const GATHER_TIME: Duration = Duration::from_millis(100);
 
 /// The keys per call, on average, that a step grouped by slot gathers
 /// for: a call of one key costs Redis about 21 us (Redis 7.0, the built-in
@@ -103,8 +112,9 @@ pub struct Stepped {
     /// The SCANs and script calls it sent, for the pacer's measure of
     /// Redis's time (see `pacer`).
     pub commands: u64,
-    /// A fault of the save or the SCAN that went out with the step's calls:
-    /// the step's work stands and counts, then the pass fails with it.
+    /// A fault of one of the step's calls (others may have run), or of the
+    /// save or the SCAN that went out with them: the step's work stands and
+    /// counts, then the pass fails with it (the call's first).
     pub fault: Option<Error>,
 }
 
@@ -149,6 +159,9 @@ pub struct Declared {
     /// SCANs (see [`gather`]): not under `--rate-limit`, which keeps steps
     /// small so that they come often.
     gathers: bool,
+    /// How long a step may gather: [`GATHER_TIME`], or less under a share
+    /// of Redis's time below a tenth, which holds over any second.
+    gather_time: Duration,
     /// The next step's keys, scanned in the last step's round trip.
     ahead: Option<Scanned>,
     /// The checkpoint after the last step, not saved yet.
@@ -166,6 +179,7 @@ impl Declared {
             },
             scan_ahead: limits.full_speed(),
             gathers: limits.rate_limit.is_none(),
+            gather_time: GATHER_TIME.min(Duration::from_secs_f64(limits.max_server_share)),
             ahead: None,
             pending: None,
         }
@@ -176,7 +190,9 @@ impl Declared {
     /// step's checkpoint, this step's calls, and the SCAN of the next step;
     /// in two when paced, the step's own SCAN, then its calls. The
     /// merged reply's cursor is SCAN's (or the step's own start when a cap
-    /// left keys of the step, so that the next run looks at them again).
+    /// or a refused call left keys of the step, so that the next run looks
+    /// at them again). A step grouped by slot gathers SCANs until `latest`
+    /// at the latest (the lease's next renewal, see `pass`).
     pub async fn step(
         &mut self,
         conn: &MultiplexedConnection,
@@ -184,6 +200,7 @@ impl Declared {
         rules: &Rules,
         batch: &Batch,
         deadline: Deadline,
+        latest: Option<Instant>,
     ) -> Result<Stepped, Error> {
         let scan_from = |cursor| scan(conn.clone(), calls.script, rules, cursor, count(batch));
         let mut commands = 0;
@@ -195,7 +212,9 @@ impl Declared {
             }
         };
         if self.grouping == Grouping::BySlot && self.gathers && !capped(batch) {
-            let (gathered, sent) = gather(scanned, scan_from).await?;
+            let until = Instant::now() + self.gather_time;
+            let until = latest.map_or(until, |latest| latest.min(until));
+            let (gathered, sent) = gather(scanned, scan_from, until).await?;
             scanned = gathered;
             commands += sent;
         }
@@ -215,39 +234,50 @@ impl Declared {
             clean(conn, calls, rules, batch, deadline, &groups),
             OptionFuture::from(ahead.map(scan_from)),
         );
-        let (mut reply, mut reloads) = match cleaned {
-            Err(err)
-                if self.grouping == Grouping::Whole
-                    && err.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot) =>
-            {
-                info!(
-                    "the server refused a call over keys of several slots (CROSSSLOT); \
-                     each call declares the keys of one slot from now on"
-                );
-                self.grouping = Grouping::BySlot;
-                groups = self::groups(groups.concat(), Grouping::BySlot);
-                commands += groups.len() as u64;
-                clean(conn, calls, rules, batch, deadline, &groups).await
-            }
-            cleaned => cleaned,
+        let mut cleaned = cleaned;
+        if self.grouping == Grouping::Whole
+            && cleaned
+                .error
+                .as_ref()
+                .is_some_and(|err| err.kind() == ErrorKind::Server(ServerErrorKind::CrossSlot))
+        {
+            // The one call of the step was refused whole: nothing ran.
+            info!(
+                "the server refused a call over keys of several slots (CROSSSLOT); \
+                 each call declares the keys of one slot from now on"
+            );
+            self.grouping = Grouping::BySlot;
+            groups = self::groups(groups.concat(), Grouping::BySlot);
+            commands += groups.len() as u64;
+            cleaned = clean(conn, calls, rules, batch, deadline, &groups).await;
         }
-        .map_err(|err| calls.script.error("call of", &err))?;
+        let Cleaned {
+            mut reply,
+            mut reloads,
+            error,
+        } = cleaned;
+        // A call refused after others ran: the step's work so far counts,
+        // then the pass fails with the error. Its keys are not all cleaned,
+        // so the pass's cursor stays at the step's start.
+        let failed = error.map(|err| calls.script.error("call of", &err));
         let capped = reply.capped.iter().sum::<u64>() > 0;
-        reply.cursor = if capped { batch.cursor } else { scanned.next };
+        let whole = !capped && failed.is_none();
+        reply.cursor = if whole { scanned.next } else { batch.cursor };
         reply.looked_at = scanned.count as u64;
         reply.returned = scanned.returned;
         self.pending = calls.pass.map(|_| Saved {
             cursor: reply.cursor,
-            done: reply.cursor == 0 && !capped,
+            done: reply.cursor == 0 && whole,
             returned: reply.returned,
             acted: reply.acted.iter().sum(),
         });
-        let mut fault = None;
+        let mut scan_fault = None;
         match ahead {
-            Some(Ok(ahead)) if !capped => self.ahead = Some(ahead),
-            Some(Err(err)) => fault = Some(err),
+            Some(Ok(ahead)) if whole => self.ahead = Some(ahead),
+            Some(Err(err)) => scan_fault = Some(err),
             _ => {}
         }
+        let mut save_fault = None;
         let confirmed = match saved {
             Some(Ok((answer, text))) => {
                 reply.checkpoint = answer;
@@ -255,11 +285,12 @@ impl Declared {
                 true
             }
             Some(Err(err)) => {
-                fault = Some(err);
+                save_fault = Some(err);
                 false
             }
             None => false,
         };
+        let fault = failed.or(save_fault).or(scan_fault);
         Ok(Stepped {
             reply,
             reloads,
@@ -321,21 +352,26 @@ async fn scan(
 
 /// Scans on from `scanned` (with `scan_from`) while its keys, one call per
 /// slot, would make calls of fewer than [`KEYS_PER_CALL`] keys on average,
-/// until it holds [`GATHER_KEYS`] keys or the pass reaches the end: a
+/// until it holds [`GATHER_KEYS`] keys, the pass reaches the end, or the
+/// time is `until`: a
 /// Redis that keeps one dictionary for all its slots (7.0 and older) answers a
 /// SCAN with keys of about as many slots as keys, where a newer one walks
 /// its slots one by one. Answers the keys of all the SCANs, as one from the
 /// first's cursor to the last's, and how many SCANs it sent. Each SCAN
 /// holds Redis no longer than a step's would; the step's calls go out
 /// after the last.
-async fn gather<S, F>(mut scanned: Scanned, scan_from: S) -> Result<(Scanned, u64), Error>
+async fn gather<S, F>(
+    mut scanned: Scanned,
+    scan_from: S,
+    until: Instant,
+) -> Result<(Scanned, u64), Error>
 where
     S: Fn(u64) -> F,
     F: Future<Output = Result<Scanned, Error>>,
 {
     let mut slots: HashSet<u16> = scanned.keys.iter().map(|key| key_slot(key)).collect();
     let mut sent = 0;
-    while scanned.next != 0 && sparse(scanned.keys.len(), slots.len()) {
+    while scanned.next != 0 && sparse(scanned.keys.len(), slots.len()) && Instant::now() < until {
         let more = scan_from(scanned.next).await?;
         sent += 1;
         slots.extend(more.keys.iter().map(|key| key_slot(key)));
@@ -355,13 +391,23 @@ fn capped(batch: &Batch) -> bool {
     batch.cap.is_some() || batch.rule_caps.iter().any(Option::is_some)
 }
 
+/// What a step's calls did: their merged reply, how many sent the
+/// script's text again, and the first error that refused a call (other
+/// than for its slot), if any.
+struct Cleaned {
+    reply: Reply,
+    reloads: u64,
+    error: Option<RedisError>,
+}
+
 /// Cleans `groups` of keys with one call per group, each refusing from
 /// `deadline` on, [`IN_FLIGHT`] at a time (one after the other when a cap
 /// is set: each call may act on what the calls before it left of the
 /// step's grant), and merges the replies as they come. A group refused
-/// for its slot (moved) counts its keys as moved; any other error fails
-/// the step (nothing of a refused call was applied). Answers the merged
-/// reply and how many calls sent the script's text again.
+/// for its slot (moved) counts its keys as moved. After any other error no
+/// call goes out any more, but the calls already sent are waited for and
+/// merged: each is atomic, and what they did counts (and is charged to the
+/// caps) before the step fails.
 async fn clean(
     conn: &MultiplexedConnection,
     calls: Calls<'_>,
@@ -369,8 +415,9 @@ async fn clean(
     batch: &Batch,
     deadline: Deadline,
     groups: &[Vec<Vec<u8>>],
-) -> Result<(Reply, u64), RedisError> {
+) -> Cleaned {
     let mut merged = (Reply::empty(rules), 0);
+    let mut error = None;
     if capped(batch) && groups.len() > 1 {
         let mut left = batch.clone();
         for group in groups {
@@ -378,17 +425,37 @@ async fn clean(
             if let Ok((reply, _)) = &called {
                 left = after(left, &reply.acted);
             }
-            merge(&mut merged, group, called)?;
+            if let Err(err) = merge(&mut merged, group, called) {
+                error = Some(err);
+                break;
+            }
         }
     } else {
+        let failed = Cell::new(false);
         let mut replies = stream::iter(groups)
-            .map(|group| async move { (group, call(conn, calls, batch, deadline, group).await) })
+            .map(|group| {
+                let send = !failed.get();
+                async move {
+                    let called =
+                        OptionFuture::from(send.then(|| call(conn, calls, batch, deadline, group)));
+                    (group, called.await)
+                }
+            })
             .buffered(IN_FLIGHT);
         while let Some((group, called)) = replies.next().await {
-            merge(&mut merged, group, called)?;
+            let Some(called) = called else { continue };
+            if let Err(err) = merge(&mut merged, group, called) {
+                failed.set(true);
+                error.get_or_insert(err);
+            }
         }
     }
-    Ok(merged)
+    let (reply, reloads) = merged;
+    Cleaned {
+        reply,
+        reloads,
+        error,
+    }
 }
 
 /// Adds what the call over `group` answered to the step's `merged` reply
@@ -516,7 +583,9 @@ mod tests {
         // GATHER_KEYS keys.
         let keys = tagged(40_000, 40_000);
         let scan = scanner(&keys, 100);
-        let (step, sent) = gather(scan(0).await.unwrap(), &scan).await.unwrap();
+        let (step, sent) = gather(scan(0).await.unwrap(), &scan, later())
+            .await
+            .unwrap();
         assert_eq!(step.keys, keys[..GATHER_KEYS.div_ceil(100) * 100]);
         assert_eq!(sent, GATHER_KEYS.div_ceil(100) as u64 - 1);
         assert_eq!((step.from, step.next), (0, step.keys.len() as u64));
@@ -529,7 +598,9 @@ mod tests {
         // KEYS_PER_CALL keys on average,
         let keys = tagged(10_000, 40);
         let scan = scanner(&keys, 100);
-        let (step, sent) = gather(scan(0).await.unwrap(), &scan).await.unwrap();
+        let (step, sent) = gather(scan(0).await.unwrap(), &scan, later())
+            .await
+            .unwrap();
         // from the first SCAN that takes the step there (400 keys).
         assert_eq!(
             (step.keys.len(), sent),
@@ -539,8 +610,39 @@ mod tests {
         // Or to the end of the keyspace.
         let keys = tagged(250, 250);
         let scan = scanner(&keys, 100);
-        let (step, sent) = gather(scan(0).await.unwrap(), &scan).await.unwrap();
+        let (step, sent) = gather(scan(0).await.unwrap(), &scan, later())
+            .await
+            .unwrap();
         assert_eq!((&step.keys, step.next, sent), (&keys, 0, 2));
+    }
+
+    /// An hour from now: no time limit on gathering.
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[tokio::test]
+    async fn a_step_gathers_no_longer_than_it_may() {
+        let keys = tagged(10_000, 10_000);
+        let scan = scanner(&keys, 100);
+        let (step, sent) = gather(scan(0).await.unwrap(), &scan, Instant::now())
+            .await
+            .unwrap();
+        assert_eq!((step.keys.len(), step.next, sent), (100, 100, 0));
+    }
+
+    #[test]
+    fn a_step_gathers_for_a_shorter_time_under_a_small_share() {
+        let limits = |max_server_share| Limits {
+            max_keys: 1000,
+            max_call_time: Duration::from_millis(1),
+            rate_limit: None,
+            max_server_share,
+        };
+        let gather_time = |share| Declared::new(Layout::Cluster, &limits(share)).gather_time;
+        assert_eq!(gather_time(1.0), GATHER_TIME);
+        assert_eq!(gather_time(0.1), GATHER_TIME);
+        assert_eq!(gather_time(0.02), Duration::from_millis(20));
     }
 
     #[test]
@@ -557,7 +659,9 @@ mod tests {
     async fn a_step_whose_keys_share_few_slots_gathers_nothing() {
         let keys = tagged(1_000, 10);
         let scan = scanner(&keys, 100);
-        let (step, sent) = gather(scan(0).await.unwrap(), &scan).await.unwrap();
+        let (step, sent) = gather(scan(0).await.unwrap(), &scan, later())
+            .await
+            .unwrap();
         assert_eq!((step.keys.len(), step.next, sent), (100, 100, 0));
     }
 

@@ -369,6 +369,7 @@ impl Pass<'_> {
     /// step's checkpoint and the next step's SCAN (see `declared`).
     async fn step(&mut self, batch: &Batch) -> Result<Stepped, Error> {
         let calls = self.calls;
+        let latest = self.renew_at();
         let Some(declared) = &mut self.declared else {
             let op = Op::Clean(batch, self.calls.pass);
             let (reply, resent) = self
@@ -389,7 +390,7 @@ impl Pass<'_> {
             None => Deadline::None,
         };
         declared
-            .step(&self.conn, calls, self.rules, batch, deadline)
+            .step(&self.conn, calls, self.rules, batch, deadline, latest)
             .await
     }
 

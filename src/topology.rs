@@ -795,12 +795,21 @@ mod tests {
             target.redis_settings().password().map(str::to_string)
         };
         let urls = seeds(&["redis://janitor:123,Tail@a:7000,b:7001"]);
-        assert_eq!(urls, ["redis://janitor@a:7000/0", "redis://janitor@b:7001/0"]);
+        assert_eq!(
+            urls,
+            ["redis://janitor@a:7000/0", "redis://janitor@b:7001/0"]
+        );
         let urls = seed_urls("redis://janitor:123,Tail@a:7000,b:7001").unwrap();
-        assert!(urls.iter().all(|url| password(url).as_deref() == Some("123,Tail")));
+        assert!(
+            urls.iter()
+                .all(|url| password(url).as_deref() == Some("123,Tail"))
+        );
         // Nor that of a later URL of its own.
         let urls = seed_urls("redis://a:1,rediss://u:p,w@b:2,c:3/1").unwrap();
-        assert_eq!(urls, ["redis://a:1", "rediss://u:p,w@b:2", "rediss://u:p,w@c:3/1"]);
+        assert_eq!(
+            urls,
+            ["redis://a:1", "rediss://u:p,w@b:2", "rediss://u:p,w@c:3/1"]
+        );
     }
 
     #[test]

@@ -209,6 +209,81 @@ fn on_a_cluster_a_step_gathers_scans_until_its_calls_declare_several_keys_each()
     );
 }
 
+#[test]
+fn a_step_whose_keys_are_spread_thin_gathers_no_longer_than_its_time_limit() {
+    // 600,000 keys no rule selects and 20,000 that one deletes, on a
+    // cluster of one primary: the keys a SCAN step finds to clean are each
+    // of another slot, and 20,000 of them never make calls of 8 keys a
+    // slot, so a step would gather SCANs to the end of the node (about a
+    // second of Redis's time), past the pass's stop checks, its lease
+    // renewals and its pace. It gathers for 100 ms at most.
+    let cluster = RedisCluster::start(1, 0);
+    let node = &cluster.nodes[0];
+    let mut con = node.conn();
+    populate(&mut con, "other", 600_000);
+    populate(&mut con, "k:del", 20_000);
+    let rules = write_rules(node.dir(), MIX_RULES);
+    let out = paced_job(&cluster.url(), &rules, "declared", "1").run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert_eq!(rule_keys(&report, "doomed"), 20_000, "{report:#}");
+    assert_eq!(dbsize(&mut con), 600_000);
+    let steps = field(&report, "batches");
+    assert!(steps >= 3, "{steps} steps walked 620,000 keys: {report:#}");
+}
+
+#[test]
+fn a_call_refused_after_others_of_its_step_ran_leaves_what_they_did_counted() {
+    // A user that may touch the keys of the hash tags {a0}..{a199} but not
+    // those of {b}: the one call of a step that declares {b}'s slot is
+    // refused (NOPERM, before it runs), while the step's other calls,
+    // one per slot, delete their keys. The run fails, and its report
+    // counts every key they deleted.
+    let cluster = RedisCluster::start(1, 0);
+    let node = &cluster.nodes[0];
+    let mut con = node.conn();
+    let mut pipe = redis::pipe();
+    for tag in (0..200).map(|t| format!("a{t}")).chain(["b".to_string()]) {
+        for i in 0..5 {
+            pipe.set(format!("k:del:{{{tag}}}:{i}"), "v").ignore();
+        }
+    }
+    pipe.exec(&mut con).expect("pipeline of SETs");
+    let password = "declared-acl-pw-3301";
+    let full = redis_janitor::acl::setuser_line(
+        "janitor",
+        redis_janitor::acl::Access::Clean,
+        dialect(&mut con),
+    );
+    let limited = full.replace(" ~* ", " ~__redis-janitor__:* ~k:del:{a* ");
+    assert_ne!(limited, full);
+    acl_setuser(&mut con, &limited, password);
+    let rules = write_rules(node.dir(), MIX_RULES);
+    let url = format!("redis://janitor:{password}@127.0.0.1:{}", node.port());
+    let out = paced_job(&url, &rules, "declared", "1").run();
+    out.assert_code(1);
+    assert!(
+        out.stderr.to_lowercase().contains("noperm"),
+        "{}",
+        out.dump()
+    );
+    let report = out.report();
+    assert_eq!(report["complete"], false, "{report:#}");
+    let left = dbsize(&mut con);
+    assert!(left < 1_000, "no call of the step ran: {left} keys left");
+    assert_eq!(rule_keys(&report, "doomed"), 1_005 - left, "{report:#}");
+    let refused: u64 = redis::cmd("EXISTS")
+        .arg(
+            (0..5)
+                .map(|i| format!("k:del:{{b}}:{i}"))
+                .collect::<Vec<_>>(),
+        )
+        .query(&mut con)
+        .expect("EXISTS");
+    assert_eq!(refused, 5, "a key of the refused call was deleted");
+}
+
 /// A proxy in front of `server` that refuses scripts calling SCAN with
 /// `refusal` and keys of several slots with CROSSSLOT, like a managed
 /// cluster's proxy.
