@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v9.
+-- redis-janitor clean script, version v10.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -142,7 +142,9 @@
 -- expire rule's TTL, a constant the binary checked when it read the rules
 -- (whole milliseconds, at most 100 years: PEXPIRE accepts it at any server
 -- time), and the binary checks before the pass that the user may run every
--- command the script calls, so the write phase cannot fail halfway.
+-- command the script calls, and the call that the user may write every key
+-- it is about to write (see `writable`), so the write phase cannot fail
+-- halfway.
 --
 -- Redis 6.2 refuses a script's first write at maxmemory when that command
 -- may add memory (HSET), but no write after one that the script made. So
@@ -300,7 +302,7 @@ local function scan(report_keys)
   for r = 1, RULES do
     acted[r], cap[r], capped[r], blind[r], nblind[r] = 0, limit(ARGV[15 + r]), 0, {}, 0
   end
-  local deletes, expires, reported, outcomes, pttls = {}, {}, {}, {}, {}
+  local deletes, expires, ttls, reported, outcomes, pttls = {}, {}, {}, {}, {}, {}
   local ndeletes, nexpires, looked_at, returned, matched, unchanged, vanished, moved = 0, 0, 0, 0, 0, 0, 0, 0
   local nacted, ncapped = 0, 0
   local now = started
@@ -356,7 +358,7 @@ local function scan(report_keys)
     rewound = rewind ~= nil, cursor = rewind or cursor,
     started = started, micros = now - started, looked_at = looked_at, returned = returned,
     matched = matched, unchanged = unchanged, vanished = vanished, moved = moved, acted = acted,
-    capped = capped, blind = blind, deletes = deletes, expires = expires, keys = reported,
+    capped = capped, blind = blind, deletes = deletes, expires = expires, ttls = ttls, keys = reported,
     outcomes = outcomes, pttls = pttls,
   }
 end
@@ -373,6 +375,45 @@ local function usage(keys)
     end
   end
   return bytes
+end
+
+-- Whether the user may write every key `s` is to write. Redis checks a
+-- script's key permissions command by command, so under an ACL whose key
+-- patterns are narrower than the rules' a write would be refused after the
+-- call's other writes had run: the call checks them all before the first.
+-- Redis 7 and later: redis.acl_check_cmd of UNLINK (a write of each key),
+-- in chunks; the keys of a declared call were checked before it began.
+-- Redis 6.2 has no read-only key permissions, so a key its check (PTTL)
+-- could read is writable, and only the blind deletes' keys are read first,
+-- with EXISTS, whose refusal ends the call; on a cluster node each blind
+-- delete is a redis.pcall of its own, whose refusal leaves the key alone.
+local acl_check = redis.acl_check_cmd
+local function writable(s)
+  if DECLARED then
+    return true
+  end
+  if not acl_check then
+    if not CLUSTER then
+      for _, keys in ipairs(s.blind) do
+        each_chunk('EXISTS', keys)
+      end
+    end
+    return true
+  end
+  local function all(keys)
+    for first = 1, #keys, CHUNK do
+      if not acl_check('UNLINK', unpack(keys, first, min(first + CHUNK - 1, #keys))) then
+        return false
+      end
+    end
+    return true
+  end
+  for _, keys in ipairs(s.blind) do
+    if not all(keys) then
+      return false
+    end
+  end
+  return all(s.deletes) and all(s.expires)
 end
 
 -- Phase 2: acts on the decided keys (a dry run only counts the blind
@@ -397,9 +438,9 @@ local function apply(s, dry_run, measure)
   end
   if not dry_run then
     each_chunk('UNLINK', s.deletes)
-    local expires = s.expires
-    for i = 1, #expires, 2 do
-      call('PEXPIRE', expires[i], expires[i + 1])
+    local expires, ttls = s.expires, s.ttls
+    for i = 1, #expires do
+      call('PEXPIRE', expires[i], ttls[i])
     end
   end
 end
@@ -559,6 +600,10 @@ else
   end
 end
 local s = scan(ARGV[8] == '1')
+if not DRY_RUN and not writable(s) then
+  return redis.error_reply('NOPERM the user may not write every key the rules select ' ..
+    '(its ACL key patterns are narrower than the rules\' patterns): the call wrote nothing')
+end
 apply(s, DRY_RUN, ARGV[14] == '1')
 local saved = ''
 if not DRY_RUN and ARGV[9] == '1' then

@@ -246,7 +246,7 @@ fn decide_group(
         let queue = match rule.action {
             Action::Delete => "ndeletes = ndeletes + 1\ndeletes[ndeletes] = key\n".to_string(),
             Action::Expire(ttl) => format!(
-                "nexpires = nexpires + 2\nexpires[nexpires - 1], expires[nexpires] = key, \"{}\"\n",
+                "nexpires = nexpires + 1\nexpires[nexpires], ttls[nexpires] = key, \"{}\"\n",
                 ttl.as_millis()
             ),
         };
@@ -436,7 +436,7 @@ mod tests {
             "{body}"
         );
         assert!(
-            body.contains("expires[nexpires] = key, \"3600000\""),
+            body.contains("expires[nexpires], ttls[nexpires] = key, \"3600000\""),
             "{body}"
         );
         assert!(
