@@ -21,7 +21,7 @@ use crate::pass::{self, DEFAULT_PROGRESS_INTERVAL};
 use crate::push::{self, Gateway};
 use crate::replica::DEFAULT_MAX_REPLICA_LAG;
 use crate::report::Format;
-use crate::rules::Rules;
+use crate::rules::{MAX_DURATION, Rules};
 use crate::run::Settings;
 use crate::script::KeyMode;
 use crate::tls::TlsOptions;
@@ -142,7 +142,9 @@ pub struct RunArgs {
 
     /// With --dry-run: read from a replica of each cluster primary, or of
     /// the primary Sentinel names, instead of the primary.
-    #[arg(long, env = "JANITOR_FROM_REPLICAS", requires = "dry_run")]
+    // Its need of --dry-run is checked in `settings`: clap's `requires`
+    // would take `JANITOR_FROM_REPLICAS=false` for the flag given.
+    #[arg(long, env = "JANITOR_FROM_REPLICAS")]
     pub from_replicas: bool,
 
     /// How many cluster nodes are cleaned at once, each with its own
@@ -216,7 +218,7 @@ pub struct RunArgs {
 
     /// Stop cleanly after this long (e.g. 4m30s); the report then says
     /// "complete": false and the exit code is still 0.
-    #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION")]
+    #[arg(long, env = "JANITOR_MAX_RUNTIME", value_name = "DURATION", value_parser = positive_duration)]
     pub max_runtime: Option<HumanDuration>,
 
     /// Start a new pass, whatever the checkpoint of the last one says.
@@ -248,8 +250,9 @@ pub struct RunArgs {
     pub lock_ttl: HumanDuration,
 
     /// Take no lease: another run may clean the same node at the same time
-    /// (each action stays atomic, but the load doubles).
-    #[arg(long, env = "JANITOR_NO_LOCK", conflicts_with = "lock_ttl")]
+    /// (each action stays atomic, but the load doubles); --lock-ttl is
+    /// then unused.
+    #[arg(long, env = "JANITOR_NO_LOCK")]
     pub no_lock: bool,
 
     /// The most keys the run acts on (deletes or expires), over all rules:
@@ -270,6 +273,7 @@ pub struct RunArgs {
         long,
         env = "JANITOR_TIMEOUT",
         value_name = "DURATION",
+        value_parser = positive_duration,
         default_value_t = HumanDuration(DEFAULT_TIMEOUT)
     )]
     pub timeout: HumanDuration,
@@ -279,6 +283,7 @@ pub struct RunArgs {
         long,
         env = "JANITOR_PROGRESS_INTERVAL",
         value_name = "DURATION",
+        value_parser = positive_duration,
         default_value_t = HumanDuration(DEFAULT_PROGRESS_INTERVAL)
     )]
     pub progress_interval: HumanDuration,
@@ -358,6 +363,11 @@ pub struct RunArgs {
 impl RunArgs {
     /// The run's settings; `redis_host` is the `REDIS_HOST` variable.
     pub fn settings(&self, redis_host: Option<&str>) -> Result<Settings, Error> {
+        if self.from_replicas && !self.dry_run {
+            return Err(Error::Usage(
+                "--from-replicas needs --dry-run: a real run writes, on the primaries".into(),
+            ));
+        }
         let rules = self.rules.load()?;
         let tls = self.tls_options();
         let target = |url: Option<&str>| {
@@ -448,6 +458,57 @@ impl RunArgs {
     }
 }
 
+impl Cli {
+    /// The arguments, or the process exits: after `--help` or `--version`
+    /// with 0, after bad usage with clap's message and 2. A URL the message
+    /// quotes (an argument given without `--url`, say) shows without its
+    /// credentials.
+    pub fn parse_or_exit() -> Cli {
+        use clap::error::ErrorKind;
+        match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) =>
+            {
+                err.exit()
+            }
+            Err(err) => {
+                eprint!("{}", without_credentials(&err.render().to_string()));
+                std::process::exit(2)
+            }
+        }
+    }
+}
+
+/// `text` with the credentials of every URL in it (`scheme://user:pass@`)
+/// replaced by `***`.
+pub fn without_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+            .unwrap_or(after.len());
+        let authority_end = after[..end].find(['/', '?', '#']).unwrap_or(end);
+        rest = match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                &after[at..]
+            }
+            None => after,
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `--key-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KeyModeArg {
@@ -513,10 +574,13 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-/// A duration greater than zero.
+/// A duration greater than zero, and at most 100 years.
 fn positive_duration(text: &str) -> Result<HumanDuration, String> {
     match text.parse::<HumanDuration>() {
         Ok(HumanDuration(d)) if d.is_zero() => Err("must be greater than 0".into()),
+        // Redis refuses an expiry too far out (the lease's and the
+        // checkpoint's are these), and a deadline must fit the clock.
+        Ok(HumanDuration(d)) if d > MAX_DURATION => Err("must be at most 100 years".into()),
         Ok(duration) => Ok(duration),
         Err(err) => Err(err.to_string()),
     }
@@ -629,6 +693,17 @@ mod tests {
         for bad in ["0", "0MB", "-1MB", "16 parsecs", "", "lots"] {
             assert!(lag(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_every_url_in_a_text() {
+        assert_eq!(
+            without_credentials(
+                "unexpected argument 'redis://u:p,w@h:1/0' found; see rediss://:x@h2 and redis://h3"
+            ),
+            "unexpected argument 'redis://***@h:1/0' found; see rediss://***@h2 and redis://h3"
+        );
+        assert_eq!(without_credentials("no URL here"), "no URL here");
     }
 
     #[test]

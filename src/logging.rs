@@ -60,10 +60,18 @@ fn init_with_bars() {
         .init();
 }
 
-/// The level filter: RUST_LOG, else `info`.
+/// The level filter: RUST_LOG, else `info`; the HTTP client that pushes
+/// metrics logs at `debug` at most, whatever RUST_LOG says: at `trace` it
+/// dumps each request, the Pushgateway's `Authorization` header included.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    HTTP_CLIENT_TARGETS.iter().fold(filter, |filter, target| {
+        filter.add_directive(format!("{target}=debug").parse().expect("a valid directive"))
+    })
 }
+
+/// The log targets of the HTTP client (`ureq`) and its protocol crate.
+const HTTP_CLIENT_TARGETS: [&str; 2] = ["ureq", "ureq_proto"];
 
 #[cfg(test)]
 mod tests {

@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use redis_janitor::cli::Cli;
 use redis_janitor::{command, logging};
 
 fn main() -> ExitCode {
-    // clap exits with code 2 on bad usage, matching our own usage errors.
-    let cli = Cli::parse();
+    // Bad usage exits with code 2, matching our own usage errors.
+    let cli = Cli::parse_or_exit();
     logging::init(cli.log_format.into());
     command::main(&cli).into()
 }

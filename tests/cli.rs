@@ -66,6 +66,13 @@ fn usage_errors_exit_2_without_connecting() {
         &["run", "--max-server-share", "1.5"],
         &["run", "--max-server-share", "half"],
         &["run", "--max-call-time", "0s"],
+        &["run", "--timeout", "0s"],
+        &["run", "--progress-interval", "0s"],
+        &["run", "--max-runtime", "0s"],
+        // Beyond what Redis takes as an expiry, or the clock can hold.
+        &["run", "--lock-ttl", "500000000y"],
+        &["run", "--resume-max-age", "101y"],
+        &["run", "--max-runtime", "500000000y"],
     ];
     let mut failures = Vec::new();
     for args in cases {
@@ -103,6 +110,39 @@ fn bad_values_in_env_vars_exit_2_without_connecting() {
         "not exit 2:\n{}",
         failures.join("\n\n")
     );
+}
+
+#[test]
+fn on_off_settings_set_to_false_in_the_environment_are_off() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_all(
+        &mut con,
+        &[(b"temp:1", "string", None), (b"keep", "string", None)],
+    );
+    let out = run_json(&server.url())
+        .env("JANITOR_FROM_REPLICAS", "false")
+        .env("JANITOR_NO_LOCK", "false")
+        .args(["--lock-ttl", "10s"])
+        .run();
+    out.assert_code(0);
+    assert_keyspace(&mut con, &[(b"keep", "string", Ttl::Persistent)]);
+    // Set to true, it still needs --dry-run.
+    let out = run_json(&dead_url())
+        .env("JANITOR_FROM_REPLICAS", "true")
+        .run();
+    out.assert_code(2);
+    assert!(out.one_line_stderr().contains("--dry-run"), "{}", out.dump());
+}
+
+#[test]
+fn a_url_given_without_url_is_refused_without_its_password() {
+    let out = janitor()
+        .args(["run", "redis://janitor:Pos-Secret-77@127.0.0.1:1"])
+        .run();
+    out.assert_code(2);
+    assert!(out.stderr.contains("unexpected argument"), "{}", out.dump());
+    assert!(!out.stderr.contains("Pos-Secret-77"), "{}", out.dump());
 }
 
 #[test]
