@@ -161,7 +161,10 @@ impl Command {
         match self {
             Command::Evalsha | Command::Eval => !read_only,
             Command::EvalshaRo | Command::EvalRo => read_only,
-            Command::Exists | Command::Readonly => mode == Mode::ReadOnly,
+            // On Redis 6.2 a real run's script reads the keys of its
+            // unconditional deletes first (see `writable` in the script).
+            Command::Exists => mode == Mode::ReadOnly || dialect == Dialect::Legacy,
+            Command::Readonly => mode == Mode::ReadOnly,
             Command::ClusterShards => dialect == Dialect::Redis7,
             Command::ClusterSlots => dialect == Dialect::Legacy,
             Command::Unlink

@@ -401,7 +401,7 @@ impl RunArgs {
                     estimate_freed: self.estimate_freed,
                     max_replica_lag: self.max_replica_lag.0,
                 },
-                lock_ttl: (!self.no_lock).then_some(self.lock_ttl()?),
+                lock_ttl: (!self.no_lock).then(|| self.lock_ttl()).transpose()?,
                 resume_max_age: self.resume_max_age.0,
                 restart: self.restart,
                 max_keys: self.max_keys,

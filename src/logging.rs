@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 
 use tracing_indicatif::IndicatifLayer;
 use tracing_indicatif::filter::IndicatifFilter;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -65,8 +65,15 @@ fn init_with_bars() {
 /// dumps each request, the Pushgateway's `Authorization` header included.
 fn filter() -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if matches!(filter.max_level_hint(), Some(level) if level <= LevelFilter::DEBUG) {
+        return filter;
+    }
     HTTP_CLIENT_TARGETS.iter().fold(filter, |filter, target| {
-        filter.add_directive(format!("{target}=debug").parse().expect("a valid directive"))
+        filter.add_directive(
+            format!("{target}=debug")
+                .parse()
+                .expect("a valid directive"),
+        )
     })
 }
 

@@ -342,6 +342,42 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
     }
 }
 
+#[test]
+fn a_user_without_unlink_runs_rules_that_only_expire() {
+    // The check of the keys a call writes must not ask for a command the
+    // rules do not need.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let line = acl_line(dialect(&mut con), "janitor").replace(" +unlink", "");
+    acl_setuser(&mut con, &line, PASSWORD);
+    for i in 0..3 {
+        redis::cmd("SET")
+            .arg(format!("cache:{i}"))
+            .arg("v")
+            .exec(&mut con)
+            .unwrap();
+    }
+    let rules = write_rules(server.dir(), EXPIRES);
+    let password = write_file(server.dir(), "password", PASSWORD);
+    let out = janitor()
+        .args(["run", "--output", "json", "--url"])
+        .arg(format!("redis://janitor@127.0.0.1:{}", server.port()))
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--password-file")
+        .arg(&password)
+        .run();
+    out.assert_code(0);
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"cache:0", "string", Ttl::About(3600)),
+            (b"cache:1", "string", Ttl::About(3600)),
+            (b"cache:2", "string", Ttl::About(3600)),
+        ],
+    );
+}
+
 /// What the refusal of `command` says: the command, and what the job needs
 /// it for.
 fn why(command: Command) -> String {

@@ -132,7 +132,11 @@ fn on_off_settings_set_to_false_in_the_environment_are_off() {
         .env("JANITOR_FROM_REPLICAS", "true")
         .run();
     out.assert_code(2);
-    assert!(out.one_line_stderr().contains("--dry-run"), "{}", out.dump());
+    assert!(
+        out.one_line_stderr().contains("--dry-run"),
+        "{}",
+        out.dump()
+    );
 }
 
 #[test]

@@ -504,6 +504,12 @@ fn a_lock_ttl_below_100ms_is_refused_before_connecting() {
         "the message should name the flag and its minimum\n{}",
         out.dump()
     );
+    // Without a lease its time to live is not even read: the run goes on
+    // (to find nothing listening).
+    let out = run_json(&dead_url())
+        .args(["--lock-ttl", "50ms", "--no-lock"])
+        .run();
+    out.assert_code(1);
 }
 
 #[test]

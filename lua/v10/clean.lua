@@ -166,7 +166,8 @@ local KEYS_PER_CALL = CLUSTER and 1 or CHUNK
 -- SCAN step looks at (a smaller one costs more than it does) and the
 -- reserved prefix; the rules: how many, the SCAN MATCH pattern (nil for
 -- none), whether one may select a key under the reserved prefix (GUARD),
--- and the globs that `matches` checks, as tables (see there).
+-- the globs that `matches` checks, as tables (see there), and whether one
+-- deletes (DELETES).
 -- compiled: setup
 
 -- Whether `key` matches the glob that `m` describes: `head` and `tail` are
@@ -382,7 +383,9 @@ end
 -- patterns are narrower than the rules' a write would be refused after the
 -- call's other writes had run: the call checks them all before the first.
 -- Redis 7 and later: redis.acl_check_cmd of UNLINK (a write of each key),
--- in chunks; the keys of a declared call were checked before it began.
+-- in chunks, when a rule deletes (the job checked that the user may run
+-- UNLINK); else of each PEXPIRE. The keys of a declared call were checked
+-- before it began.
 -- Redis 6.2 has no read-only key permissions, so a key its check (PTTL)
 -- could read is writable, and only the blind deletes' keys are read first,
 -- with EXISTS, whose refusal ends the call; on a cluster node each blind
@@ -413,7 +416,16 @@ local function writable(s)
       return false
     end
   end
-  return all(s.deletes) and all(s.expires)
+  if DELETES then
+    return all(s.deletes) and all(s.expires)
+  end
+  local expires, ttls = s.expires, s.ttls
+  for i = 1, #expires do
+    if not acl_check('PEXPIRE', expires[i], ttls[i]) then
+      return false
+    end
+  end
+  return true
 end
 
 -- Phase 2: acts on the decided keys (a dry run only counts the blind
@@ -602,7 +614,7 @@ end
 local s = scan(ARGV[8] == '1')
 if not DRY_RUN and not writable(s) then
   return redis.error_reply('NOPERM the user may not write every key the rules select ' ..
-    '(its ACL key patterns are narrower than the rules\' patterns): the call wrote nothing')
+    '(its ACL key patterns are narrower than the rules\' patterns): the call changed none of them')
 end
 apply(s, DRY_RUN, ARGV[14] == '1')
 local saved = ''
