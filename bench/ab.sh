@@ -14,18 +14,11 @@
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 old=$1 new=$2 pairs=${3:-10}
-dir=$(mktemp -d)
 # shellcheck source=bench/mix.sh
 . "$(dirname "$0")/mix.sh"
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-  --enable-debug-command yes --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-r() { redis-cli -p "$port" "$@"; }
-until r ping >/dev/null 2>&1; do sleep 0.1; done
+start_server
 
 seed() { r flushall >/dev/null && seed_mix 100000 -p "$port"; }
-cpu() { r info cpu | awk -F: '/used_cpu_(sys|user)_main_thread/ { s += $2 } END { printf "%.3f", s }'; }
 full_speed() { if "$1" run --help 2>/dev/null | grep -q -- --max-server-share; then echo --max-server-share 1; fi; }
 
 results="$dir/results"

@@ -1,6 +1,7 @@
+# shellcheck shell=bash
 # Sourced by the shell tools of bench/: the benchmark's keyspace mix, seeded
 # with DEBUG POPULATE (the Rust benchmark seeds the same mix itself, in
-# bench/src/keyspace.rs), and a free loopback port.
+# bench/src/keyspace.rs), a free loopback port, and a server of their own.
 
 # A loopback port that was free a moment ago.
 free_port() {
@@ -21,3 +22,19 @@ seed_mix() {
   "${r[@]}" debug populate "$n" cache:long 5 >/dev/null
   "${r[@]}" eval "for i=0,$((n - 1)) do redis.call('PEXPIRE','cache:short:'..i,30000); redis.call('PEXPIRE','cache:long:'..i,7200000) end" 0 >/dev/null
 }
+
+# start_server: a redis-server of its own on a free loopback port ($port),
+# in a temp dir ($dir), shut down and removed when the script exits; r
+# runs redis-cli against it. Never the Redis on 6379.
+start_server() {
+  dir=$(mktemp -d)
+  port=$(free_port)
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+    --enable-debug-command yes --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
+  trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+  until r ping >/dev/null 2>&1; do sleep 0.1; done
+}
+r() { redis-cli -p "$port" "$@"; }
+
+# The server's main-thread CPU seconds so far (user + system).
+cpu() { r info cpu | awk -F: '/used_cpu_(sys|user)_main_thread/ { s += $2 } END { printf "%.3f", s }'; }

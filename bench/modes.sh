@@ -14,17 +14,10 @@
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 bin=$1 pairs=${2:-8}
-dir=$(mktemp -d)
 # shellcheck source=bench/mix.sh
 . "$(dirname "$0")/mix.sh"
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
-  --enable-debug-command yes --logfile "$dir/redis.log" --daemonize yes --pidfile "$dir/redis.pid"
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
-r() { redis-cli -p "$port" "$@"; }
-until r ping >/dev/null 2>&1; do sleep 0.1; done
+start_server
 
-cpu() { r info cpu | awk -F: '/used_cpu_(sys|user)_main_thread/ { s += $2 } END { printf "%.3f", s }'; }
 # "EVALSHA-calls EVALSHA-usec SCAN-calls SCAN-usec" since the last CONFIG RESETSTAT.
 stats() {
   r info commandstats | tr -d '\r' | awk -F'[:=,]' '

@@ -113,7 +113,12 @@ fn acl_line(dialect: Dialect, user: &str) -> String {
 
 /// `run` as `user`, with the rules of every kind.
 fn run_as(server: &RedisServer, user: &str, extra: &[&str]) -> Outcome {
-    let rules = write_rules(server.dir(), EVERY_KIND);
+    run_rules_as(server, user, EVERY_KIND, extra)
+}
+
+/// `run` as `user`, with `rules`.
+fn run_rules_as(server: &RedisServer, user: &str, rules: &str, extra: &[&str]) -> Outcome {
+    let rules = write_rules(server.dir(), rules);
     let password = write_file(server.dir(), "password", PASSWORD);
     janitor()
         .args(["run", "--output", "json", "--url"])
@@ -316,16 +321,7 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
             &full.replace(" ~* ", &format!(" {keys} ")),
             PASSWORD,
         );
-        let rules = write_rules(server.dir(), rules);
-        let password = write_file(server.dir(), "password", PASSWORD);
-        let out = janitor()
-            .args(["run", "--output", "json", "--url"])
-            .arg(format!("redis://janitor@127.0.0.1:{}", server.port()))
-            .arg("--rules")
-            .arg(&rules)
-            .arg("--password-file")
-            .arg(&password)
-            .run();
+        let out = run_rules_as(&server, "janitor", rules, &[]);
         out.assert_code(1);
         let message = out.report()["error"].to_string().to_lowercase();
         assert!(
@@ -357,16 +353,7 @@ fn a_user_without_unlink_runs_rules_that_only_expire() {
             .exec(&mut con)
             .unwrap();
     }
-    let rules = write_rules(server.dir(), EXPIRES);
-    let password = write_file(server.dir(), "password", PASSWORD);
-    let out = janitor()
-        .args(["run", "--output", "json", "--url"])
-        .arg(format!("redis://janitor@127.0.0.1:{}", server.port()))
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--password-file")
-        .arg(&password)
-        .run();
+    let out = run_rules_as(&server, "janitor", EXPIRES, &[]);
     out.assert_code(0);
     assert_keyspace(
         &mut con,
