@@ -223,7 +223,7 @@ impl Declared {
         let mut groups = groups(scanned.keys, self.grouping);
         commands +=
             (groups.len() + usize::from(save.is_some()) + usize::from(ahead.is_some())) as u64;
-        let (saved, cleaned, ahead) = tokio::join!(
+        let (saved, mut cleaned, ahead) = tokio::join!(
             OptionFuture::from(save.map(|(saved, pass)| async move {
                 let op = Op::Save(&saved, pass);
                 calls
@@ -234,7 +234,6 @@ impl Declared {
             clean(conn, calls, rules, batch, deadline, &groups),
             OptionFuture::from(ahead.map(scan_from)),
         );
-        let mut cleaned = cleaned;
         if self.grouping == Grouping::Whole
             && cleaned
                 .error

@@ -101,7 +101,9 @@
 --          ARGV[16 + r - 1] the most rule r may act on ('-1': no cap).
 --          Refuses with the error LEASELOST, before touching anything, when
 --          the call is to hold a lease that is not (or no longer) its run's,
---          or, a declared call, once the server's clock reached its deadline.
+--          or, a declared call, once the server's clock reached its deadline;
+--          with the error NOPERM, before it writes any key, when the user may
+--          not write every key it is to write (see `writable`).
 --
 -- Reply    of clean, an array:
 --          1. the next cursor ('0' at the end of the keyspace);
@@ -382,10 +384,10 @@ end
 -- script's key permissions command by command, so under an ACL whose key
 -- patterns are narrower than the rules' a write would be refused after the
 -- call's other writes had run: the call checks them all before the first.
--- Redis 7 and later: redis.acl_check_cmd of UNLINK (a write of each key),
--- in chunks, when a rule deletes (the job checked that the user may run
--- UNLINK); else of each PEXPIRE. The keys of a declared call were checked
--- before it began.
+-- Redis 7 and later: redis.acl_check_cmd, once for every key at once
+-- when it can, else of UNLINK (a write of each key), in chunks, when a rule
+-- deletes (the job checked that the user may run UNLINK), or of each
+-- PEXPIRE. The keys of a declared call were checked before it began.
 -- Redis 6.2 has no read-only key permissions, so a key its check (PTTL)
 -- could read is writable, and only the blind deletes' keys are read first,
 -- with EXISTS, whose refusal ends the call; on a cluster node each blind
@@ -401,6 +403,18 @@ local function writable(s)
         each_chunk('EXISTS', keys)
       end
     end
+    return true
+  end
+  -- A key pattern that matches the empty key is all stars, which match
+  -- every key: a user who may run UNLINK (or PEXPIRE) on '' may run it on
+  -- every key, as with the ACL lines `redis-janitor acl` prints, and the
+  -- call needs no check per key.
+  local deletes = #s.deletes > 0
+  for _, keys in ipairs(s.blind) do
+    deletes = deletes or #keys > 0
+  end
+  if (not deletes or acl_check('UNLINK', ''))
+      and (#s.expires == 0 or acl_check('PEXPIRE', '', '1')) then
     return true
   end
   local function all(keys)
