@@ -299,10 +299,16 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
     let dialect = dialect(&mut con);
     let full = acl_line(dialect, "janitor");
     let own = "~__redis-janitor__:*";
-    let mut cases = vec![(DELETES, format!("~cache:* {own}"))];
+    // The empty pattern (`~` alone) matches the empty key only, which the
+    // call's check of every key at once must not take for all stars.
+    let mut cases = vec![
+        (DELETES, format!("~cache:* {own}")),
+        (DELETES, format!("~ ~cache:* {own}")),
+    ];
     if dialect == Dialect::Redis7 {
         // Every key readable (their checks pass), `cache:` ones writable.
         cases.push((EXPIRES, format!("%R~* ~cache:* {own}")));
+        cases.push((EXPIRES, format!("%R~* ~ ~cache:* {own}")));
     }
     for (rules, keys) in cases {
         redis::cmd("FLUSHALL").exec(&mut con).unwrap();

@@ -393,6 +393,7 @@ end
 -- with EXISTS, whose refusal ends the call; on a cluster node each blind
 -- delete is a redis.pcall of its own, whose refusal leaves the key alone.
 local acl_check = redis.acl_check_cmd
+local PROBE = '\0redis-janitor: no key has this name\255'
 local function writable(s)
   if DECLARED then
     return true
@@ -406,15 +407,19 @@ local function writable(s)
     return true
   end
   -- A key pattern that matches the empty key is all stars, which match
-  -- every key: a user who may run UNLINK (or PEXPIRE) on '' may run it on
-  -- every key, as with the ACL lines `redis-janitor acl` prints, and the
-  -- call needs no check per key.
+  -- every key, or empty (`~` alone), which matches no other key. So a user
+  -- who may run UNLINK (or PEXPIRE) on '' and on PROBE, a name that no
+  -- pattern but all stars is written to match, may run it on every key, as
+  -- with the ACL lines `redis-janitor acl` prints, and the call needs no
+  -- check per key.
   local deletes = #s.deletes > 0
   for _, keys in ipairs(s.blind) do
     deletes = deletes or #keys > 0
   end
-  if (not deletes or acl_check('UNLINK', ''))
-      and (#s.expires == 0 or acl_check('PEXPIRE', '', '1')) then
+  local function on_every_key(command, ...)
+    return acl_check(command, '', ...) and acl_check(command, PROBE, ...)
+  end
+  if (not deletes or on_every_key('UNLINK')) and (#s.expires == 0 or on_every_key('PEXPIRE', '1')) then
     return true
   end
   local function all(keys)
