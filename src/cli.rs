@@ -704,6 +704,23 @@ mod tests {
             "unexpected argument 'redis://***@h:1/0' found; see rediss://***@h2 and redis://h3"
         );
         assert_eq!(without_credentials("no URL here"), "no URL here");
+        // A URL ends at a quote or a space: an '@' after it is not its.
+        assert_eq!(
+            without_credentials("'redis://h:1' is not a server; ask ops@example.com"),
+            "'redis://h:1' is not a server; ask ops@example.com"
+        );
+    }
+
+    #[test]
+    fn a_duration_is_above_0_and_at_most_100_years() {
+        assert_eq!(
+            positive_duration("1ms"),
+            Ok(HumanDuration(Duration::from_millis(1)))
+        );
+        assert_eq!(positive_duration("100y"), Ok(HumanDuration(MAX_DURATION)));
+        for bad in ["0s", "100y 1s", "soon"] {
+            assert!(positive_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
