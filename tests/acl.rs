@@ -287,6 +287,19 @@ no_ttl = true
 action = "expire"
 ttl = "1h"
 "#;
+const DELETES_CACHE_EXPIRES_TEMP: &str = r#"
+[[rule]]
+name = "cache"
+pattern = "cache:*"
+action = "delete"
+
+[[rule]]
+name = "temp"
+pattern = "temp:*"
+no_ttl = true
+action = "expire"
+ttl = "1h"
+"#;
 
 #[test]
 fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
@@ -302,15 +315,22 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
     // The empty pattern (`~` alone) matches the empty key only, which the
     // call's check of every key at once must not take for all stars.
     let mut cases = vec![
-        (DELETES, format!("~cache:* {own}")),
-        (DELETES, format!("~ ~cache:* {own}")),
+        (DELETES, format!("~cache:* {own}"), None),
+        (DELETES, format!("~ ~cache:* {own}"), None),
     ];
     if dialect == Dialect::Redis7 {
         // Every key readable (their checks pass), `cache:` ones writable.
-        cases.push((EXPIRES, format!("%R~* ~cache:* {own}")));
-        cases.push((EXPIRES, format!("%R~* ~ ~cache:* {own}")));
+        cases.push((EXPIRES, format!("%R~* ~cache:* {own}"), None));
+        cases.push((EXPIRES, format!("%R~* ~ ~cache:* {own}"), None));
+        // A selector that may UNLINK `temp:` keys, not PEXPIRE them: each
+        // write is checked as the command it will be.
+        cases.push((
+            DELETES_CACHE_EXPIRES_TEMP,
+            format!("%R~* ~cache:* {own}"),
+            Some("(~temp:* +unlink)"),
+        ));
     }
-    for (rules, keys) in cases {
+    for (rules, keys, selector) in cases {
         redis::cmd("FLUSHALL").exec(&mut con).unwrap();
         for i in 0..3 {
             for prefix in ["cache", "temp"] {
@@ -327,18 +347,24 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
             &full.replace(" ~* ", &format!(" {keys} ")),
             PASSWORD,
         );
+        if let Some(selector) = selector {
+            redis::cmd("ACL")
+                .arg(&["SETUSER", "janitor", selector][..])
+                .exec(&mut con)
+                .unwrap();
+        }
         let out = run_rules_as(&server, "janitor", rules, &[]);
         out.assert_code(1);
         let message = out.report()["error"].to_string().to_lowercase();
         assert!(
             message.contains("noperm") || message.contains("can't access"),
-            "{keys}: {}",
+            "{keys} {selector:?}: {}",
             out.dump()
         );
         assert_eq!(
             digest(&mut con),
             before,
-            "{keys}: a call wrote: {}",
+            "{keys} {selector:?}: a call wrote: {}",
             out.dump()
         );
     }

@@ -168,8 +168,7 @@ local KEYS_PER_CALL = CLUSTER and 1 or CHUNK
 -- SCAN step looks at (a smaller one costs more than it does) and the
 -- reserved prefix; the rules: how many, the SCAN MATCH pattern (nil for
 -- none), whether one may select a key under the reserved prefix (GUARD),
--- the globs that `matches` checks, as tables (see there), and whether one
--- deletes (DELETES).
+-- and the globs that `matches` checks, as tables (see there).
 -- compiled: setup
 
 -- Whether `key` matches the glob that `m` describes: `head` and `tail` are
@@ -385,15 +384,15 @@ end
 -- patterns are narrower than the rules' a write would be refused after the
 -- call's other writes had run: the call checks them all before the first.
 -- Redis 7 and later: redis.acl_check_cmd, once for every key at once
--- when it can, else of UNLINK (a write of each key), in chunks, when a rule
--- deletes (the job checked that the user may run UNLINK), or of each
--- PEXPIRE. The keys of a declared call were checked before it began.
+-- when it can, else each write as the call will make it: UNLINK over the
+-- same keys at a time, PEXPIRE of each key. The keys of a declared call
+-- were checked before it began.
 -- Redis 6.2 has no read-only key permissions, so a key its check (PTTL)
 -- could read is writable, and only the blind deletes' keys are read first,
 -- with EXISTS, whose refusal ends the call; on a cluster node each blind
 -- delete is a redis.pcall of its own, whose refusal leaves the key alone.
 local acl_check = redis.acl_check_cmd
-local PROBE = '\0redis-janitor: no key has this name\255'
+local PROBE = string.rep('\0\255', 8)
 local function writable(s)
   if DECLARED then
     return true
@@ -406,11 +405,12 @@ local function writable(s)
     end
     return true
   end
-  -- A key pattern that matches the empty key is all stars, which match
-  -- every key, or empty (`~` alone), which matches no other key. So a user
-  -- who may run UNLINK (or PEXPIRE) on '' and on PROBE, a name that no
-  -- pattern but all stars is written to match, may run it on every key, as
-  -- with the ACL lines `redis-janitor acl` prints, and the call needs no
+  -- Redis's glob matches no pattern but the empty one to the empty key, so
+  -- the ACL lets the empty key through only the all-keys flag (`~*`, as in
+  -- the lines `redis-janitor acl` prints), which lets every key through,
+  -- or the empty pattern (`~`), which lets no other. A user who may write
+  -- both the empty key and PROBE, sixteen bytes of 0 and 255 that no key
+  -- pattern is written to match, may write every key: the call needs no
   -- check per key.
   local deletes = #s.deletes > 0
   for _, keys in ipairs(s.blind) do
@@ -423,8 +423,8 @@ local function writable(s)
     return true
   end
   local function all(keys)
-    for first = 1, #keys, CHUNK do
-      if not acl_check('UNLINK', unpack(keys, first, min(first + CHUNK - 1, #keys))) then
+    for first = 1, #keys, KEYS_PER_CALL do
+      if not acl_check('UNLINK', unpack(keys, first, min(first + KEYS_PER_CALL - 1, #keys))) then
         return false
       end
     end
@@ -435,8 +435,8 @@ local function writable(s)
       return false
     end
   end
-  if DELETES then
-    return all(s.deletes) and all(s.expires)
+  if not all(s.deletes) then
+    return false
   end
   local expires, ttls = s.expires, s.ttls
   for i = 1, #expires do

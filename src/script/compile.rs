@@ -189,11 +189,10 @@ fn rules_code(rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> (Stri
     let setup = format!(
         "local VANISHED, UNCHANGED, CAPPED, MOVED, BLIND, MIN_STEP = \
          {VANISHED}, {UNCHANGED}, {CAPPED}, {MOVED}, {BLIND}, {MIN_STEP}\n\
-         local RULES, SCAN_MATCH, GLOBS, DELETES = {}, {}, {{{}}}, {}\n",
+         local RULES, SCAN_MATCH, GLOBS = {}, {}, {{{}}}\n",
         rules.rules.len(),
         scan_match.map_or_else(|| "nil".to_string(), string),
-        globs.concat(),
-        rules.rules.iter().any(|r| r.action == Action::Delete)
+        globs.concat()
     );
     (setup, decide)
 }
@@ -417,7 +416,7 @@ mod tests {
         assert!(
             body.starts_with(
                 "local VANISHED, UNCHANGED, CAPPED, MOVED, BLIND, MIN_STEP = 0, 1, 126, 127, 128, 10\n\
-                 local RULES, SCAN_MATCH, GLOBS, DELETES = 3, \"[ct][ae][cm][hp][:e]*\", {}, true\n"
+                 local RULES, SCAN_MATCH, GLOBS = 3, \"[ct][ae][cm][hp][:e]*\", {}\n"
             ),
             "{body}"
         );
