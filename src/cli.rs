@@ -232,7 +232,7 @@ pub struct RunArgs {
         long,
         env = "JANITOR_RESUME_MAX_AGE",
         value_name = "DURATION",
-        value_parser = positive_duration,
+        value_parser = expiry,
         default_value_t = HumanDuration(DEFAULT_RESUME_MAX_AGE)
     )]
     pub resume_max_age: HumanDuration,
@@ -486,18 +486,17 @@ impl Cli {
 }
 
 /// `text` with the credentials of every URL in it (`scheme://user:pass@`)
-/// replaced by `***`.
+/// replaced by `***`: all from `://` to the last `@` before the next
+/// space, so that a password with a quote, `/`, `?` or `#` in it is hidden
+/// too (and, rarely, more than the credentials).
 pub fn without_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
-        let end = after
-            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
-            .unwrap_or(after.len());
-        let authority_end = after[..end].find(['/', '?', '#']).unwrap_or(end);
-        rest = match after[..authority_end].rfind('@') {
+        let end = after.find(char::is_whitespace).unwrap_or(after.len());
+        rest = match after[..end].rfind('@') {
             Some(at) => {
                 out.push_str("***");
                 &after[at..]
@@ -583,6 +582,15 @@ fn positive_duration(text: &str) -> Result<HumanDuration, String> {
         Ok(HumanDuration(d)) if d > MAX_DURATION => Err("must be at most 100 years".into()),
         Ok(duration) => Ok(duration),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+/// An expiry Redis keeps: a [`positive_duration`] of at least a
+/// millisecond (a shorter one would be an expiry of 0, which deletes).
+fn expiry(text: &str) -> Result<HumanDuration, String> {
+    match positive_duration(text)? {
+        HumanDuration(d) if d < Duration::from_millis(1) => Err("must be at least 1ms".into()),
+        duration => Ok(duration),
     }
 }
 
@@ -704,11 +712,20 @@ mod tests {
             "unexpected argument 'redis://***@h:1/0' found; see rediss://***@h2 and redis://h3"
         );
         assert_eq!(without_credentials("no URL here"), "no URL here");
-        // A URL ends at a quote or a space: an '@' after it is not its.
+        // A URL ends at a space: an '@' after it is not its.
         assert_eq!(
             without_credentials("'redis://h:1' is not a server; ask ops@example.com"),
             "'redis://h:1' is not a server; ask ops@example.com"
         );
+        // A password may hold a quote, '/', '?' or '#' (unencoded).
+        for password in ["pa'ss", "p/w", "a?b", "ab#cd", "x@y"] {
+            let quoted = format!("unexpected argument 'redis://u:{password}@h:1/0' found");
+            assert_eq!(
+                without_credentials(&quoted),
+                "unexpected argument 'redis://***@h:1/0' found",
+                "{password}"
+            );
+        }
     }
 
     #[test]
@@ -721,6 +738,9 @@ mod tests {
         for bad in ["0s", "100y 1s", "soon"] {
             assert!(positive_duration(bad).is_err(), "{bad}");
         }
+        // An expiry of less than a millisecond would be 0 in Redis.
+        assert_eq!(expiry("999us"), Err("must be at least 1ms".into()));
+        assert_eq!(expiry("1ms"), Ok(HumanDuration(Duration::from_millis(1))));
     }
 
     #[test]
