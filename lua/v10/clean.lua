@@ -157,6 +157,8 @@
 -- Locals for what the per-key loops call: a global lookup costs a hash probe.
 local call, try, find, byte, sub, tonumber, floor, min, max =
   redis.call, redis.pcall, string.find, string.byte, string.sub, tonumber, math.floor, math.min, math.max
+-- Whether the user may run a command on given keys (Redis 7 and later).
+local acl_check = redis.acl_check_cmd
 -- Bytes per string.char call: below Lua's limit on the number of arguments
 -- to one function call.
 local CHUNK = 4000
@@ -215,6 +217,17 @@ local function each_chunk(command, keys)
   return total
 end
 
+-- A cluster node refused `command` on `key`: its slot is served elsewhere
+-- (the caller counts it moved), unless the ACL refused it. Redis 7 and
+-- later tell which: the call then ends with NOPERM, before its first write
+-- (`writable` checked the writes' keys).
+local function unless_denied(command, key)
+  if acl_check and not acl_check(command, key) then
+    error(redis.error_reply('NOPERM the user may not read every key the rules select ' ..
+      '(its ACL key patterns are narrower than the rules\' patterns): the call changed none of them'))
+  end
+end
+
 -- Runs `command` on each of `keys` that the node serves (CLUSTER): sums the
 -- integer replies, and counts the keys the node refused.
 local function each_served(command, keys)
@@ -222,6 +235,7 @@ local function each_served(command, keys)
   for i = 1, #keys do
     local reply = try(command, keys[i])
     if type(reply) == 'table' then
+      unless_denied(command, keys[i])
       refused = refused + 1
     else
       total = total + reply
@@ -391,7 +405,6 @@ end
 -- could read is writable, and only the blind deletes' keys are read first,
 -- with EXISTS, whose refusal ends the call; on a cluster node each blind
 -- delete is a redis.pcall of its own, whose refusal leaves the key alone.
-local acl_check = redis.acl_check_cmd
 local PROBE = string.rep('\0\255', 8)
 local function writable(s)
   if DECLARED then

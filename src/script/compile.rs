@@ -282,7 +282,8 @@ fn act(out: &mut String, indent: &str, r: usize, queue: &str, outcome: usize) {
 
 /// The key's first check, once per key: its PTTL, which tells whether it
 /// vanished. A cluster node may refuse the key (its slot is moving): then
-/// the key is MOVED, and the rest of the call leaves it alone.
+/// the key is MOVED, and the rest of the call leaves it alone, unless the
+/// ACL refused it (see `unless_denied` in the script).
 fn first_check(layout: Layout) -> &'static str {
     match layout {
         Layout::Standalone => {
@@ -291,7 +292,7 @@ fn first_check(layout: Layout) -> &'static str {
         }
         Layout::Cluster => {
             "  if not pttl then\n    pttl = try('PTTL', key)\n    if type(pttl) == 'table' then\n      \
-             moved = moved + 1\n      outcome = MOVED\n      break\n    end\n    \
+             unless_denied('PTTL', key)\n      moved = moved + 1\n      outcome = MOVED\n      break\n    end\n    \
              if pttl == -2 then\n      \
              vanished = vanished + 1\n      outcome = VANISHED\n      break\n    end\n  end\n"
         }
