@@ -103,7 +103,8 @@
 --          the call is to hold a lease that is not (or no longer) its run's,
 --          or, a declared call, once the server's clock reached its deadline;
 --          with the error NOPERM, before it writes any key, when the user may
---          not write every key it is to write (see `writable`).
+--          not write every key it is to write (see `writable`) or, on a
+--          cluster node, read every key it checks (see `unless_denied`).
 --
 -- Reply    of clean, an array:
 --          1. the next cursor ('0' at the end of the keyspace);
