@@ -463,7 +463,8 @@ mod tests {
         assert!(cluster.contains("pttl = try('PTTL', key)"), "{cluster}");
         assert!(
             cluster.contains(
-                "if type(pttl) == 'table' then\n          moved = moved + 1\n          outcome = MOVED\n"
+                "if type(pttl) == 'table' then\n          unless_denied('PTTL', key)\n          \
+                 moved = moved + 1\n          outcome = MOVED\n"
             ),
             "{cluster}"
         );
