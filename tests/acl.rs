@@ -258,48 +258,21 @@ fn a_user_lacking_any_command_the_pass_needs_is_refused_before_it_writes() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Two rules whose keys the narrowed users below may not all write: each a
-/// delete without conditions (rules of a script call's writes that no
-/// check reads first), then each an expire of keys without a TTL.
-const DELETES: &str = r#"
-[[rule]]
-name = "cache"
-pattern = "cache:*"
-action = "delete"
+/// Rules for `cache:*` and then `temp:*` keys, acting as `cache` and
+/// `temp` say ([`DELETE`] or [`EXPIRE`]): the narrowed users below may not
+/// write all their keys.
+fn rules(cache: &str, temp: &str) -> String {
+    format!(
+        "[[rule]]\nname = \"cache\"\npattern = \"cache:*\"\n{cache}\n\n\
+         [[rule]]\nname = \"temp\"\npattern = \"temp:*\"\n{temp}\n"
+    )
+}
 
-[[rule]]
-name = "temp"
-pattern = "temp:*"
-action = "delete"
-"#;
-const EXPIRES: &str = r#"
-[[rule]]
-name = "cache"
-pattern = "cache:*"
-no_ttl = true
-action = "expire"
-ttl = "1h"
-
-[[rule]]
-name = "temp"
-pattern = "temp:*"
-no_ttl = true
-action = "expire"
-ttl = "1h"
-"#;
-const DELETES_CACHE_EXPIRES_TEMP: &str = r#"
-[[rule]]
-name = "cache"
-pattern = "cache:*"
-action = "delete"
-
-[[rule]]
-name = "temp"
-pattern = "temp:*"
-no_ttl = true
-action = "expire"
-ttl = "1h"
-"#;
+/// A delete without conditions: a script call's write that no check reads
+/// first.
+const DELETE: &str = "action = \"delete\"";
+/// An expire of keys without a TTL.
+const EXPIRE: &str = "no_ttl = true\naction = \"expire\"\nttl = \"1h\"";
 
 #[test]
 fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
@@ -315,22 +288,26 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
     // The empty pattern (`~` alone) matches the empty key only, which the
     // call's check of every key at once must not take for all stars.
     let mut cases = vec![
-        (DELETES, format!("~cache:* {own}"), None),
-        (DELETES, format!("~ ~cache:* {own}"), None),
+        (rules(DELETE, DELETE), format!("~cache:* {own}"), None),
+        (rules(DELETE, DELETE), format!("~ ~cache:* {own}"), None),
     ];
     if dialect == Dialect::Redis7 {
         // Every key readable (their checks pass), `cache:` ones writable.
-        cases.push((EXPIRES, format!("%R~* ~cache:* {own}"), None));
-        cases.push((EXPIRES, format!("%R~* ~ ~cache:* {own}"), None));
+        cases.push((rules(EXPIRE, EXPIRE), format!("%R~* ~cache:* {own}"), None));
+        cases.push((
+            rules(EXPIRE, EXPIRE),
+            format!("%R~* ~ ~cache:* {own}"),
+            None,
+        ));
         // A selector that may UNLINK `temp:` keys, not PEXPIRE them: each
         // write is checked as the command it will be.
         cases.push((
-            DELETES_CACHE_EXPIRES_TEMP,
+            rules(DELETE, EXPIRE),
             format!("%R~* ~cache:* {own}"),
             Some("(~temp:* +unlink)"),
         ));
     }
-    for (rules, keys, selector) in cases {
+    for (toml, keys, selector) in cases {
         redis::cmd("FLUSHALL").exec(&mut con).unwrap();
         for i in 0..3 {
             for prefix in ["cache", "temp"] {
@@ -353,7 +330,7 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
                 .exec(&mut con)
                 .unwrap();
         }
-        let out = run_rules_as(&server, "janitor", rules, &[]);
+        let out = run_rules_as(&server, "janitor", &toml, &[]);
         out.assert_code(1);
         let message = out.report()["error"].to_string().to_lowercase();
         assert!(
@@ -385,7 +362,7 @@ fn a_user_without_unlink_runs_rules_that_only_expire() {
             .exec(&mut con)
             .unwrap();
     }
-    let out = run_rules_as(&server, "janitor", EXPIRES, &[]);
+    let out = run_rules_as(&server, "janitor", &rules(EXPIRE, EXPIRE), &[]);
     out.assert_code(0);
     assert_keyspace(
         &mut con,
@@ -533,8 +510,8 @@ fn on_a_cluster_the_generated_users_suffice_and_a_missing_cluster_permission_is_
     let before = cluster.keyspace();
     let narrow = acl_line(dialect, "janitor").replace(" ~* ", " ~cache:* ~__redis-janitor__:* ");
     set_users(&narrow, &acl_line(dialect, "janitor-ro"));
-    let rules = write_file(cluster.nodes[0].dir(), "expires.toml", EXPIRES);
-    let out = run("janitor", &["--rules", rules.to_str().unwrap()]);
+    let path = write_rules(cluster.nodes[0].dir(), &rules(EXPIRE, EXPIRE));
+    let out = run("janitor", &["--rules", path.to_str().unwrap()]);
     if dialect == Dialect::Redis7 {
         out.assert_code(1);
         let message = out.report()["error"].to_string().to_lowercase();
