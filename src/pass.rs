@@ -345,8 +345,12 @@ impl Pass<'_> {
                 None => reply.cursor,
             };
             self.note_checkpoint(&reply.checkpoint, saved_at);
+            // Cursor 0 is the keyspace's end, unless the step stayed at the
+            // start: a cap left keys there, or a declared step failed.
+            let stayed = reply.cursor == batch.cursor
+                && (fault.is_some() || reply.capped.iter().any(|&n| n > 0));
             self.progress.done = match reply.cursor {
-                0 => 1.0,
+                0 if !stayed => 1.0,
                 cursor => self.calls.tables.share(cursor),
             };
             self.log_progress();

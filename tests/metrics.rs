@@ -477,29 +477,37 @@ fn a_failed_or_skipped_run_keeps_the_last_success() {
     };
     assert_eq!(last_success(&group(&gateway, &instance, false)), succeeded);
 
-    // A cap reached: the run fails (exit 1), its push says so, and the
-    // last success is still the first run's.
+    // A cap reached, in either key mode: the run fails (exit 1), its push
+    // says so, and the last success is still the first run's. The cap
+    // stopped the pass's first step, which stayed at the keyspace's start.
     let mut con = server.conn();
     populate(&mut con, "temp", 300);
-    let before = unix_now();
-    let out = pushing(&server, RULES, &gateway.url())
-        .args(["--max-keys", "10"])
-        .run();
-    out.assert_code(1);
-    let report = out.report();
-    assert_eq!(number(&only_server(&report)["last_success_at"]), succeeded);
-    let m = group(&gateway, &instance, false);
-    assert_run_metrics(&m, &report, 1.0, (before, unix_now()));
-    assert_node_metrics(&m, only_server(&report));
-    assert_eq!(last_success(&m), succeeded);
     let node = [("node", instance.as_str())];
-    assert_eq!(m.value("redis_janitor_pass_complete", &node), 0.0);
-    assert!(
-        m.value(
-            "redis_janitor_keys_capped_total",
-            &[node[0], ("rule", "temp")]
-        ) > 0.0
-    );
+    for mode in ["server", "declared"] {
+        let before = unix_now();
+        let out = pushing(&server, RULES, &gateway.url())
+            .args(["--max-keys", "10", "--key-mode", mode])
+            .run();
+        out.assert_code(1);
+        let report = out.report();
+        assert_eq!(number(&only_server(&report)["last_success_at"]), succeeded);
+        let m = group(&gateway, &instance, false);
+        assert_run_metrics(&m, &report, 1.0, (before, unix_now()));
+        assert_node_metrics(&m, only_server(&report));
+        assert_eq!(last_success(&m), succeeded);
+        assert_eq!(m.value("redis_janitor_pass_complete", &node), 0.0);
+        assert_eq!(
+            m.value("redis_janitor_pass_progress_ratio", &node),
+            0.0,
+            "{mode}"
+        );
+        assert!(
+            m.value(
+                "redis_janitor_keys_capped_total",
+                &[node[0], ("rule", "temp")]
+            ) > 0.0
+        );
+    }
 
     // Another run's lease: the node is skipped (exit 0), which is no
     // success either.
