@@ -24,7 +24,8 @@ pub struct Checkpoint {
     /// Whether the pass reached the end of the keyspace. (A pass stopped by
     /// a cap in its first `SCAN` step has cursor 0 too, but is not done.)
     pub done: bool,
-    /// The rules' fingerprint (the script's SHA-1) of the pass.
+    /// The rules' fingerprint of the pass (the scanned variant's SHA-1, see
+    /// `Script::fingerprint`).
     pub fingerprint: String,
     /// The `run_id` of the server process the pass ran on.
     pub run_id: String,

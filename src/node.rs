@@ -558,7 +558,7 @@ async fn take(
     let start = checkpoint::start(
         stored.as_ref(),
         checkpoint::Wanted {
-            fingerprint: &script.sha,
+            fingerprint: &script.fingerprint,
             run_id,
             now_ms: acquired.now_ms,
             max_age: task.resume_max_age,
@@ -573,7 +573,7 @@ async fn take(
         if start.resumed { "resumed" } else { "begins" }
     );
     let pass_id = PassId {
-        fingerprint: script.sha.clone(),
+        fingerprint: script.fingerprint.clone(),
         run_id: run_id.to_string(),
         started_ms: start.started_ms,
         max_age: task.resume_max_age,

@@ -245,6 +245,9 @@ struct ScriptInfo<'a> {
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,
+    /// The rules' fingerprint its checkpoints name: the default variant's
+    /// SHA-1, in both key modes.
+    fingerprint: &'a str,
 }
 
 impl<'a> ScriptInfo<'a> {
@@ -253,6 +256,7 @@ impl<'a> ScriptInfo<'a> {
             name: &script.name,
             version: &script.version,
             sha: &script.sha,
+            fingerprint: &script.fingerprint,
         }
     }
 }

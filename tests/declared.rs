@@ -436,6 +436,46 @@ fn every_declared_call_carries_a_deadline_no_later_than_the_lease_it_stands_for(
 }
 
 #[test]
+fn a_pass_cut_in_one_key_mode_resumes_in_the_other() {
+    // As `--key-mode auto` does on a server that refuses the scanned
+    // variant only once a call touches a key: each run begins in the
+    // default mode and switches.
+    let server = RedisServer::start();
+    let mix = Mix::new(3_000);
+    mix.seed(&mut server.conn());
+    let rules = write_rules(server.dir(), MIX_RULES);
+    let mut runs = Vec::new();
+    for mode in ["declared", "server"].into_iter().cycle().take(40) {
+        let out = run_json(&server.url())
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--key-mode", mode, "--rate-limit", "5000"])
+            .args(["--batch-size", "100", "--max-runtime", "150ms"])
+            .run();
+        out.assert_code(0);
+        let report = out.report();
+        runs.push(report.clone());
+        if report["complete"] == true {
+            break;
+        }
+    }
+    assert!(runs.len() >= 3, "the pass was not cut: {} runs", runs.len());
+    let last = runs.last().unwrap();
+    assert_eq!(last["complete"], true, "{last:#}");
+    for report in &runs[1..] {
+        assert_eq!(only_server(report)["pass"]["resumed"], true, "{report:#}");
+    }
+    let checkpoint = checkpoint(&mut server.conn()).expect("the pass's checkpoint");
+    assert_eq!(checkpoint["done"], "1", "{checkpoint:?}");
+    assert_eq!(
+        checkpoint["scanned"],
+        mix.len().to_string(),
+        "{checkpoint:?}"
+    );
+    mix.assert_cleaned(&keyspace(&mut server.conn()), "after the runs");
+}
+
+#[test]
 fn behind_a_proxy_without_run_id_a_pass_cut_into_runs_resumes_and_completes() {
     let server = RedisServer::start();
     let mix = Mix::new(3_000);

@@ -668,7 +668,7 @@ fn pattern_star_never_selects_the_jobs_own_keys_nor_one_under_the_prefix() {
     );
     let cp = the_checkpoint(&mut con);
     assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
-    assert_eq!(cp["fingerprint"], report["script"]["sha"], "{cp:?}");
+    assert_eq!(cp["fingerprint"], report["script"]["fingerprint"], "{cp:?}");
     assert_eq!(cp["run_id"], run_id(&mut con), "{cp:?}");
     assert_eq!(hash_u64(&cp, "calls"), field(&report, "batches"), "{cp:?}");
     assert_eq!(

@@ -151,6 +151,13 @@ pub struct Script {
     pub text: String,
     /// SHA-1 of `text`, lowercase hex: what SCRIPT LOAD returns.
     pub sha: String,
+    /// The identity of its passes in the checkpoint: the SHA-1 of the
+    /// scanned variant's text, the same in both key modes. Their passes
+    /// walk the same cursor with the same rules, so a run in either mode
+    /// resumes a pass cut in the other (as `--key-mode auto` does each run
+    /// on a server that refuses the scanned variant only once a call
+    /// touches a key).
+    pub fingerprint: String,
 }
 
 impl Script {
@@ -192,8 +199,18 @@ impl Script {
             .ok_or_else(|| Error::Script(format!("no embedded script lua/{path}")))?;
         let template =
             Template::parse(template).map_err(|err| Error::Script(format!("lua/{path}: {err}")))?;
-        let body = template.compile(rules, scan_match, layout, key_mode);
-        let text = format!("{}{body}", header(mode, dialect, layout, key_mode));
+        let text_for = |key_mode| {
+            let body = template.compile(rules, scan_match, layout, key_mode);
+            format!("{}{body}", header(mode, dialect, layout, key_mode))
+        };
+        let text = text_for(key_mode);
+        let sha = sha1_smol::Sha1::from(&text).digest().to_string();
+        let fingerprint = match key_mode {
+            KeyMode::Server => sha.clone(),
+            KeyMode::Declared => sha1_smol::Sha1::from(text_for(KeyMode::Server))
+                .digest()
+                .to_string(),
+        };
         Ok(Script {
             name: CLEAN.to_string(),
             version: VERSION.to_string(),
@@ -202,7 +219,8 @@ impl Script {
             layout,
             key_mode,
             scan_match: scan_match.map(<[u8]>::to_vec),
-            sha: sha1_smol::Sha1::from(&text).digest().to_string(),
+            sha,
+            fingerprint,
             text,
         })
     }
@@ -357,6 +375,7 @@ fn header(mode: Mode, dialect: Dialect, layout: Layout, key_mode: KeyMode) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn the_known_refusals_of_undeclared_keys_are_recognised() {
@@ -386,6 +405,31 @@ mod tests {
         assert_eq!(Dialect::for_version("8.0.0"), Dialect::Redis7);
         assert_eq!(Dialect::for_version("6.2.14"), Dialect::Legacy);
         assert_eq!(Dialect::for_version("garbage"), Dialect::Legacy);
+    }
+
+    #[test]
+    fn both_key_modes_share_the_fingerprint_of_their_passes_and_nothing_else_does() {
+        let rules = Rules::builtin();
+        let all = Script::variants(&rules).unwrap();
+        for script in &all {
+            let other_mode = all
+                .iter()
+                .find(|s| {
+                    (s.mode, s.dialect, s.layout) == (script.mode, script.dialect, script.layout)
+                        && s.key_mode != script.key_mode
+                })
+                .unwrap();
+            assert_ne!(script.sha, other_mode.sha);
+            assert_eq!(script.fingerprint, other_mode.fingerprint);
+            let scanned = if script.key_mode == KeyMode::Server {
+                script
+            } else {
+                other_mode
+            };
+            assert_eq!(script.fingerprint, scanned.sha);
+        }
+        let fingerprints: HashSet<&str> = all.iter().map(|s| s.fingerprint.as_str()).collect();
+        assert_eq!(fingerprints.len(), all.len() / 2);
     }
 
     #[test]

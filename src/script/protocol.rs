@@ -95,7 +95,8 @@ pub struct Claim {
 /// compared by the next run before it resumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassId {
-    /// The rules' fingerprint: the script's SHA-1.
+    /// The rules' fingerprint: the scanned variant's SHA-1 (see
+    /// `Script::fingerprint`).
     pub fingerprint: String,
     /// The server process's `run_id`: a cursor means nothing to another.
     pub run_id: String,
