@@ -400,19 +400,19 @@ end
 -- call's other writes had run: the call checks them all before the first.
 -- Redis 7 and later: redis.acl_check_cmd, once for every key at once
 -- when it can, else each write as the call will make it: UNLINK over the
--- same keys at a time, PEXPIRE of each key. The keys of a declared call
--- were checked before it began.
--- Redis 6.2 has no read-only key permissions, so a key its check (PTTL)
--- could read is writable, and only the blind deletes' keys are read first,
--- with EXISTS, whose refusal ends the call; on a cluster node each blind
--- delete is a redis.pcall of its own, whose refusal leaves the key alone.
+-- same keys at a time, PEXPIRE of each key. A declared call too: Redis
+-- checked the keys it declares before it began, but as EVALSHA's, which an
+-- ACL selector may allow where it refuses the writes.
+-- Redis 6.2 has no read-only key permissions and no selectors, so a key its
+-- check (PTTL) could read is writable, as is a key a declared call
+-- declares, and only the blind deletes' keys of a scanning call are read
+-- first, with EXISTS, whose refusal ends the call; on a cluster node each
+-- blind delete is a redis.pcall of its own, whose refusal leaves the key
+-- alone.
 local PROBE = string.rep('\0\255', 8)
 local function writable(s)
-  if DECLARED then
-    return true
-  end
   if not acl_check then
-    if not CLUSTER then
+    if not CLUSTER and not DECLARED then
       for _, keys in ipairs(s.blind) do
         each_chunk('EXISTS', keys)
       end
