@@ -633,11 +633,18 @@ fn replica_lag(text: &str) -> Result<ReplicaLag, String> {
     }
 }
 
-/// A share of Redis's time: more than 0, at most 1.
+/// The smallest share of Redis's time the job takes: a call that held Redis
+/// 1 ms is then followed by a pause of about a second. Far smaller ones
+/// would make pauses that overflow the clock.
+const MIN_SHARE: f64 = 0.001;
+
+/// A share of Redis's time: at least [`MIN_SHARE`], at most 1.
 fn share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
-        Ok(_) => Err("must be more than 0 and at most 1 (1 is full speed)".into()),
+        Ok(share) if (MIN_SHARE..=1.0).contains(&share) => Ok(share),
+        Ok(_) => Err(format!(
+            "must be at least {MIN_SHARE} and at most 1 (1 is full speed)"
+        )),
         Err(err) => Err(err.to_string()),
     }
 }
@@ -744,10 +751,11 @@ mod tests {
     }
 
     #[test]
-    fn a_share_is_more_than_0_and_at_most_1() {
+    fn a_share_is_at_least_a_thousandth_and_at_most_1() {
         assert_eq!(share("1"), Ok(1.0));
         assert_eq!(share("0.1"), Ok(0.1));
-        for bad in ["0", "-0.5", "1.01", "NaN", "half"] {
+        assert_eq!(share("0.001"), Ok(0.001));
+        for bad in ["0", "0.0009", "1e-30", "-0.5", "1.01", "NaN", "half"] {
             assert!(share(bad).is_err(), "{bad}");
         }
     }

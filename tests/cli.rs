@@ -63,6 +63,8 @@ fn usage_errors_exit_2_without_connecting() {
         &["run", "--output", "yaml"],
         &["run", "--log-format", "xml"],
         &["run", "--max-server-share", "0"],
+        // Pauses that would overflow the clock.
+        &["run", "--max-server-share", "1e-30"],
         &["run", "--max-server-share", "1.5"],
         &["run", "--max-server-share", "half"],
         &["run", "--max-call-time", "0s"],
