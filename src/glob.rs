@@ -14,7 +14,9 @@
 //!   not.
 //! * Class ranges compare C `char`s, which are signed on x86_64: bytes >= 0x80
 //!   sort *below* ASCII, so `[a-\xff]` means `[\xff-a]` = bytes 0xff and
-//!   0x00..=0x61. Reversed ranges (`[z-a]`) are swapped.
+//!   0x00..=0x61. Reversed ranges (`[z-a]`) are swapped. On aarch64, where
+//!   `char` is unsigned, a range from an ASCII byte to a byte >= 0x80 means
+//!   other bytes, so a rule may not have one ([`Glob::new`] refuses it).
 //! * An unclosed `[` swallows the rest of the pattern as its class; `[^` alone
 //!   matches any single byte; `[]` is an empty class that matches nothing; in
 //!   `[a-]` the `]` is the range end, so the class is unclosed.
@@ -529,7 +531,16 @@ fn class_end(p: &[u8], open: usize) -> Result<usize, GlobError> {
             Some(b'\\') if left >= 2 => i += 2,
             Some(b']') => return Ok(i + 1),
             None => return Err(unclosed(open, ate_bracket)),
-            Some(_) if left >= 3 && p[i + 1] == b'-' => {
+            Some(&start) if left >= 3 && p[i + 1] == b'-' => {
+                if start.is_ascii() != p[i + 2].is_ascii() {
+                    return Err(GlobError::new(
+                        i,
+                        "a class range from an ASCII byte to a byte of 0x80 or above \
+                         (a non-ASCII character is several bytes) means different bytes \
+                         on x86 and ARM servers, whose C chars differ in sign: list the \
+                         bytes, or keep each range within ASCII or within 0x80-0xff",
+                    ));
+                }
                 ate_bracket |= p[i + 2] == b']';
                 i += 3;
             }
@@ -875,6 +886,13 @@ mod tests {
         assert!(!err(b"ab[cd").to_string().contains('\n'));
         // `[\` : the escape has nothing to escape, the class is unclosed.
         assert_eq!(err(b"[\\").offset(), 0);
+        // A range across the sign of a C char: other bytes on ARM than on
+        // x86, in either order; a UTF-8 end is its first byte.
+        for mixed in [&b"k[a-\xff]"[..], b"k[\x80-a]", "k[a-\u{e9}]".as_bytes()] {
+            let e = err(mixed);
+            assert_eq!(e.offset(), 2, "{}", mixed.escape_ascii());
+            assert!(e.to_string().contains("x86 and ARM"), "{e}");
+        }
         for ok in [
             &b"*"[..],
             b"a\\\\",
@@ -884,6 +902,9 @@ mod tests {
             b"\\[",
             b"[^]",
             b"k:[a-z]*",
+            b"[\x80-\xff]",
+            b"[^\x80-\xbf]",
+            b"[a\xff]",
         ] {
             assert!(Glob::new(ok).is_ok(), "{}", ok.escape_ascii());
         }
@@ -937,9 +958,10 @@ mod tests {
         assert_eq!(lua(b"[^]"), "G|.|1||0|0");
         assert_eq!(lua(b"[z-x]"), "G|[x-z]|1||0|0");
         assert_eq!(lua(b"[\\]-]"), "G|[%-%]]|1||0|0");
-        // Signed chars: [a-\xff] is 0xff and 0x00..=0x61, NUL spelled %z.
+        // 0xff and 0x00..=0x61 (what x86 makes of `[a-\xff]`, which a rule
+        // may not have: see `validation`), NUL spelled %z.
         let LuaMatcher::Parts(GlobParts { head: class, .. }) =
-            Glob::new(b"[a-\xff]").unwrap().lua_matcher()
+            Glob::new(b"[\x00-a\xff]").unwrap().lua_matcher()
         else {
             panic!("a class is matched by parts");
         };

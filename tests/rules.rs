@@ -145,6 +145,11 @@ const BAD: &[Bad] = &[
         lines: Some(&[1, 3]),
     },
     Bad {
+        what: "glob range from ASCII to non-ASCII",
+        toml: "[[rule]]\nname = \"a\"\npattern = \"user:[a-\u{e9}]*\"\naction = \"delete\"\n",
+        lines: Some(&[1, 3]),
+    },
+    Bad {
         what: "expire without ttl",
         toml: "[[rule]]\nname = \"a\"\npattern = \"a:*\"\naction = \"expire\"\n",
         lines: Some(&[1, 4]),
