@@ -888,9 +888,15 @@ mod tests {
         assert_eq!(err(b"[\\").offset(), 0);
         // A range across the sign of a C char: other bytes on ARM than on
         // x86, in either order; a UTF-8 end is its first byte.
-        for mixed in [&b"k[a-\xff]"[..], b"k[\x80-a]", "k[a-\u{e9}]".as_bytes()] {
+        for (mixed, offset) in [
+            (&b"k[a-\xff]"[..], 2),
+            (b"k[\x80-a]", 2),
+            ("k[a-\u{e9}]".as_bytes(), 2),
+            (b"[a-\xff]", 1),
+            (b"key:[xa-\xff]", 6),
+        ] {
             let e = err(mixed);
-            assert_eq!(e.offset(), 2, "{}", mixed.escape_ascii());
+            assert_eq!(e.offset(), offset, "{}", mixed.escape_ascii());
             assert!(e.to_string().contains("x86 and ARM"), "{e}");
         }
         for ok in [
