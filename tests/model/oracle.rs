@@ -35,7 +35,8 @@ fn signed(b: u8) -> i8 {
 
 /// `pattern` as tokens, and whether it is well formed. A `[` without its
 /// `]` takes the rest of the pattern as its class, as Redis does, and a
-/// trailing `\` is a literal backslash: neither is well formed.
+/// trailing `\` is a literal backslash: neither is well formed, nor is a
+/// class range from an ASCII byte to one of 0x80 or above.
 fn tokens(pattern: &[u8]) -> (Vec<Token>, bool) {
     let mut out = Vec::new();
     let mut well_formed = true;
@@ -75,6 +76,9 @@ fn tokens(pattern: &[u8]) -> (Vec<Token>, bool) {
                             break;
                         }
                         [from, b'-', to, ..] => {
+                            // Across the sign of a C char: other bytes on
+                            // ARM servers than on x86 ones.
+                            well_formed &= from.is_ascii() == to.is_ascii();
                             ranges.push((*from, *to));
                             i += 3;
                         }
@@ -106,7 +110,8 @@ fn tokens(pattern: &[u8]) -> (Vec<Token>, bool) {
 const MAX_NESTED_STARS: usize = 1000;
 
 /// Whether a rules file may hold `pattern` (README: not empty, no unclosed
-/// `[`, no trailing `\`), and Redis matches it without giving up.
+/// `[`, no trailing `\`, no range from ASCII to non-ASCII), and Redis
+/// matches it without giving up.
 pub fn glob_valid(pattern: &[u8]) -> bool {
     let (tokens, well_formed) = tokens(pattern);
     let nested = tokens.iter().filter(|t| **t == Token::Star).count()
