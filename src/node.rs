@@ -209,8 +209,9 @@ pub async fn clean(
     outcome.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
     if let Some(stop) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
         // A node whose turn comes after the stop (--concurrency) is not
-        // even connected to.
+        // cleaned, only looked at.
         outcome.end = End::Stopped(stop);
+        glance(&node, task, &mut outcome).await;
         return outcome;
     }
     let mut backoff = backoff(task.retries);
@@ -476,6 +477,39 @@ async fn work(
         outcome.progress.counts.script_reloads += u64::from(resent);
     }
     end
+}
+
+/// What a node the run stopped before cleaning is like: its server, keys
+/// and memory, and its last success, for the report and the metrics (a
+/// push replaces the run's whole group: a node missing from it would lose
+/// its last success there). Best effort: what the node does not answer
+/// within the timeout, the report shows as unknown.
+async fn glance(node: &Node, task: &Task, outcome: &mut NodeOutcome) {
+    let Ok(mut conn) = node.target.connect(task.timeout).await else {
+        return;
+    };
+    let Ok(server) = topology::info(&mut conn, &outcome.address, "server").await else {
+        return;
+    };
+    outcome.server = Some(server_info(&server, &outcome.address));
+    outcome.at_start = snapshot(&mut conn).await;
+    outcome.at_end = outcome.at_start;
+    let slot = match &node.shard {
+        None => None,
+        Some(_) => {
+            if node.role == Role::Replica {
+                // A cluster replica serves reads only to a connection that asks.
+                let _ = redis::cmd("READONLY").exec_async(&mut conn).await;
+            }
+            let slots = topology::served_slots(&mut conn, node, &server).await;
+            let Some(&(slot, _)) = slots.as_deref().ok().and_then(<[_]>::first) else {
+                return;
+            };
+            Some(slot)
+        }
+    };
+    let history = lease::state_keys(slot).history;
+    outcome.last_success_ms = last_success(&mut conn, &history).await;
 }
 
 /// The node's memory and keys now; `None` if it does not answer (the

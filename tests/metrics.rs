@@ -838,6 +838,70 @@ fn a_cluster_pushes_one_series_per_node() {
     assert_eq!(m.find("redis_janitor_keys_scanned_total", &[]).len(), 3);
 }
 
+/// A run that stops at --max-runtime before it gets to some nodes (one at a
+/// time, --concurrency 1) still reads their last success, keys and memory:
+/// its push replaces the whole group, which would otherwise lose the last
+/// success of every node the run did not get to.
+#[test]
+fn a_run_that_stops_before_some_nodes_still_pushes_their_last_success() {
+    let cluster = RedisCluster::start(3, 0);
+    cluster.populate("temp", 300);
+    let gateway = Pushgateway::start();
+    let rules = write_rules(cluster.nodes[0].dir(), RULES);
+    let run = || {
+        run_json(&cluster.url())
+            .arg("--rules")
+            .arg(&rules)
+            .args(["--pushgateway", &gateway.url()])
+    };
+    let out = run().run();
+    out.assert_code(0);
+    let first = out.report();
+    // Enough keys that the first node's pass outlasts --max-runtime.
+    cluster.populate("temp", 30_000);
+    let out = run()
+        .args(["--concurrency", "1", "--max-runtime", "300ms"])
+        .args(["--batch-size", "10", "--rate-limit", "1000"])
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["stopped_by"], "max_runtime", "{report:#}");
+    let servers = report["servers"].as_array().unwrap();
+    let untouched: Vec<&Json> = servers
+        .iter()
+        .filter(|server| server["keys_scanned"] == 0)
+        .collect();
+    assert!(!untouched.is_empty(), "{report:#}");
+    let m = group(&gateway, &cluster.nodes[0].host_port(), false);
+    assert_nodes_are_the_reports(&m, &report);
+    for server in untouched {
+        let address = server["address"].as_str().unwrap();
+        let before = first["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["address"] == address)
+            .unwrap();
+        assert_eq!(server["last_success_at"], before["last_success_at"]);
+        assert_eq!(
+            m.value(
+                "redis_janitor_last_success_timestamp_seconds",
+                &[("node", address)]
+            ),
+            number(&before["last_success_at"])
+        );
+        assert!(number(&server["db_keys"]["start"]) > 5_000.0, "{server:#}");
+        assert_eq!(server["db_keys"]["start"], server["db_keys"]["end"]);
+    }
+    assert!(report["db_keys"]["start"].is_number(), "{report:#}");
+    assert_eq!(
+        m.find("redis_janitor_last_success_timestamp_seconds", &[])
+            .len(),
+        3,
+        "every node's last success is pushed"
+    );
+}
+
 #[test]
 fn a_bad_pushgateway_setting_is_a_usage_error_before_any_connection() {
     // The Redis URL is dead: a connection attempt would exit 1. The job's
