@@ -355,7 +355,8 @@ pub struct RunArgs {
         env = "JANITOR_PUSHGATEWAY_TIMEOUT",
         value_name = "DURATION",
         value_parser = positive_duration,
-        default_value_t = HumanDuration(push::DEFAULT_TIMEOUT)
+        default_value_t = HumanDuration(push::DEFAULT_TIMEOUT),
+        requires = "pushgateway"
     )]
     pub pushgateway_timeout: HumanDuration,
 }
@@ -381,8 +382,18 @@ impl RunArgs {
                 .map(read_password)
                 .transpose()?,
         };
+        let source = Source::resolve(&self.url, target, &sentinel_auth)?;
+        if !matches!(source, Source::Sentinel(_))
+            && (self.sentinel_username.is_some() || self.sentinel_password_file.is_some())
+        {
+            return Err(Error::Usage(
+                "--sentinel-username and --sentinel-password-file (REDIS_SENTINEL_USERNAME, \
+                 REDIS_SENTINEL_PASSWORD_FILE) apply to redis+sentinel:// URLs only"
+                    .into(),
+            ));
+        }
         Ok(Settings {
-            source: Source::resolve(&self.url, target, &sentinel_auth)?,
+            source,
             concurrency: self.concurrency.map(|n| n as usize),
             from_replicas: self.from_replicas,
             task: Task {
@@ -486,16 +497,23 @@ impl Cli {
 }
 
 /// `text` with the credentials of every URL in it (`scheme://user:pass@`)
-/// replaced by `***`: all from `://` to the last `@` before the next
-/// space, so that a password with a quote, `/`, `?` or `#` in it is hidden
-/// too (and, rarely, more than the credentials).
+/// replaced by `***`: all from `://` to the last `@` in the URL, so that a
+/// password with a quote, `/`, `?`, `#` or a space in it is hidden too
+/// (and, rarely, more than the credentials). A URL ends at the next space,
+/// or, quoted as clap quotes a value (`'redis://...'`), at the last quote
+/// on its line that a space or the line's end follows.
 pub fn without_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
-        let end = after.find(char::is_whitespace).unwrap_or(after.len());
+        let scheme =
+            before[..at].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let end = match scheme.ends_with('\'') {
+            true => quoted_end(after),
+            false => after.find(char::is_whitespace).unwrap_or(after.len()),
+        };
         rest = match after[..end].rfind('@') {
             Some(at) => {
                 out.push_str("***");
@@ -506,6 +524,19 @@ pub fn without_credentials(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where a value quoted in `'`s ends in `text`, which starts inside it:
+/// at the last quote of the line that a space or the line's end follows
+/// (the value's own quotes may be any before it), or at the first space
+/// when there is none.
+fn quoted_end(text: &str) -> usize {
+    let line = &text[..text.find('\n').unwrap_or(text.len())];
+    line.match_indices('\'')
+        .map(|(i, _)| i)
+        .filter(|&i| line[i + 1..].chars().next().is_none_or(char::is_whitespace))
+        .last()
+        .unwrap_or_else(|| line.find(char::is_whitespace).unwrap_or(line.len()))
 }
 
 /// `--key-mode`.
@@ -724,8 +755,8 @@ mod tests {
             without_credentials("'redis://h:1' is not a server; ask ops@example.com"),
             "'redis://h:1' is not a server; ask ops@example.com"
         );
-        // A password may hold a quote, '/', '?' or '#' (unencoded).
-        for password in ["pa'ss", "p/w", "a?b", "ab#cd", "x@y"] {
+        // A password may hold a quote, '/', '?', '#' or a space (unencoded).
+        for password in ["pa'ss", "p/w", "a?b", "ab#cd", "x@y", "my secret", "a' b"] {
             let quoted = format!("unexpected argument 'redis://u:{password}@h:1/0' found");
             assert_eq!(
                 without_credentials(&quoted),

@@ -75,6 +75,10 @@ fn usage_errors_exit_2_without_connecting() {
         &["run", "--lock-ttl", "500000000y"],
         &["run", "--resume-max-age", "101y"],
         &["run", "--max-runtime", "500000000y"],
+        // Settings that would have no effect: a push's timeout without a
+        // push, the Sentinels' credentials without Sentinels.
+        &["run", "--pushgateway-timeout", "3s"],
+        &["run", "--sentinel-username", "watcher"],
     ];
     let mut failures = Vec::new();
     for args in cases {
@@ -99,6 +103,8 @@ fn bad_values_in_env_vars_exit_2_without_connecting() {
         ("JANITOR_OUTPUT", "yaml"),
         ("JANITOR_LOG_FORMAT", "xml"),
         ("JANITOR_MAX_SERVER_SHARE", "-1"),
+        ("JANITOR_PUSHGATEWAY_TIMEOUT", "3s"),
+        ("REDIS_SENTINEL_USERNAME", "watcher"),
     ];
     let mut failures = Vec::new();
     for (k, v) in cases {
@@ -143,12 +149,16 @@ fn on_off_settings_set_to_false_in_the_environment_are_off() {
 
 #[test]
 fn a_url_given_without_url_is_refused_without_its_password() {
-    let out = janitor()
-        .args(["run", "redis://janitor:Pos-Secret-77@127.0.0.1:1"])
-        .run();
-    out.assert_code(2);
-    assert!(out.stderr.contains("unexpected argument"), "{}", out.dump());
-    assert!(!out.stderr.contains("Pos-Secret-77"), "{}", out.dump());
+    // A space in a password ends no URL: the credentials are the whole
+    // quoted value's up to its last '@'.
+    for password in ["Pos-Secret-77", "Pos Secret 77"] {
+        let out = janitor()
+            .args(["run", &format!("redis://janitor:{password}@127.0.0.1:1")])
+            .run();
+        out.assert_code(2);
+        assert!(out.stderr.contains("unexpected argument"), "{}", out.dump());
+        assert!(!out.stderr.contains("Secret"), "{}", out.dump());
+    }
 }
 
 #[test]
