@@ -165,10 +165,25 @@ impl Tls {
     /// certificate it did not accept, or none where it requires one.
     fn alert(&self, alert: rustls::AlertDescription) -> String {
         use rustls::AlertDescription::*;
+        // A TLS 1.2 server also ends a handshake with HandshakeFailure when
+        // it shares no protocol version or cipher with the job.
+        if alert == HandshakeFailure {
+            let certificate = match &self.client {
+                None => {
+                    "it requires a client certificate (give one with --tls-cert-file and \
+                         --tls-key-file)"
+                }
+                Some(_) => "it refused the client certificate of --tls-cert-file",
+            };
+            return format!(
+                "the TLS handshake failed: the server ended it (HandshakeFailure): {certificate}, \
+                 or it has no TLS version or cipher in common with the job (TLS 1.2 with an \
+                 ECDHE cipher, or TLS 1.3)"
+            );
+        }
         let refused = matches!(
             alert,
             CertificateRequired
-                | HandshakeFailure
                 | BadCertificate
                 | UnsupportedCertificate
                 | CertificateRevoked
@@ -234,6 +249,22 @@ fn read_certificates(
             "the TLS {what} {} holds no PEM certificate",
             path.display()
         )));
+    }
+    // Each must be a certificate rustls can read, as it will when the
+    // handshake needs it: a mistake found now is a usage error, not a
+    // failure to connect that the Job would retry.
+    for (i, certificate) in certificates.iter().enumerate() {
+        rustls::RootCertStore::empty()
+            .add(certificate.clone())
+            .map_err(|err| {
+                Error::Usage(format!(
+                    "the TLS {what} {}: its certificate {} of {} is not a valid X.509 \
+                     certificate: {err}",
+                    path.display(),
+                    i + 1,
+                    certificates.len()
+                ))
+            })?;
     }
     Ok((pem, certificates))
 }

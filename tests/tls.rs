@@ -6,7 +6,9 @@
 //! address connected to, and verification is turned off only by
 //! `--tls-insecure`, with a warning.
 
-use crate::support::tls::{Certificates, SERVER_NAME, start_mtls, start_tls};
+use crate::support::tls::{
+    Certificates, SERVER_NAME, start_mtls, start_tls, start_tls_without_common_cipher,
+};
 use crate::support::*;
 
 /// The keys every test seeds: the built-in rules set a TTL on `cache:a`,
@@ -124,6 +126,23 @@ fn without_a_client_certificate_the_run_says_the_server_requires_one() {
             "client certificate",
             "--tls-cert-file",
         ],
+    );
+}
+
+#[test]
+fn a_server_without_a_cipher_in_common_is_not_said_to_require_a_certificate() {
+    let mut server = seeded(start_tls_without_common_cipher);
+
+    let outcome = janitor()
+        .args(["run", "--url", &server.url("localhost")])
+        .arg("--tls-ca-file")
+        .arg(server.certs.path("ca.pem"))
+        .run();
+    assert_refused(
+        &outcome,
+        &mut server.con,
+        &server.before,
+        &["TLS handshake failed", "no TLS version or cipher in common"],
     );
 }
 
@@ -252,6 +271,13 @@ fn tls_usage_errors_exit_2_before_connecting() {
         "missing.pem",
     ]
     .map(|name| certs.path(name).to_str().unwrap().to_string());
+    // PEM framing around bytes that are no certificate.
+    let corrupt = certs.path("corrupt.pem").to_str().unwrap().to_string();
+    std::fs::write(
+        &corrupt,
+        "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let both = ["--tls-cert-file", "--tls-key-file"];
     // (arguments, words the message must hold)
     let cases: &[(&[&str], &[&str])] = &[
@@ -276,6 +302,14 @@ fn tls_usage_errors_exit_2_before_connecting() {
             &["--tls-insecure"],
         ),
         (&["--tls-server-name", "not a name"], &["--tls-server-name"]),
+        (
+            &["--tls-ca-file", &corrupt],
+            &[&corrupt, "not a valid X.509 certificate"],
+        ),
+        (
+            &["--tls-cert-file", &corrupt, "--tls-key-file", &key],
+            &[&corrupt, "not a valid X.509 certificate"],
+        ),
     ];
     let mut failures = Vec::new();
     for (args, words) in cases {

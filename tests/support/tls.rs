@@ -141,26 +141,50 @@ pub fn start_tls(certs: &Certificates) -> (RedisServer, u16) {
     start(certs, "no")
 }
 
+/// A TLS server that does not ask for a client certificate and speaks only
+/// TLS 1.2 with a cipher the job does not offer (CBC, no ECDHE), and its
+/// TLS port; see [`start`].
+pub fn start_tls_without_common_cipher(certs: &Certificates) -> (RedisServer, u16) {
+    start_with(
+        certs,
+        "no",
+        &[
+            "--tls-protocols",
+            "TLSv1.2",
+            "--tls-ciphers",
+            "ECDHE-ECDSA-AES128-SHA",
+        ],
+    )
+}
+
 /// A server presenting `server.pem` on a TLS port, with `--tls-auth-clients
 /// auth_clients`, and that port. Its plain port stays open on loopback for
 /// the test's own client (seeding, reading the keyspace), which is also how
 /// the harness knows it is ready; the job is only ever pointed at the TLS
 /// port.
 fn start(certs: &Certificates, auth_clients: &str) -> (RedisServer, u16) {
-    let tls_port = free_port();
-    let server = RedisServer::start_tls(&[
+    start_with(certs, auth_clients, &[])
+}
+
+/// [`start`], with `more` arguments for the server.
+fn start_with(certs: &Certificates, auth_clients: &str, more: &[&str]) -> (RedisServer, u16) {
+    let tls_port = free_port().to_string();
+    let [cert, key, ca] = ["server.pem", "server.key", "ca.pem"].map(|name| certs.path(name));
+    let mut args = vec![
         "--tls-port",
-        &tls_port.to_string(),
+        &tls_port,
         "--tls-cert-file",
-        path_str(&certs.path("server.pem")),
+        path_str(&cert),
         "--tls-key-file",
-        path_str(&certs.path("server.key")),
+        path_str(&key),
         "--tls-ca-cert-file",
-        path_str(&certs.path("ca.pem")),
+        path_str(&ca),
         "--tls-auth-clients",
         auth_clients,
-    ]);
-    (server, tls_port)
+    ];
+    args.extend_from_slice(more);
+    let server = RedisServer::start_tls(&args);
+    (server, tls_port.parse().unwrap())
 }
 
 fn path_str(path: &Path) -> &str {
