@@ -43,8 +43,8 @@ const MAX_FAILOVERS: usize = 5;
 
 /// The default `--retries`: the retries of a node's work after transient
 /// faults in a row (a call that succeeds starts the count again): with
-/// delays from 100 ms doubling to 5 s, with jitter, about half a minute in
-/// all.
+/// delays from 100 ms doubling to 5 s, each plus a jitter of up to as much
+/// again: 26 to 53 s in all.
 pub const DEFAULT_RETRIES: usize = 10;
 
 /// What to do on each node.
@@ -812,6 +812,18 @@ mod tests {
             layout: Layout::Cluster,
             shard,
         }
+    }
+
+    #[test]
+    fn retries_wait_100_ms_to_5_s_with_a_jitter_of_their_own() {
+        let delays: Vec<Duration> = backoff(DEFAULT_RETRIES).collect();
+        assert_eq!(delays.len(), DEFAULT_RETRIES);
+        // Jitter adds up to the delay itself.
+        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200));
+        assert!(delays.iter().all(|&d| d <= Duration::from_secs(10)));
+        // Each node's (and each process's) retries draw their own jitter,
+        // or nodes and jobs failing together would retry in lockstep.
+        assert_ne!(delays, backoff(DEFAULT_RETRIES).collect::<Vec<_>>());
     }
 
     #[test]
