@@ -38,6 +38,11 @@ use crate::script::protocol::{Acquired, Claim, LeaseState, Op, PassId, StateKeys
 use crate::script::{Dialect, KeyMode, Layout, Mode, Script};
 use crate::topology::{self, Node, Role, Source, field};
 
+/// The longest each step after a stopped or disconnected pass may take
+/// (see [`wrap_up_time`]): a server that answers at all answers these in
+/// milliseconds.
+const WRAP_UP_TIME: Duration = Duration::from_secs(1);
+
 /// The most failovers one node's pass follows before it gives up.
 const MAX_FAILOVERS: usize = 5;
 
@@ -215,6 +220,8 @@ pub async fn clean(
         return outcome;
     }
     let mut backoff = backoff(task.retries);
+    // The fault the node's work is being retried after.
+    let mut fault: Option<Error> = None;
     loop {
         let calls_before = outcome.progress.counts.batches;
         // Every event of the node's work names the node; where bars are
@@ -227,9 +234,20 @@ pub async fn clean(
         let end = clean_once(&node, context, &mut outcome, stop.clone())
             .instrument(span)
             .await;
-        let End::Failed(err) = end else {
-            outcome.end = end;
-            break;
+        let err = match (end, fault.take()) {
+            // --max-runtime ran out while a retry had not made a call yet:
+            // the fault is how the node's work ended (see below).
+            (End::Stopped(Stop::MaxRuntime), Some(err))
+                if outcome.progress.counts.batches == calls_before =>
+            {
+                outcome.end = End::Failed(err);
+                break;
+            }
+            (End::Failed(err), _) => err,
+            (end, _) => {
+                outcome.end = end;
+                break;
+            }
         };
         if switch_key_mode(&mut outcome, &err, task) {
             continue;
@@ -270,6 +288,7 @@ pub async fn clean(
             }
             node = new;
         }
+        fault = Some(err);
     }
     outcome.duration = started.elapsed();
     outcome
@@ -396,24 +415,56 @@ async fn clean_once(
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
-    let mut conn = match node.target.connect(task.timeout).await {
-        Ok(conn) => conn,
-        Err(err) => return End::Failed(err),
+    // Nothing is written before the pass: a stop does not wait for a
+    // server that stalls while the job connects and prepares.
+    let stopped = pass::stop_comes(stop.clone(), task.pass.max_runtime, context.started);
+    let setup = async {
+        let mut conn = node.target.connect(task.timeout).await?;
+        let prepared = prepare(&mut conn, node, task, outcome).await?;
+        Ok::<_, Error>((conn, prepared))
     };
-    let prepared = match prepare(&mut conn, node, task, outcome).await {
-        Ok(prepared) => prepared,
-        Err(err) => return End::Failed(err),
+    let (mut conn, prepared) = tokio::select! {
+        setup = setup => match setup {
+            Ok(setup) => setup,
+            Err(err) => return End::Failed(err),
+        },
+        stop = stopped => return End::Stopped(stop),
     };
     let state_keys = lease::state_keys(prepared.slot);
-    let end = work(&mut conn, &prepared, &state_keys, context, outcome, stop).await;
+    let end = work(
+        &mut conn,
+        &prepared,
+        &state_keys,
+        context,
+        outcome,
+        stop.clone(),
+    )
+    .await;
     // Whatever the ending: the node now, and its last success (this run's,
     // or an earlier one's), for the report.
-    outcome.at_end = snapshot(&mut conn).await.or(outcome.at_end);
-    outcome.last_success_ms = last_success(&mut conn, &state_keys.history)
-        .await
-        .or(outcome.last_success_ms);
+    let after = async {
+        outcome.at_end = snapshot(&mut conn).await.or(outcome.at_end);
+        outcome.last_success_ms = last_success(&mut conn, &state_keys.history)
+            .await
+            .or(outcome.last_success_ms);
+    };
+    let _ = tokio::time::timeout(wrap_up_time(&end, &stop, context), after).await;
     outcome.run_id = Some(prepared.run_id);
     end
+}
+
+/// How long each step after a node's pass (giving its lease back, reading
+/// the node for the report) may take: the timeout; at most
+/// [`WRAP_UP_TIME`] once a stop is due or the pass lost its connection.
+/// A server that stalled would hold each of them for the whole timeout,
+/// and a stop would take several (the report and the push come after).
+fn wrap_up_time(end: &End, stop: &watch::Receiver<Option<Stop>>, context: Context<'_>) -> Duration {
+    let task = context.task;
+    let stopping = pass::stop_due(stop, task.pass.max_runtime, context.started).is_some();
+    match stopping || matches!(end, End::Stopped(_) | End::Failed(Error::Connection(_))) {
+        true => task.timeout.min(WRAP_UP_TIME),
+        false => task.timeout,
+    }
 }
 
 /// The work of one attempt on a prepared node: take its lease and run the
@@ -463,7 +514,7 @@ async fn work(
         calls,
         &task.pass,
         context.started,
-        stop,
+        stop.clone(),
         &mut outcome.progress,
     )
     .await;
@@ -473,8 +524,11 @@ async fn work(
     // without a lease.
     let succeeded = end.succeeded();
     if claim.keys.is_some() && (!claim.token.is_empty() || succeeded) {
-        let resent = release(conn, &script, &claim, succeeded).await;
-        outcome.progress.counts.script_reloads += u64::from(resent);
+        let released = release(conn, &script, &claim, succeeded);
+        match tokio::time::timeout(wrap_up_time(&end, &stop, context), released).await {
+            Ok(resent) => outcome.progress.counts.script_reloads += u64::from(resent),
+            Err(_) => debug!("the lease could not be given back in time; it expires by itself"),
+        }
     }
     end
 }

@@ -300,6 +300,11 @@ impl Pass<'_> {
                 return Ok(Some(stop));
             }
             let turn = self.calls.caps.turn().await;
+            // A stop that came while the pass waited for its turn (another
+            // node's call held it) goes before the call.
+            if let Some(stop) = self.stop_requested() {
+                return Ok(Some(stop));
+            }
             let batch = Batch {
                 cursor: self.progress.cursor,
                 step: self.pacer.step(),
@@ -535,7 +540,11 @@ impl Pass<'_> {
     /// refused. Returns the stop that came during a pause.
     async fn sample(&mut self) -> Result<Option<Stop>, Error> {
         self.last_sample = Some((Instant::now(), self.progress.counts.batches));
-        self.sample_call_stats().await;
+        let stopped = self.stopped();
+        tokio::select! {
+            () = self.sample_call_stats() => {}
+            stop = stopped => return Ok(Some(stop)),
+        }
         let script = self.calls.script;
         let cluster = script.layout == Layout::Cluster;
         let bound = self.options.max_replica_lag;
@@ -545,9 +554,10 @@ impl Pass<'_> {
             return Ok(None);
         }
         let replication = match self.replication().await {
-            Ok(replication) => replication,
-            Err(err) if cluster => return Err(Error::from_redis("INFO replication", &err)),
-            Err(err) => {
+            Err(stop) => return Ok(Some(stop)),
+            Ok(Ok(replication)) => replication,
+            Ok(Err(err)) if cluster => return Err(Error::from_redis("INFO replication", &err)),
+            Ok(Err(err)) => {
                 debug!(error = %err, "no replication information: the replicas' lag is not watched");
                 return Ok(None);
             }
@@ -565,12 +575,27 @@ impl Pass<'_> {
         }
     }
 
-    /// `INFO replication`.
-    async fn replication(&mut self) -> Result<String, redis::RedisError> {
-        redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut self.conn)
-            .await
+    /// `INFO replication`, or the stop that came first.
+    async fn replication(&mut self) -> Result<Result<String, redis::RedisError>, Stop> {
+        let stopped = self.stopped();
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        tokio::select! {
+            info = info.query_async(&mut self.conn) => Ok(info),
+            stop = stopped => Err(stop),
+        }
+    }
+
+    /// The stop, when one comes (see [`stop_comes`]): what the pass's
+    /// sampling commands race, which a server that stalls would hold for
+    /// the whole timeout each. A call is never raced: its reply tells what
+    /// it did.
+    fn stopped(&self) -> impl Future<Output = Stop> + 'static {
+        stop_comes(
+            self.stop.clone(),
+            self.options.max_runtime,
+            self.run_started,
+        )
     }
 
     /// Pauses the calls while the slowest replica, `lag` behind now, lags
@@ -596,9 +621,10 @@ impl Pass<'_> {
                 stopped => break stopped,
             }
             match self.replication().await {
-                Ok(info) if Lag::worst(&info).is_some_and(|lag| lag.bytes > bound) => {}
-                Ok(_) => break Ok(None),
-                Err(err) => {
+                Err(stop) => break Ok(Some(stop)),
+                Ok(Ok(info)) if Lag::worst(&info).is_some_and(|lag| lag.bytes > bound) => {}
+                Ok(Ok(_)) => break Ok(None),
+                Ok(Err(err)) => {
                     debug!(error = %err, "no replication information: the calls resume");
                     break Ok(None);
                 }
@@ -677,6 +703,32 @@ pub fn stop_due(
             .is_some_and(|max| run_started.elapsed() >= max)
             .then_some(Stop::MaxRuntime)
     })
+}
+
+/// The stop, when one comes: a signal, or the end of `max_runtime` counted
+/// from `run_started`. For a wait that must not outlast a stop: a command
+/// to a server that stalls holds its caller for the whole timeout.
+pub async fn stop_comes(
+    mut stop: watch::Receiver<Option<Stop>>,
+    max_runtime: Option<Duration>,
+    run_started: Instant,
+) -> Stop {
+    let deadline = max_runtime.map(|max| run_started + max);
+    loop {
+        if let Some(stop) = stop_due(&stop, max_runtime, run_started) {
+            return stop;
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.unwrap_or(run_started).into()),
+                if deadline.is_some() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // No signal can come any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
 }
 
 /// The calls and microseconds of `command` in `INFO commandstats` output

@@ -19,7 +19,7 @@ use crate::cap::Caps;
 use crate::exit::{Exit, Stop};
 use crate::lease;
 use crate::node::{self, Context, NodeOutcome, Task};
-use crate::pass::End;
+use crate::pass::{self, End};
 use crate::script::KeyMode;
 use crate::script::protocol::Counts;
 use crate::topology::{self, Role, Source};
@@ -96,18 +96,27 @@ impl RunOutcome {
 pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> RunOutcome {
     let started = Instant::now();
     let task = &settings.task;
-    let nodes =
-        match topology::discover(&settings.source, task.timeout, settings.from_replicas).await {
-            Ok(nodes) => clean_all(settings, nodes, started, stop).await,
-            Err(err) => {
-                let mut node =
-                    NodeOutcome::new(source_address(&settings.source), Role::Primary, &task.rules);
-                node.duration = started.elapsed();
-                node.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
-                node.end = End::Failed(err);
-                vec![node]
-            }
-        };
+    // A stop does not wait for a server that stalls while the job looks
+    // for the nodes.
+    let discovered = tokio::select! {
+        discovered = topology::discover(&settings.source, task.timeout, settings.from_replicas) => {
+            discovered.map_err(End::Failed)
+        }
+        stop = pass::stop_comes(stop.clone(), task.pass.max_runtime, started) => {
+            Err(End::Stopped(stop))
+        }
+    };
+    let nodes = match discovered {
+        Ok(nodes) => clean_all(settings, nodes, started, stop).await,
+        Err(end) => {
+            let mut node =
+                NodeOutcome::new(source_address(&settings.source), Role::Primary, &task.rules);
+            node.duration = started.elapsed();
+            node.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
+            node.end = end;
+            vec![node]
+        }
+    };
     let outcome = RunOutcome {
         nodes,
         duration: started.elapsed(),

@@ -649,6 +649,78 @@ fn signal_mid_pass(signal: &str, code: i32, stopped_by: &str) {
     assert_eq!(dbsize(&mut con), 200_000);
 }
 
+/// A run whose server stalls (`DEBUG SLEEP`) stops at a signal within
+/// about its timeout: a call in flight has that long, and what follows it
+/// (giving the lease back, reading the node for the report) a second each.
+/// Each of those used to wait the whole timeout too: 3 s became 12 s.
+#[test]
+fn a_signal_to_a_run_whose_server_stalls_stops_within_about_the_timeout() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "cache", 200_000);
+    let mut running = run_json(&server.url())
+        .args(["--timeout", "3s", "--max-server-share", "0.2"])
+        .start();
+    wait_until(Duration::from_secs(30), "the first checkpoint", || {
+        running.exited() || checkpoint(&mut con).is_some()
+    });
+    assert!(!running.exited(), "{}", running.stderr_so_far());
+    // The server's main thread sleeps: sent on a socket of the test's own,
+    // whose reply it does not wait for.
+    let mut staller = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    std::io::Write::write_all(&mut staller, b"DEBUG SLEEP 60\r\n").unwrap();
+    wait_until(Duration::from_secs(10), "the server stalls", || {
+        !ping_raw(server.port())
+    });
+    let signalled = Instant::now();
+    running.signal("TERM");
+    let out = running.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143);
+    assert_eq!(out.report()["stopped_by"], "sigterm", "{}", out.dump());
+    assert!(
+        took < Duration::from_secs(7),
+        "took {took:?}: {}",
+        out.dump()
+    );
+}
+
+/// A signal while the job looks for its nodes, at a server that accepts
+/// connections and never answers, stops the run at once: exit 143 and a
+/// report, not a connection failure (exit 1) once the timeout passed.
+#[test]
+fn a_signal_while_the_job_connects_stops_it_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&accepted);
+    let holder = thread::spawn(move || {
+        // Held open, never answered, until the test ends.
+        let (socket, _) = listener.accept().unwrap();
+        seen.store(true, Ordering::Relaxed);
+        socket
+    });
+    let running = run_json(&format!("redis://127.0.0.1:{port}"))
+        .args(["--timeout", "20s"])
+        .start();
+    wait_until(Duration::from_secs(10), "the job connects", || {
+        accepted.load(Ordering::Relaxed)
+    });
+    let signalled = Instant::now();
+    running.signal("TERM");
+    let out = running.wait();
+    let took = signalled.elapsed();
+    drop(holder.join().unwrap());
+    out.assert_code(143);
+    let report = out.report();
+    assert_eq!(report["stopped_by"], "sigterm", "{report:#}");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}: {}",
+        out.dump()
+    );
+}
+
 #[test]
 fn sigterm_mid_pass_finishes_the_batch_and_exits_143_with_a_report() {
     signal_mid_pass("TERM", 143, "sigterm");

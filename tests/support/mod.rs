@@ -327,8 +327,8 @@ impl Drop for RedisServer {
 }
 
 /// PING over a raw socket; any reply (`+PONG`, `-NOAUTH ...`) except
-/// `-LOADING` means the server is accepting commands.
-fn ping_raw(port: u16) -> bool {
+/// `-LOADING` within a second means the server is accepting commands.
+pub fn ping_raw(port: u16) -> bool {
     let addr = ([127, 0, 0, 1], port).into();
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
