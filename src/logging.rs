@@ -5,9 +5,10 @@
 
 use std::io::IsTerminal;
 
+use tracing::{Level, Metadata};
 use tracing_indicatif::IndicatifLayer;
 use tracing_indicatif::filter::IndicatifFilter;
-use tracing_subscriber::filter::{LevelFilter, filter_fn};
+use tracing_subscriber::filter::{FilterFn, filter_fn};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -24,15 +25,18 @@ pub fn init(format: Format) {
         init_with_bars();
         return;
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(terminal)
         .with_target(false);
-    match format {
-        Format::Text => builder.init(),
-        Format::Json => builder.json().flatten_event(true).init(),
-    }
+    let lines = match format {
+        Format::Text => lines.boxed(),
+        Format::Json => lines.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter())
+        .with(lines.with_filter(http_client_cap()))
+        .init();
 }
 
 /// Whether progress shows as bars rather than log lines: only for people
@@ -52,7 +56,8 @@ fn init_with_bars() {
         .with_writer(bars.get_stderr_writer())
         .with_ansi(true)
         .with_target(false)
-        .with_filter(filter_fn(|meta| meta.target() != progress::LINE_TARGET));
+        .with_filter(filter_fn(|meta| meta.target() != progress::LINE_TARGET))
+        .with_filter(http_client_cap());
     tracing_subscriber::registry()
         .with(filter())
         .with(lines)
@@ -60,20 +65,28 @@ fn init_with_bars() {
         .init();
 }
 
-/// The level filter: RUST_LOG, else `info`; the HTTP client that pushes
-/// metrics logs at `debug` at most, whatever RUST_LOG says: at `trace` it
-/// dumps each request, the Pushgateway's `Authorization` header included.
+/// The level filter: RUST_LOG, else `info`.
 fn filter() -> EnvFilter {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if matches!(filter.max_level_hint(), Some(level) if level <= LevelFilter::DEBUG) {
-        return filter;
-    }
-    HTTP_CLIENT_TARGETS.iter().fold(filter, |filter, target| {
-        filter.add_directive(
-            format!("{target}=debug")
-                .parse()
-                .expect("a valid directive"),
-        )
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Keeps the HTTP client that pushes metrics at `debug` at most, whatever
+/// RUST_LOG says: at `trace` it dumps each request, the Pushgateway's
+/// `Authorization` header included. It is a filter of its own, which an
+/// event must pass besides RUST_LOG's, because no directive added to
+/// RUST_LOG's can do it: a more specific one (`ureq_proto::util=trace`)
+/// outranks it.
+fn http_client_cap() -> FilterFn<impl Fn(&Metadata<'_>) -> bool> {
+    filter_fn(|meta| *meta.level() <= Level::DEBUG || !is_http_client(meta.target()))
+}
+
+/// Whether `target` is the HTTP client's (`ureq`), its protocol crate's
+/// (`ureq_proto`), or one of their modules'.
+fn is_http_client(target: &str) -> bool {
+    HTTP_CLIENT_TARGETS.iter().any(|crate_name| {
+        target
+            .strip_prefix(crate_name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
     })
 }
 
@@ -83,6 +96,27 @@ const HTTP_CLIENT_TARGETS: [&str; 2] = ["ureq", "ureq_proto"];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_http_client_is_capped_at_debug_in_every_module_and_nothing_else() {
+        for target in [
+            "ureq",
+            "ureq_proto",
+            "ureq_proto::util",
+            "ureq::unversioned::transport",
+        ] {
+            assert!(is_http_client(target), "{target}");
+        }
+        for target in [
+            "redis_janitor::push",
+            "ureqx",
+            "ureq_protocol",
+            "my_ureq",
+            "log",
+        ] {
+            assert!(!is_http_client(target), "{target}");
+        }
+    }
 
     #[test]
     fn bars_only_for_text_logs_on_a_terminal() {

@@ -5,7 +5,7 @@
 //! `--max-runtime` (a success); a dry run in its own group; a Pushgateway
 //! that is down, answers 500 or never answers, which never changes the exit
 //! code, nor a report that cannot be written; basic auth, with the password
-//! never logged; one series per node on a cluster; the text through
+//! never logged, whatever RUST_LOG asks of the HTTP client; one series per node on a cluster; the text through
 //! `promtool check metrics`; bad settings refused before any connection; and
 //! docs/metrics.md's table against what a run pushes.
 
@@ -703,36 +703,45 @@ fn a_run_whose_report_cannot_be_written_still_pushes_and_says_exit_code_1() {
     assert_eq!(text.value("redis_janitor_pass_complete", &node), 1.0);
 }
 
+/// The `Authorization` header's value for [`PUSH_USER`] and
+/// [`PUSH_PASSWORD`]: `Basic <base64>`'s base64.
+fn basic_auth_pair() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{PUSH_USER}:{PUSH_PASSWORD}"))
+}
+
+/// Checks that neither the push password, nor its header's value, nor any
+/// piece of it shows in the run's output: a dump of the request could split
+/// the header's value over lines. (Pieces that could be hex digits of a SHA
+/// in a log line are left out.)
+#[track_caller]
+fn assert_password_never_shown(out: &Outcome) {
+    let pair = basic_auth_pair();
+    let pieces = (0..=pair.len() - 6)
+        .map(|i| &pair[i..i + 6])
+        .filter(|piece| !piece.bytes().all(|b| b.is_ascii_hexdigit()));
+    for secret in [PUSH_PASSWORD, pair.as_str()].into_iter().chain(pieces) {
+        assert!(
+            !out.stderr.contains(secret),
+            "{secret} logged\n{}",
+            out.dump()
+        );
+        assert!(
+            !out.stdout.contains(secret),
+            "{secret} printed\n{}",
+            out.dump()
+        );
+    }
+}
+
 #[test]
 fn basic_auth_reaches_the_pushgateway_and_the_password_is_never_logged() {
-    use base64::Engine;
     let server = seeded();
     let gateway = Pushgateway::start_with_basic_auth();
     let password_file = write_file(server.dir(), "push-password", &format!("{PUSH_PASSWORD}\n"));
     let host = gateway.url().replace("http://", "");
-    let pair =
-        base64::engine::general_purpose::STANDARD.encode(format!("{PUSH_USER}:{PUSH_PASSWORD}"));
-    // A dump of the request could split the header's value over lines:
-    // no piece of it may show either.
-    // (Pieces that could be hex digits of a SHA in a log line are left out.)
-    let pieces: Vec<&str> = (0..=pair.len() - 6)
-        .map(|i| &pair[i..i + 6])
-        .filter(|piece| !piece.bytes().all(|b| b.is_ascii_hexdigit()))
-        .collect();
-    let never_logged = |out: &Outcome| {
-        for secret in [PUSH_PASSWORD, pair.as_str()].iter().chain(&pieces) {
-            assert!(
-                !out.stderr.contains(secret),
-                "{secret} logged\n{}",
-                out.dump()
-            );
-            assert!(
-                !out.stdout.contains(secret),
-                "{secret} printed\n{}",
-                out.dump()
-            );
-        }
-    };
+    let pair = basic_auth_pair();
+    let never_logged = assert_password_never_shown;
     let pushed = |instance: &str| !group(&gateway, instance, false).samples.is_empty();
 
     // The user from a flag, the password from a file; with every line the
@@ -804,6 +813,49 @@ fn basic_auth_reaches_the_pushgateway_and_the_password_is_never_logged() {
         requests[0].headers["authorization"],
         format!("Basic {pair}")
     );
+}
+
+#[test]
+fn a_trace_directive_for_the_http_clients_modules_never_logs_the_authorization_header() {
+    let server = seeded();
+    let gateway = Pushgateway::start_with_basic_auth();
+    let host = gateway.url().replace("http://", "");
+    let url = format!("http://{PUSH_USER}:{PUSH_PASSWORD}@{host}");
+    // A directive for a module outranks one for its crate: the module that
+    // dumps each request in hex, and every other, at `trace`.
+    for (instance, rust_log) in [
+        ("module", "ureq_proto::util=trace"),
+        (
+            "modules",
+            "info,ureq=trace,ureq_proto=trace,ureq_proto::util=trace",
+        ),
+    ] {
+        let out = pushing(&server, RULES, &url)
+            .args(["--pushgateway-instance", instance])
+            .env("RUST_LOG", rust_log)
+            .run();
+        out.assert_code(0);
+        assert_password_never_shown(&out);
+        assert!(
+            !out.stderr.to_ascii_lowercase().contains("authorization"),
+            "{rust_log}\n{}",
+            out.dump()
+        );
+        assert!(warnings(&out).is_empty(), "{}", out.dump());
+        assert!(
+            !group(&gateway, instance, false).samples.is_empty(),
+            "{}",
+            out.dump()
+        );
+    }
+    // Its debug lines still show when asked for.
+    let out = pushing(&server, RULES, &url)
+        .args(["--pushgateway-instance", "debug"])
+        .env("RUST_LOG", "ureq=debug")
+        .run();
+    out.assert_code(0);
+    assert!(out.stderr.contains("DEBUG"), "{}", out.dump());
+    assert_password_never_shown(&out);
 }
 
 #[test]
