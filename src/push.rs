@@ -125,15 +125,17 @@ impl Gateway {
 
     /// The URL of the run's group: `.../metrics/job/redis-janitor/instance/
     /// <instance>`, and `/dry_run/true` for a dry run. Values are escaped
-    /// as path segments; one holding `/`, or empty, takes the Pushgateway's
-    /// base64 form (`instance@base64/<url-safe base64>`).
+    /// as path segments; one that no path segment can carry takes the
+    /// Pushgateway's base64 form (`instance@base64/<url-safe base64>`): one
+    /// holding `/`, an empty one, and `.` and `..`, which a URL's path
+    /// resolves away (the segment, or the one before it, would be gone).
     pub fn group(&self, dry_run: bool) -> Url {
         let mut url = self.url.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().extend(["metrics", "job", JOB]);
             match self.instance.as_str() {
                 "" => segments.extend(["instance@base64", "="]),
-                value if value.contains('/') => {
+                value if value.contains('/') || matches!(value, "." | "..") => {
                     segments.extend(["instance@base64", &URL_SAFE.encode(value)])
                 }
                 value => segments.extend(["instance", value]),
@@ -146,16 +148,20 @@ impl Gateway {
     }
 
     /// PUTs `text`, the metrics in the text format, to the run's group:
-    /// its series replace all of the group's.
+    /// its series replace all of the group's. Redirects are not followed:
+    /// a 3xx is a failed push that says its status and where it pointed.
     pub fn put(&self, text: &str, dry_run: bool) -> Result<(), Failure> {
+        let group = self.group(dry_run);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(self.timeout))
             .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(proxy(&group, env_var)?)
             .user_agent(concat!("redis-janitor/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
         let mut request = agent
-            .put(self.group(dry_run).as_str())
+            .put(group.as_str())
             .header("Content-Type", TEXT_FORMAT);
         if let Some(auth) = &self.auth {
             request = request.header("Authorization", auth.header());
@@ -168,6 +174,8 @@ impl Gateway {
         if status.is_success() {
             return Ok(());
         }
+        let location = (response.headers().get("Location"))
+            .map(|location| printable(&String::from_utf8_lossy(location.as_bytes())));
         let answer = response
             .body_mut()
             .with_config()
@@ -176,9 +184,78 @@ impl Gateway {
             .unwrap_or_default();
         Err(Failure::Status {
             status: status.as_u16(),
-            answer: one_line(&answer).chars().take(MAX_ANSWER).collect(),
+            location,
+            answer: printable(&answer),
         })
     }
+}
+
+/// `text` as a log line may show it: on one line, shortened to
+/// [`MAX_ANSWER`] characters, with every control character escaped (as
+/// `\u{1b}`), so that what a server answers cannot move the cursor, recolour
+/// or rewrite the terminal that shows the log.
+fn printable(text: &str) -> String {
+    let mut line = String::new();
+    for c in one_line(text).chars().take(MAX_ANSWER) {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    line
+}
+
+/// The proxy for a push to `url`, as curl chooses it from the environment
+/// (`var` reads it): `http_proxy` (or `HTTP_PROXY`) for an `http://` URL,
+/// `https_proxy` (or `HTTPS_PROXY`) for an `https://` one, and `all_proxy`
+/// (or `ALL_PROXY`) for either when the scheme's own is not set; none when
+/// the URL's host is in `no_proxy` (or `NO_PROXY`). The lower case wins,
+/// and an empty variable counts as not set.
+fn proxy(url: &Url, var: impl Fn(&str) -> Option<String>) -> Result<Option<ureq::Proxy>, Failure> {
+    let set = |name: &str| {
+        let lower = var(name).filter(|value| !value.trim().is_empty());
+        let upper = || {
+            let name = name.to_ascii_uppercase();
+            var(&name).filter(|value| !value.trim().is_empty())
+        };
+        lower
+            .or_else(upper)
+            .map(|value| (name.to_ascii_uppercase(), value))
+    };
+    let scheme = url.scheme().to_ascii_lowercase();
+    let Some((name, value)) = set(&format!("{scheme}_proxy")).or_else(|| set("all_proxy")) else {
+        return Ok(None);
+    };
+    let host = url.host_str().unwrap_or_default();
+    if set("no_proxy").is_some_and(|(_, list)| is_no_proxy(host, &list)) {
+        return Ok(None);
+    }
+    ureq::Proxy::new(value.trim())
+        .map(Some)
+        .map_err(|_| Failure::Proxy(name))
+}
+
+/// Whether curl's `no_proxy` `list` exempts `host`: `*` exempts every host;
+/// another entry (`example.com`, `.example.com` or `*.example.com`, or an
+/// IP address) exempts the host it names and its subdomains. Names compare
+/// without case, IPv6 addresses without their brackets.
+fn is_no_proxy(host: &str, list: &str) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    let entries = list.split([',', ' ']).filter(|entry| !entry.is_empty());
+    entries.map(str::to_ascii_lowercase).any(|entry| {
+        let domain =
+            (entry.trim_start_matches("*.").trim_start_matches('.')).trim_matches(['[', ']']);
+        entry == "*"
+            || host == domain
+            || (!domain.is_empty()
+                && (host.strip_suffix(domain)).is_some_and(|rest| rest.ends_with('.')))
+    })
+}
+
+/// An environment variable, if it is set and Unicode.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
 /// The default grouping `instance`: the Redis address without credentials:
@@ -199,11 +276,16 @@ pub enum Failure {
     Transport(ureq::Error),
     /// No (whole) answer within `--pushgateway-timeout`.
     Timeout(Duration),
-    /// The Pushgateway answered with an error status.
+    /// The proxy variable this names (its value is not repeated: it may
+    /// hold a password) is not a proxy URL.
+    Proxy(String),
+    /// The Pushgateway answered with an error status, or a redirect.
     Status {
         /// The HTTP status.
         status: u16,
-        /// What it said, on one line, shortened.
+        /// Where a redirect pointed, printable.
+        location: Option<String>,
+        /// What it said, printable on one line, shortened.
         answer: String,
     },
 }
@@ -228,7 +310,21 @@ impl fmt::Display for Failure {
                 "no answer within {} (--pushgateway-timeout)",
                 humantime::format_duration(*timeout)
             ),
-            Failure::Status { status, answer } => write!(f, "HTTP {status}: {answer}"),
+            Failure::Proxy(name) => write!(f, "{name} is not a proxy URL"),
+            Failure::Status {
+                status,
+                location,
+                answer,
+            } => {
+                write!(f, "HTTP {status}")?;
+                if let Some(location) = location {
+                    write!(f, " to {location}")?;
+                }
+                if !answer.is_empty() {
+                    write!(f, ": {answer}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -322,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_with_a_slash_or_empty_takes_the_base64_form_others_are_escaped() {
+    fn an_instance_with_a_slash_empty_or_dots_takes_the_base64_form_others_are_escaped() {
         let group = |instance: &str| {
             let g = gateway(&[
                 "--pushgateway",
@@ -338,6 +434,10 @@ mod tests {
         };
         assert_eq!(group("prod/cache"), "instance@base64/cHJvZC9jYWNoZQ==");
         assert_eq!(group(""), "instance@base64/=");
+        assert_eq!(group("."), "instance@base64/Lg==");
+        assert_eq!(group(".."), "instance@base64/Li4=");
+        assert_eq!(group("..."), "instance/...");
+        assert_eq!(group(".a"), "instance/.a");
         assert_eq!(group("a b%?#"), "instance/a%20b%25%3F%23");
         assert_eq!(group("é"), "instance/%C3%A9");
     }
@@ -422,9 +522,92 @@ mod tests {
     fn a_failure_says_the_status_and_the_answer_on_one_line() {
         let failure = Failure::Status {
             status: 500,
-            answer: one_line("it\nbroke "),
+            location: None,
+            answer: printable("it\nbroke "),
         };
         assert_eq!(failure.to_string(), "HTTP 500: it broke");
         assert_eq!(failure.status(), Some(500));
+        let failure = Failure::Status {
+            status: 308,
+            location: Some("https://p/".into()),
+            answer: String::new(),
+        };
+        assert_eq!(failure.to_string(), "HTTP 308 to https://p/");
+        assert_eq!(failure.status(), Some(308));
+    }
+
+    #[test]
+    fn an_answer_is_printable_on_one_line_and_shortened() {
+        assert_eq!(
+            printable("\x1b[2J\x1b]0;owned\x07 \u{9b}31m\tok\r\n"),
+            "\\u{1b}[2J\\u{1b}]0;owned\\u{7} \\u{9b}31m ok"
+        );
+        assert_eq!(printable("é \"quoted\" \\"), "é \"quoted\" \\");
+        assert_eq!(printable(&"x".repeat(2 * MAX_ANSWER)).len(), MAX_ANSWER);
+    }
+
+    /// The proxy [`proxy`] picks for `url` in an environment of `vars`, by
+    /// its host and port.
+    fn proxy_for(url: &str, vars: &[(&str, &str)]) -> Option<String> {
+        let var = |name: &str| {
+            let found = vars.iter().find(|(var, _)| *var == name);
+            found.map(|(_, value)| value.to_string())
+        };
+        let proxy = proxy(&Url::parse(url).unwrap(), var).unwrap();
+        proxy.map(|proxy| format!("{}:{}", proxy.host(), proxy.port()))
+    }
+
+    #[test]
+    fn the_proxy_is_the_urls_schemes_then_all_proxy_as_curl_chooses() {
+        let all = [
+            ("HTTP_PROXY", "http://h:1"),
+            ("HTTPS_PROXY", "http://s:2"),
+            ("ALL_PROXY", "http://a:3"),
+        ];
+        assert_eq!(proxy_for("http://p:9091", &all).as_deref(), Some("h:1"));
+        assert_eq!(proxy_for("https://p", &all).as_deref(), Some("s:2"));
+        // HTTPS_PROXY is never an http:// URL's; ALL_PROXY stands in for the
+        // scheme's own.
+        assert_eq!(
+            proxy_for("http://p:9091", &all[1..]).as_deref(),
+            Some("a:3")
+        );
+        assert_eq!(proxy_for("http://p:9091", &all[1..2]), None);
+        assert_eq!(proxy_for("https://p", &all[..1]), None);
+        // Lower case first; an empty variable is not set.
+        let cases = [
+            ("http_proxy", "http://lower:4"),
+            ("HTTP_PROXY", "http://upper:5"),
+        ];
+        assert_eq!(proxy_for("http://p", &cases).as_deref(), Some("lower:4"));
+        let empty = [("http_proxy", " "), ("HTTP_PROXY", "http://upper:5")];
+        assert_eq!(proxy_for("http://p", &empty).as_deref(), Some("upper:5"));
+        assert_eq!(proxy_for("http://p", &[]), None);
+        // A bad one is named, its value never repeated.
+        let bad = proxy(&Url::parse("http://p").unwrap(), |name: &str| {
+            (name == "all_proxy").then(|| "nope://u:secret@x".to_string())
+        });
+        let message = bad.expect_err("a bad proxy").to_string();
+        assert_eq!(message, "ALL_PROXY is not a proxy URL");
+    }
+
+    #[test]
+    fn no_proxy_exempts_its_hosts_and_their_subdomains() {
+        let exempts = |no_proxy: &str, url: &str| {
+            let vars = [("HTTP_PROXY", "http://h:1"), ("no_proxy", no_proxy)];
+            proxy_for(url, &vars).is_none()
+        };
+        assert!(exempts("*", "http://p:9091"));
+        assert!(exempts("localhost, 127.0.0.1", "http://127.0.0.1:9091"));
+        assert!(exempts("example.com", "http://gw.Example.com"));
+        assert!(exempts(".example.com", "http://gw.example.com"));
+        assert!(exempts("*.example.com", "http://example.com"));
+        assert!(exempts("::1", "http://[::1]:9091"));
+        assert!(exempts("[::1]", "http://[::1]:9091"));
+        assert!(!exempts("example.com", "http://badexample.com"));
+        assert!(!exempts("gw.example.com", "http://example.com"));
+        assert!(!exempts("", "http://p"));
+        assert!(!exempts(".", "http://p"));
+        assert!(!exempts("127.0.0.1", "http://127.0.0.10"));
     }
 }

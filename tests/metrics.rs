@@ -4,10 +4,12 @@
 //! failed and a skipped run, and a stop by SIGTERM (no success) or by
 //! `--max-runtime` (a success); a dry run in its own group; a Pushgateway
 //! that is down, answers 500 or never answers, which never changes the exit
-//! code, nor a report that cannot be written; basic auth, with the password
-//! never logged, whatever RUST_LOG asks of the HTTP client; one series per node on a cluster; the text through
-//! `promtool check metrics`; bad settings refused before any connection; and
-//! docs/metrics.md's table against what a run pushes.
+//! code, nor a report that cannot be written; one that redirects, or answers
+//! control characters; basic auth, with the password never logged, whatever
+//! RUST_LOG asks of the HTTP client; an instance of `.` or `..`; the proxy
+//! of the URL's scheme, and `NO_PROXY`; one series per node on a cluster; the text through `promtool check metrics`;
+//! bad settings refused before any connection; and docs/metrics.md's table
+//! against what a run pushes.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -856,6 +858,118 @@ fn a_trace_directive_for_the_http_clients_modules_never_logs_the_authorization_h
     out.assert_code(0);
     assert!(out.stderr.contains("DEBUG"), "{}", out.dump());
     assert_password_never_shown(&out);
+}
+
+#[test]
+fn an_instance_of_one_or_two_dots_is_pushed_in_the_base64_form() {
+    let server = seeded();
+    let gateway = Pushgateway::start();
+    for instance in [".", ".."] {
+        let out = pushing(&server, RULES, &gateway.url())
+            .args(["--pushgateway-instance", instance])
+            .run();
+        out.assert_code(0);
+        assert!(warnings(&out).is_empty(), "{instance}\n{}", out.dump());
+        let m = group(&gateway, instance, false);
+        let temp = [("rule", "temp")];
+        let acted = m.find("redis_janitor_keys_acted_total", &temp);
+        assert_eq!(acted.len(), 1, "{instance}: {:#?}", gateway.metrics());
+    }
+}
+
+#[test]
+fn a_redirect_is_a_failed_push_that_says_its_status_and_location() {
+    let server = seeded();
+    let redirecting = HttpStub::start(Answer::Redirect(307, "http://127.0.0.1:1/elsewhere"));
+    let out = pushing(&server, RULES, &redirecting.url()).run();
+    out.assert_code(0);
+    let warnings = warnings(&out);
+    assert!(
+        matches!(&warnings[..], [line] if line.contains("status=307")
+            && line.contains("HTTP 307 to http://127.0.0.1:1/elsewhere")),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(redirecting.requests().len(), 1);
+}
+
+#[test]
+fn a_pushgateway_answer_with_control_characters_is_logged_escaped() {
+    let server = seeded();
+    let failing = HttpStub::start(Answer::Status(
+        500,
+        "\x1b[2J\x1b]0;owned\x07 \u{9b}31mred\x1b[0m",
+    ));
+    let out = pushing(&server, RULES, &failing.url()).run();
+    out.assert_code(0);
+    // Nothing the Pushgateway said reaches the terminal as a control byte
+    // (the logs are not coloured: stderr is not a terminal).
+    let controls: Vec<char> = (out.stderr.chars())
+        .filter(|c| c.is_control() && *c != '\n')
+        .collect();
+    assert!(controls.is_empty(), "{controls:?}\n{}", out.dump());
+    let warnings = warnings(&out);
+    assert!(
+        matches!(&warnings[..], [line] if line.contains(
+            r"HTTP 500: \u{1b}[2J\u{1b}]0;owned\u{7} \u{9b}31mred\u{1b}[0m"
+        )),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
+fn the_proxy_is_the_gateway_urls_schemes_and_no_proxy_exempts_it() {
+    let server = seeded();
+    let gateway = Pushgateway::start();
+    let proxy = HttpStub::start(Answer::Status(502, "a proxy"));
+    let push = |instance: &str, vars: &[(&str, &str)]| {
+        let mut janitor =
+            pushing(&server, RULES, &gateway.url()).args(["--pushgateway-instance", instance]);
+        for (name, value) in vars {
+            janitor = janitor.env(name, value);
+        }
+        let out = janitor.run();
+        out.assert_code(0);
+        out
+    };
+    let proxied = |out: &Outcome| {
+        let requests = proxy.requests();
+        let gateway_port = gateway.url().rsplit(':').next().unwrap().to_string();
+        assert!(
+            requests
+                .last()
+                .is_some_and(|r| r.path.contains(&gateway_port)),
+            "{requests:#?}\n{}",
+            out.dump()
+        );
+        assert_eq!(warnings(out).len(), 1, "{}", out.dump());
+    };
+    let direct = |out: &Outcome, instance: &str| {
+        assert!(warnings(out).is_empty(), "{}", out.dump());
+        assert!(!group(&gateway, instance, false).samples.is_empty());
+    };
+
+    // HTTPS_PROXY is for https:// URLs only.
+    let out = push("https-proxy", &[("HTTPS_PROXY", &proxy.url())]);
+    direct(&out, "https-proxy");
+    let out = push("https-proxy-lower", &[("https_proxy", &proxy.url())]);
+    direct(&out, "https-proxy-lower");
+    assert!(proxy.requests().is_empty(), "{:#?}", proxy.requests());
+    // HTTP_PROXY is, and ALL_PROXY in its absence.
+    proxied(&push("http-proxy", &[("HTTP_PROXY", &proxy.url())]));
+    proxied(&push("all-proxy", &[("ALL_PROXY", &proxy.url())]));
+    let used = proxy.requests().len();
+    // NO_PROXY exempts the gateway's host.
+    let out = push(
+        "no-proxy",
+        &[
+            ("ALL_PROXY", &proxy.url()),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ],
+    );
+    direct(&out, "no-proxy");
+    assert_eq!(proxy.requests().len(), used);
 }
 
 #[test]

@@ -7,9 +7,9 @@
 //! back as samples ([`Exposition`]).
 //!
 //! Also a stand-in HTTP server ([`HttpStub`]) that records the requests it
-//! gets and answers each with a set status, or never, for what a real
-//! Pushgateway does not do on demand (a 500, a hang); and `promtool check
-//! metrics`.
+//! gets and answers each with a set status, a redirect, or never, for what
+//! a real Pushgateway does not do on demand (a 500, a 307, a hang), and
+//! stands in for a proxy; and `promtool check metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,6 +318,8 @@ pub struct Request {
 pub enum Answer {
     /// This status, with this body.
     Status(u16, &'static str),
+    /// This redirect status, to this `Location`.
+    Redirect(u16, &'static str),
     /// Never: it reads the request and holds the connection open.
     Never,
 }
@@ -391,6 +393,13 @@ fn serve(listener: &TcpListener, answer: Answer, log: &Mutex<Vec<Request>>, stop
                     "HTTP/1.1 {status} Stub\r\nContent-Type: text/plain\r\n\
                      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
+                );
+            }
+            Answer::Redirect(status, location) => {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} Stub\r\nLocation: {location}\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
                 );
             }
             Answer::Never => held.push(stream),
