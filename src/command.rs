@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command, RulesArg, RunArgs};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::pass::End;
+use crate::push::Gateway;
 use crate::report::{Format, Report};
 use crate::script::protocol::RESERVED_PREFIX;
 use crate::script::{Dialect, Script};
@@ -36,8 +37,8 @@ pub fn main(cli: &Cli) -> Exit {
     }
 }
 
-/// `redis-janitor run`: one pass, then the report; a failed run's cause is
-/// returned after its report is printed.
+/// `redis-janitor run`: one pass, then the report, then the push; a failed
+/// run's cause is returned after its report is printed.
 fn run(args: &RunArgs) -> Result<Exit, Error> {
     let redis_host = std::env::var("REDIS_HOST").ok();
     let settings = args.settings(redis_host.as_deref())?;
@@ -48,11 +49,27 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
         .enable_all()
         .build()
         .map_err(|err| Error::System(format!("cannot start the async runtime: {err}")))?;
-    let outcome = runtime.block_on(async {
-        let stop = shutdown::listen()
-            .map_err(|err| Error::System(format!("cannot install signal handlers: {err}")))?;
-        Ok::<_, Error>(run::run(&settings, stop).await)
-    })?;
+    let ended = runtime.block_on(run_and_push(&settings, args, pushgateway.as_ref()));
+    // A push a signal abandoned may still hold its thread: the process
+    // exits without waiting for it.
+    runtime.shutdown_background();
+    ended
+}
+
+/// The run, its report and its push, with the signals listened to
+/// throughout: during the run a signal stops the pass (see [`shutdown`]),
+/// and during the push it ends the push, with the signal's exit code.
+async fn run_and_push(
+    settings: &run::Settings,
+    args: &RunArgs,
+    pushgateway: Option<&Gateway>,
+) -> Result<Exit, Error> {
+    let stop = shutdown::listen()
+        .map_err(|err| Error::System(format!("cannot install signal handlers: {err}")))?;
+    let outcome = run::run(settings, stop.clone()).await;
+    // Taken now, so that a signal while the report is printed counts as one
+    // after the run.
+    let signal = shutdown::after_now(stop);
     let report = Report::new(&outcome, &settings.task);
     let printed = print(&match args.output.into() {
         Format::Json => format!("{}\n", report.to_json()),
@@ -60,7 +77,7 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
     });
     // Every run that got this far pushes its metrics, after its report,
     // whatever its ending: the push's own failure is only logged.
-    if let Some(gateway) = &pushgateway {
+    if let Some(gateway) = pushgateway {
         let exit = match &printed {
             Ok(()) => outcome.exit(),
             Err(err) => err.exit_code(),
@@ -71,7 +88,10 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
             exit,
             ended: SystemTime::now(),
         };
-        push::push(gateway, &run);
+        if let Some(signal) = push::push(gateway, &run, signal).await {
+            // The run is over and reported: the signal only ends the wait.
+            return Ok(signal.exit());
+        }
     }
     printed?;
     match outcome.into_end() {

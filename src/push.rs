@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::error::{Error, one_line};
+use crate::exit::Stop;
 use crate::metrics::{self, TEXT_FORMAT};
 use crate::topology::Source;
 
@@ -330,22 +331,55 @@ impl fmt::Display for Failure {
 }
 
 /// Pushes `run`'s metrics to `gateway`, and logs how it went: one info
-/// line, or one warning. Never fails: the run's exit code is its own.
-pub fn push(gateway: &Gateway, run: &metrics::Run) {
+/// line, or one warning. Never fails: the run's exit code is its own. The
+/// push blocks, so it runs on a thread of its own while this waits for it
+/// and for `signal`: a signal during the push abandons it (the run is over,
+/// its report printed), and is returned.
+pub async fn push(
+    gateway: &Gateway,
+    run: &metrics::Run<'_>,
+    signal: impl Future<Output = Stop>,
+) -> Option<Stop> {
     let dry_run = run.task.dry_run;
     let group = gateway.group(dry_run);
-    let pushed = metrics::text(run)
-        .map_err(Failure::Encode)
-        .and_then(|text| gateway.put(&text, dry_run));
-    match pushed {
-        Ok(()) => info!(pushgateway = %group, "metrics pushed"),
-        Err(failure) => warn!(
-            pushgateway = %group,
-            status = failure.status(),
-            error = %failure,
-            "the metrics could not be pushed; the exit code is the run's"
-        ),
+    let text = match metrics::text(run) {
+        Ok(text) => text,
+        Err(err) => {
+            log_failure(&group, &Failure::Encode(err));
+            return None;
+        }
+    };
+    debug!(pushgateway = %group, "pushing the metrics");
+    let gateway = gateway.clone();
+    let put = tokio::task::spawn_blocking(move || gateway.put(&text, dry_run));
+    tokio::select! {
+        pushed = put => {
+            // A panic of the push is the process's, as before it had a thread.
+            match pushed.unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic())) {
+                Ok(()) => info!(pushgateway = %group, "metrics pushed"),
+                Err(failure) => log_failure(&group, &failure),
+            }
+            None
+        }
+        signal = signal => {
+            warn!(
+                pushgateway = %group,
+                signal = ?signal,
+                "the push is abandoned: a signal came after the run"
+            );
+            Some(signal)
+        }
     }
+}
+
+/// Logs why the push to `group` failed, as one warning.
+fn log_failure(group: &Url, failure: &Failure) {
+    warn!(
+        pushgateway = %group,
+        status = failure.status(),
+        error = %failure,
+        "the metrics could not be pushed; the exit code is the run's"
+    );
 }
 
 #[cfg(test)]

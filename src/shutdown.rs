@@ -1,7 +1,9 @@
 //! Turns SIGTERM and SIGINT into a stop request for the pass. Kubernetes stops
 //! a Job's pod with SIGTERM; the pass finishes the call in flight, the report
 //! is printed, and the process exits 143 (or 130 for SIGINT). A second signal
-//! exits at once.
+//! exits at once. After the run, while its metrics are pushed, the first
+//! signal ends the push and the process with that exit code (see
+//! [`after_now`]).
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -33,4 +35,20 @@ pub fn listen() -> std::io::Result<watch::Receiver<Option<Stop>>> {
         }
     });
     Ok(rx)
+}
+
+/// Resolves at the first signal after now, if none came yet; never if one
+/// did, since the second signal exits the process without it (see
+/// [`listen`]). Whether one came is read now, not when it is first polled.
+pub fn after_now(mut stop: watch::Receiver<Option<Stop>>) -> impl Future<Output = Stop> {
+    let waits = stop.borrow_and_update().is_none();
+    async move {
+        if waits
+            && stop.changed().await.is_ok()
+            && let Some(signal) = *stop.borrow()
+        {
+            return signal;
+        }
+        std::future::pending().await
+    }
 }

@@ -7,7 +7,8 @@
 //! code, nor a report that cannot be written; one that redirects, or answers
 //! control characters; basic auth, with the password never logged, whatever
 //! RUST_LOG asks of the HTTP client; an instance of `.` or `..`; the proxy
-//! of the URL's scheme, and `NO_PROXY`; one series per node on a cluster; the text through `promtool check metrics`;
+//! of the URL's scheme, and `NO_PROXY`; a signal during the push; one
+//! series per node on a cluster; the text through `promtool check metrics`;
 //! bad settings refused before any connection; and docs/metrics.md's table
 //! against what a run pushes.
 
@@ -970,6 +971,62 @@ fn the_proxy_is_the_gateway_urls_schemes_and_no_proxy_exempts_it() {
     );
     direct(&out, "no-proxy");
     assert_eq!(proxy.requests().len(), used);
+}
+
+#[test]
+fn a_signal_during_the_push_ends_it_at_once_with_the_signals_exit_code() {
+    let server = seeded();
+    let silent = HttpStub::start(Answer::Never);
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let mut running = pushing(&server, RULES, &silent.url())
+            .args(["--pushgateway-timeout", "30s", "--dry-run"])
+            .env("RUST_LOG", "info,redis_janitor::push=debug")
+            .start();
+        let pushing_line = running.wait_for_stderr(Duration::from_secs(60), |line| {
+            line.contains("pushing the metrics")
+        });
+        assert!(pushing_line.is_some(), "{}", running.stderr_so_far());
+        let signalled = Instant::now();
+        running.signal(signal);
+        let out = running.wait_timeout(Duration::from_secs(20));
+        let waited = signalled.elapsed();
+        out.assert_code(code);
+        assert!(waited < Duration::from_secs(3), "{signal}: {waited:?}");
+        // The run was over: its report is whole, and says it completed.
+        assert_eq!(out.report()["complete"], true, "{}", out.dump());
+        assert!(
+            warnings(&out)
+                .iter()
+                .any(|l| l.contains("push is abandoned")),
+            "{}",
+            out.dump()
+        );
+    }
+
+    // A run that a SIGTERM stopped pushes; a second signal during the push
+    // exits at once, with that signal's code, as during the run.
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "cache", 200_000);
+    let mut running = pushing(&server, RULES, &silent.url())
+        .args(["--batch-size", "10", "--pushgateway-timeout", "30s"])
+        .env("RUST_LOG", "info,redis_janitor::push=debug")
+        .start();
+    wait_until(Duration::from_secs(30), "the first checkpoint", || {
+        running.exited() || checkpoint(&mut con).is_some()
+    });
+    running.signal("TERM");
+    let pushing_line = running.wait_for_stderr(Duration::from_secs(60), |line| {
+        line.contains("pushing the metrics")
+    });
+    assert!(pushing_line.is_some(), "{}", running.stderr_so_far());
+    let signalled = Instant::now();
+    running.signal("INT");
+    let out = running.wait_timeout(Duration::from_secs(20));
+    let waited = signalled.elapsed();
+    out.assert_code(130);
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(out.report()["stopped_by"], "sigterm", "{}", out.dump());
 }
 
 #[test]
