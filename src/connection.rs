@@ -141,10 +141,19 @@ impl Target {
         Ok(conn)
     }
 
-    /// `host:port`, as shown in the report: the address connected to, never
-    /// the TLS server name.
+    /// `host:port`, as shown in the report, the logs and the metrics' `node`
+    /// label: the address connected to, never the TLS server name; an IPv6
+    /// host in brackets (`[::1]:6379`), as in a URL, so that the port stands
+    /// apart.
     pub fn address(&self) -> String {
-        self.info.addr().to_string()
+        match self.info.addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. }
+                if host.contains(':') =>
+            {
+                format!("[{}]:{port}", host.trim_matches(['[', ']']))
+            }
+            other => other.to_string(),
+        }
     }
 
     /// The host it connects to.
@@ -324,6 +333,15 @@ mod tests {
     fn url_wins_over_redis_host() {
         let target = Target::resolve(Some("redis://a:1"), Some("b:2"), None, &NO_TLS).unwrap();
         assert_eq!(target.address(), "a:1");
+    }
+
+    #[test]
+    fn an_ipv6_address_is_in_brackets() {
+        let target = Target::resolve(Some("redis://[::1]:31411"), None, None, &NO_TLS).unwrap();
+        assert_eq!(target.address(), "[::1]:31411");
+        assert_eq!(target.at("fe80::2", 7000).address(), "[fe80::2]:7000");
+        let target = Target::resolve(Some("redis://[::ffff:10.0.0.1]"), None, None, &NO_TLS);
+        assert_eq!(target.unwrap().address(), "[::ffff:10.0.0.1]:6379");
     }
 
     #[test]

@@ -105,7 +105,7 @@ fn run_gauges(metrics: &Metrics, run: &Run) -> Result<(), prometheus::Error> {
     }
     metrics.gauge(
         "redis_janitor_run_exit_code",
-        "The run's exit code (0 success, 1 failure, 2 usage, 130/143 signals).",
+        "The run's exit code (0 success, 1 failure, 130 SIGINT, 143 SIGTERM).",
         f64::from(run.exit as u8),
     )?;
     metrics.gauge(

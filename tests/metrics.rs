@@ -7,8 +7,8 @@
 //! code, nor a report that cannot be written; one that redirects, or answers
 //! control characters; basic auth, with the password never logged, whatever
 //! RUST_LOG asks of the HTTP client; an instance of `.` or `..`; the proxy
-//! of the URL's scheme, and `NO_PROXY`; a signal during the push; one
-//! series per node on a cluster; the text through `promtool check metrics`;
+//! of the URL's scheme, and `NO_PROXY`; a signal during the push; an IPv6
+//! node's brackets; one series per node on a cluster; the text through `promtool check metrics`;
 //! bad settings refused before any connection; and docs/metrics.md's table
 //! against what a run pushes.
 
@@ -1027,6 +1027,27 @@ fn a_signal_during_the_push_ends_it_at_once_with_the_signals_exit_code() {
     out.assert_code(130);
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     assert_eq!(out.report()["stopped_by"], "sigterm", "{}", out.dump());
+}
+
+#[test]
+fn an_ipv6_node_is_named_in_brackets_in_the_report_and_the_labels() {
+    let server = RedisServer::start_with(&["--bind", "127.0.0.1 ::1"]);
+    populate(&mut server.conn(), "temp", 10);
+    let gateway = Pushgateway::start();
+    let rules = write_rules(server.dir(), RULES);
+    let out = run_json(&format!("redis://[::1]:{}", server.port()))
+        .arg("--rules")
+        .arg(&rules)
+        .args(["--pushgateway", &gateway.url()])
+        .run();
+    out.assert_code(0);
+    let address = format!("[::1]:{}", server.port());
+    assert_eq!(only_server(&out.report())["address"], address.as_str());
+    let m = group(&gateway, &address, false);
+    let node = [("node", address.as_str())];
+    assert_eq!(m.value("redis_janitor_pass_complete", &node), 1.0);
+    let temp = [("node", address.as_str()), ("rule", "temp")];
+    assert_eq!(m.value("redis_janitor_keys_acted_total", &temp), 10.0);
 }
 
 #[test]
