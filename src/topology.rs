@@ -8,15 +8,20 @@
 //! A cluster's shards come from `CLUSTER SHARDS` on Redis 7+ and Valkey, and
 //! from `CLUSTER SLOTS` on 6.2, asked of the first seed that answers. Every
 //! node is reached with the seed's settings (user, password, TLS) at the
-//! address the cluster announces for it. Sentinels are asked through the
-//! redis crate, which also checks that the primary they name says it is one.
+//! address the cluster announces for it.
+//!
+//! The Sentinels are asked by the job itself, each in turn, with their own
+//! credentials (`SENTINEL GET-MASTER-ADDR-BY-NAME`, or `SENTINEL REPLICAS`
+//! for a dry run from a replica); the node they name is then reached as
+//! every data node is ([`Target::at`]: the URL's credentials, TLS and
+//! server name), and asked with `INFO replication`, which the job's ACL
+//! user may run, whether it is what they said.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsMode, Value};
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, Value};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -30,6 +35,15 @@ pub const SENTINEL_PORT: u16 = 26379;
 
 /// How often a failed-over shard is asked for its new primary.
 const FAILOVER_POLL: Duration = Duration::from_millis(100);
+
+/// How many times in all the Sentinels are asked for the primary when the
+/// node they name says it is a replica: a failover under way, which
+/// Sentinel ends within about a second of the promoted replica's new role
+/// (it reads a failing-over node's INFO every second).
+const ROLE_CHECKS: u32 = 5;
+
+/// The pause between two of those times.
+const ROLE_CHECK_PAUSE: Duration = Duration::from_millis(500);
 
 /// What the user named: where the nodes are found.
 #[derive(Clone)]
@@ -129,17 +143,10 @@ pub async fn discover(
 ) -> Result<Vec<Node>, Error> {
     match source {
         Source::Direct(seeds) => discover_direct(seeds, timeout, from_replicas).await,
-        Source::Sentinel(sentinels) => {
-            let node = tokio::time::timeout(timeout, sentinels.node(from_replicas))
-                .await
-                .map_err(|_| {
-                    Error::Connection(format!(
-                        "no Sentinel of {} answered within {timeout:?}",
-                        sentinels.service
-                    ))
-                })??;
-            Ok(vec![node])
-        }
+        // Each Sentinel, and each node they name, is given `timeout` to
+        // connect and to answer: one that does not answer gives the next
+        // its turn.
+        Source::Sentinel(sentinels) => Ok(vec![sentinels.node(timeout, from_replicas).await?]),
     }
 }
 
@@ -152,6 +159,13 @@ async fn discover_direct(
     let (seed, mut conn) = connect_any(seeds, timeout).await?;
     let address = seed.address();
     let server = info(&mut conn, &address, "server").await?;
+    if mode(&server) == Some("sentinel") {
+        return Err(Error::Unsupported(format!(
+            "{address} is a Redis Sentinel, not a data node: to clean the primary of a service \
+             it watches, give --url redis+sentinel://HOST[:PORT]/SERVICE (its user and password \
+             are the data nodes'; the Sentinels' own password goes to --sentinel-password-file)"
+        )));
+    }
     if !is_cluster(&server) {
         if seeds.len() > 1 {
             return Err(Error::Unsupported(format!(
@@ -307,86 +321,292 @@ async fn shards_from_any(
 
 impl Sentinels {
     /// Asks the Sentinels for the service's primary, or with `from_replicas`
-    /// for a replica (the primary when it has none). The redis crate's
-    /// Sentinel client asks each Sentinel in turn, and checks with `ROLE`
-    /// that the node it names is what it says, over the data nodes' TLS.
-    async fn node(&self, from_replicas: bool) -> Result<Node, Error> {
-        let (client, role) = match from_replicas {
-            true => match self.client(SentinelServerType::Replica).await {
-                Ok(client) => (client, Role::Replica),
-                Err(err) => {
-                    warn!(service = %self.service, error = %err,
-                          "no replica of the service answered; the dry run reads from its primary");
-                    (
-                        self.client(SentinelServerType::Master).await?,
-                        Role::Primary,
-                    )
+    /// for a healthy replica (the primary when none answers as one), and
+    /// checks with `INFO replication` that the node is what they said.
+    async fn node(&self, timeout: Duration, from_replicas: bool) -> Result<Node, Error> {
+        if from_replicas && let Some(node) = self.replica(timeout).await? {
+            return Ok(node);
+        }
+        self.primary(timeout).await
+    }
+
+    /// The primary the Sentinels name, once it says it is one. A node that
+    /// says it is a replica is in a failover the Sentinels have not seen
+    /// the end of: they are asked again, [`ROLE_CHECKS`] times in all.
+    async fn primary(&self, timeout: Duration) -> Result<Node, Error> {
+        let mut checks = 1;
+        loop {
+            let (host, port) = self.ask(timeout, Question::Primary).await?.primary()?;
+            let target = self.data.at(&host, port);
+            match self.role_of(&target, "primary", timeout).await? {
+                Role::Primary => return Ok(self.found(target, Role::Primary)),
+                Role::Replica if checks < ROLE_CHECKS => {
+                    checks += 1;
+                    tokio::time::sleep(ROLE_CHECK_PAUSE).await;
                 }
-            },
-            false => (
-                self.client(SentinelServerType::Master).await?,
-                Role::Primary,
-            ),
-        };
-        let (host, port) = match client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                (host.clone(), *port)
+                Role::Replica => {
+                    return Err(Error::Unavailable(format!(
+                        "the Sentinels of {} name {} as its primary, but it says it is a \
+                         replica ({ROLE_CHECKS} times in {:?}): a failover is under way, or \
+                         the Sentinels lost track of the service",
+                        self.service,
+                        target.address(),
+                        ROLE_CHECK_PAUSE * (ROLE_CHECKS - 1),
+                    )));
+                }
             }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "the Sentinels of {} named {other}, which is not a TCP address",
-                    self.service
-                )));
+        }
+    }
+
+    /// The first healthy replica the Sentinels list that answers as a
+    /// replica, or `None`, with a warning, when there is none: the dry run
+    /// reads from the primary then. A replica that cannot be reached is
+    /// passed over; one that refuses the credentials or a command fails the
+    /// run, since the primary would refuse them too.
+    async fn replica(&self, timeout: Duration) -> Result<Option<Node>, Error> {
+        let replicas = self.ask(timeout, Question::Replicas).await?.replicas()?;
+        for (host, port) in replicas {
+            let target = self.data.at(&host, port);
+            match self.role_of(&target, "replica", timeout).await {
+                Ok(Role::Replica) => return Ok(Some(self.found(target, Role::Replica))),
+                Ok(Role::Primary) => {
+                    warn!(service = %self.service, node = %target.address(),
+                          "the replica the Sentinels listed says it is a primary; passed over");
+                }
+                Err(err) if err.is_transient() => {
+                    warn!(service = %self.service, node = %target.address(), error = %err,
+                          "a replica the Sentinels listed did not answer; passed over");
+                }
+                Err(err) => return Err(err),
             }
-        };
-        let target = self.data.at(&host, port);
-        info!(service = %self.service, node = %target.address(), role = ?role, "the Sentinels named the node");
-        Ok(Node {
+        }
+        warn!(service = %self.service,
+              "no replica of the service is healthy and answers as one; the dry run reads from \
+               its primary");
+        Ok(None)
+    }
+
+    /// The node at `target`, as found.
+    fn found(&self, target: Target, role: Role) -> Node {
+        info!(service = %self.service, node = %target.address(), role = ?role,
+              "the Sentinels named the node");
+        Node {
             target,
             role,
             layout: Layout::Standalone,
             shard: None,
+        }
+    }
+
+    /// What the data node at `target` (the service's `named`, as the
+    /// Sentinels said) says it is. It is reached as every data node is: the
+    /// URL's credentials, TLS and server name.
+    async fn role_of(
+        &self,
+        target: &Target,
+        named: &str,
+        timeout: Duration,
+    ) -> Result<Role, Error> {
+        let address = target.address();
+        let checked = async {
+            let mut conn = target.connect(timeout).await?;
+            info(&mut conn, &address, "replication").await
+        };
+        match checked.await {
+            Ok(replication) => Ok(role(&replication)),
+            Err(Error::Auth(message)) => Err(Error::Auth(format!(
+                "the data node {address}, the {named} of {} as its Sentinels name it, refused \
+                 the credentials: {message}; they are the data nodes' (the redis+sentinel:// \
+                 URL's user and password, or --password-file), not the Sentinels'",
+                self.service
+            ))),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The answer to `question` of the first Sentinel that gives one; the
+    /// others are asked in turn when one cannot be reached, refuses, or does
+    /// not know the service. The error names every Sentinel asked and why
+    /// it gave no answer.
+    async fn ask(&self, timeout: Duration, question: Question) -> Result<Value, Error> {
+        let mut failures = Vec::new();
+        let mut last = None;
+        for addr in &self.sentinels {
+            match self.ask_one(addr, timeout, question).await {
+                Ok(answer) => return Ok(answer),
+                Err(err) => {
+                    failures.push(format!("{addr}: {err}"));
+                    last = Some(err);
+                }
+            }
+        }
+        let message = format!(
+            "the Sentinels of {} did not give {} ({}); they were asked {}",
+            self.service,
+            question.what(),
+            failures.join("; "),
+            self.auth.describe(),
+        );
+        Err(match last {
+            Some(Error::Auth(_)) => Error::Auth(message),
+            Some(Error::Permission(_)) => Error::Permission(message),
+            Some(Error::Unsupported(_)) => Error::Unsupported(message),
+            _ => Error::Connection(message),
         })
     }
 
-    /// A client for the node of `server_type` the Sentinels name.
-    async fn client(&self, server_type: SentinelServerType) -> Result<redis::Client, Error> {
-        let context = format!("Sentinels of {}", self.service);
-        let fail = |err: redis::RedisError| Error::from_redis(&context, &err);
-        let data = self.data.redis_settings();
-        let mut builder =
-            SentinelClientBuilder::new(self.sentinels.clone(), &self.service, server_type)
-                .map_err(fail)?
-                .set_client_to_redis_db(data.db());
-        if let Some(user) = data.username() {
-            builder = builder.set_client_to_redis_username(user);
-        }
-        if let Some(password) = data.password() {
-            builder = builder.set_client_to_redis_password(password);
-        }
-        if let Some(tls) = self.data.tls() {
-            let mode = match tls.is_insecure() {
-                true => TlsMode::Insecure,
-                false => TlsMode::Secure,
-            };
-            builder = builder.set_client_to_redis_tls_mode(mode);
-            if let Some(certificates) = tls.certificates() {
-                builder = builder.set_client_to_redis_certificates(certificates);
-            }
-        }
+    /// Asks the Sentinel at `addr`, with the Sentinels' own credentials and
+    /// no TLS. The connection is not named (`CLIENT SETNAME`): that would be
+    /// one more permission for the Sentinels' user to grant.
+    async fn ask_one(
+        &self,
+        addr: &ConnectionAddr,
+        timeout: Duration,
+        question: Question,
+    ) -> Result<Value, Error> {
+        let mut settings = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(user) = &self.auth.username {
-            builder = builder.set_client_to_sentinel_username(user);
+            settings = settings.set_username(user);
         }
         if let Some(password) = &self.auth.password {
-            builder = builder.set_client_to_sentinel_password(password);
+            settings = settings.set_password(password);
         }
-        builder
-            .build()
-            .map_err(fail)?
-            .async_get_client()
+        let info = addr
+            .clone()
+            .into_connection_info()
+            .map_err(|err| Error::from_redis("", &err))?
+            .set_redis_settings(settings);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let fail = |err: redis::RedisError| Error::from_redis("cannot connect", &err);
+        let client = redis::Client::open(info).map_err(fail)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(fail)
+            .map_err(fail)?;
+        let refused = |err: redis::RedisError| match Error::from_redis(
+            &format!("refused {}", question.name()),
+            &err,
+        ) {
+            Error::Permission(message) => Error::Permission(format!(
+                "{message}; add {} to the Sentinels' user",
+                question.permission()
+            )),
+            other => other,
+        };
+        let answer: Value = question
+            .command(&self.service)
+            .query_async(&mut conn)
+            .await
+            .map_err(refused)?;
+        match answer {
+            Value::Nil => Err(Error::Unsupported(format!(
+                "does not know the service {}",
+                self.service
+            ))),
+            answer => Ok(answer),
+        }
     }
+}
+
+/// What the job asks the Sentinels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Question {
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the primary's host and port.
+    Primary,
+    /// `SENTINEL REPLICAS` (Redis 6.2+; `SLAVES` before): each replica's
+    /// fields, its address and health among them.
+    Replicas,
+}
+
+impl Question {
+    /// The command as Redis names it, and as the Sentinels' ACL grants it.
+    fn name(self) -> &'static str {
+        match self {
+            Question::Primary => "SENTINEL GET-MASTER-ADDR-BY-NAME",
+            Question::Replicas => "SENTINEL REPLICAS",
+        }
+    }
+
+    /// The ACL permission that allows it, e.g. `+sentinel|replicas`.
+    fn permission(self) -> String {
+        format!("+{}", self.name().to_lowercase().replace(' ', "|"))
+    }
+
+    /// What the answer is, for messages.
+    fn what(self) -> &'static str {
+        match self {
+            Question::Primary => "the service's primary",
+            Question::Replicas => "the service's replicas",
+        }
+    }
+
+    /// The command for `service`.
+    fn command(self, service: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("SENTINEL");
+        let subcommand = self.name().split_once(' ').map_or("", |(_, sub)| sub);
+        cmd.arg(subcommand).arg(service);
+        cmd
+    }
+}
+
+/// A Sentinel's answer, read.
+trait Answer {
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`'s `[host, port]`.
+    fn primary(&self) -> Result<(String, u16), Error>;
+    /// `SENTINEL REPLICAS`'s healthy replicas, as listed.
+    fn replicas(&self) -> Result<Vec<(String, u16)>, Error>;
+}
+
+impl Answer for Value {
+    fn primary(&self) -> Result<(String, u16), Error> {
+        items(self)
+            .and_then(|pair| {
+                let host = string(pair.first()?)?;
+                let port = u16::try_from(int(pair.get(1)?)?).ok()?;
+                Some((host, port))
+            })
+            .ok_or_else(|| unknown_answer(Question::Primary))
+    }
+
+    fn replicas(&self) -> Result<Vec<(String, u16)>, Error> {
+        let replicas = items(self).ok_or_else(|| unknown_answer(Question::Replicas))?;
+        replicas
+            .iter()
+            .map(|replica| {
+                let fields = map(replica)?;
+                let text = |name: &str| fields.get(name).and_then(|v| string(v));
+                let port = u16::try_from(int(fields.get("port")?)?).ok()?;
+                Some((text("ip")?, port, text("flags").unwrap_or_default()))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|replicas| {
+                replicas
+                    .into_iter()
+                    .filter(|(_, _, flags)| healthy(flags))
+                    .map(|(host, port, _)| (host, port))
+                    .collect()
+            })
+            .ok_or_else(|| unknown_answer(Question::Replicas))
+    }
+}
+
+/// Whether a replica's Sentinel `flags` say it may be read from: not down
+/// in this Sentinel's view (`s_down`) nor in their agreed one (`o_down`),
+/// and connected.
+fn healthy(flags: &str) -> bool {
+    !flags
+        .split(',')
+        .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
+}
+
+/// The error for an answer in a form the job does not know.
+fn unknown_answer(question: Question) -> Error {
+    Error::Redis(format!(
+        "a Sentinel answered {} in a form the job does not know",
+        question.name()
+    ))
 }
 
 /// The Sentinels' own credentials, separate from the data nodes'.
@@ -396,6 +616,22 @@ pub struct SentinelAuth {
     pub username: Option<String>,
     /// Their password (`requirepass` in sentinel.conf).
     pub password: Option<String>,
+}
+
+impl SentinelAuth {
+    /// Which credentials the Sentinels are asked with, for messages; never
+    /// the password itself.
+    fn describe(&self) -> String {
+        let user = match &self.username {
+            Some(user) => format!("as the user {user} (--sentinel-username)"),
+            None => "as the user default".to_string(),
+        };
+        let password = match self.password {
+            Some(_) => "with the password of --sentinel-password-file",
+            None => "with no password (--sentinel-password-file gives one)",
+        };
+        format!("{user} {password}")
+    }
 }
 
 impl Source {
@@ -551,10 +787,15 @@ fn sentinel_addresses(hosts: &str) -> Result<Vec<ConnectionAddr>, Error> {
         .collect()
 }
 
-/// Whether `INFO server` says cluster mode (`redis_mode`, or Valkey's
-/// `server_mode`).
+/// Whether `INFO server` says cluster mode.
 pub fn is_cluster(server: &str) -> bool {
-    field(server, "redis_mode").or_else(|| field(server, "server_mode")) == Some("cluster")
+    mode(server) == Some("cluster")
+}
+
+/// The mode `INFO server` gives (`redis_mode`, or Valkey's `server_mode`):
+/// `standalone`, `cluster` or `sentinel`.
+fn mode(server: &str) -> Option<&str> {
+    field(server, "redis_mode").or_else(|| field(server, "server_mode"))
 }
 
 /// The role `INFO replication` gives.
@@ -982,6 +1223,74 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_answers_give_the_primary_and_the_healthy_replicas() {
+        let primary = Value::Array(vec![bulk("10.0.0.5"), bulk("6379")]);
+        assert_eq!(primary.primary().unwrap(), ("10.0.0.5".to_string(), 6379));
+        assert!(matches!(Value::Int(1).primary(), Err(Error::Redis(_))));
+        let replica = |ip: &str, port: &str, flags: &str| {
+            node(&[
+                ("name", bulk(&format!("{ip}:{port}"))),
+                ("ip", bulk(ip)),
+                ("port", bulk(port)),
+                ("flags", bulk(flags)),
+                ("master-link-status", bulk("ok")),
+            ])
+        };
+        let replicas = Value::Array(vec![
+            replica("10.0.0.6", "6379", "slave,s_down"),
+            replica("10.0.0.7", "6380", "slave,o_down"),
+            replica("10.0.0.8", "6381", "slave,disconnected"),
+            replica("10.0.0.9", "6382", "slave"),
+            replica("10.0.0.10", "6383", "slave"),
+        ]);
+        assert_eq!(
+            replicas.replicas().unwrap(),
+            [
+                ("10.0.0.9".to_string(), 6382),
+                ("10.0.0.10".to_string(), 6383)
+            ]
+        );
+        assert_eq!(Value::Array(vec![]).replicas().unwrap(), []);
+        assert!(Value::Array(vec![bulk("x")]).replicas().is_err());
+    }
+
+    #[test]
+    fn the_sentinels_credentials_are_described_without_the_password() {
+        let auth = SentinelAuth {
+            username: Some("watcher".into()),
+            password: Some("s3cret".into()),
+        };
+        let described = auth.describe();
+        assert!(described.contains("watcher"), "{described}");
+        assert!(
+            described.contains("--sentinel-password-file"),
+            "{described}"
+        );
+        assert!(!described.contains("s3cret"), "{described}");
+        assert!(SentinelAuth::default().describe().contains("no password"));
+    }
+
+    #[test]
+    fn the_sentinels_questions_name_the_permissions_that_allow_them() {
+        assert_eq!(
+            Question::Primary.permission(),
+            "+sentinel|get-master-addr-by-name"
+        );
+        assert_eq!(Question::Replicas.permission(), "+sentinel|replicas");
+        let args = |question: Question| {
+            question
+                .command("svc")
+                .args_iter()
+                .map(|arg| match arg {
+                    redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                    _ => String::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(args(Question::Replicas), ["SENTINEL", "REPLICAS", "svc"]);
+    }
+
+    #[test]
     fn info_fields_are_found_by_exact_name() {
         let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\n";
         assert_eq!(field(info, "redis_version"), Some("7.0.15"));
@@ -989,6 +1298,8 @@ mod tests {
         assert!(is_cluster(info));
         assert!(is_cluster("server_name:valkey\r\nserver_mode:cluster\r\n"));
         assert!(!is_cluster("redis_mode:standalone\r\n"));
+        assert_eq!(mode("redis_mode:sentinel\r\n"), Some("sentinel"));
+        assert!(!is_cluster("redis_mode:sentinel\r\n"));
         assert_eq!(role("role:slave\r\n"), Role::Replica);
         assert_eq!(role("role:master\r\n"), Role::Primary);
     }

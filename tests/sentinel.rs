@@ -1,11 +1,22 @@
 //! Sentinel: the job asks real Sentinels (with a password of their own) for
 //! the primary of a service and cleans it, before and after a failover
-//! between two runs; a dry run may read from the replica; wrong Sentinel
-//! credentials, dead Sentinels and malformed URLs fail with a clear message.
+//! between two runs; a dry run may read from the replica; TLS to the data
+//! nodes verifies the name given with `--tls-server-name`; the job's ACL
+//! user and a least-privilege Sentinel user suffice, with nothing in `ACL
+//! LOG`; wrong Sentinel credentials, wrong data-node credentials, dead
+//! Sentinels, a Sentinel given as a plain `redis://` URL and malformed URLs
+//! fail with a message that names what refused.
 
 use std::time::Duration;
 
+use redis_janitor::script::Dialect;
+
+use crate::support::tls::SERVER_NAME;
 use crate::support::*;
+
+/// The password of the ACL users the tests create, on the data nodes and on
+/// the Sentinels.
+const USER_PASSWORD: &str = "sentinel-acl-test-pw";
 
 fn seed_keys(con: &mut redis::Connection, prefix: &str) {
     seed_all(
@@ -107,11 +118,14 @@ fn sentinel_credentials_are_their_own_and_a_wrong_one_is_a_clear_failure() {
         run_through(&setup, &wrong).run(),
     ] {
         out.assert_code(1);
-        assert!(
-            out.stderr.contains("Sentinels of mymaster"),
-            "{}",
-            out.dump()
-        );
+        let line = out.one_line_stderr();
+        // The Sentinels, each of them, and their own credentials' option.
+        for words in ["Sentinels of mymaster", "--sentinel-password-file"] {
+            assert!(line.contains(words), "lacks {words:?}: {}", out.dump());
+        }
+        for sentinel in &setup.sentinels {
+            assert!(line.contains(&sentinel.host_port()), "{}", out.dump());
+        }
         assert!(!out.stderr.contains(SENTINEL_PASSWORD), "{}", out.dump());
         assert!(!out.stderr.contains(DATA_PASSWORD), "{}", out.dump());
     }
@@ -150,4 +164,263 @@ fn dead_sentinels_and_malformed_sentinel_urls_fail_clearly() {
         ])
         .run();
     out.assert_code(2);
+}
+
+#[test]
+fn the_sentinels_are_asked_in_turn_and_a_failure_names_each_one_asked() {
+    let setup = SentinelSetup::start();
+    seed_keys(&mut SentinelSetup::data_conn(&setup.primary), "1");
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let dead = dead_url().replace("redis://", "");
+    let live: Vec<String> = setup.sentinels.iter().map(|s| s.host_port()).collect();
+    let hosts = format!("{dead},{}", live.join(","));
+    let url = |service: &str| format!("redis+sentinel://:{DATA_PASSWORD}@{hosts}/{service}");
+
+    // The first Sentinel is dead: the next one names the primary.
+    let out = run_json(&url(SERVICE))
+        .arg("--sentinel-password-file")
+        .arg(&password)
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        out.report()["servers"][0]["address"],
+        setup.primary.host_port()
+    );
+
+    // None knows the service: each one asked is named, with why.
+    let out = run_json(&url("nosuch"))
+        .arg("--sentinel-password-file")
+        .arg(&password)
+        .run();
+    out.assert_code(1);
+    let line = out.one_line_stderr();
+    for words in [
+        "Sentinels of nosuch",
+        dead.as_str(),
+        &format!("{}: does not know the service nosuch", live[0]),
+        &format!("{}: does not know the service nosuch", live[1]),
+    ] {
+        assert!(line.contains(words), "lacks {words:?}: {}", out.dump());
+    }
+}
+
+#[test]
+fn a_primary_that_says_it_is_a_replica_is_asked_about_again_then_refused() {
+    let setup = SentinelSetup::start();
+    seed_keys(&mut SentinelSetup::data_conn(&setup.primary), "1");
+    let (sentinel, _config) = sentinel_watching(&setup.replica);
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let url = format!(
+        "redis+sentinel://:{DATA_PASSWORD}@{}/{SERVICE}",
+        sentinel.host_port()
+    );
+
+    let started = std::time::Instant::now();
+    let out = run_json(&url)
+        .arg("--sentinel-password-file")
+        .arg(&password)
+        .run();
+    out.assert_code(1);
+    let line = out.one_line_stderr();
+    for words in [
+        setup.replica.host_port().as_str(),
+        "as its primary, but it says it is a replica",
+        "failover",
+    ] {
+        assert!(line.contains(words), "lacks {words:?}: {}", out.dump());
+    }
+    // Asked again for about 2 s, not at once and not for --timeout (30 s).
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(20)).contains(&took),
+        "{took:?}"
+    );
+    assert_eq!(dbsize(&mut SentinelSetup::data_conn(&setup.replica)), 3);
+}
+
+#[test]
+fn a_wrong_data_node_password_names_the_data_node_not_the_sentinels() {
+    let setup = SentinelSetup::start();
+    seed_keys(&mut SentinelSetup::data_conn(&setup.primary), "1");
+    let sentinel_password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let url = setup.url().replace(DATA_PASSWORD, "not-it");
+
+    // (the arguments, the node the message must name)
+    let cases: [(&[&str], String); 2] = [
+        (&[], setup.primary.host_port()),
+        (&["--dry-run", "--from-replicas"], setup.replica.host_port()),
+    ];
+    for (args, node) in cases {
+        let out = run_json(&url)
+            .arg("--sentinel-password-file")
+            .arg(&sentinel_password)
+            .args(args)
+            .run();
+        out.assert_code(1);
+        // One line: no warning that no replica answered, either.
+        let line = out.one_line_stderr();
+        for words in [node.as_str(), "data node", "--password-file"] {
+            assert!(line.contains(words), "lacks {words:?}: {}", out.dump());
+        }
+        assert!(!line.contains("Sentinels of"), "{}", out.dump());
+        assert!(!out.stderr.contains("not-it"), "{}", out.dump());
+    }
+    assert_eq!(dbsize(&mut SentinelSetup::data_conn(&setup.primary)), 3);
+}
+
+#[test]
+fn a_sentinel_given_as_a_redis_url_is_refused_with_the_url_to_give() {
+    let (sentinel, _config) = lone_sentinel();
+    let url = format!("redis://:{SENTINEL_PASSWORD}@{}", sentinel.host_port());
+
+    let out = janitor().args(["run", "--url", &url]).run();
+    out.assert_code(1);
+    let line = out.one_line_stderr();
+    for words in [
+        sentinel.host_port().as_str(),
+        "is a Redis Sentinel",
+        "redis+sentinel://HOST[:PORT]/SERVICE",
+    ] {
+        assert!(line.contains(words), "lacks {words:?}: {}", out.dump());
+    }
+    assert!(!line.contains("DBSIZE"), "{}", out.dump());
+}
+
+#[test]
+fn tls_behind_sentinel_verifies_the_server_name_given() {
+    let setup = TlsSentinelSetup::start();
+    let mut con = setup.primary.conn();
+    seed_keys(&mut con, "1");
+    let ca = setup.certs.path("ca.pem");
+    let run = || run_json(&setup.url()).arg("--tls-ca-file").arg(&ca);
+
+    // The Sentinel announces 127.0.0.1, which the certificate does not name.
+    let unnamed = run().run();
+    unnamed.assert_code(1);
+    let line = unnamed.one_line_stderr();
+    assert!(line.contains("--tls-server-name"), "{}", unnamed.dump());
+    assert_eq!(dbsize(&mut con), 3);
+
+    let named = run().args(["--tls-server-name", SERVER_NAME]).run();
+    named.assert_code(0);
+    let report = named.report();
+    assert_eq!(
+        report["servers"][0]["address"],
+        format!("127.0.0.1:{}", setup.tls_port),
+        "{report:#}"
+    );
+    assert_eq!(rule_keys(&report, "temp"), 1, "{report:#}");
+    assert_keyspace(
+        &mut con,
+        &[
+            (b"cache:1", "hash", Ttl::About(3600)),
+            (b"keep:1", "string", Ttl::Persistent),
+        ],
+    );
+}
+
+#[test]
+fn the_jobs_acl_user_and_a_least_privilege_sentinel_user_leave_acl_log_empty() {
+    let setup = SentinelSetup::start();
+    let mut primary = SentinelSetup::data_conn(&setup.primary);
+    seed_keys(&mut primary, "1");
+    let mut replica = SentinelSetup::data_conn(&setup.replica);
+    wait_until(
+        Duration::from_secs(10),
+        "the keys to reach the replica",
+        || dbsize(&mut replica) == 3,
+    );
+    let data_line = janitor_acl_line(dialect(&mut primary));
+    let sentinel_line = sentinel_acl_line();
+    for con in [&mut primary, &mut replica] {
+        acl_setuser(con, &data_line, USER_PASSWORD);
+        reset_acl_log(con);
+    }
+    for i in 0..setup.sentinels.len() {
+        let mut con = setup.sentinel_conn(i);
+        acl_setuser(&mut con, &sentinel_line, USER_PASSWORD);
+        reset_acl_log(&mut con);
+    }
+    let password = write_file(setup.primary.dir(), "user-password", USER_PASSWORD);
+    let url = setup
+        .url()
+        .replace(&format!(":{DATA_PASSWORD}@"), "janitor@");
+    let run = || {
+        run_json(&url)
+            .arg("--password-file")
+            .arg(&password)
+            .args(["--sentinel-username", "janitor", "--sentinel-password-file"])
+            .arg(&password)
+    };
+
+    let dry = run().args(["--dry-run", "--from-replicas"]).run();
+    dry.assert_code(0);
+    assert_eq!(
+        dry.report()["servers"][0]["role"],
+        "replica",
+        "{}",
+        dry.dump()
+    );
+    let real = run().run();
+    real.assert_code(0);
+    assert_eq!(rule_keys(&real.report(), "temp"), 1, "{}", real.dump());
+    assert_keyspace(
+        &mut primary,
+        &[
+            (b"cache:1", "hash", Ttl::About(3600)),
+            (b"keep:1", "string", Ttl::Persistent),
+        ],
+    );
+    for (name, con) in [("primary", &mut primary), ("replica", &mut replica)] {
+        let log = acl_log(con);
+        assert!(log.is_empty(), "the {name}'s ACL LOG: {log:?}");
+    }
+    for i in 0..setup.sentinels.len() {
+        let log = acl_log(&mut setup.sentinel_conn(i));
+        assert!(log.is_empty(), "Sentinel {i}'s ACL LOG: {log:?}");
+    }
+}
+
+/// The `ACL SETUSER janitor` line `redis-janitor acl` prints for servers of
+/// `dialect` (runs and dry runs).
+fn janitor_acl_line(dialect: Dialect) -> String {
+    let out = janitor().arg("acl").run();
+    out.assert_code(0);
+    let heading = match dialect {
+        Dialect::Redis7 => "# Redis 7",
+        Dialect::Legacy => "# Redis 6.2",
+    };
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    lines
+        .windows(2)
+        .find(|pair| pair[0].starts_with(heading) && pair[1].starts_with("ACL SETUSER janitor "))
+        .map(|pair| pair[1].to_string())
+        .unwrap_or_else(|| panic!("no janitor line under {heading:?}\n{}", out.dump()))
+}
+
+/// The Sentinels' user as docs/topologies.md gives it: its one `ACL
+/// SETUSER` line that grants `SENTINEL` subcommands.
+fn sentinel_acl_line() -> String {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/topologies.md"))
+        .expect("read docs/topologies.md");
+    let lines: Vec<&str> = guide
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("ACL SETUSER") && l.contains("+sentinel|"))
+        .collect();
+    assert_eq!(lines.len(), 1, "docs/topologies.md: {lines:?}");
+    lines[0].to_string()
+}
+
+fn reset_acl_log(con: &mut redis::Connection) {
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .exec(con)
+        .expect("ACL LOG RESET");
+}
+
+/// `ACL LOG`: one entry per refusal.
+fn acl_log(con: &mut redis::Connection) -> Vec<redis::Value> {
+    redis::cmd("ACL").arg("LOG").query(con).expect("ACL LOG")
 }

@@ -1,8 +1,11 @@
 //! Real Redis Sentinel for the tests: a primary and its replica, both with
 //! a password, watched by two Sentinels (`redis-server CONF --sentinel`, each
 //! with a generated config and a password of its own), and a failover
-//! forced with `SENTINEL FAILOVER`.
+//! forced with `SENTINEL FAILOVER`; a TLS primary watched over TLS by a
+//! Sentinel that announces it at an address its certificate does not name;
+//! and a lone Sentinel that watches nothing.
 
+use super::tls::{Certificates, start_tls};
 use super::*;
 
 /// The service name the Sentinels watch.
@@ -46,22 +49,18 @@ impl SentinelSetup {
         let mut configs = Vec::new();
         let sentinels = (0..2)
             .map(|_| {
-                let dir = tempfile::tempdir().expect("a temp dir for sentinel.conf");
-                let conf = dir.path().join("sentinel.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
+                let (sentinel, dir) = spawn_sentinel(
+                    &server_bin(),
+                    &format!(
                         "sentinel monitor {SERVICE} 127.0.0.1 {port} 1\n\
                          sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n\
                          sentinel down-after-milliseconds {SERVICE} 1000\n\
                          sentinel failover-timeout {SERVICE} 3000\n\
                          requirepass {SENTINEL_PASSWORD}\n"
                     ),
-                )
-                .expect("write sentinel.conf");
-                let conf = conf.to_str().expect("a UTF-8 path").to_string();
+                );
                 configs.push(dir);
-                RedisServer::spawn(&server_bin(), &[&conf, "--sentinel"], &[], free_port)
+                sentinel
             })
             .collect();
         let setup = SentinelSetup {
@@ -157,5 +156,108 @@ impl SentinelSetup {
                 || self.primary_address(i) == new,
             );
         }
+    }
+}
+
+/// A Sentinel started with `bin` and the config `conf`, and the temp dir
+/// that holds its config file (Sentinel rewrites it).
+fn spawn_sentinel(bin: &str, conf: &str) -> (RedisServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir for sentinel.conf");
+    let path = dir.path().join("sentinel.conf");
+    std::fs::write(&path, conf).expect("write sentinel.conf");
+    let path = path.to_str().expect("a UTF-8 path").to_string();
+    let sentinel = RedisServer::spawn(bin, &[&path, "--sentinel"], &[], free_port);
+    (sentinel, dir)
+}
+
+/// A Sentinel that watches no service, with [`SENTINEL_PASSWORD`]; killed
+/// when dropped, with its config's temp dir.
+pub fn lone_sentinel() -> (RedisServer, tempfile::TempDir) {
+    spawn_sentinel(&server_bin(), &format!("requirepass {SENTINEL_PASSWORD}\n"))
+}
+
+/// A Sentinel, with [`SENTINEL_PASSWORD`], told that the data node `node`
+/// is the primary of [`SERVICE`], whatever it is: given a replica, it names
+/// a primary that says it is a replica, as in a failover under way.
+pub fn sentinel_watching(node: &RedisServer) -> (RedisServer, tempfile::TempDir) {
+    spawn_sentinel(
+        &server_bin(),
+        &format!(
+            "sentinel monitor {SERVICE} 127.0.0.1 {} 1\n\
+             sentinel auth-pass {SERVICE} {DATA_PASSWORD}\n\
+             requirepass {SENTINEL_PASSWORD}\n",
+            node.port()
+        ),
+    )
+}
+
+/// A primary that serves TLS (no client certificate asked, no password),
+/// watched by one Sentinel without a password, which reaches it over TLS
+/// (`tls-replication yes`) and announces it at 127.0.0.1 and its TLS port:
+/// an address its certificate, issued for [`tls::SERVER_NAME`] and
+/// `localhost`, does not name.
+pub struct TlsSentinelSetup {
+    /// The CA and the server's certificate.
+    pub certs: Certificates,
+    /// The primary; its plain port is the test's own.
+    pub primary: RedisServer,
+    /// The primary's TLS port, the one the Sentinel announces.
+    pub tls_port: u16,
+    /// The Sentinel.
+    pub sentinel: RedisServer,
+    /// Holds the Sentinel's config file.
+    _config: tempfile::TempDir,
+}
+
+impl TlsSentinelSetup {
+    /// Starts the primary and the Sentinel, and waits until the Sentinel
+    /// has read the primary's INFO over TLS.
+    pub fn start() -> Self {
+        let certs = Certificates::generate();
+        let (primary, tls_port) = start_tls(&certs);
+        let file = |name: &str| certs.path(name).to_str().expect("a UTF-8 path").to_string();
+        let (sentinel, config) = spawn_sentinel(
+            &tls_server_bin(),
+            &format!(
+                "sentinel monitor {SERVICE} 127.0.0.1 {tls_port} 1\n\
+                 sentinel down-after-milliseconds {SERVICE} 1000\n\
+                 tls-replication yes\n\
+                 tls-cert-file {}\n\
+                 tls-key-file {}\n\
+                 tls-ca-cert-file {}\n",
+                file("server.pem"),
+                file("server.key"),
+                file("ca.pem"),
+            ),
+        );
+        let setup = TlsSentinelSetup {
+            certs,
+            primary,
+            tls_port,
+            sentinel,
+            _config: config,
+        };
+        wait_until(
+            SENTINEL_TIMEOUT,
+            "Sentinel to read the primary's INFO",
+            || {
+                let fields: Vec<String> = redis::cmd("SENTINEL")
+                    .arg("MASTER")
+                    .arg(SERVICE)
+                    .query(&mut setup.sentinel.conn())
+                    .expect("SENTINEL MASTER");
+                fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == "info-refresh")
+                    .and_then(|pair| pair[1].parse::<u64>().ok())
+                    .is_some_and(|ms| ms < 10_000)
+            },
+        );
+        setup
+    }
+
+    /// `rediss+sentinel://` URL of the Sentinel.
+    pub fn url(&self) -> String {
+        format!("rediss+sentinel://{}/{SERVICE}", self.sentinel.host_port())
     }
 }
