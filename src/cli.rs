@@ -532,10 +532,9 @@ pub fn without_credentials(text: &str) -> String {
 /// when there is none.
 fn quoted_end(text: &str) -> usize {
     let line = &text[..text.find('\n').unwrap_or(text.len())];
-    line.match_indices('\'')
+    line.rmatch_indices('\'')
         .map(|(i, _)| i)
-        .filter(|&i| line[i + 1..].chars().next().is_none_or(char::is_whitespace))
-        .last()
+        .find(|&i| line[i + 1..].chars().next().is_none_or(char::is_whitespace))
         .unwrap_or_else(|| line.find(char::is_whitespace).unwrap_or(line.len()))
 }
 
