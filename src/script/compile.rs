@@ -178,6 +178,9 @@ fn rules_code(rules: &Rules, scan_match: Option<&[u8]>, layout: Layout) -> (Stri
         let test = match &matchers[group.start] {
             LuaMatcher::Never => continue,
             LuaMatcher::All => "do".to_string(),
+            LuaMatcher::Literal(prefix) => {
+                format!("if find(key, {}, 1, true) == 1 then", string(prefix))
+            }
             LuaMatcher::Prefix(head) => format!("if find(key, {}) then", string(&anchored(head))),
             LuaMatcher::Parts(parts) => {
                 globs.push(glob_table(parts));
@@ -422,12 +425,14 @@ mod tests {
             "{body}"
         );
         assert_eq!(
-            body.matches("if find(key, \"^cache%:\") then").count(),
+            body.matches("if find(key, \"cache:\", 1, true) == 1 then")
+                .count(),
             1,
             "{body}"
         );
         assert_eq!(
-            body.matches("if find(key, \"^temp%:\") then").count(),
+            body.matches("if find(key, \"temp:\", 1, true) == 1 then")
+                .count(),
             1,
             "{body}"
         );
@@ -566,6 +571,6 @@ mod tests {
         // The template's text around the code is all there, once.
         assert!(body.ends_with("  until true\nend\n"), "{body}");
         assert_eq!(body.matches("for i = 1, 2 do").count(), 1, "{body}");
-        assert!(body.contains("\"^%-%-% compiled%:% setup\""), "{body}");
+        assert!(body.contains("\"-- compiled: setup\", 1, true"), "{body}");
     }
 }
