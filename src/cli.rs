@@ -403,7 +403,7 @@ impl RunArgs {
                 pass: pass::Options {
                     limits: Limits {
                         max_keys: self.batch_size as usize,
-                        max_call_time: self.max_call_time.0,
+                        max_call_time: self.max_call_time()?,
                         rate_limit: self.rate_limit,
                         max_server_share: self.max_server_share,
                     },
@@ -444,7 +444,7 @@ impl RunArgs {
         Gateway::new(options, source).map(Some)
     }
 
-    /// `--lock-ttl`, at least [`MIN_LOCK_TTL`].
+    /// `--lock-ttl`, at least [`MIN_LOCK_TTL`] and three calls long.
     fn lock_ttl(&self) -> Result<Duration, Error> {
         match self.lock_ttl.0 {
             ttl if ttl < MIN_LOCK_TTL => Err(Error::Usage(format!(
@@ -453,7 +453,26 @@ impl RunArgs {
                 self.lock_ttl,
                 HumanDuration(MIN_LOCK_TTL)
             ))),
+            ttl if ttl < self.max_call_time.0 * 3 => Err(Error::Usage(format!(
+                "--lock-ttl {} is too short for --max-call-time {}: at least three times it \
+                 (a call renews the lease as it begins, and must end well within it)",
+                self.lock_ttl, self.max_call_time
+            ))),
             ttl => Ok(ttl),
+        }
+    }
+
+    /// `--max-call-time`, at most half of `--timeout`: a call's reply must
+    /// come within the timeout, or every call would fail after its work was
+    /// done, and be retried.
+    fn max_call_time(&self) -> Result<Duration, Error> {
+        match self.max_call_time.0 {
+            time if time * 2 > self.timeout.0 => Err(Error::Usage(format!(
+                "--max-call-time {} is too long for --timeout {}: at most half of it \
+                 (a call's reply must come within the timeout)",
+                self.max_call_time, self.timeout
+            ))),
+            time => Ok(time),
         }
     }
 

@@ -79,6 +79,10 @@ fn usage_errors_exit_2_without_connecting() {
         // push, the Sentinels' credentials without Sentinels.
         &["run", "--pushgateway-timeout", "3s"],
         &["run", "--sentinel-username", "watcher"],
+        // A call that outlasts its lease, or whose reply cannot come within
+        // the timeout.
+        &["run", "--max-call-time", "1s", "--lock-ttl", "2s"],
+        &["run", "--max-call-time", "3s", "--timeout", "5s"],
     ];
     let mut failures = Vec::new();
     for args in cases {
