@@ -39,9 +39,10 @@ pub struct Report<'a> {
     /// How long the nodes' calls were paused for lagging replicas, in
     /// seconds, added up.
     replica_pause_seconds: f64,
-    /// The script the (first) node ran, once it was chosen for the server.
+    /// The script the first node that got so far ran, once it was chosen
+    /// for the server.
     script: Option<ScriptInfo<'a>>,
-    /// The (first) server, once it answered `INFO`.
+    /// The first server that answered `INFO`.
     server: Option<&'a ServerInfo>,
     /// The nodes' `used_memory` added together, before and after.
     used_memory_bytes: Span,
@@ -264,7 +265,6 @@ impl<'a> ScriptInfo<'a> {
 impl<'a> Report<'a> {
     /// The report of `outcome`, a run of `task`.
     pub fn new(outcome: &'a RunOutcome, task: &'a Task) -> Report<'a> {
-        let first = outcome.nodes.first();
         let dry_run = task.dry_run;
         let mut totals = Tally::new(&outcome.counts(), task);
         if dry_run {
@@ -283,8 +283,12 @@ impl<'a> Report<'a> {
                 .iter()
                 .map(|node| node.progress.replica_pause.as_secs_f64())
                 .sum(),
-            script: first.and_then(|n| n.script.as_ref()).map(ScriptInfo::of),
-            server: first.and_then(|n| n.server.as_ref()),
+            script: outcome
+                .nodes
+                .iter()
+                .find_map(|n| n.script.as_ref())
+                .map(ScriptInfo::of),
+            server: outcome.nodes.iter().find_map(|n| n.server.as_ref()),
             servers: outcome
                 .nodes
                 .iter()
@@ -532,6 +536,19 @@ mod tests {
         assert_eq!(failed["complete"], false);
         assert!(failed["stopped_by"].is_null());
         assert_eq!(failed["error"], "boom");
+    }
+
+    #[test]
+    fn the_runs_server_is_the_first_that_answered() {
+        let mut run = outcome(vec![
+            End::Failed(Error::Connection("gone".into())),
+            End::Complete,
+        ]);
+        run.nodes[0].server = None;
+        let report = json(&run);
+        assert_eq!(report["server"]["address"], "h:1", "{report:#}");
+        run.nodes[1].server = None;
+        assert!(json(&run)["server"].is_null());
     }
 
     #[test]
