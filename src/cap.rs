@@ -13,8 +13,14 @@
 //! the default pace the turns cost little: each node's calls are far apart.
 //! Without caps there are no turns.
 //!
-//! A call whose reply was lost (a dropped connection) is not counted: the
-//! caps may be exceeded by what that one call did.
+//! A call whose reply was lost (a dropped connection) may still have acted:
+//! it saved the checkpoint with its work. The node's next attempt reads the
+//! checkpoint as it takes the lease, before its first call, and charges what
+//! the lost calls acted on to the caps ([`Caps::charge_lost`]): exactly to
+//! the run's cap, and to every rule's, since the checkpoint says how many
+//! keys, not whose. The declared-keys mode saves its checkpoint after a
+//! call's reply, so there a lost call is not counted: the caps may be
+//! exceeded by what each such call did.
 
 use std::sync::OnceLock;
 
@@ -44,6 +50,9 @@ struct Left {
     run: Option<u64>,
     /// Of each rule's `max_keys`, in rule order.
     rules: Vec<Option<u64>>,
+    /// The keys calls whose replies were lost acted on, charged to every
+    /// cap.
+    lost: u64,
 }
 
 /// The most keys one call may act on: in all, and per rule.
@@ -76,6 +85,7 @@ impl Caps {
             left: Mutex::new(Left {
                 run: max_keys,
                 rules: rule_caps,
+                lost: 0,
             }),
             reached: OnceLock::new(),
         }
@@ -103,6 +113,21 @@ impl Caps {
             left: Some(left),
             caps: self,
         }
+    }
+
+    /// Charges `keys` that calls whose replies were lost acted on, as their
+    /// checkpoint tells: to the run's cap, and to each rule's, which may
+    /// have been any of them.
+    pub async fn charge_lost(&self, keys: u64) {
+        if !self.limited || keys == 0 {
+            return;
+        }
+        let mut left = self.left.lock().await;
+        let left = &mut *left;
+        for cap in left.rules.iter_mut().chain([&mut left.run]).flatten() {
+            *cap = cap.saturating_sub(keys);
+        }
+        left.lost += keys;
     }
 
     /// The message of the first cap reached, once one is.
@@ -144,6 +169,19 @@ pub fn spend(run: &mut Option<u64>, rules: &mut [Option<u64>], acted: &[u64]) {
 /// The message for the cap that left a key of rule `r`: the rule's own when
 /// it is spent, else the run's.
 fn reached(rules: &Rules, r: usize, left: &Left, run_max: Option<u64>) -> String {
+    let message = cap_message(rules, r, left, run_max);
+    match left.lost {
+        0 => message,
+        lost => format!(
+            "{message} (the caps count {lost} keys that calls whose replies were lost acted \
+             on, as their checkpoint says, against every cap: it does not say whose)"
+        ),
+    }
+}
+
+/// The message for the cap that left a key of rule `r`, without the lost
+/// calls' part.
+fn cap_message(rules: &Rules, r: usize, left: &Left, run_max: Option<u64>) -> String {
     let rule = &rules.rules[r];
     match (rule.max_keys, left.rules[r], run_max) {
         (Some(max), Some(0), _) | (Some(max), _, None) => format!(
@@ -243,6 +281,35 @@ mod tests {
             message.starts_with("the run reached its cap, --max-keys 5, at rule \"a\""),
             "{message}"
         );
+    }
+
+    #[tokio::test]
+    async fn keys_lost_calls_acted_on_are_charged_to_every_cap_and_named() {
+        let rules = rules();
+        let caps = Caps::new(&rules, Some(25));
+        caps.charge_lost(4).await;
+        let turn = caps.turn().await;
+        assert_eq!(
+            turn.grant,
+            Grant {
+                run: Some(21),
+                rules: vec![Some(6), None]
+            }
+        );
+        turn.settle(&[6, 0], &[1, 0], &rules);
+        let message = caps.reached().unwrap();
+        assert!(
+            message.starts_with("rule \"a\" reached its cap"),
+            "{message}"
+        );
+        assert!(
+            message.contains("count 4 keys that calls whose replies were lost"),
+            "{message}"
+        );
+        // Without caps there is nothing to charge.
+        let free = Caps::new(&Rules::builtin(), None);
+        free.charge_lost(4).await;
+        assert_eq!(free.turn().await.grant.run, None);
     }
 
     #[tokio::test]

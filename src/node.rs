@@ -175,6 +175,20 @@ pub struct NodeOutcome {
     /// Why the node switched to the declared-keys mode by itself: the
     /// server's refusal of the server-side variant.
     pub switched: Option<String>,
+    /// The keys acted on as the node's last attempt took its lease: by its
+    /// pass's checkpoint, and by the job's counts (see [`charge_lost`]).
+    pub acted_at_take: Option<ActedAt>,
+}
+
+/// What [`NodeOutcome::acted_at_take`] records.
+#[derive(Debug, Clone, Copy)]
+pub struct ActedAt {
+    /// The pass the checkpoint records: when it began (ms, server time).
+    pass_started_ms: u64,
+    /// The keys its checkpoint says the pass acted on.
+    checkpoint: u64,
+    /// The keys the job counted, over all the node's attempts.
+    counted: u64,
 }
 
 impl NodeOutcome {
@@ -197,6 +211,7 @@ impl NodeOutcome {
             last_success_ms: None,
             key_mode: KeyMode::Server,
             switched: None,
+            acted_at_take: None,
         }
     }
 }
@@ -666,6 +681,7 @@ async fn take(
         started_ms: start.started_ms,
         max_age: task.resume_max_age,
     };
+    charge_lost(outcome, stored.as_ref(), &start, context.caps).await;
     outcome.progress.cursor = start.cursor;
     // A retry that resumes the pass this run began keeps the run's start:
     // the report says how the run's pass began, not how a retry went on.
@@ -679,6 +695,44 @@ async fn take(
     let clock = (!claim.token.is_empty())
         .then(|| LeaseClock::new(acquired.now_ms, sent, received, claim.lease_ttl));
     Ok(Ok((pass_id, clock)))
+}
+
+/// Charges to the caps what calls whose replies were lost acted on: a retry
+/// that resumes the pass the node's last attempt ran finds its checkpoint
+/// past what the job counted since that attempt took the lease, by the keys
+/// those calls acted on (each saved the checkpoint with its work). Records
+/// where this attempt starts from. See `cap`.
+async fn charge_lost(
+    outcome: &mut NodeOutcome,
+    stored: Option<&Checkpoint>,
+    start: &Start,
+    caps: &Caps,
+) {
+    let counted = outcome.progress.counts.per_rule.iter().sum();
+    let checkpoint = match stored {
+        Some(stored) if start.resumed => stored.acted,
+        _ => 0,
+    };
+    if let Some(last) = outcome.acted_at_take
+        && start.resumed
+        && last.pass_started_ms == start.started_ms
+    {
+        let expected = last.checkpoint + (counted - last.counted);
+        let lost = checkpoint.saturating_sub(expected);
+        if lost > 0 {
+            warn!(
+                keys = lost,
+                "calls whose replies were lost acted on keys the report does not count; \
+                 the caps count them"
+            );
+            caps.charge_lost(lost).await;
+        }
+    }
+    outcome.acted_at_take = Some(ActedAt {
+        pass_started_ms: start.started_ms,
+        checkpoint,
+        counted,
+    });
 }
 
 /// Where a dry run's pass starts: where its last attempt stopped, on the

@@ -816,3 +816,46 @@ fn check_prints_a_rules_cap_in_the_normalized_rules() {
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&out2.stdout), body(&out.stdout));
 }
+
+/// Calls whose replies were lost acted all the same, and saved the
+/// checkpoint with their work: the retry after each finds the keys they
+/// acted on there, and charges them to the caps, so the run's cap holds on
+/// the server (without, each lost call's keys came on top of it). The
+/// declared-keys mode saves its checkpoint after a call's reply, and cannot
+/// tell (see `cap`).
+#[test]
+fn keys_acted_on_by_calls_whose_replies_were_lost_count_against_the_caps() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populate(&mut con, "temp", 3_000);
+    wait_for_rehash(&mut con);
+    let proxy = ScriptProxy::start(
+        &server,
+        Behaviour {
+            lose_clean_replies: Some(3),
+            ..Behaviour::default()
+        },
+    );
+    let out = run_json(&proxy.url())
+        .args(["--key-mode", "server", "--max-keys", "600"])
+        .args(["--batch-size", "50", "--max-server-share", "1"])
+        .run();
+    let report = assert_capped_run(&out, &run_cap_message(600, "temp"));
+    assert!(
+        out.stderr.contains("calls whose replies were lost"),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        report["servers"][0]["retries"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
+    let deleted = 3_000 - keys_with_prefix(&mut con, b"temp:").len() as u64;
+    assert!(
+        (500..=600).contains(&deleted),
+        "deleted {deleted} with --max-keys 600:\n{}",
+        out.dump()
+    );
+    // The report counts what the calls it got the replies of did.
+    assert!(rule_keys(&report, "temp") < deleted, "{report:#}");
+}

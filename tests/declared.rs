@@ -294,6 +294,7 @@ fn refusing_proxy(server: &RedisServer, refusal: &str, hide_run_id: bool) -> Scr
             refuse_scan_scripts: Some(refusal.to_string()),
             check_slots: true,
             hide_run_id,
+            ..Behaviour::default()
         },
     )
 }

@@ -172,6 +172,7 @@ mod harness {
             refuse_scan_scripts: Some(REFUSAL.to_string()),
             check_slots: true,
             hide_run_id: true,
+            ..Behaviour::default()
         };
         ScriptProxy::start(server, behaviour)
     }

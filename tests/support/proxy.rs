@@ -40,6 +40,10 @@ pub struct Behaviour {
     /// Remove the `run_id:` line from INFO replies, as a proxy that does not
     /// say which server process answers.
     pub hide_run_id: bool,
+    /// Lose the reply of every Nth `clean` call of the job's script: the
+    /// call is forwarded and runs, then the client's connection is closed
+    /// instead of the reply relayed, as a network that fails at that moment.
+    pub lose_clean_replies: Option<u64>,
 }
 
 /// A proxy on a free loopback port in front of one [`RedisServer`]; stops
@@ -63,6 +67,8 @@ struct Shared {
     cross_slot: AtomicU64,
     /// Script calls forwarded.
     scripts: AtomicU64,
+    /// The job's `clean` calls forwarded.
+    cleans: AtomicU64,
     /// Script bodies loaded through the proxy, by lowercase SHA.
     bodies: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// Each open connection's client and upstream sockets (clones), by
@@ -84,6 +90,7 @@ impl ScriptProxy {
             refused: AtomicU64::new(0),
             cross_slot: AtomicU64::new(0),
             scripts: AtomicU64::new(0),
+            cleans: AtomicU64::new(0),
             bodies: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
@@ -221,6 +228,9 @@ fn relay(shared: &Shared, client: &TcpStream, upstream: &TcpStream) -> io::Resul
             None => {
                 to_upstream.write_all(&command.raw)?;
                 let reply = read_reply(&mut from_upstream)?;
+                if shared.loses_reply(&command.args) {
+                    return Err(io::Error::new(ErrorKind::ConnectionAborted, "reply lost"));
+                }
                 shared.after(&command.args, reply)
             }
         };
@@ -246,6 +256,16 @@ impl Shared {
         }
         self.scripts.fetch_add(1, Ordering::SeqCst);
         None
+    }
+
+    /// Whether the reply to `args`, forwarded, is to be lost (see
+    /// [`Behaviour::lose_clean_replies`]).
+    fn loses_reply(&self, args: &[Vec<u8>]) -> bool {
+        let Some(every) = self.behaviour.lose_clean_replies else {
+            return false;
+        };
+        let clean = ScriptCall::parse(args).is_some_and(|call| call.op == Some(&b"clean"[..]));
+        clean && (self.cleans.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
     }
 
     /// Whether the script's body, if known, calls SCAN.
@@ -284,11 +304,12 @@ enum Script<'a> {
     Sha(&'a [u8]),
 }
 
-/// An EVAL/EVALSHA call (or their `_RO` variants): the script and its
-/// declared keys.
+/// An EVAL/EVALSHA call (or their `_RO` variants): the script, its
+/// declared keys, and its first argument (the job's script's operation).
 struct ScriptCall<'a> {
     script: Script<'a>,
     keys: &'a [Vec<u8>],
+    op: Option<&'a [u8]>,
 }
 
 impl<'a> ScriptCall<'a> {
@@ -308,6 +329,7 @@ impl<'a> ScriptCall<'a> {
         Some(ScriptCall {
             script,
             keys: rest.get(..numkeys)?,
+            op: rest.get(numkeys).map(Vec::as_slice),
         })
     }
 }
