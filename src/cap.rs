@@ -16,11 +16,15 @@
 //! A call whose reply was lost (a dropped connection) may still have acted:
 //! it saved the checkpoint with its work. The node's next attempt reads the
 //! checkpoint as it takes the lease, before its first call, and charges what
-//! the lost calls acted on to the caps ([`Caps::charge_lost`]): exactly to
-//! the run's cap, and to every rule's, since the checkpoint says how many
-//! keys, not whose. The declared-keys mode saves its checkpoint after a
-//! call's reply, so there a lost call is not counted: the caps may be
-//! exceeded by what each such call did.
+//! the lost calls acted on to the caps ([`Caps::charge_lost`]): to the run's
+//! cap, and to every rule's, since the checkpoint says how many keys, not
+//! whose. Until then other nodes' calls are granted what is left without
+//! them, and a node whose work is not retried (it failed, stopped, or its
+//! shard failed over) never charges them: the caps may be exceeded by what
+//! those calls did. So may they by each lost call of the declared-keys mode,
+//! which saves its checkpoint after a call's reply. A retry that finds
+//! another run's work in the checkpoint (it resumed the pass during the
+//! backoff) charges that too: the brakes err on stopping early.
 
 use std::sync::OnceLock;
 

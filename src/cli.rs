@@ -453,7 +453,8 @@ impl RunArgs {
                 self.lock_ttl,
                 HumanDuration(MIN_LOCK_TTL)
             ))),
-            ttl if ttl < self.max_call_time.0 * 3 => Err(Error::Usage(format!(
+            // A dry run takes no lease.
+            ttl if !self.dry_run && ttl < self.max_call_time.0 * 3 => Err(Error::Usage(format!(
                 "--lock-ttl {} is too short for --max-call-time {}: at least three times it \
                  (a call renews the lease as it begins, and must end well within it)",
                 self.lock_ttl, self.max_call_time

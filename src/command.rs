@@ -88,10 +88,9 @@ async fn run_and_push(
             exit,
             ended: SystemTime::now(),
         };
-        if let Some(signal) = push::push(gateway, &run, signal).await {
-            // The run is over and reported: the signal only ends the wait.
-            return Ok(signal.exit());
-        }
+        // The run is over and reported: a signal during the push only ends
+        // the push, and the run's exit code is its own.
+        push::push(gateway, &run, signal).await;
     }
     printed?;
     match outcome.into_end() {

@@ -229,9 +229,14 @@ pub async fn clean(
     outcome.key_mode = task.key_mode.unwrap_or(KeyMode::Server);
     if let Some(stop) = pass::stop_due(&stop, task.pass.max_runtime, context.started) {
         // A node whose turn comes after the stop (--concurrency) is not
-        // cleaned, only looked at.
+        // cleaned. At --max-runtime, a planned end, it is looked at for the
+        // report and the push, a second at most; after a signal the run
+        // ends without waiting for more servers.
         outcome.end = End::Stopped(stop);
-        glance(&node, task, &mut outcome).await;
+        if stop == Stop::MaxRuntime {
+            let looked = glance(&node, task, &mut outcome);
+            let _ = tokio::time::timeout(task.timeout.min(WRAP_UP_TIME), looked).await;
+        }
         return outcome;
     }
     let mut backoff = backoff(task.retries);
@@ -297,7 +302,25 @@ pub async fn clean(
             None => {}
         }
         outcome.retries += 1;
-        if let Some(new) = relocate(&node, &err, context, outcome.failovers.len()).await {
+        // Looking for where the node went asks other servers, which may
+        // stall too: a stop does not wait for them.
+        let stopped = pass::stop_comes(stop.clone(), task.pass.max_runtime, context.started);
+        let relocated = tokio::select! {
+            new = relocate(&node, &err, context, outcome.failovers.len()) => Ok(new),
+            stop = stopped => Err(stop),
+        };
+        let relocated = match relocated {
+            Ok(relocated) => relocated,
+            Err(Stop::MaxRuntime) => {
+                outcome.end = End::Failed(err);
+                break;
+            }
+            Err(signal) => {
+                outcome.end = End::Stopped(signal);
+                break;
+            }
+        };
+        if let Some(new) = relocated {
             if new.target.address() != node.target.address() {
                 follow(&mut outcome, &new, &err);
             }
@@ -390,12 +413,19 @@ async fn relocate(
 ) -> Option<Node> {
     let timeout = context.task.timeout;
     if let Source::Sentinel(_) = context.source {
+        // Within the timeout in all, as one command: a retry's delays stay
+        // what --retries says.
         let from_replicas = node.role == Role::Replica;
-        return match topology::discover(context.source, timeout, from_replicas).await {
-            Ok(mut nodes) if !nodes.is_empty() => Some(nodes.swap_remove(0)),
-            Ok(_) => None,
-            Err(err) => {
+        let asked = topology::discover(context.source, timeout, from_replicas);
+        return match tokio::time::timeout(timeout, asked).await {
+            Ok(Ok(mut nodes)) if !nodes.is_empty() => Some(nodes.swap_remove(0)),
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => {
                 debug!(error = %err, "the Sentinels did not answer; retrying the same node");
+                None
+            }
+            Err(_) => {
+                debug!("the Sentinels did not answer in time; retrying the same node");
                 None
             }
         };
@@ -443,7 +473,7 @@ async fn clean_once(
             Ok(setup) => setup,
             Err(err) => return End::Failed(err),
         },
-        stop = stopped => return End::Stopped(stop),
+        stop = stopped => return pass::unanswered(stop, &node.target.address()),
     };
     let state_keys = lease::state_keys(prepared.slot);
     let end = work(
@@ -551,8 +581,8 @@ async fn work(
 /// What a node the run stopped before cleaning is like: its server, keys
 /// and memory, and its last success, for the report and the metrics (a
 /// push replaces the run's whole group: a node missing from it would lose
-/// its last success there). Best effort: what the node does not answer
-/// within the timeout, the report shows as unknown.
+/// its last success there). Best effort: what the node does not answer,
+/// the report shows as unknown.
 async fn glance(node: &Node, task: &Task, outcome: &mut NodeOutcome) {
     let Ok(mut conn) = node.target.connect(task.timeout).await else {
         return;

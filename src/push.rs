@@ -334,20 +334,13 @@ impl fmt::Display for Failure {
 /// line, or one warning. Never fails: the run's exit code is its own. The
 /// push blocks, so it runs on a thread of its own while this waits for it
 /// and for `signal`: a signal during the push abandons it (the run is over,
-/// its report printed), and is returned.
-pub async fn push(
-    gateway: &Gateway,
-    run: &metrics::Run<'_>,
-    signal: impl Future<Output = Stop>,
-) -> Option<Stop> {
+/// its report printed).
+pub async fn push(gateway: &Gateway, run: &metrics::Run<'_>, signal: impl Future<Output = Stop>) {
     let dry_run = run.task.dry_run;
     let group = gateway.group(dry_run);
     let text = match metrics::text(run) {
         Ok(text) => text,
-        Err(err) => {
-            log_failure(&group, &Failure::Encode(err));
-            return None;
-        }
+        Err(err) => return log_failure(&group, &Failure::Encode(err)),
     };
     debug!(pushgateway = %group, "pushing the metrics");
     let gateway = gateway.clone();
@@ -359,16 +352,12 @@ pub async fn push(
                 Ok(()) => info!(pushgateway = %group, "metrics pushed"),
                 Err(failure) => log_failure(&group, &failure),
             }
-            None
         }
-        signal = signal => {
-            warn!(
-                pushgateway = %group,
-                signal = ?signal,
-                "the push is abandoned: a signal came after the run"
-            );
-            Some(signal)
-        }
+        signal = signal => warn!(
+            pushgateway = %group,
+            signal = ?signal,
+            "the push is abandoned: a signal came after the run"
+        ),
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> Ru
             discovered.map_err(End::Failed)
         }
         stop = pass::stop_comes(stop.clone(), task.pass.max_runtime, started) => {
-            Err(End::Stopped(stop))
+            Err(pass::unanswered(stop, &source_address(&settings.source)))
         }
     };
     let nodes = match discovered {

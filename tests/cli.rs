@@ -91,9 +91,23 @@ fn usage_errors_exit_2_without_connecting() {
             failures.push(format!("{args:?}: {}", out.dump()));
         }
     }
+    // A dry run takes no lease: its calls may outlast --lock-ttl. It gets
+    // as far as connecting (exit 1).
+    let dry = [
+        "run",
+        "--dry-run",
+        "--max-call-time",
+        "1s",
+        "--lock-ttl",
+        "2s",
+    ];
+    let out = janitor().args(dry).env("REDIS_URL", &url).run();
+    if out.code != 1 {
+        failures.push(format!("{dry:?}: {}", out.dump()));
+    }
     assert!(
         failures.is_empty(),
-        "not exit 2:\n{}",
+        "not the exit code expected:\n{}",
         failures.join("\n\n")
     );
 }

@@ -424,3 +424,51 @@ fn reset_acl_log(con: &mut redis::Connection) {
 fn acl_log(con: &mut redis::Connection) -> Vec<redis::Value> {
     redis::cmd("ACL").arg("LOG").query(con).expect("ACL LOG")
 }
+
+/// After a fault, the job asks the Sentinels where the primary went: when
+/// they stall, a stop does not wait for them (it used to wait for each in
+/// turn, the timeout twice over per Sentinel).
+#[test]
+fn a_stop_does_not_wait_for_stalled_sentinels_after_a_fault() {
+    let setup = SentinelSetup::start();
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let mut con = SentinelSetup::data_conn(&setup.primary);
+    populate(&mut con, "cache", 100_000);
+    let mut running = run_through(&setup, &password)
+        .args(["--timeout", "3s", "--max-server-share", "0.05"])
+        .start();
+    wait_until(Duration::from_secs(30), "the first checkpoint", || {
+        running.exited() || checkpoint(&mut con).is_some()
+    });
+    assert!(!running.exited(), "{}", running.stderr_so_far());
+    for sentinel in &setup.sentinels {
+        sentinel.freeze();
+    }
+    // The job's connection drops: a transient fault, after which it asks
+    // the (frozen) Sentinels.
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query(&mut con)
+        .unwrap();
+    running
+        .wait_for_stderr(Duration::from_secs(10), |line| {
+            line.contains("a transient fault")
+        })
+        .unwrap_or_else(|| panic!("no retry:\n{}", running.stderr_so_far()));
+    // Past the first retry's delay (at most 200 ms): asking the Sentinels,
+    // which nothing outside the job can see.
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = std::time::Instant::now();
+    running.signal("TERM");
+    let out = running.wait();
+    let took = signalled.elapsed();
+    for sentinel in &setup.sentinels {
+        sentinel.thaw();
+    }
+    out.assert_code(143);
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: {}",
+        out.dump()
+    );
+}
