@@ -221,7 +221,7 @@ impl NodeOutcome {
 pub async fn clean(
     mut node: Node,
     context: Context<'_>,
-    mut stop: watch::Receiver<Option<Stop>>,
+    stop: watch::Receiver<Option<Stop>>,
 ) -> NodeOutcome {
     let started = Instant::now();
     let task = context.task;
@@ -288,29 +288,21 @@ pub async fn clean(
             retry_in = ?delay,
             "a transient fault; the node's work is retried from its checkpoint"
         );
-        match wait_to_retry(delay, &mut stop, context).await {
-            // --max-runtime ran out while the node was failing: the fault
-            // is how its work ended.
-            Some(Stop::MaxRuntime) => {
-                outcome.end = End::Failed(err);
-                break;
-            }
-            Some(signal) => {
-                outcome.end = End::Stopped(signal);
-                break;
-            }
-            None => {}
-        }
-        outcome.retries += 1;
-        // Looking for where the node went asks other servers, which may
-        // stall too: a stop does not wait for them.
+        // The delay, then where the node went (asking other servers, which
+        // may stall too): a stop ends either.
         let stopped = pass::stop_comes(stop.clone(), task.pass.max_runtime, context.started);
+        let retried = async {
+            tokio::time::sleep(delay).await;
+            relocate(&node, &err, context, outcome.failovers.len()).await
+        };
         let relocated = tokio::select! {
-            new = relocate(&node, &err, context, outcome.failovers.len()) => Ok(new),
+            new = retried => Ok(new),
             stop = stopped => Err(stop),
         };
         let relocated = match relocated {
             Ok(relocated) => relocated,
+            // --max-runtime ran out while the node was failing: the fault
+            // is how its work ended.
             Err(Stop::MaxRuntime) => {
                 outcome.end = End::Failed(err);
                 break;
@@ -320,6 +312,7 @@ pub async fn clean(
                 break;
             }
         };
+        outcome.retries += 1;
         if let Some(new) = relocated {
             if new.target.address() != node.target.address() {
                 follow(&mut outcome, &new, &err);
@@ -351,26 +344,6 @@ fn switch_key_mode(outcome: &mut NodeOutcome, err: &Error, task: &Task) -> bool 
     outcome.key_mode = KeyMode::Declared;
     outcome.switched = Some(refusal.clone());
     true
-}
-
-/// Waits `delay` before a retry; returns the stop due instead if one comes
-/// first (a signal, or `--max-runtime`).
-async fn wait_to_retry(
-    delay: Duration,
-    stop: &mut watch::Receiver<Option<Stop>>,
-    context: Context<'_>,
-) -> Option<Stop> {
-    let max_runtime = context.task.pass.max_runtime;
-    let deadline = tokio::time::Instant::now() + delay;
-    loop {
-        if let Some(due) = pass::stop_due(stop, max_runtime, context.started) {
-            return Some(due);
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => return None,
-            Ok(()) = stop.changed() => {}
-        }
-    }
 }
 
 /// Records in `outcome` that the node's primary failed over to `new`,
