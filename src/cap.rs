@@ -123,9 +123,6 @@ impl Caps {
     /// checkpoint tells: to the run's cap, and to each rule's, which may
     /// have been any of them.
     pub async fn charge_lost(&self, keys: u64) {
-        if !self.limited || keys == 0 {
-            return;
-        }
         let mut left = self.left.lock().await;
         let left = &mut *left;
         for cap in left.rules.iter_mut().chain([&mut left.run]).flatten() {

@@ -58,7 +58,7 @@ fn run(args: &RunArgs) -> Result<Exit, Error> {
 
 /// The run, its report and its push, with the signals listened to
 /// throughout: during the run a signal stops the pass (see [`shutdown`]),
-/// and during the push it ends the push, with the signal's exit code.
+/// and during the push it ends the push (the run's exit code stays its own).
 async fn run_and_push(
     settings: &run::Settings,
     args: &RunArgs,

@@ -18,6 +18,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::cli::without_credentials;
 use crate::error::{Error, one_line};
 use crate::exit::Stop;
 use crate::metrics::{self, TEXT_FORMAT};
@@ -175,8 +176,12 @@ impl Gateway {
         if status.is_success() {
             return Ok(());
         }
-        let location = (response.headers().get("Location"))
-            .map(|location| printable(&String::from_utf8_lossy(location.as_bytes())));
+        // Logged, so without any credentials it may carry.
+        let location = (response.headers().get("Location")).map(|location| {
+            printable(&without_credentials(&String::from_utf8_lossy(
+                location.as_bytes(),
+            )))
+        });
         let answer = response
             .body_mut()
             .with_config()

@@ -2,7 +2,7 @@
 //! a Job's pod with SIGTERM; the pass finishes the call in flight, the report
 //! is printed, and the process exits 143 (or 130 for SIGINT). A second signal
 //! exits at once. After the run, while its metrics are pushed, the first
-//! signal ends the push and the process with that exit code (see
+//! signal ends the push, and the process exits with the run's own code (see
 //! [`after_now`]).
 
 use tokio::signal::unix::{SignalKind, signal};
