@@ -1046,7 +1046,7 @@ fn a_signal_during_the_push_ends_it_at_once_with_the_runs_exit_code() {
 
 #[test]
 fn an_ipv6_node_is_named_in_brackets_in_the_report_and_the_labels() {
-    let server = RedisServer::start_with(&["--bind", "127.0.0.1 ::1"]);
+    let server = RedisServer::start_with(&["--bind", "127.0.0.1", "::1"]);
     populate(&mut server.conn(), "temp", 10);
     let gateway = Pushgateway::start();
     let rules = write_rules(server.dir(), RULES);
