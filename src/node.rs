@@ -433,9 +433,10 @@ async fn clean_once(
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
-    // Nothing is written before the pass: a stop does not wait for a
-    // server that stalls while the job connects and prepares.
-    let stopped = pass::stop_comes(stop.clone(), task.pass.max_runtime, context.started);
+    // Nothing is written before the pass: a signal does not wait for a
+    // server that stalls while the job connects and prepares (--max-runtime
+    // does, within the timeout: see `run`).
+    let signalled = pass::stop_comes(stop.clone(), None, context.started);
     let setup = async {
         let mut conn = node.target.connect(task.timeout).await?;
         let prepared = prepare(&mut conn, node, task, outcome).await?;
@@ -446,7 +447,7 @@ async fn clean_once(
             Ok(setup) => setup,
             Err(err) => return End::Failed(err),
         },
-        stop = stopped => return pass::unanswered(stop, &node.target.address()),
+        signal = signalled => return End::Stopped(signal),
     };
     let state_keys = lease::state_keys(prepared.slot);
     let end = work(

@@ -731,20 +731,6 @@ pub async fn stop_comes(
     }
 }
 
-/// How work ends that a stop cut short before `address` answered (while
-/// the job connected, prepared, or looked for the nodes): stopped by a
-/// signal; failed at `--max-runtime`, since the server never answered (a
-/// Redis unreachable when the run starts is a failure, however short the
-/// run).
-pub fn unanswered(stop: Stop, address: &str) -> End {
-    match stop {
-        Stop::MaxRuntime => End::Failed(Error::Connection(format!(
-            "{address} did not answer before --max-runtime ran out"
-        ))),
-        signal => End::Stopped(signal),
-    }
-}
-
 /// The calls and microseconds of `command` in `INFO commandstats` output
 /// (`cmdstat_evalsha:calls=2,usec=112,...`); `None` before its first call.
 fn call_stats(info: &str, command: &str) -> Option<CallStats> {

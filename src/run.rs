@@ -96,15 +96,14 @@ impl RunOutcome {
 pub async fn run(settings: &Settings, stop: watch::Receiver<Option<Stop>>) -> RunOutcome {
     let started = Instant::now();
     let task = &settings.task;
-    // A stop does not wait for a server that stalls while the job looks
-    // for the nodes.
+    // A signal does not wait for a server that stalls while the job looks
+    // for the nodes. --max-runtime does (within the timeout): a server that
+    // never answers is unreachable, a failure, however short the run.
     let discovered = tokio::select! {
         discovered = topology::discover(&settings.source, task.timeout, settings.from_replicas) => {
             discovered.map_err(End::Failed)
         }
-        stop = pass::stop_comes(stop.clone(), task.pass.max_runtime, started) => {
-            Err(pass::unanswered(stop, &source_address(&settings.source)))
-        }
+        signal = pass::stop_comes(stop.clone(), None, started) => Err(End::Stopped(signal)),
     };
     let nodes = match discovered {
         Ok(nodes) => clean_all(settings, nodes, started, stop).await,
