@@ -336,7 +336,7 @@ impl Sentinels {
     async fn primary(&self, timeout: Duration) -> Result<Node, Error> {
         let mut checks = 1;
         loop {
-            let (host, port) = self.ask(timeout, Question::Primary).await?.primary()?;
+            let (host, port) = primary_of(&self.ask(timeout, Question::Primary).await?)?;
             let target = self.data.at(&host, port);
             match self.role_of(&target, "primary", timeout).await? {
                 Role::Primary => return Ok(self.found(target, Role::Primary)),
@@ -364,7 +364,7 @@ impl Sentinels {
     /// passed over; one that refuses the credentials or a command fails the
     /// run, since the primary would refuse them too.
     async fn replica(&self, timeout: Duration) -> Result<Option<Node>, Error> {
-        let replicas = self.ask(timeout, Question::Replicas).await?.replicas()?;
+        let replicas = replicas_of(&self.ask(timeout, Question::Replicas).await?)?;
         for (host, port) in replicas {
             let target = self.data.at(&host, port);
             match self.role_of(&target, "replica", timeout).await {
@@ -551,45 +551,37 @@ impl Question {
     }
 }
 
-/// A Sentinel's answer, read.
-trait Answer {
-    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`'s `[host, port]`.
-    fn primary(&self) -> Result<(String, u16), Error>;
-    /// `SENTINEL REPLICAS`'s healthy replicas, as listed.
-    fn replicas(&self) -> Result<Vec<(String, u16)>, Error>;
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME`'s `[host, port]`.
+fn primary_of(answer: &Value) -> Result<(String, u16), Error> {
+    items(answer)
+        .and_then(|pair| {
+            let host = string(pair.first()?)?;
+            let port = u16::try_from(int(pair.get(1)?)?).ok()?;
+            Some((host, port))
+        })
+        .ok_or_else(|| unknown_answer(Question::Primary))
 }
 
-impl Answer for Value {
-    fn primary(&self) -> Result<(String, u16), Error> {
-        items(self)
-            .and_then(|pair| {
-                let host = string(pair.first()?)?;
-                let port = u16::try_from(int(pair.get(1)?)?).ok()?;
-                Some((host, port))
-            })
-            .ok_or_else(|| unknown_answer(Question::Primary))
-    }
-
-    fn replicas(&self) -> Result<Vec<(String, u16)>, Error> {
-        let replicas = items(self).ok_or_else(|| unknown_answer(Question::Replicas))?;
-        replicas
-            .iter()
-            .map(|replica| {
-                let fields = map(replica)?;
-                let text = |name: &str| fields.get(name).and_then(|v| string(v));
-                let port = u16::try_from(int(fields.get("port")?)?).ok()?;
-                Some((text("ip")?, port, text("flags").unwrap_or_default()))
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|replicas| {
-                replicas
-                    .into_iter()
-                    .filter(|(_, _, flags)| healthy(flags))
-                    .map(|(host, port, _)| (host, port))
-                    .collect()
-            })
-            .ok_or_else(|| unknown_answer(Question::Replicas))
-    }
+/// `SENTINEL REPLICAS`'s healthy replicas, as listed.
+fn replicas_of(answer: &Value) -> Result<Vec<(String, u16)>, Error> {
+    let replicas = items(answer).ok_or_else(|| unknown_answer(Question::Replicas))?;
+    replicas
+        .iter()
+        .map(|replica| {
+            let fields = map(replica)?;
+            let text = |name: &str| fields.get(name).and_then(|v| string(v));
+            let port = u16::try_from(int(fields.get("port")?)?).ok()?;
+            Some((text("ip")?, port, text("flags").unwrap_or_default()))
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|replicas| {
+            replicas
+                .into_iter()
+                .filter(|(_, _, flags)| healthy(flags))
+                .map(|(host, port, _)| (host, port))
+                .collect()
+        })
+        .ok_or_else(|| unknown_answer(Question::Replicas))
 }
 
 /// Whether a replica's Sentinel `flags` say it may be read from: not down
@@ -1225,8 +1217,11 @@ mod tests {
     #[test]
     fn sentinel_answers_give_the_primary_and_the_healthy_replicas() {
         let primary = Value::Array(vec![bulk("10.0.0.5"), bulk("6379")]);
-        assert_eq!(primary.primary().unwrap(), ("10.0.0.5".to_string(), 6379));
-        assert!(matches!(Value::Int(1).primary(), Err(Error::Redis(_))));
+        assert_eq!(
+            primary_of(&primary).unwrap(),
+            ("10.0.0.5".to_string(), 6379)
+        );
+        assert!(matches!(primary_of(&Value::Int(1)), Err(Error::Redis(_))));
         let replica = |ip: &str, port: &str, flags: &str| {
             node(&[
                 ("name", bulk(&format!("{ip}:{port}"))),
@@ -1244,14 +1239,14 @@ mod tests {
             replica("10.0.0.10", "6383", "slave"),
         ]);
         assert_eq!(
-            replicas.replicas().unwrap(),
+            replicas_of(&replicas).unwrap(),
             [
                 ("10.0.0.9".to_string(), 6382),
                 ("10.0.0.10".to_string(), 6383)
             ]
         );
-        assert_eq!(Value::Array(vec![]).replicas().unwrap(), []);
-        assert!(Value::Array(vec![bulk("x")]).replicas().is_err());
+        assert_eq!(replicas_of(&Value::Array(vec![])).unwrap(), []);
+        assert!(replicas_of(&Value::Array(vec![bulk("x")])).is_err());
     }
 
     #[test]
