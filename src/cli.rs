@@ -519,10 +519,19 @@ impl Cli {
 /// `text` with the credentials of every URL in it (`scheme://user:pass@`)
 /// replaced by `***`: all from `://` to the last `@` in the URL, so that a
 /// password with a quote, `/`, `?`, `#` or a space in it is hidden too
-/// (and, rarely, more than the credentials). A URL ends at the next space,
+/// (and, rarely, more than the credentials), and its query when it names a
+/// password (`unix:///path?pass=...`). A URL ends at the next space,
 /// or, quoted as clap quotes a value (`'redis://...'`), at the last quote
-/// on its line that a space or the line's end follows.
+/// on its line that a space or the line's end follows. A quoted value
+/// without a scheme whose part before its last `@` holds a `:` (`'user:pass@host'`,
+/// a URL whose scheme was forgotten) shows as `'***@host'`.
 pub fn without_credentials(text: &str) -> String {
+    without_schemeless_credentials(&without_url_credentials(text))
+}
+
+/// `text` with the credentials of every URL in it hidden (see
+/// [`without_credentials`]).
+fn without_url_credentials(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -534,12 +543,51 @@ pub fn without_credentials(text: &str) -> String {
             true => quoted_end(after),
             false => after.find(char::is_whitespace).unwrap_or(after.len()),
         };
-        rest = match after[..end].rfind('@') {
+        let url = &after[..end];
+        let shown = match url.rfind('@') {
             Some(at) => {
+                out.push_str("***");
+                at
+            }
+            None => 0,
+        };
+        // A Unix socket's URL carries its password in the query (`?pass=`).
+        rest = match url[shown..].find('?') {
+            Some(query) if url[shown + query..].contains("pass") => {
+                out.push_str(&url[shown..=shown + query]);
+                out.push_str("***");
+                &after[end..]
+            }
+            _ => &after[shown..],
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `text` with every quoted value that is no URL and holds a `:` before its
+/// last `@` shown as `***` up to that `@` (see [`without_credentials`]).
+fn without_schemeless_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('\'') {
+        let opens = rest[..open]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace);
+        let (before, after) = rest.split_at(open + 1);
+        out.push_str(before);
+        let end = if opens { quoted_end(after) } else { 0 };
+        let value = &after[..end];
+        rest = match value.rfind('@') {
+            Some(at) if !value.contains("://") && value[..at].contains(':') => {
                 out.push_str("***");
                 &after[at..]
             }
-            None => after,
+            _ => {
+                out.push_str(value);
+                &after[end..]
+            }
         };
     }
     out.push_str(rest);
@@ -774,6 +822,21 @@ mod tests {
             without_credentials("'redis://h:1' is not a server; ask ops@example.com"),
             "'redis://h:1' is not a server; ask ops@example.com"
         );
+        assert_eq!(
+            without_credentials("'unix:///r.sock?db=1&pass=x y' and unix:///s?db=2"),
+            "'unix:///r.sock?***' and unix:///s?db=2"
+        );
+        // A URL whose scheme was forgotten, as clap quotes it.
+        assert_eq!(
+            without_credentials(
+                "unexpected argument 'u:se cr@et@h:1' found\n  tip: use '-- u:p@h' or 'h:1'"
+            ),
+            "unexpected argument '***@h:1' found\n  tip: use '***@h' or 'h:1'"
+        );
+        // No ':' before the '@' (no password), or not a quoted value.
+        for kept in ["'ops@example.com' is not a URL", "use don't: a:b@c"] {
+            assert_eq!(without_credentials(kept), kept);
+        }
         // A password may hold a quote, '/', '?', '#' or a space (unencoded).
         for password in ["pa'ss", "p/w", "a?b", "ab#cd", "x@y", "my secret", "a' b"] {
             let quoted = format!("unexpected argument 'redis://u:{password}@h:1/0' found");

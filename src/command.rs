@@ -64,12 +64,12 @@ async fn run_and_push(
     args: &RunArgs,
     pushgateway: Option<&Gateway>,
 ) -> Result<Exit, Error> {
-    let stop = shutdown::listen()
+    let signals = shutdown::listen()
         .map_err(|err| Error::System(format!("cannot install signal handlers: {err}")))?;
-    let outcome = run::run(settings, stop.clone()).await;
+    let outcome = run::run(settings, signals.stop()).await;
     // Taken now, so that a signal while the report is printed counts as one
     // after the run.
-    let signal = shutdown::after_now(stop);
+    let signal = signals.after_run();
     let report = Report::new(&outcome, &settings.task);
     let printed = print(&match args.output.into() {
         Format::Json => format!("{}\n", report.to_json()),

@@ -237,11 +237,14 @@ impl std::fmt::Display for Target {
             None => "redis",
         };
         let settings = self.info.redis_settings();
+        if let ConnectionAddr::Unix(path) = self.info.addr() {
+            return write!(f, "unix://{}?db={}", path.display(), settings.db());
+        }
         let user = settings
             .username()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        write!(f, "{scheme}://{user}{}/{}", self.info.addr(), settings.db())
+        write!(f, "{scheme}://{user}{}/{}", self.address(), settings.db())
     }
 }
 
@@ -342,6 +345,16 @@ mod tests {
         assert_eq!(target.at("fe80::2", 7000).address(), "[fe80::2]:7000");
         let target = Target::resolve(Some("redis://[::ffff:10.0.0.1]"), None, None, &NO_TLS);
         assert_eq!(target.unwrap().address(), "[::ffff:10.0.0.1]:6379");
+        let target = Target::resolve(Some("redis://[::1]:31411/2"), None, None, &NO_TLS).unwrap();
+        assert_eq!(target.to_string(), "redis://[::1]:31411/2");
+    }
+
+    #[test]
+    fn a_unix_socket_is_named_by_its_path() {
+        let url = Some("unix:///run/redis.sock?db=3&pass=s3cret");
+        let target = Target::resolve(url, None, None, &NO_TLS).unwrap();
+        assert_eq!(target.address(), "/run/redis.sock");
+        assert_eq!(target.to_string(), "unix:///run/redis.sock?db=3");
     }
 
     #[test]

@@ -169,10 +169,15 @@ fn on_off_settings_set_to_false_in_the_environment_are_off() {
 fn a_url_given_without_url_is_refused_without_its_password() {
     // A space in a password ends no URL: the credentials are the whole
     // quoted value's up to its last '@'.
-    for password in ["Pos-Secret-77", "Pos Secret 77"] {
-        let out = janitor()
-            .args(["run", &format!("redis://janitor:{password}@127.0.0.1:1")])
-            .run();
+    // Nor does a forgotten scheme.
+    let urls = ["Pos-Secret-77", "Pos Secret 77"]
+        .map(|password| format!("redis://janitor:{password}@127.0.0.1:1"));
+    for url in urls
+        .iter()
+        .map(String::as_str)
+        .chain(["janitor:Pos-Secret-77@127.0.0.1:1"])
+    {
+        let out = janitor().args(["run", url]).run();
         out.assert_code(2);
         assert!(out.stderr.contains("unexpected argument"), "{}", out.dump());
         assert!(!out.stderr.contains("Secret"), "{}", out.dump());

@@ -1001,6 +1001,12 @@ fn a_signal_during_the_push_ends_it_at_once_with_the_runs_exit_code() {
             "{}",
             out.dump()
         );
+        // No call was in flight: the stop's own warning is not given.
+        assert!(
+            !warnings(&out).iter().any(|l| l.contains("call in flight")),
+            "{}",
+            out.dump()
+        );
     }
 
     // A failed run (a cap reached) keeps its exit code and says why.

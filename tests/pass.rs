@@ -1,7 +1,8 @@
 //! One full cleaning pass end to end: the built-in default rules, every
 //! condition and both actions, first-matching-rule order, dry runs, empty and
 //! large keyspaces, the report in JSON and text, `--max-runtime`, and where
-//! the server address and database come from (flags, env vars, URL path).
+//! the server address and database come from (flags, env vars, URL path, a
+//! Unix socket's URL).
 
 use crate::support::*;
 
@@ -727,6 +728,34 @@ fn the_database_in_the_url_is_the_one_cleaned() {
     assert_keyspace(&mut db3, &mixed_after_default_rules());
     assert_same_keyspace(&db0_before, &keyspace(&mut db0));
     assert_eq!(field(&report, "keys_scanned"), MIXED_SCANNED, "{report:#}");
+}
+
+#[test]
+fn a_server_is_reached_on_its_unix_socket() {
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("redis.sock");
+    let server = RedisServer::start_with(&["--unixsocket", socket.to_str().unwrap()]);
+    let mut db2 = server.conn_db(2);
+    let mut db0 = server.conn_db(0);
+    seed_mixed(&mut db2);
+    seed_mixed(&mut db0);
+    let db0_before = keyspace(&mut db0);
+
+    for url in [
+        format!("unix://{}?db=2", socket.display()),
+        format!("redis+unix://{}?db=2", socket.display()),
+    ] {
+        let out = run_json(&url).run();
+        out.assert_code(0);
+        let report = out.report();
+        assert_eq!(
+            report["servers"][0]["address"],
+            socket.to_str().unwrap(),
+            "{report:#}"
+        );
+        assert_keyspace(&mut db2, &mixed_after_default_rules());
+    }
+    assert_same_keyspace(&db0_before, &keyspace(&mut db0));
 }
 
 #[test]
