@@ -777,6 +777,40 @@ mod tests {
         );
     }
 
+    /// The settings of `redis-janitor run ARGS`, or the usage error.
+    fn settings_of(args: &[&str]) -> Result<crate::run::Settings, String> {
+        let cli = Cli::parse_from(["redis-janitor", "run"].iter().chain(args));
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        args.settings(None).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn a_call_fits_twice_in_the_timeout_and_three_times_in_the_lease() {
+        let accepted = settings_of(&[
+            "--timeout",
+            "2s",
+            "--max-call-time",
+            "1s",
+            "--lock-ttl",
+            "3s",
+        ]);
+        let settings = accepted.unwrap();
+        assert_eq!(
+            settings.task.pass.limits.max_call_time,
+            Duration::from_secs(1)
+        );
+        assert_eq!(settings.task.lock_ttl, Some(Duration::from_secs(3)));
+        let refusal = |args: &[&str]| settings_of(args).err().expect("refused");
+        let long_call = refusal(&["--timeout", "2s", "--max-call-time", "1001ms"]);
+        assert!(long_call.contains("at most half"), "{long_call}");
+        let short_lease = ["--max-call-time", "1s", "--lock-ttl", "2999ms"];
+        assert!(refusal(&short_lease).contains("three times"));
+        // A dry run takes no lease.
+        assert!(settings_of(&[&short_lease[..], &["--dry-run"]].concat()).is_ok());
+    }
+
     #[test]
     fn a_replica_lag_shows_as_it_is_written_and_reads_back() {
         for (bytes, shown) in [

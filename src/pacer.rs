@@ -264,6 +264,20 @@ impl Pacer {
         }
     }
 
+    /// `self`, whose first call waits until `share_allows` too: the share's
+    /// pause after the last call of an earlier pass on the node (a retry).
+    pub fn after(mut self, share_allows: Option<Instant>) -> Pacer {
+        self.share_allows = self
+            .share_allows
+            .max(share_allows.unwrap_or(self.share_allows));
+        self
+    }
+
+    /// The earliest the next call may go out under the share.
+    pub fn share_allows(&self) -> Instant {
+        self.share_allows
+    }
+
     /// The most keys the next call may look at.
     pub fn max_keys(&self) -> usize {
         self.limits.max_keys
@@ -581,6 +595,24 @@ mod tests {
         let mut both = Pacer::new(limits(1000, Some(10_000), 0.25), sent);
         both.record(&reply(1000, 10, 20), sent, sent + us(2000));
         assert_eq!(both.next_call_at(), sent + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_pass_after_another_waits_out_the_last_calls_pause() {
+        let sent = Instant::now();
+        let mut first = Pacer::new(limits(1000, None, 0.1), sent);
+        first.record(&reply(100, 10, 20), sent, sent + us(2000));
+        assert_eq!(first.share_allows(), sent + us(20_000));
+        let retry = Pacer::new(limits(1000, None, 0.1), sent + us(5000));
+        assert_eq!(retry.clone().after(None).next_call_at(), sent + us(5000));
+        let retry = retry.after(Some(first.share_allows()));
+        assert_eq!(retry.next_call_at(), sent + us(20_000));
+        // A pause already over does not hold the retry back.
+        let late = Pacer::new(limits(1000, None, 0.1), sent + us(30_000));
+        assert_eq!(
+            late.after(Some(first.share_allows())).next_call_at(),
+            sent + us(30_000)
+        );
     }
 
     /// What Redis spends on a call beyond the script's own clock, in the

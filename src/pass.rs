@@ -181,6 +181,9 @@ pub struct Progress {
     pub elapsed: Duration,
     /// How long the calls were paused for lagging replicas.
     pub replica_pause: Duration,
+    /// The earliest the next call may go out under the share, as the last
+    /// pass left it: a retry's first call waits for it too.
+    pub share_allows: Option<Instant>,
 }
 
 impl Progress {
@@ -194,6 +197,7 @@ impl Progress {
             held: Duration::ZERO,
             elapsed: Duration::ZERO,
             replica_pause: Duration::ZERO,
+            share_allows: None,
         }
     }
 
@@ -229,7 +233,7 @@ pub async fn run(
         rules,
         calls,
         options,
-        pacer: Pacer::new(options.limits, now),
+        pacer: Pacer::new(options.limits, now).after(progress.share_allows),
         progress,
         run_started,
         pace,
@@ -249,6 +253,7 @@ pub async fn run(
         driven = Err(err);
     }
     pass.progress.held += pass.pacer.held();
+    pass.progress.share_allows = Some(pass.pacer.share_allows());
     pass.progress.elapsed += pass.pace.started.elapsed();
     match driven {
         Ok(None) => End::Complete,
