@@ -52,8 +52,16 @@ impl Target {
         password_file: Option<&Path>,
         tls: &TlsOptions,
     ) -> Result<Target, Error> {
-        let url = match (non_empty(url), non_empty(host)) {
+        let url = match (non_empty(url), host.map(str::trim)) {
             (Some(url), _) => url.to_string(),
+            // As for an empty URL: never the default server by mistake.
+            (None, Some("")) => {
+                return Err(Error::Usage(
+                    "REDIS_HOST is empty: give host:port, or leave it unset \
+                     to use redis://127.0.0.1:6379"
+                        .to_string(),
+                ));
+            }
             (None, Some(host)) if host.contains("://") => host.to_string(),
             (None, Some(host)) => format!("redis://{host}"),
             (None, None) => DEFAULT_URL.to_string(),
@@ -363,6 +371,8 @@ mod tests {
         assert_eq!(target.to_string(), "redis://cache.example:6380/0");
         let target = Target::resolve(Some(""), None, None, &NO_TLS).unwrap();
         assert_eq!(target.address(), "127.0.0.1:6379");
+        // Set but empty, it is a mistake, not the default server.
+        assert!(Target::resolve(None, Some(" "), None, &NO_TLS).is_err());
     }
 
     #[test]

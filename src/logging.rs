@@ -20,11 +20,21 @@ const MAX_BARS: u64 = 16;
 
 /// Installs the global subscriber. Stdout stays free for the report.
 pub fn init(format: Format) {
+    let (filter, ignored) = filter(std::env::var("RUST_LOG").ok().as_deref());
     let terminal = std::io::stderr().is_terminal();
     if shows_bars(format, terminal) {
-        init_with_bars();
-        return;
+        init_with_bars(filter);
+    } else {
+        init_with_lines(format, terminal, filter);
     }
+    // Said once logging is up, so that it goes where the logs go.
+    if let Some(why) = ignored {
+        tracing::warn!("RUST_LOG ignored, logging at info: {why}");
+    }
+}
+
+/// Text or JSON lines on stderr, one per event.
+fn init_with_lines(format: Format, terminal: bool, filter: EnvFilter) {
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(terminal)
@@ -34,7 +44,7 @@ pub fn init(format: Format) {
         Format::Json => lines.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
-        .with(filter())
+        .with(filter)
         .with(lines.with_filter(http_client_cap()))
         .init();
 }
@@ -48,7 +58,7 @@ pub fn shows_bars(format: Format, terminal: bool) -> bool {
 
 /// Text logs on a terminal, printed above a progress bar per node (the
 /// nodes' spans that ask for one), without the progress lines.
-fn init_with_bars() {
+fn init_with_bars(filter: EnvFilter) {
     let bars = IndicatifLayer::new()
         .with_progress_style(progress::bar_style())
         .with_max_progress_bars(MAX_BARS, Some(progress::more_bars_style()));
@@ -59,15 +69,25 @@ fn init_with_bars() {
         .with_filter(filter_fn(|meta| meta.target() != progress::LINE_TARGET))
         .with_filter(http_client_cap());
     tracing_subscriber::registry()
-        .with(filter())
+        .with(filter)
         .with(lines)
         .with(bars.with_filter(IndicatifFilter::new(false)))
         .init();
 }
 
-/// The level filter: RUST_LOG, else `info`.
-fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+/// The level filter from `rust_log` (RUST_LOG's value), else `info`; and
+/// why `rust_log` was ignored, if it was. Empty, it counts as unset (as a
+/// filter it would keep only errors); a filter that cannot be parsed is a
+/// mistake to say, not a reason to log otherwise than by default.
+fn filter(rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
+    let info = || EnvFilter::new("info");
+    match rust_log.map(str::trim) {
+        None | Some("") => (info(), None),
+        Some(text) => match EnvFilter::try_new(text) {
+            Ok(filter) => (filter, None),
+            Err(err) => (info(), Some(format!("{text:?} is not a filter: {err}"))),
+        },
+    }
 }
 
 /// Keeps the HTTP client that pushes metrics at `debug` at most, whatever
@@ -116,6 +136,27 @@ mod tests {
         ] {
             assert!(!is_http_client(target), "{target}");
         }
+    }
+
+    #[test]
+    fn a_rust_log_that_is_no_filter_is_ignored_and_said_so() {
+        for (rust_log, ignored) in [
+            (None, false),
+            (Some(""), false),
+            (Some("debug"), false),
+            (Some("info,redis_janitor=trace"), false),
+            (Some("warn["), true),
+            (Some("redis_janitor=loud"), true),
+        ] {
+            let (_, why) = filter(rust_log);
+            assert_eq!(why.is_some(), ignored, "{rust_log:?}: {why:?}");
+        }
+        // Empty, it is the default, not a filter that keeps only errors.
+        let (empty, _) = filter(Some(""));
+        assert_eq!(
+            empty.max_level_hint(),
+            Some(tracing_subscriber::filter::LevelFilter::INFO)
+        );
     }
 
     #[test]

@@ -427,6 +427,14 @@ impl RawRule {
         if name.is_empty() {
             return Err((self.name.span(), "a rule name must not be empty".into()));
         }
+        // The name is printed in log lines and the report's: a line break
+        // or a control character in it would forge or garble lines.
+        if name.chars().any(char::is_control) {
+            return Err((
+                self.name.span(),
+                format!("rule {name:?}: a rule name must be one line, without control characters"),
+            ));
+        }
         let pattern = Glob::new(self.pattern.get_ref().as_bytes()).map_err(|err| {
             (
                 self.pattern.span(),

@@ -637,11 +637,17 @@ impl Source {
         target: impl Fn(Option<&str>) -> Result<Target, Error>,
         sentinel_auth: &SentinelAuth,
     ) -> Result<Source, Error> {
-        let urls: Vec<&str> = urls
-            .iter()
-            .map(|u| u.trim())
-            .filter(|u| !u.is_empty())
-            .collect();
+        let urls: Vec<&str> = urls.iter().map(|u| u.trim()).collect();
+        // An empty URL is a mistake (a variable that expanded to nothing, a
+        // ConfigMap's empty key), never a wish for the default: that would
+        // clean whatever server listens on 127.0.0.1:6379.
+        if urls.iter().any(|u| u.is_empty()) {
+            return Err(Error::Usage(
+                "--url (REDIS_URL) is empty: give a Redis URL, or leave it unset \
+                 to use REDIS_HOST or redis://127.0.0.1:6379"
+                    .to_string(),
+            ));
+        }
         if let Some(sentinel) = urls.iter().find(|u| sentinel_scheme(u).is_some()) {
             if urls.len() > 1 {
                 return Err(Error::Usage(

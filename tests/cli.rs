@@ -185,6 +185,25 @@ fn a_url_given_without_url_is_refused_without_its_password() {
 }
 
 #[test]
+fn an_empty_url_or_redis_host_is_a_usage_error_not_the_default_server() {
+    // Had an empty value meant "unset", these would reach 127.0.0.1:6379:
+    // dry runs, so that such a regression still writes nothing there.
+    let dry_run = || janitor().args(["run", "--dry-run", "--timeout", "1s"]);
+    let dead = dead_url();
+    let outs = [
+        dry_run().args(["--url", ""]).run(),
+        dry_run().args(["--url", " ", "--url", &dead]).run(),
+        dry_run().env("REDIS_URL", "").run(),
+        dry_run().env("REDIS_HOST", "").run(),
+    ];
+    for out in outs {
+        out.assert_code(2);
+        let line = out.one_line_stderr();
+        assert!(line.contains("is empty"), "{}", out.dump());
+    }
+}
+
+#[test]
 fn a_malformed_url_is_a_usage_error() {
     let out = janitor().args(["run", "--url", "not a url"]).run();
     // A URL that cannot be parsed is bad usage, found before connecting.

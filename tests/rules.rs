@@ -130,6 +130,11 @@ const BAD: &[Bad] = &[
         lines: Some(&[6, 7]),
     },
     Bad {
+        what: "a rule name of two lines",
+        toml: "[[rule]]\nname = \"a\\nERROR forged\"\npattern = \"a:*\"\naction = \"delete\"\n",
+        lines: Some(&[2]),
+    },
+    Bad {
         what: "empty glob",
         toml: "[[rule]]\nname = \"a\"\npattern = \"\"\naction = \"delete\"\n",
         lines: Some(&[1, 3]),
