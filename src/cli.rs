@@ -860,6 +860,10 @@ mod tests {
             without_credentials("'unix:///r.sock?db=1&pass=x y' and unix:///s?db=2"),
             "'unix:///r.sock?***' and unix:///s?db=2"
         );
+        assert_eq!(
+            without_credentials("see redis://pass:x@h:1/0?db=1&pass=y"),
+            "see redis://***@h:1/0?***"
+        );
         // A URL whose scheme was forgotten, as clap quotes it.
         assert_eq!(
             without_credentials(

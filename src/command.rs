@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use tracing::error;
 
 use crate::acl::{self, Access};
-use crate::cli::{Cli, Command, RulesArg, RunArgs};
+use crate::cli::{Cli, Command, RulesArg, RunArgs, without_credentials};
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::pass::End;
@@ -166,6 +166,9 @@ fn print(text: &str) -> Result<(), Error> {
 /// Reports a failure on stderr, as one line: plain text, or a JSON log event
 /// when logs are JSON so that stderr stays machine-readable.
 fn report_failure(err: &Error, log_format: Format) {
+    // A message may quote what the user gave, a URL with its password
+    // where a file was expected, say.
+    let err = without_credentials(&err.to_string());
     match log_format {
         Format::Text => eprintln!("redis-janitor: error: {err}"),
         Format::Json => error!(error = %err, "run failed"),

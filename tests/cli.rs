@@ -204,6 +204,21 @@ fn an_empty_url_or_redis_host_is_a_usage_error_not_the_default_server() {
 }
 
 #[test]
+fn a_url_given_where_a_file_is_expected_is_refused_without_its_password() {
+    let url = "redis://janitor:Pos-Secret-77@127.0.0.1:1";
+    for args in [
+        vec!["check", "--rules", url],
+        vec!["run", "--url", &dead_url(), "--password-file", url],
+        vec!["--log-format", "json", "check", "--rules", url],
+    ] {
+        let out = janitor().args(&args).run();
+        out.assert_code(2);
+        assert!(out.stderr.contains("127.0.0.1:1"), "{}", out.dump());
+        assert!(!out.stderr.contains("Secret"), "{}", out.dump());
+    }
+}
+
+#[test]
 fn a_malformed_url_is_a_usage_error() {
     let out = janitor().args(["run", "--url", "not a url"]).run();
     // A URL that cannot be parsed is bad usage, found before connecting.
