@@ -18,6 +18,7 @@ use redis::{
 use tracing::warn;
 
 use crate::error::Error;
+use crate::file;
 use crate::tls::{Tls, TlsOptions};
 
 /// The URL used when neither `--url`/`REDIS_URL` nor `REDIS_HOST` is set.
@@ -305,20 +306,19 @@ fn tls_of(addr: &ConnectionAddr, options: &TlsOptions) -> Result<Option<Tls>, Er
 }
 
 /// Reads a password from a file such as a mounted Kubernetes Secret, without
-/// its trailing newline.
+/// its trailing newline: one line of UTF-8 text.
 pub fn read_password(path: &Path) -> Result<String, Error> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        Error::Usage(format!(
-            "cannot read the password file {}: {err}",
-            path.display()
-        ))
-    })?;
+    let refused = |why: &str| Error::Usage(format!("the password file {}: {why}", path.display()));
+    let bytes = file::read(path).map_err(|why| refused(&format!("cannot read it: {why}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| refused("not UTF-8 text"))?;
     let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        return Err(Error::Usage(format!(
-            "the password file {} is empty",
-            path.display()
-        )));
+        return Err(refused("it is empty"));
+    }
+    if password.contains(['\r', '\n']) {
+        return Err(refused(
+            "it holds more than one line; a password is one line",
+        ));
     }
     Ok(password.to_string())
 }
@@ -395,8 +395,23 @@ mod tests {
             Target::resolve(Some("redis://u:old@h:1"), None, Some(&path), &NO_TLS).unwrap();
         assert_eq!(target.info.redis_settings().password(), Some("from-file"));
         assert_eq!(target.info.redis_settings().username(), Some("u"));
-        std::fs::write(&path, "\n").unwrap();
-        assert!(Target::resolve(None, None, Some(&path), &NO_TLS).is_err());
+        std::fs::write(&path, "pass word\r\n").unwrap();
+        assert_eq!(read_password(&path).unwrap(), "pass word");
+        let refusal = |contents: &[u8]| {
+            std::fs::write(&path, contents).unwrap();
+            let err = Target::resolve(None, None, Some(&path), &NO_TLS)
+                .err()
+                .expect("refused");
+            assert!(matches!(err, Error::Usage(_)), "{err:?}");
+            err.to_string()
+        };
+        assert!(refusal(b"\n").contains("is empty"));
+        let two_lines = refusal(b"first-secret\nsecond\n");
+        assert!(two_lines.contains("more than one line"), "{two_lines}");
+        assert!(!two_lines.contains("secret"), "{two_lines}");
+        assert!(refusal(b"\xff\xfe").contains("not UTF-8"));
+        let huge = vec![b'x'; 2 << 20];
+        assert!(refusal(&huge).contains("larger than 1024 KiB"));
     }
 
     #[test]

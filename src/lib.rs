@@ -6,6 +6,7 @@
 //! settings -> rules -> script -> pass per node -> run -> report -> exit code):
 //! - [`exit`]: exit codes and stop reasons (a leaf)
 //! - [`error`]: the failures callers branch on, and their exit codes
+//! - [`file`]: the small files the job is given, read with a bound
 //! - [`glob`]: the Redis-compatible glob matcher, and its Lua translation
 //! - [`rules`]: the rules file: read, bound, validate, the built-in default
 //! - [`script`]: the clean script: compiled for the rules, its protocol,
@@ -51,6 +52,7 @@ pub mod connection;
 pub mod declared;
 pub mod error;
 pub mod exit;
+pub mod file;
 pub mod glob;
 pub mod lease;
 pub mod logging;

@@ -5,13 +5,13 @@
 //! `check`.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::file::{self, Unread};
 use crate::glob::{Glob, LuaMatcher};
 
 /// The rules used when no file is given: the classic cache-and-temp policy.
@@ -45,7 +45,7 @@ pub const MAX_RULES: usize = 64;
 
 /// The largest rules file read: 64 rules take a few KB, so anything near
 /// this is not a rules file, and it is refused before it is read.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = file::MAX_BYTES;
 
 /// The longest duration a rule may hold: 100 years, `"100y"`. Every TTL
 /// the script compares or sets is then exact in Lua's numbers (doubles, exact
@@ -369,16 +369,10 @@ fn read_text(path: &Path) -> Result<String, String> {
     if meta.is_dir() {
         return Err("is a directory, not a rules file".into());
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| format!("cannot read the rules file: {err}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {} KiB: not a rules file",
-            MAX_FILE_BYTES / 1024
-        ));
-    }
+    let bytes = file::read_at_most(file).map_err(|why| match why {
+        Unread::TooLarge => format!("{why}: not a rules file"),
+        Unread::Io(err) => format!("cannot read the rules file: {err}"),
+    })?;
     let line_at =
         |bytes: &[u8], offset: usize| bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {

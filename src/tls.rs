@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::error::Error;
+use crate::file;
 
 /// What the user asked for, before any file is read. The flag names in
 /// messages are the command line's; each also has an environment variable.
@@ -295,7 +296,7 @@ fn client_certificate(cert: &Path, key: &Path) -> Result<ClientTlsConfig, Error>
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|err| {
+    file::read(path).map_err(|err| {
         Error::Usage(format!(
             "cannot read the TLS {what} {}: {err}",
             path.display()

@@ -188,12 +188,20 @@ fn a_url_given_without_url_is_refused_without_its_password() {
 fn an_empty_url_or_redis_host_is_a_usage_error_not_the_default_server() {
     // Had an empty value meant "unset", these would reach 127.0.0.1:6379:
     // dry runs, so that such a regression still writes nothing there.
+    // Where REDIS_HOST can stand in for the URL, it names no server.
     let dry_run = || janitor().args(["run", "--dry-run", "--timeout", "1s"]);
     let dead = dead_url();
+    let dead_host = dead.trim_start_matches("redis://");
     let outs = [
-        dry_run().args(["--url", ""]).run(),
+        dry_run()
+            .args(["--url", ""])
+            .env("REDIS_HOST", dead_host)
+            .run(),
         dry_run().args(["--url", " ", "--url", &dead]).run(),
-        dry_run().env("REDIS_URL", "").run(),
+        dry_run()
+            .env("REDIS_URL", "")
+            .env("REDIS_HOST", dead_host)
+            .run(),
         dry_run().env("REDIS_HOST", "").run(),
     ];
     for out in outs {
