@@ -422,6 +422,9 @@ impl WrittenRule {
         if name.is_empty() {
             return Err("an empty name");
         }
+        if name.chars().any(char::is_control) {
+            return Err("a name of more than one line");
+        }
         let (pattern, valid) = self.pattern.as_ref().ok_or("no pattern")?;
         if !valid {
             return Err("an invalid pattern");

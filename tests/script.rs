@@ -507,13 +507,13 @@ fn time_stands_still_in_a_call(con: &mut redis::Connection) -> bool {
 #[test]
 fn rule_names_and_patterns_are_data_in_the_compiled_script() {
     // Every byte of a name or pattern that could end a Lua string or
-    // comment, or start code, is in here; the script must still delete
-    // exactly the keys the pattern matches.
+    // comment, or start code, is in here (a name is one line); the script
+    // must still delete exactly the keys the pattern matches.
     let rules = Rules::parse(
         "hostile rules",
         r#"
 [[rule]]
-name = "x\nreturn 1 --]]\" end"
+name = "x]] return 1 --]]\" end --[["
 pattern = "q\"]]\n--\\[*"
 action = "delete"
 
