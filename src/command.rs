@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use tracing::error;
 
 use crate::acl::{self, Access};
-use crate::cli::{Cli, Command, RulesArg, RunArgs, without_credentials};
+use crate::cli::{Cli, Command, RulesArg, RunArgs};
+use crate::credentials::without_credentials;
 use crate::error::Error;
 use crate::exit::Exit;
 use crate::pass::End;

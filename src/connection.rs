@@ -17,6 +17,7 @@ use redis::{
 };
 use tracing::warn;
 
+use crate::credentials;
 use crate::error::Error;
 use crate::file;
 use crate::tls::{Tls, TlsOptions};
@@ -67,14 +68,16 @@ impl Target {
             (None, Some(host)) => format!("redis://{host}"),
             (None, None) => DEFAULT_URL.to_string(),
         };
-        // The URL may hold a password: the message must not repeat it.
-        let mut info = url.as_str().into_connection_info().map_err(|err| {
-            Error::Usage(format!(
-                "invalid Redis URL (expected redis://[user:password@]host[:port][/db] \
-                 or rediss://...): {}",
-                err.detail().unwrap_or("could not parse it")
-            ))
-        })?;
+        let mut info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(|err| invalid_url(&url, err.detail()))?;
+        if let ConnectionAddr::Tcp(_, 0) | ConnectionAddr::TcpTls { port: 0, .. } = info.addr() {
+            return Err(invalid_url(&url, Some("port 0")));
+        }
+        if info.redis_settings().db() < 0 {
+            return Err(invalid_url(&url, Some("a database number below 0")));
+        }
         if let Some(path) = password_file {
             let password = read_password(path)?;
             let settings = info.redis_settings().clone().set_password(password);
@@ -303,6 +306,25 @@ fn tls_of(addr: &ConnectionAddr, options: &TlsOptions) -> Result<Option<Tls>, Er
             options.flags().join(", ")
         ))),
     }
+}
+
+/// The usage error for `url`, which the redis crate refused (`detail`: what
+/// it said, if anything): the URL without its credentials, and why, from
+/// the URL parser where the crate said nothing.
+pub fn invalid_url(url: &str, detail: Option<&str>) -> Error {
+    let why = match (detail, url::Url::parse(url)) {
+        (Some(detail), _) => detail.to_string(),
+        (None, Err(err)) => err.to_string(),
+        (None, Ok(parsed)) => match parsed.scheme() {
+            "redis" | "rediss" | "unix" | "redis+unix" => "a database that is no number".into(),
+            other => format!("the scheme {other}:// is not a Redis one"),
+        },
+    };
+    Error::Usage(format!(
+        "invalid Redis URL {}: {why} (expected redis://host[:port][/db], with \
+         user:password@ before the host if needed, rediss://... or unix:///path)",
+        credentials::quoted(url)
+    ))
 }
 
 /// Reads a password from a file such as a mounted Kubernetes Secret, without

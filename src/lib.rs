@@ -7,6 +7,7 @@
 //! - [`exit`]: exit codes and stop reasons (a leaf)
 //! - [`error`]: the failures callers branch on, and their exit codes
 //! - [`file`]: the small files the job is given, read with a bound
+//! - [`credentials`]: credentials hidden in the text the job prints
 //! - [`glob`]: the Redis-compatible glob matcher, and its Lua translation
 //! - [`rules`]: the rules file: read, bound, validate, the built-in default
 //! - [`script`]: the clean script: compiled for the rules, its protocol,
@@ -49,6 +50,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod command;
 pub mod connection;
+pub mod credentials;
 pub mod declared;
 pub mod error;
 pub mod exit;

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use tracing::{debug, info, warn};
 use url::Url;
 
-use crate::cli::without_credentials;
+use crate::credentials::without_credentials;
 use crate::error::{Error, one_line};
 use crate::exit::Stop;
 use crate::metrics::{self, TEXT_FORMAT};

@@ -26,7 +26,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::acl::Command;
-use crate::connection::Target;
+use crate::connection::{Target, invalid_url};
+use crate::credentials;
 use crate::error::Error;
 use crate::script::{Dialect, Layout};
 
@@ -691,13 +692,9 @@ fn sentinel_scheme(url: &str) -> Option<&'static str> {
 /// ElastiCache AUTH token may), which must not split the URL, or part of
 /// the password would be taken for a host and shown as one.
 fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        Error::Usage(
-            "invalid Redis URL (expected redis://[user:password@]host[:port][/db] \
-             or rediss://...): it has no scheme"
-                .to_string(),
-        )
-    })?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid_url(url, Some("it has no scheme")))?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let hosts_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
     let (userinfo, hosts) = rest.split_at(hosts_start);
@@ -740,12 +737,21 @@ fn sentinels(
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hosts) = split_userinfo(authority);
     let (service, db) = path.split_once('/').unwrap_or((path, ""));
-    if service.is_empty() || hosts.is_empty() {
-        return Err(Error::Usage(
-            "invalid Sentinel URL (expected redis+sentinel://[user:password@]host[:port]\
-             [,host[:port]...]/SERVICE[/db])"
-                .to_string(),
-        ));
+    let why = if hosts.is_empty() {
+        Some("no Sentinel".to_string())
+    } else if service.is_empty() {
+        Some("no service name".to_string())
+    } else if !db.is_empty() && db.parse::<u32>().is_err() {
+        Some(format!("the database {db:?} is no number"))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(Error::Usage(format!(
+            "invalid Sentinel URL {}: {why} (expected redis+sentinel://host[:port]\
+             [,host[:port]...]/SERVICE[/db], with user:password@ before the hosts if needed)",
+            credentials::quoted(url)
+        )));
     }
     // The data nodes' address is not known yet: the Sentinels give it.
     let data = target(Some(&format!(

@@ -227,10 +227,52 @@ fn a_url_given_where_a_file_is_expected_is_refused_without_its_password() {
 }
 
 #[test]
-fn a_malformed_url_is_a_usage_error() {
+fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
     let out = janitor().args(["run", "--url", "not a url"]).run();
     // A URL that cannot be parsed is bad usage, found before connecting.
     out.assert_code(2);
+    for (url, shown, why) in [
+        (
+            "redis://u:Pw-Secret@h:65536",
+            "'redis://***@h:65536'",
+            "invalid port number",
+        ),
+        ("redis://h:0", "'redis://h:0'", "port 0"),
+        ("redis://h:1/abc", "'redis://h:1/abc'", "no number"),
+        (
+            "redis://u:Pw-Secret@h:1/-1",
+            "'redis://***@h:1/-1'",
+            "below 0",
+        ),
+        (
+            "http://u:Pw-Secret@h:1",
+            "'http://***@h:1'",
+            "not a Redis one",
+        ),
+        ("u:Pw-Secret@h:1", "'***@h:1'", "no scheme"),
+        // The second host of a list, with the first's credentials.
+        (
+            "redis://u:Pw-Secret@h:1,h2:99999",
+            "'redis://***@h2:99999'",
+            "invalid port",
+        ),
+        (
+            "redis+sentinel://u:Pw-Secret@h:1/m/x",
+            "'redis+sentinel://***@h:1/m/x'",
+            "no number",
+        ),
+        (
+            "redis+sentinel://h:1/",
+            "'redis+sentinel://h:1/'",
+            "no service name",
+        ),
+    ] {
+        let out = janitor().args(["run", "--url", url]).run();
+        out.assert_code(2);
+        let line = out.one_line_stderr();
+        assert!(line.contains(shown) && line.contains(why), "{url}: {line}");
+        assert!(!line.contains("Secret"), "{line}");
+    }
 }
 
 /// `(line, sha)` for every line of `scripts` output with a 40-hex token.
