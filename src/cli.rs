@@ -413,7 +413,10 @@ impl RunArgs {
                     estimate_freed: self.estimate_freed,
                     max_replica_lag: self.max_replica_lag.0,
                 },
-                lock_ttl: (!self.no_lock).then(|| self.lock_ttl()).transpose()?,
+                // A dry run takes no lease: its --lock-ttl is not read.
+                lock_ttl: (!self.no_lock && !self.dry_run)
+                    .then(|| self.lock_ttl())
+                    .transpose()?,
                 resume_max_age: self.resume_max_age.0,
                 restart: self.restart,
                 max_keys: self.max_keys,
@@ -454,8 +457,7 @@ impl RunArgs {
                 self.lock_ttl,
                 HumanDuration(MIN_LOCK_TTL)
             ))),
-            // A dry run takes no lease.
-            ttl if !self.dry_run && ttl < self.max_call_time.0 * 3 => Err(Error::Usage(format!(
+            ttl if ttl < self.max_call_time.0 * 3 => Err(Error::Usage(format!(
                 "--lock-ttl {} is too short for --max-call-time {}: at least three times it \
                  (a call renews the lease as it begins, and must end well within it)",
                 self.lock_ttl, self.max_call_time
@@ -720,6 +722,8 @@ mod tests {
         assert!(refusal(&short_lease).contains("three times"));
         // A dry run takes no lease.
         assert!(settings_of(&[&short_lease[..], &["--dry-run"]].concat()).is_ok());
+        let dry_run = settings_of(&["--dry-run", "--lock-ttl", "1ms"]).unwrap();
+        assert_eq!(dry_run.task.lock_ttl, None);
     }
 
     #[test]
