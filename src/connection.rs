@@ -68,10 +68,12 @@ impl Target {
             (None, Some(host)) => format!("redis://{host}"),
             (None, None) => DEFAULT_URL.to_string(),
         };
-        let mut info = url
-            .as_str()
-            .into_connection_info()
-            .map_err(|err| invalid_url(&url, err.detail()))?;
+        let mut info = url.as_str().into_connection_info().map_err(|err| {
+            // Where the crate parsed the URL, its own words say what is
+            // wrong; where it did not, the URL parser's do.
+            let why = redis::parse_redis_url(&url).map(|_| refusal(&err));
+            invalid_url(&url, why.as_deref())
+        })?;
         if let ConnectionAddr::Tcp(_, 0) | ConnectionAddr::TcpTls { port: 0, .. } = info.addr() {
             return Err(invalid_url(&url, Some("port 0")));
         }
@@ -308,23 +310,28 @@ fn tls_of(addr: &ConnectionAddr, options: &TlsOptions) -> Result<Option<Tls>, Er
     }
 }
 
-/// The usage error for `url`, which the redis crate refused (`detail`: what
-/// it said, if anything): the URL without its credentials, and why, from
-/// the URL parser where the crate said nothing.
-pub fn invalid_url(url: &str, detail: Option<&str>) -> Error {
-    let why = match (detail, url::Url::parse(url)) {
-        (Some(detail), _) => detail.to_string(),
+/// The usage error for `url` (`why`: what is wrong with it, if known): the
+/// URL without its credentials, and why, from the URL parser where `why`
+/// says nothing (a URL that does not parse, or whose scheme is not Redis's).
+pub fn invalid_url(url: &str, why: Option<&str>) -> Error {
+    let why = match (why, url::Url::parse(url)) {
+        (Some(why), _) => why.to_string(),
         (None, Err(err)) => err.to_string(),
-        (None, Ok(parsed)) => match parsed.scheme() {
-            "redis" | "rediss" | "unix" | "redis+unix" => "a database that is no number".into(),
-            other => format!("the scheme {other}:// is not a Redis one"),
-        },
+        (None, Ok(parsed)) => format!("the scheme {}:// is not a Redis one", parsed.scheme()),
     };
     Error::Usage(format!(
         "invalid Redis URL {}: {why} (expected redis://host[:port][/db], with \
          user:password@ before the host if needed, rediss://... or unix:///path)",
         credentials::quoted(url)
     ))
+}
+
+/// Why the redis crate refused a URL it parsed, in its words (`Missing
+/// hostname`, `Invalid protocol version: 4`): its message without the error
+/// kind that it adds (` - InvalidClientConfig`).
+fn refusal(err: &redis::RedisError) -> String {
+    err.to_string()
+        .replacen(&format!(" - {:?}", err.kind()), "", 1)
 }
 
 /// Reads a password from a file such as a mounted Kubernetes Secret, without
@@ -377,6 +384,31 @@ mod tests {
         assert_eq!(target.unwrap().address(), "[::ffff:10.0.0.1]:6379");
         let target = Target::resolve(Some("redis://[::1]:31411/2"), None, None, &NO_TLS).unwrap();
         assert_eq!(target.to_string(), "redis://[::1]:31411/2");
+    }
+
+    #[test]
+    fn an_invalid_url_is_refused_for_what_is_wrong_with_it() {
+        for (url, why) in [
+            ("redis://u:pw@h:1/abc", "Invalid database number"),
+            (
+                "redis://u:pw@0.0.0.0:1",
+                "Cannot connect to a wildcard address",
+            ),
+            ("redis:///0", "Missing hostname"),
+            ("rediss://u:pw@h:1/#x", "only #insecure"),
+            ("redis://h:1/?protocol=4", "Invalid protocol version: 4"),
+            ("unix://relative.sock?pass=pw", "Missing path"),
+            ("redis://h:1:2", "invalid port number"),
+            ("http://u:pw@h:1", "the scheme http:// is not a Redis one"),
+        ] {
+            let err = Target::resolve(Some(url), None, None, &NO_TLS)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(err.contains(&format!(": {why}")), "{url}: {err}");
+            assert!(!err.contains("InvalidClientConfig"), "{err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
     }
 
     #[test]

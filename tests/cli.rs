@@ -238,7 +238,7 @@ fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
             "invalid port number",
         ),
         ("redis://h:0", "'redis://h:0'", "port 0"),
-        ("redis://h:1/abc", "'redis://h:1/abc'", "no number"),
+        ("redis://h:1/abc", "'redis://h:1/abc'", "database number"),
         (
             "redis://u:Pw-Secret@h:1/-1",
             "'redis://***@h:1/-1'",
