@@ -742,7 +742,9 @@ fn sentinels(
     } else if service.is_empty() {
         Some("no service name".to_string())
     } else if !db.is_empty() && db.parse::<u32>().is_err() {
-        Some(format!("the database {db:?} is no number"))
+        // Not quoted: it is in the URL shown, where a password with a '/'
+        // would have its end taken for the service and the database.
+        Some("the database after the service name is no number from 0 up".to_string())
     } else {
         None
     };
@@ -1097,6 +1099,15 @@ mod tests {
                 .expect("refused");
             assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
         }
+        // A '/' in a password (unencoded) puts its end in the database:
+        // the error does not repeat it.
+        let url = "redis+sentinel://u:Pw/Secret/Tail@s1/svc".to_string();
+        let err = Source::resolve(&[url], target, &SentinelAuth::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("no number"), "{err}");
+        assert!(!err.contains("Secret") && !err.contains("Tail"), "{err}");
         let two = [
             "redis+sentinel://s1/svc".to_string(),
             "redis://a".to_string(),
