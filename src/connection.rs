@@ -45,7 +45,10 @@ pub struct Target {
 impl Target {
     /// Resolves the endpoint. Precedence: `url` (from `--url` or `REDIS_URL`),
     /// then `host` (`REDIS_HOST=host[:port]`, what older manifests set), then
-    /// [`DEFAULT_URL`]. A password file replaces the URL's password. The TLS
+    /// [`DEFAULT_URL`], only when neither is set: one set but empty (a
+    /// variable that expanded to nothing, a ConfigMap's empty key) is a
+    /// mistake, never a wish for whatever server listens on 127.0.0.1:6379.
+    /// A password file replaces the URL's password. The TLS
     /// options need a `rediss://` URL; verification is turned off only by
     /// `--tls-insecure`, never by the URL alone.
     pub fn resolve(
@@ -54,19 +57,25 @@ impl Target {
         password_file: Option<&Path>,
         tls: &TlsOptions,
     ) -> Result<Target, Error> {
-        let url = match (non_empty(url), host.map(str::trim)) {
-            (Some(url), _) => url.to_string(),
-            // As for an empty URL: never the default server by mistake.
-            (None, Some("")) => {
+        let url = match (url.map(str::trim), host.map(str::trim)) {
+            (Some(url), _) if !url.is_empty() => url.to_string(),
+            (None | Some(""), Some(host)) if host.contains("://") => host.to_string(),
+            (None | Some(""), Some(host)) if !host.is_empty() => format!("redis://{host}"),
+            (None, None) => DEFAULT_URL.to_string(),
+            (None, Some(_)) => {
                 return Err(Error::Usage(
                     "REDIS_HOST is empty: give host:port, or leave it unset \
                      to use redis://127.0.0.1:6379"
                         .to_string(),
                 ));
             }
-            (None, Some(host)) if host.contains("://") => host.to_string(),
-            (None, Some(host)) => format!("redis://{host}"),
-            (None, None) => DEFAULT_URL.to_string(),
+            (Some(_), _) => {
+                return Err(Error::Usage(
+                    "--url (REDIS_URL) is empty: give a Redis URL, or leave it unset \
+                     to use REDIS_HOST or redis://127.0.0.1:6379"
+                        .to_string(),
+                ));
+            }
         };
         let mut info = url.as_str().into_connection_info().map_err(|err| {
             // Where the crate parsed the URL, its own words say what is
@@ -352,10 +361,6 @@ pub fn read_password(path: &Path) -> Result<String, Error> {
     Ok(password.to_string())
 }
 
-fn non_empty(value: Option<&str>) -> Option<&str> {
-    value.map(str::trim).filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,10 +428,18 @@ mod tests {
     fn redis_host_is_used_when_no_url() {
         let target = Target::resolve(None, Some("cache.example:6380"), None, &NO_TLS).unwrap();
         assert_eq!(target.to_string(), "redis://cache.example:6380/0");
-        let target = Target::resolve(Some(""), None, None, &NO_TLS).unwrap();
+        // An empty URL (REDIS_URL= in a manifest) leaves REDIS_HOST to it.
+        let target = Target::resolve(Some(""), Some("h:1"), None, &NO_TLS).unwrap();
+        assert_eq!(target.address(), "h:1");
+        let target = Target::resolve(None, None, None, &NO_TLS).unwrap();
         assert_eq!(target.address(), "127.0.0.1:6379");
-        // Set but empty, it is a mistake, not the default server.
-        assert!(Target::resolve(None, Some(" "), None, &NO_TLS).is_err());
+        // Set but empty, either is a mistake, not the default server.
+        for (url, host) in [(Some(" "), None), (None, Some(" ")), (Some(""), Some(""))] {
+            let err = Target::resolve(url, host, None, &NO_TLS)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("is empty"), "{err}");
+        }
     }
 
     #[test]

@@ -639,15 +639,16 @@ impl Source {
         sentinel_auth: &SentinelAuth,
     ) -> Result<Source, Error> {
         let urls: Vec<&str> = urls.iter().map(|u| u.trim()).collect();
-        // An empty URL is a mistake (a variable that expanded to nothing, a
-        // ConfigMap's empty key), never a wish for the default: that would
-        // clean whatever server listens on 127.0.0.1:6379.
-        if urls.iter().any(|u| u.is_empty()) {
-            return Err(Error::Usage(
-                "--url (REDIS_URL) is empty: give a Redis URL, or leave it unset \
-                 to use REDIS_HOST or redis://127.0.0.1:6379"
-                    .to_string(),
-            ));
+        match urls[..] {
+            // REDIS_URL= in a manifest: REDIS_HOST stands in, never the
+            // default server (see `Target::resolve`).
+            [""] => return Ok(Source::Direct(vec![target(Some(""))?])),
+            _ if urls.contains(&"") => {
+                return Err(Error::Usage(
+                    "one of the --url values is empty: give each a Redis URL".to_string(),
+                ));
+            }
+            _ => {}
         }
         if let Some(sentinel) = urls.iter().find(|u| sentinel_scheme(u).is_some()) {
             if urls.len() > 1 {

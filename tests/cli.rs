@@ -188,27 +188,35 @@ fn a_url_given_without_url_is_refused_without_its_password() {
 fn an_empty_url_or_redis_host_is_a_usage_error_not_the_default_server() {
     // Had an empty value meant "unset", these would reach 127.0.0.1:6379:
     // dry runs, so that such a regression still writes nothing there.
-    // Where REDIS_HOST can stand in for the URL, it names no server.
     let dry_run = || janitor().args(["run", "--dry-run", "--timeout", "1s"]);
     let dead = dead_url();
-    let dead_host = dead.trim_start_matches("redis://");
     let outs = [
-        dry_run()
-            .args(["--url", ""])
-            .env("REDIS_HOST", dead_host)
-            .run(),
+        dry_run().args(["--url", ""]).run(),
         dry_run().args(["--url", " ", "--url", &dead]).run(),
-        dry_run()
-            .env("REDIS_URL", "")
-            .env("REDIS_HOST", dead_host)
-            .run(),
+        dry_run().env("REDIS_URL", "").run(),
         dry_run().env("REDIS_HOST", "").run(),
+        dry_run().env("REDIS_URL", " ").env("REDIS_HOST", "").run(),
     ];
     for out in outs {
         out.assert_code(2);
         let line = out.one_line_stderr();
         assert!(line.contains("is empty"), "{}", out.dump());
     }
+    // An empty REDIS_URL beside REDIS_HOST (a manifest that sets both)
+    // leaves the server to REDIS_HOST, as when REDIS_URL is unset.
+    let server = RedisServer::start();
+    let out = dry_run()
+        .args(["--output", "json"])
+        .env("REDIS_URL", "")
+        .env("REDIS_HOST", server.host_port())
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(
+        report["servers"][0]["address"],
+        server.host_port(),
+        "{report:#}"
+    );
 }
 
 #[test]
