@@ -90,8 +90,9 @@ pub struct RunArgs {
     /// TLS. For a Redis Cluster, seed nodes: repeat --url, or list hosts
     /// comma-separated (redis://u@a:6379,b:6379). For Sentinel:
     /// redis+sentinel://[user[:password]@]host[:port][,host[:port]...]/SERVICE[/db]
-    /// (the URL's credentials are the data nodes'). When neither this nor
-    /// REDIS_URL is set, REDIS_HOST=host:port is used, then
+    /// (the URL's credentials are the data nodes'). A Unix socket:
+    /// unix:///path/redis.sock[?db=N][&user=U][&pass=P]. When this is unset
+    /// or empty, REDIS_HOST=host:port is used; when that is unset too,
     /// redis://127.0.0.1:6379.
     #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
     pub url: Vec<String>,
