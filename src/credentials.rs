@@ -35,7 +35,10 @@ fn without_url_credentials(text: &str) -> String {
             before[..at].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || "+-.".contains(c));
         let end = match scheme.ends_with('\'') {
             true => quoted_end(after),
-            false => after.find(char::is_whitespace).unwrap_or(after.len()),
+            // Unquoted, it ends before the punctuation of the sentence.
+            false => after[..after.find(char::is_whitespace).unwrap_or(after.len())]
+                .trim_end_matches([':', ',', ';', '.', ')'])
+                .len(),
         };
         let url = &after[..end];
         let shown = match url.rfind('@') {
@@ -125,6 +128,10 @@ mod tests {
         assert_eq!(
             without_credentials("see redis://pass:x@h:1/0?db=1&pass=y"),
             "see redis://***@h:1/0?***"
+        );
+        assert_eq!(
+            without_credentials("unix:///x?pass=sec: cannot read, redis://u:p@h."),
+            "unix:///x?***: cannot read, redis://***@h."
         );
         // A URL whose scheme was forgotten, as clap quotes it.
         assert_eq!(

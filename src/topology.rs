@@ -782,14 +782,20 @@ fn sentinel_addresses(hosts: &str) -> Result<Vec<ConnectionAddr>, Error> {
                 true => format!("redis://{host}"),
                 false => format!("redis://{host}:{SENTINEL_PORT}"),
             };
-            url.as_str()
+            let invalid = || {
+                Error::Usage(format!(
+                    "invalid Sentinel address {host:?} in the Redis URL"
+                ))
+            };
+            match url
+                .as_str()
                 .into_connection_info()
-                .map(|info| info.addr().clone())
-                .map_err(|_| {
-                    Error::Usage(format!(
-                        "invalid Sentinel address {host:?} in the Redis URL"
-                    ))
-                })
+                .map_err(|_| invalid())?
+                .addr()
+            {
+                ConnectionAddr::Tcp(_, 0) => Err(invalid()),
+                addr => Ok(addr.clone()),
+            }
         })
         .collect()
 }
@@ -1094,6 +1100,8 @@ mod tests {
             "redis+sentinel://s1",
             "redis+sentinel://s1/",
             "redis+sentinel:///svc",
+            "redis+sentinel://s1:0/svc",
+            "redis+sentinel://s1,s2:0/svc",
         ] {
             let err = Source::resolve(&[url.to_string()], target, &SentinelAuth::default())
                 .err()
