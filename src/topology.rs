@@ -686,6 +686,28 @@ fn sentinel_scheme(url: &str) -> Option<&'static str> {
     }
 }
 
+/// Why `url`, which has no `://`, is not a URL: a known scheme written
+/// without its `//` (`unix:/run/redis.sock`) is named; anything else before
+/// a `:` may be a host or a user name, so it is not.
+fn without_scheme(url: &str) -> String {
+    const SCHEMES: [&str; 8] = [
+        "redis",
+        "rediss",
+        "unix",
+        "redis+unix",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis-sentinel",
+        "rediss-sentinel",
+    ];
+    match url.split_once(':') {
+        Some((scheme, _)) if SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => {
+            format!("its scheme {scheme}: must be followed by //")
+        }
+        _ => "it has no scheme".into(),
+    }
+}
+
 /// `scheme://[userinfo@]host[:port][,host[:port]...][/db]` as one URL per
 /// host: the later hosts take the first's scheme and credentials. An item
 /// that is a URL of its own starts a list of its own. The credentials end
@@ -695,7 +717,7 @@ fn sentinel_scheme(url: &str) -> Option<&'static str> {
 fn seed_urls(url: &str) -> Result<Vec<String>, Error> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| invalid_url(url, Some("it has no scheme")))?;
+        .ok_or_else(|| invalid_url(url, Some(&without_scheme(url))))?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let hosts_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
     let (userinfo, hosts) = rest.split_at(hosts_start);

@@ -258,6 +258,11 @@ fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
             "not a Redis one",
         ),
         ("u:Pw-Secret@h:1", "'***@h:1'", "no scheme"),
+        (
+            "unix:/run/redis.sock",
+            "'unix:/run/redis.sock'",
+            "scheme unix: must be followed by //",
+        ),
         // The second host of a list, with the first's credentials.
         (
             "redis://u:Pw-Secret@h:1,h2:99999",
