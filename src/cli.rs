@@ -171,7 +171,7 @@ pub struct RunArgs {
     pub batch_size: u32,
 
     /// How long one script call may hold Redis: the script stops its SCAN
-    /// steps when the budget is spent, by the server's clock, so other
+    /// steps when the budget is spent, by its own stopwatch, so other
     /// clients never wait long behind it.
     #[arg(
         long,
@@ -228,8 +228,9 @@ pub struct RunArgs {
     pub restart: bool,
 
     /// Resume a pass from its checkpoint only if it was saved within this
-    /// long (also the checkpoint's expiry); set it to about the schedule's
-    /// interval, so a pass resumes across runs but never from a stale one.
+    /// long (also the checkpoint's expiry); set it to a few of the
+    /// schedule's intervals, so a pass resumes across runs, even after a
+    /// missed one, but never from a stale one.
     #[arg(
         long,
         env = "JANITOR_RESUME_MAX_AGE",
@@ -560,7 +561,7 @@ impl From<FormatArg> for Format {
 }
 
 /// The default `--resume-max-age`: a day, which covers any schedule up to
-/// daily; the manifests set their schedule's.
+/// daily; the manifests set a few of their schedule's intervals.
 pub const DEFAULT_RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The shortest `--lock-ttl`.
