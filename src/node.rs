@@ -251,15 +251,15 @@ pub async fn clean(
             address = %node.target.address(),
             indicatif.pb_show = tracing::field::Empty
         );
-        let end = clean_once(&node, context, &mut outcome, stop.clone())
+        let retrying = fault.is_some();
+        let end = clean_once(&node, context, &mut outcome, retrying, stop.clone())
             .instrument(span)
             .await;
+        let called = outcome.progress.counts.batches > calls_before;
         let err = match (end, fault.take()) {
             // --max-runtime ran out while a retry had not made a call yet:
             // the fault is how the node's work ended (see below).
-            (End::Stopped(Stop::MaxRuntime), Some(err))
-                if outcome.progress.counts.batches == calls_before =>
-            {
+            (end, Some(err)) if retry_cut_short(&end, true, called) => {
                 outcome.end = End::Failed(err);
                 break;
             }
@@ -424,12 +424,22 @@ fn may_be_failover(node: &Node, err: &Error) -> bool {
         )
 }
 
+/// Whether an attempt that ended so ends the node's work with the fault it
+/// was `retrying` after instead: --max-runtime ran out before the retry
+/// made a call (`called`). The node's work failed then, and records no
+/// success.
+fn retry_cut_short(end: &End, retrying: bool, called: bool) -> bool {
+    retrying && !called && matches!(end, End::Stopped(Stop::MaxRuntime))
+}
+
 /// One attempt at `node`: prepare it and do its [`work`], adding to
 /// `outcome`, then read the node's memory, keys and last success.
+/// `retrying`: the attempt is a retry after a fault.
 async fn clean_once(
     node: &Node,
     context: Context<'_>,
     outcome: &mut NodeOutcome,
+    retrying: bool,
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
@@ -456,6 +466,7 @@ async fn clean_once(
         &state_keys,
         context,
         outcome,
+        retrying,
         stop.clone(),
     )
     .await;
@@ -495,6 +506,7 @@ async fn work(
     state_keys: &StateKeys,
     context: Context<'_>,
     outcome: &mut NodeOutcome,
+    retrying: bool,
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
@@ -519,6 +531,7 @@ async fn work(
             Err(err) => return End::Failed(err),
         }
     };
+    let calls_before = outcome.progress.counts.batches;
     let calls = Calls {
         script: &script,
         claim: &claim,
@@ -540,8 +553,10 @@ async fn work(
     // Whatever the ending: a retry takes the lease again (or finds another
     // run cleaning the node, which is as good); a crashed run's lease
     // expires by itself after --lock-ttl. A success is recorded, with or
-    // without a lease.
-    let succeeded = end.succeeded();
+    // without a lease; not for a retry that --max-runtime stopped before
+    // its first call: the fault it retried after ends the node's work.
+    let called = outcome.progress.counts.batches > calls_before;
+    let succeeded = end.succeeded() && !retry_cut_short(&end, retrying, called);
     if claim.keys.is_some() && (!claim.token.is_empty() || succeeded) {
         let released = release(conn, &script, &claim, succeeded);
         match tokio::time::timeout(wrap_up_time(&end, &stop, context), released).await {

@@ -359,6 +359,55 @@ fn debug_sleep_longer_than_the_timeout_is_retried_and_the_pass_resumes() {
     });
 }
 
+/// The job's connection drops mid-pass while the server holds writes
+/// (`CLIENT PAUSE WRITE`) past `--max-runtime`: the retry connects, waits
+/// for the pause, takes the lease and stops before its first call. The
+/// fault ends the node's work (exit 1), and a failed run leaves the node's
+/// history as it was: the retry that made no call records no success.
+#[test]
+fn a_retry_stopped_by_max_runtime_before_its_first_call_records_no_success() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populated(&mut con, 10_000, 3_000, 1_000);
+    let mut running = run_json(&server.url())
+        .args(["--rate-limit", "2000", "--max-runtime", "3s"])
+        .args(["--timeout", "20s"])
+        .start();
+    wait_for_checkpoint(&mut running, &mut con);
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "5000", "WRITE"])
+        .exec(&mut con)
+        .unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query(&mut con)
+        .unwrap();
+    assert!(killed >= 1);
+    let out = running.wait();
+    assert_failed(&out);
+    let report = out.report();
+    assert_eq!(report["complete"], false, "{report:#}");
+    assert!(
+        only_server(&report)["retries"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
+    let history: Option<String> = redis::cmd("HGET")
+        .arg(redis_janitor::lease::state_keys(None).history)
+        .arg("last_success")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        history,
+        None,
+        "a failed run recorded a success\n{}",
+        out.dump()
+    );
+    assert!(
+        only_server(&report)["last_success_at"].is_null(),
+        "{report:#}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // BUSY
 // ---------------------------------------------------------------------------
