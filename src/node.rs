@@ -675,8 +675,14 @@ async fn take(
     }
     let stored = Checkpoint::parse(&acquired.checkpoint);
     // --restart asks for a new pass once: a retry in the same run resumes
-    // the pass this run began.
-    let first = outcome.start.is_none();
+    // the pass this run began, once a call of it saved the checkpoint.
+    // Until then the checkpoint is still the pass --restart left, which a
+    // retry must not resume.
+    let own_pass = outcome
+        .start
+        .as_ref()
+        .zip(stored.as_ref())
+        .is_some_and(|(began, stored)| stored.started_ms == began.started_ms);
     let start = checkpoint::start(
         stored.as_ref(),
         checkpoint::Wanted {
@@ -684,7 +690,7 @@ async fn take(
             run_id,
             now_ms: acquired.now_ms,
             max_age: task.resume_max_age,
-            restart: task.restart && first,
+            restart: task.restart && !own_pass,
         },
     );
     info!(

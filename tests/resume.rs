@@ -474,6 +474,52 @@ fn restart_asks_for_one_new_pass_which_a_retry_in_the_same_run_resumes() {
 }
 
 #[test]
+fn restart_is_kept_by_a_retry_after_a_first_call_that_never_ran() {
+    let (server, mix, rules) = seeded(KEYS, MIX_RULES);
+    let first = partial_pass(&server, &rules, &[]);
+    let first_started = hash_u64(&the_checkpoint(&mut server.conn()), "started");
+    // The run takes the lease and chooses a new pass; its first call is
+    // lost before it reaches Redis, so the checkpoint is still the old
+    // pass's when the retry takes the lease again.
+    let proxy = ScriptProxy::start(
+        &server,
+        Behaviour {
+            drop_clean_call: Some(1),
+            ..Behaviour::default()
+        },
+    );
+    let out = run_json(&proxy.url())
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--restart")
+        .run();
+    out.assert_code(0);
+    let report = out.report();
+    assert!(field(only_server(&report), "retries") >= 1, "{report:#}");
+    // The retry goes on with the new pass --restart asked for, not with
+    // the old one from its cursor: the keys before it are scanned again.
+    assert_new_pass(&report, "--restart");
+    let mut con = server.conn();
+    assert_ne!(
+        hash_u64(&the_checkpoint(&mut con), "started"),
+        first_started
+    );
+    if declared_mode() {
+        // The dropped call's step scanned its keys, and the retry scans
+        // them again (see docs/declared-keys.md): the report counts them
+        // twice, the checkpoint once.
+        assert_eq!(report["complete"], true, "{report:#}");
+        let cp = the_checkpoint(&mut con);
+        assert_eq!(hash_u64(&cp, "cursor"), 0, "{cp:?}");
+        assert_eq!(hash_u64(&cp, "scanned"), mix.len() - deleted(&first));
+        assert_eq!(keys_acted(&first) + keys_acted(&report), mix.acted());
+        mix.assert_cleaned(&keyspace(&mut con), "after the new pass");
+    } else {
+        assert_new_pass_cleaned_all(&mut con, &mix, &first, &report);
+    }
+}
+
+#[test]
 fn changed_rules_start_a_new_pass_that_skips_no_key() {
     let (server, mix, rules) = seeded(KEYS, MIX_RULES_WITHOUT_CACHE);
     let first = partial_pass(&server, &rules, &[]);

@@ -44,6 +44,11 @@ pub struct Behaviour {
     /// call is forwarded and runs, then the client's connection is closed
     /// instead of the reply relayed, as a network that fails at that moment.
     pub lose_clean_replies: Option<u64>,
+    /// Drop the Nth `clean` call of the job's script (counting from 1, over
+    /// all connections): the client's connection is closed instead of the
+    /// call forwarded, so it never runs, as a network that fails as the
+    /// call is sent.
+    pub drop_clean_call: Option<u64>,
 }
 
 /// A proxy on a free loopback port in front of one [`RedisServer`]; stops
@@ -69,6 +74,8 @@ struct Shared {
     scripts: AtomicU64,
     /// The job's `clean` calls forwarded.
     cleans: AtomicU64,
+    /// The job's `clean` calls received, dropped or not.
+    cleans_received: AtomicU64,
     /// Script bodies loaded through the proxy, by lowercase SHA.
     bodies: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     /// Each open connection's client and upstream sockets (clones), by
@@ -91,6 +98,7 @@ impl ScriptProxy {
             cross_slot: AtomicU64::new(0),
             scripts: AtomicU64::new(0),
             cleans: AtomicU64::new(0),
+            cleans_received: AtomicU64::new(0),
             bodies: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
@@ -226,6 +234,9 @@ fn relay(shared: &Shared, client: &TcpStream, upstream: &TcpStream) -> io::Resul
         let reply = match shared.refusal(&command.args) {
             Some(error) => format!("-{error}\r\n").into_bytes(),
             None => {
+                if shared.drops_call(&command.args) {
+                    return Err(io::Error::new(ErrorKind::ConnectionAborted, "call dropped"));
+                }
                 to_upstream.write_all(&command.raw)?;
                 let reply = read_reply(&mut from_upstream)?;
                 if shared.loses_reply(&command.args) {
@@ -266,6 +277,15 @@ impl Shared {
         };
         let clean = ScriptCall::parse(args).is_some_and(|call| call.op == Some(&b"clean"[..]));
         clean && (self.cleans.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(every)
+    }
+
+    /// Whether `args` is to be dropped instead of forwarded (see
+    /// [`Behaviour::drop_clean_call`]).
+    fn drops_call(&self, args: &[Vec<u8>]) -> bool {
+        let clean = ScriptCall::parse(args).is_some_and(|call| call.op == Some(&b"clean"[..]));
+        clean
+            && self.behaviour.drop_clean_call
+                == Some(self.cleans_received.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Whether the script's body, if known, calls SCAN.
