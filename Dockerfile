@@ -51,7 +51,7 @@ LABEL org.opencontainers.image.title="redis-janitor" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.source="https://github.com/redis-janitor/redis-janitor" \
       org.opencontainers.image.licenses="MIT" \
-      io.github.redis-janitor.script-version="v10"
+      io.github.redis-janitor.script-version="v11"
 
 # Owned by root and not writable by the user it runs as.
 COPY --from=builder /src/target/release/redis-janitor /usr/local/bin/redis-janitor

@@ -1,5 +1,5 @@
 //! Where a node's pass stands, saved by the clean script in the same atomic
-//! call as the work it records (see `lua/v10/clean.lua`, `save`), and read
+//! call as the work it records (see `lua/v11/clean.lua`, `save`), and read
 //! back when the next run takes the node's lease: the cursor the next call
 //! starts from, whether the pass is done, which pass it is (the rules' fingerprint, the server
 //! process's `run_id`, when the pass began), when it was saved, and the

@@ -107,8 +107,9 @@ pub struct Stepped {
     /// reply), the save's included.
     pub reloads: u64,
     /// Whether the round trip checked and renewed the run's lease (its
-    /// save did).
-    pub confirmed: bool,
+    /// save did): `Some` of the server's clock as the renewing call read
+    /// it, where it says (the default mode's calls do not).
+    pub renewed: Option<Option<u64>>,
     /// The SCANs and script calls it sent, for the pacer's measure of
     /// Redis's time (see `pacer`).
     pub commands: u64,
@@ -228,7 +229,7 @@ impl Declared {
                 let op = Op::Save(&saved, pass);
                 calls
                     .script
-                    .call::<String>(&mut conn.clone(), calls.claim, op)
+                    .call::<(String, u64)>(&mut conn.clone(), calls.claim, op)
                     .await
             })),
             clean(conn, calls, rules, batch, deadline, &groups),
@@ -277,23 +278,23 @@ impl Declared {
             _ => {}
         }
         let mut save_fault = None;
-        let confirmed = match saved {
-            Some(Ok((answer, text))) => {
+        let renewed = match saved {
+            Some(Ok(((answer, server_ms), text))) => {
                 reply.checkpoint = answer;
                 reloads += u64::from(text);
-                true
+                Some(Some(server_ms))
             }
             Some(Err(err)) => {
                 save_fault = Some(err);
-                false
+                None
             }
-            None => false,
+            None => None,
         };
         let fault = failed.or(save_fault).or(scan_fault);
         Ok(Stepped {
             reply,
             reloads,
-            confirmed,
+            renewed,
             commands,
             fault,
         })
@@ -301,19 +302,20 @@ impl Declared {
 
     /// Saves the checkpoint after the last step, if it is not saved yet,
     /// checking and renewing the lease: its answer ('saved', or the error
-    /// that refused the write) and whether the call had to send the
-    /// script's text again, or `None` when there was nothing to save.
+    /// that refused the write) with the server's clock as it read it, and
+    /// whether the call had to send the script's text again, or `None`
+    /// when there was nothing to save.
     pub async fn flush(
         &mut self,
         conn: &mut MultiplexedConnection,
         calls: Calls<'_>,
-    ) -> Result<Option<(String, bool)>, Error> {
+    ) -> Result<Option<((String, u64), bool)>, Error> {
         let Some((saved, pass)) = self.pending.take().zip(calls.pass) else {
             return Ok(None);
         };
         calls
             .script
-            .call::<String>(conn, calls.claim, Op::Save(&saved, pass))
+            .call::<(String, u64)>(conn, calls.claim, Op::Save(&saved, pass))
             .await
             .map(Some)
     }

@@ -27,60 +27,51 @@ const STANDALONE_TAG: &str = "{node}:";
 /// The number of hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
 
-/// How far the server's clock may run ahead of the job's over a lease's
-/// time to live, as a share of it: 1000 ppm, far beyond the drift of two
-/// clocks that keep time (NTP keeps them within some tens of ppm).
-const DRIFT: u32 = 1000;
-
-/// The server's clock as a run took its lease, from which the run reckons
-/// the deadline of its declared calls (see `script::protocol::Deadline`).
-/// Each bound leans early, so a deadline never comes after the expiry of
-/// the lease it stands for.
+/// The lease as the run last renewed it and knew it, from which the run
+/// reckons the deadline of its declared calls (see
+/// `script::protocol::Deadline`): the server's clock as the renewing call
+/// (`acquire`, `renew`, or a `save`) read it, before it set the lease's
+/// expiry, so the lease lasts at least its time to live from then, by the
+/// same clock the calls read. Nothing of the job's own clock goes into a
+/// deadline, so the two clocks' drift over a long run cannot carry one past
+/// the lease's expiry.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseClock {
-    /// The server's clock (ms) as the `acquire` call read it.
+    /// The server's clock (ms) as the renewing call read it.
     server_ms: u64,
-    /// When the job sent that call: the lease was written no earlier.
+    /// When the job sent that call.
     sent: Instant,
-    /// When its reply came: the server read its clock before.
-    received: Instant,
     /// The lease's time to live.
     ttl: Duration,
 }
 
 impl LeaseClock {
-    /// The clock of an `acquire` call sent at `sent`, answered at
-    /// `received`, that read the server's clock as `server_ms`, for a lease
-    /// of `ttl`.
-    pub fn new(server_ms: u64, sent: Instant, received: Instant, ttl: Duration) -> LeaseClock {
+    /// The clock of a renewing call sent at `sent` that read the server's
+    /// clock as `server_ms`, for a lease of `ttl`.
+    pub fn new(server_ms: u64, sent: Instant, ttl: Duration) -> LeaseClock {
         LeaseClock {
             server_ms,
             sent,
-            received,
             ttl,
         }
     }
 
-    /// When the job sent the `acquire`: the lease's first renewal.
+    /// The same lease, renewed by a call sent at `sent` that read the
+    /// server's clock as `server_ms`.
+    pub fn renewed(self, server_ms: u64, sent: Instant) -> LeaseClock {
+        LeaseClock::new(server_ms, sent, self.ttl)
+    }
+
+    /// When the job sent the call that last renewed the lease.
     pub fn taken(&self) -> Instant {
         self.sent
     }
 
-    /// The server time (ms) from which the lease that a call sent at
-    /// `renewed` renewed may have expired. Redis ran the call no earlier
-    /// than `renewed`, when its clock read at least `server_ms` less the
-    /// time from `renewed` to `received` (its clock was read before
-    /// `received`), so the lease lasts at least until then plus its time
-    /// to live, less the drift of the two clocks over it.
-    pub fn deadline(&self, renewed: Instant) -> u64 {
-        let ms = |d: Duration| i128::try_from(d.as_millis()).unwrap_or(i128::MAX);
-        let since = match renewed.checked_duration_since(self.received) {
-            Some(after) => ms(after),
-            // Rounded up: the bound leans early.
-            None => -ms(self.received - renewed + Duration::from_nanos(999_999)),
-        };
-        let last = ms(self.ttl - self.ttl / DRIFT);
-        u64::try_from(i128::from(self.server_ms) + since + last).unwrap_or(0)
+    /// The server time (ms) from which the lease may have expired: its
+    /// time to live after the renewing call read the server's clock.
+    pub fn deadline(&self) -> u64 {
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        self.server_ms.saturating_add(ttl)
     }
 }
 
@@ -164,24 +155,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_deadline_is_the_earliest_the_lease_may_expire() {
-        let received = Instant::now() + Duration::from_secs(10);
-        let sent = received - Duration::from_micros(700);
-        let clock = LeaseClock::new(1_000_000, sent, received, Duration::from_secs(60));
-        // Renewed as the reply came: the server read 1,000,000 before, so
-        // the lease lasts until 1,060,000 at least, less 60 ms of drift.
-        assert_eq!(clock.deadline(received), 1_059_940);
-        // Renewed later: as much later, in whole ms rounded down.
-        assert_eq!(
-            clock.deadline(received + Duration::from_micros(1_500_900)),
-            1_061_440
-        );
-        // The acquire itself, sent before the clock was read: 0.7 ms
-        // earlier, rounded up to 1.
-        assert_eq!(clock.deadline(sent), 1_059_939);
-        let short = LeaseClock::new(5, sent, received, Duration::from_millis(500));
-        assert_eq!(short.deadline(received), 5 + 499);
-        assert_eq!(short.deadline(sent - Duration::from_secs(1)), 0);
+    fn a_deadline_is_the_lease_s_expiry_by_the_clock_of_its_last_renewal() {
+        let sent = Instant::now();
+        let clock = LeaseClock::new(1_000_000, sent, Duration::from_secs(60));
+        assert_eq!(clock.deadline(), 1_060_000);
+        assert_eq!(clock.taken(), sent);
+        // A renewal moves it to the server's clock as that call read it,
+        // however long the job's own clock says has gone by: the server's
+        // clock may have run slower, or been set back.
+        let later = sent + Duration::from_secs(3600);
+        let renewed = clock.renewed(1_000_500, later);
+        assert_eq!(renewed.deadline(), 1_060_500);
+        assert_eq!(renewed.taken(), later);
+        let short = LeaseClock::new(5, sent, Duration::from_micros(100_900));
+        assert_eq!(short.deadline(), 5 + 100);
     }
 
     #[test]

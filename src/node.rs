@@ -650,7 +650,6 @@ async fn take(
             },
         )
         .await?;
-    let received = Instant::now();
     outcome.progress.counts.script_reloads += u64::from(resent);
     match acquired.lease {
         LeaseState::Held => {}
@@ -717,8 +716,8 @@ async fn take(
     if !began_here {
         outcome.start = Some(start);
     }
-    let clock = (!claim.token.is_empty())
-        .then(|| LeaseClock::new(acquired.now_ms, sent, received, claim.lease_ttl));
+    let clock =
+        (!claim.token.is_empty()).then(|| LeaseClock::new(acquired.now_ms, sent, claim.lease_ttl));
     Ok(Ok((pass_id, clock)))
 }
 

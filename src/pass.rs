@@ -153,8 +153,8 @@ pub struct Calls<'a> {
     /// The pass the checkpoint records; `None` in a dry run, which keeps
     /// its cursor in memory only.
     pub pass: Option<&'a PassId>,
-    /// The server's clock as the run took its lease; `None` without a
-    /// lease (`--no-lock`, a dry run).
+    /// The lease as the run took it; `None` without a lease
+    /// (`--no-lock`, a dry run).
     pub lease: Option<LeaseClock>,
     /// The run's caps, shared with its other nodes.
     pub caps: &'a Caps,
@@ -240,6 +240,7 @@ pub async fn run(
         last_progress: now,
         last_sample: None,
         held_at: calls.lease.map_or(now, |lease| lease.taken()),
+        lease: calls.lease,
         sampling_calls: 0,
         declared: (calls.script.key_mode == KeyMode::Declared)
             .then(|| Declared::new(calls.script.layout, &options.limits)),
@@ -279,6 +280,9 @@ struct Pass<'a> {
     /// When the call that last renewed the lease was sent (any call; the
     /// lease's `acquire` at first).
     held_at: Instant,
+    /// The lease as the last renewing call that read the server's clock
+    /// left it, for the deadline of the declared calls.
+    lease: Option<LeaseClock>,
     /// The dry run's calls that returned their keys for samples.
     sampling_calls: u64,
     /// The declared-keys mode's state across steps; `None` in the default
@@ -326,12 +330,12 @@ impl Pass<'_> {
             let Stepped {
                 reply,
                 reloads,
-                confirmed,
+                renewed,
                 commands,
                 fault,
             } = self.step(&batch).await?;
-            if confirmed {
-                self.held_at = sent;
+            if let Some(server_ms) = renewed {
+                self.renewed(sent, server_ms);
             }
             match self.calls.script.key_mode {
                 KeyMode::Server => self.pacer.record(&reply, sent, Instant::now()),
@@ -394,13 +398,13 @@ impl Pass<'_> {
             return Ok(Stepped {
                 reply,
                 reloads: u64::from(resent),
-                confirmed: true,
+                renewed: Some(None),
                 commands: 1,
                 fault: None,
             });
         };
-        let deadline = match calls.lease {
-            Some(lease) => Deadline::At(lease.deadline(self.held_at)),
+        let deadline = match self.lease {
+            Some(lease) => Deadline::At(lease.deadline()),
             None => Deadline::None,
         };
         declared
@@ -419,12 +423,13 @@ impl Pass<'_> {
             return Ok(false);
         };
         let sent = Instant::now();
-        let Some((answer, resent)) = declared.flush(&mut self.conn, calls).await? else {
+        let Some(((answer, server_ms), resent)) = declared.flush(&mut self.conn, calls).await?
+        else {
             return Ok(false);
         };
         self.progress.counts.script_reloads += u64::from(resent);
         self.pacer.other_call();
-        self.held_at = sent;
+        self.renewed(sent, Some(server_ms));
         self.note_checkpoint(&answer, self.progress.cursor);
         Ok(true)
     }
@@ -516,15 +521,25 @@ impl Pass<'_> {
     /// Renews the lease; fails if the run no longer holds it.
     async fn renew(&mut self) -> Result<(), Error> {
         let sent = Instant::now();
-        let (_, resent) = self
+        let (server_ms, resent) = self
             .calls
             .script
-            .call::<i64>(&mut self.conn, self.calls.claim, Op::Renew)
+            .call::<u64>(&mut self.conn, self.calls.claim, Op::Renew)
             .await?;
         self.progress.counts.script_reloads += u64::from(resent);
         self.pacer.other_call();
-        self.held_at = sent;
+        self.renewed(sent, Some(server_ms));
         Ok(())
+    }
+
+    /// The lease was renewed by a call sent at `sent`, which read the
+    /// server's clock as `server_ms` if it says (a default-mode call does
+    /// not: its calls read the lease itself and need no deadline).
+    fn renewed(&mut self, sent: Instant, server_ms: Option<u64>) {
+        self.held_at = sent;
+        if let Some(server_ms) = server_ms {
+            self.lease = self.lease.map(|lease| lease.renewed(server_ms, sent));
+        }
     }
 
     /// Whether the next call is preceded by a sample: every

@@ -242,7 +242,7 @@ struct RuleCount<'a> {
 struct ScriptInfo<'a> {
     /// Script name, e.g. "clean".
     name: &'a str,
-    /// Script version, e.g. "v10".
+    /// Script version, e.g. "v11".
     version: &'a str,
     /// SHA-1 of the exact text loaded.
     sha: &'a str,

@@ -8,7 +8,7 @@
 //! `resilience::`, `faults::`, `cluster::`, `brakes::` and `replica::`
 //! again with `JANITOR_TEST_KEY_MODE=declared`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
@@ -361,13 +361,42 @@ fn with_key_mode_server_such_a_server_fails_the_run_in_one_line_and_nothing_chan
 
 #[test]
 fn every_declared_call_carries_a_deadline_no_later_than_the_lease_it_stands_for() {
-    // A declared call cannot read the lease: it refuses from the deadline
-    // its run sends, which must never come after the lease, as the run
-    // last renewed it *and knew it*, may have expired. A step's save goes
-    // out with its calls, so the run cannot count on that save's renewal
-    // (the save may be refused) before its reply: the calls' deadline
-    // stands on the renewals before. The server's own record says when each
-    // call ran and when each renewal set the lease's expiry.
+    deadlines_stay_within_the_lease(|job| job);
+}
+
+/// The job's own clock may run faster than the server's (two machines'
+/// clocks drift, and a server's may be set back): a deadline reckoned from
+/// the time the job measured since it took the lease would come after the
+/// lease's expiry on a long run. Here the job's clock runs three times as
+/// fast as the server's (libfaketime), as if it had drifted by two seconds
+/// a second.
+#[test]
+fn a_deadline_stays_within_the_lease_when_the_jobs_clock_runs_fast() {
+    deadlines_stay_within_the_lease(|job| {
+        job.env("LD_PRELOAD", faketime_library())
+            .env("FAKETIME", "+0 x3")
+    });
+}
+
+/// libfaketime, which Debian's `faketime` package installs (`.ci/run` does).
+fn faketime_library() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists());
+    found.expect("libfaketime is missing: apt-get install faketime")
+}
+
+/// A declared call cannot read the lease: it refuses from the deadline its
+/// run sends, which must never come after the lease, as the run last
+/// renewed it *and knew it*, may have expired. A step's save goes out with
+/// its calls, so the run cannot count on that save's renewal (the save may
+/// be refused) before its reply: the calls' deadline stands on the
+/// renewals before. The server's own record says when each call ran and
+/// when each renewal set the lease's expiry. `setup` sets the job up.
+fn deadlines_stay_within_the_lease(setup: impl FnOnce(Janitor) -> Janitor) {
     let server = RedisServer::start();
     let mix = Mix::new(3_000);
     mix.seed(&mut server.conn());
@@ -376,7 +405,7 @@ fn every_declared_call_carries_a_deadline_no_later_than_the_lease_it_stands_for(
     let mut out = None;
     let seen = monitor(&server, || {
         out = Some(
-            job(&server.url(), &rules, "declared")
+            setup(job(&server.url(), &rules, "declared"))
                 .args(["--lock-ttl", "500ms", "--batch-size", "100"])
                 .run(),
         );

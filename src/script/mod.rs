@@ -26,7 +26,7 @@ use protocol::{Claim, Op};
 static LUA: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/lua");
 
 /// The script version this binary runs.
-pub const VERSION: &str = "v10";
+pub const VERSION: &str = "v11";
 
 /// The script that checks and acts on one stretch of the keyspace.
 pub const CLEAN: &str = "clean";
@@ -134,7 +134,7 @@ pub enum Invoke {
 pub struct Script {
     /// The script's file name without `.lua`.
     pub name: String,
-    /// The `lua/` directory its template came from, e.g. "v10".
+    /// The `lua/` directory its template came from, e.g. "v11".
     pub version: String,
     /// What it may do.
     pub mode: Mode,

@@ -2,7 +2,7 @@
 //! ([`Batch`]), its reply ([`Reply`]), and the outcome bytes that name each
 //! key's fate. The constants are defined here, once, and emitted into the
 //! script's Lua by `compile`; the reply's layout is documented at the top of
-//! `lua/v10/clean.lua`. [`Counts`] adds the replies of a pass together.
+//! `lua/v11/clean.lua`. [`Counts`] adds the replies of a pass together.
 
 use std::time::Duration;
 
@@ -259,7 +259,7 @@ impl Batch {
     }
 }
 
-/// What one script call answered (see the header of `lua/v10/clean.lua`).
+/// What one script call answered (see the header of `lua/v11/clean.lua`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reply {
     /// Where the next call starts; 0 at the end of the keyspace.

@@ -1,4 +1,4 @@
--- redis-janitor clean script, version v10.
+-- redis-janitor clean script, version v11.
 --
 -- Cleans one stretch of the keyspace: runs SCAN steps from a cursor until a
 -- time budget is spent, matches each key's name against the rules' patterns,
@@ -72,7 +72,8 @@
 --          the checkpoint as HGETALL gives it}, status 'acquired', 'locked'
 --          (another run holds it: holder and since are that run's) or
 --          'refused' (the server refused the write; holder is its error).
--- renew    Renews the lease: 1, or the error LEASELOST.
+-- renew    Renews the lease: the server's time in ms, read before the
+--          lease's expiry was set, or the error LEASELOST.
 -- release  ARGV[4] '1' when the run's work on the node succeeded: records
 --          `last_success` in the history, unless the lease is another run's.
 --          Deletes the lease if it is this run's: 1, else 0.
@@ -80,8 +81,11 @@
 --          the pass is done, ARGV[6] and ARGV[7] the keys the job's SCAN
 --          returned and the keys acted on since the last save, ARGV[8..11]
 --          the pass, as ARGV[10..13] of clean. Saves the checkpoint like a
---          clean call does, if the lease is still the run's: 'saved' (or
---          the error that refused the write), else the error LEASELOST.
+--          clean call does, if the lease is still the run's, renewing it:
+--          {'saved' (or the error that refused the write), the server's
+--          time in ms, read before the lease's expiry was set}, else the
+--          error LEASELOST. A run reckons the deadline of its declared
+--          calls from that time (see ARGV[3]).
 -- clean    ARGV[4] the cursor to SCAN from.
 --          ARGV[5] the COUNT of each SCAN step.
 --          ARGV[6] the scan budget in microseconds: each SCAN step after the
@@ -562,11 +566,11 @@ local function pass_at(i)
 end
 
 -- Records the progress of `pass` after a call's work: `cursor`, where the
--- next call starts, whether the pass is `done`, when it was saved, and the
--- pass's totals so far, with the call's keys `returned` and `acted` on
--- (reset when the checkpoint held another pass). Answers 'saved', or the
--- error that refused the write.
-local function save(pass, cursor, done, returned, acted)
+-- next call starts, whether the pass is `done`, when it was saved (`now`,
+-- ms), and the pass's totals so far, with the call's keys `returned` and
+-- `acted` on (reset when the checkpoint held another pass). Answers
+-- 'saved', or the error that refused the write.
+local function save(pass, cursor, done, returned, acted, now)
   -- PEXPIRE first: see the header (Redis 6.2 at maxmemory). It also sets
   -- the expiry of a checkpoint that exists; a new one gets it after HSET.
   local existed = call('PEXPIRE', CHECKPOINT, pass.ttl) == 1
@@ -576,7 +580,7 @@ local function save(pass, cursor, done, returned, acted)
     calls, returned, acted = calls + tonumber(old[4]), returned + tonumber(old[5]), acted + tonumber(old[6])
   end
   local written = try('HSET', CHECKPOINT, 'cursor', cursor, 'done', done, 'fingerprint', pass.fingerprint,
-    'run_id', pass.run_id, 'started', pass.started, 'saved', now_millis(), 'calls', calls,
+    'run_id', pass.run_id, 'started', pass.started, 'saved', now, 'calls', calls,
     'scanned', returned, 'acted', acted)
   if type(written) == 'table' then
     return written.err
@@ -595,16 +599,18 @@ local function save_after(s)
     acted = acted + s.acted[r]
   end
   local done = (s.cursor == '0' and not s.rewound) and '1' or '0'
-  return save(pass_at(10), s.cursor, done, s.returned, acted)
+  return save(pass_at(10), s.cursor, done, s.returned, acted, now_millis())
 end
 
 if OP == 'acquire' then
   return acquire()
 elseif OP == 'renew' then
+  -- The clock first: the lease lasts at least its time to live from then.
+  local now = now_millis()
   if not hold() then
     return lost()
   end
-  return 1
+  return now
 elseif OP == 'release' then
   local mine = TOKEN ~= '' and call('HGET', LEASE, 'token') == TOKEN
   if ARGV[4] == '1' and (TOKEN == '' or mine) then
@@ -621,10 +627,11 @@ elseif OP == 'release' then
   end
   return 0
 elseif OP == 'save' then
+  local now = now_millis()
   if not hold() then
     return lost()
   end
-  return save(pass_at(8), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]))
+  return { save(pass_at(8), ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), now), now }
 end
 
 -- clean: the lease is checked before anything is touched. A declared call
