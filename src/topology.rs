@@ -17,7 +17,7 @@
 //! server name), and asked with `INFO replication`, which the job's ACL
 //! user may run, whether it is what they said.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -183,11 +183,64 @@ async fn discover_direct(
         }]);
     }
     let shards = shards(&mut conn, seed, &server).await?;
+    same_cluster(seed, &shards, seeds, timeout).await?;
     info!(seed = %address, shards = shards.len(), "found a Redis Cluster");
     Ok(shards
         .iter()
         .filter_map(|shard| cluster_node(seed, shard, from_replicas))
         .collect())
+}
+
+/// Checks that each of `seeds` that answers, besides `seed`, is a node of
+/// the cluster whose `shards` `seed` gave: its own map shares a node with
+/// them. Node ids, not addresses, since a cluster may announce addresses
+/// other than the ones the URLs give (pod IPs for a Service's name). A
+/// seed that does not answer is left out, as when it is the first.
+async fn same_cluster(
+    seed: &Target,
+    shards: &[ShardMap],
+    seeds: &[Target],
+    timeout: Duration,
+) -> Result<(), Error> {
+    let ids: HashSet<&str> = shards
+        .iter()
+        .flat_map(|shard| shard.members.iter().map(|m| m.id.as_str()))
+        .collect();
+    let others = seeds
+        .iter()
+        .filter(|other| other.address() != seed.address());
+    let maps = futures_util::future::join_all(others.map(|other| async move {
+        let Ok(mut conn) = other.connect(timeout).await else {
+            return Ok(None);
+        };
+        let address = other.address();
+        let server = info(&mut conn, &address, "server").await?;
+        if !is_cluster(&server) {
+            return Ok(Some((address, Vec::new())));
+        }
+        Ok::<_, Error>(Some((
+            address,
+            self::shards(&mut conn, other, &server).await?,
+        )))
+    }))
+    .await;
+    for map in maps {
+        let Some((address, theirs)) = map? else {
+            continue;
+        };
+        let shared = theirs
+            .iter()
+            .flat_map(|shard| &shard.members)
+            .any(|member| ids.contains(member.id.as_str()));
+        if !shared {
+            return Err(Error::Unsupported(format!(
+                "several Redis URLs name the seed nodes of one cluster, but {address} is not a \
+                 node of {}'s cluster; give the nodes of one cluster (one run per cluster)",
+                seed.address()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The node to clean of `shard`: its primary, or with `from_replicas` its

@@ -157,6 +157,45 @@ fn several_urls_that_are_not_one_cluster_are_refused() {
     assert_eq!(dbsize(&mut a.conn()), 1);
 }
 
+#[test]
+fn seeds_of_two_clusters_or_of_a_cluster_and_a_standalone_server_are_refused() {
+    let one = RedisCluster::start(3, 0);
+    let other = RedisCluster::start(3, 0);
+    let standalone = RedisServer::start();
+    let slot = redis_janitor::lease::key_slot(b"temp:{a}");
+    for cluster in [&one, &other] {
+        seed(&mut cluster.owner(slot).conn(), b"temp:{a}", "string", None);
+    }
+    seed(&mut standalone.conn(), b"temp:1", "string", None);
+    let urls = [
+        vec!["--url".into(), one.url(), "--url".into(), other.url()],
+        // One URL, a second host: a standalone server after a cluster node.
+        vec![
+            "--url".into(),
+            format!("{},{}", one.url(), standalone.host_port()),
+        ],
+    ];
+    for args in urls {
+        let out = janitor().arg("run").args(&args).run();
+        out.assert_code(1);
+        assert!(
+            out.one_line_stderr().contains("is not a node of"),
+            "{}",
+            out.dump()
+        );
+        // Refused before anything is touched, on any of them.
+        assert_eq!(one.keyspace().len(), 1);
+        assert_eq!(other.keyspace().len(), 1);
+        assert_eq!(dbsize(&mut standalone.conn()), 1);
+    }
+    // Seeds of one cluster, a replica's among them, are one cluster.
+    let out = janitor()
+        .args(["run", "--url", &one.url(), "--url", &one.nodes[2].url()])
+        .run();
+    out.assert_code(0);
+    assert!(one.keyspace().is_empty());
+}
+
 /// Puts `slot` half-way from its owner to `to`: MIGRATING there, IMPORTING
 /// here, and the first `moved` of `keys` already migrated.
 fn start_migration(cluster: &RedisCluster, slot: u16, to: usize, keys: &[Vec<u8>], moved: usize) {
