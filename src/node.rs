@@ -256,6 +256,15 @@ pub async fn clean(
             .instrument(span)
             .await;
         let called = outcome.progress.counts.batches > calls_before;
+        if matches!(end, End::Complete)
+            && outcome.failovers.len() < MAX_FAILOVERS
+            && let Some(new) = failed_over_during(&node, context).await
+        {
+            follow(&mut outcome, &new, &FAILED_OVER_DURING_THE_PASS);
+            node = new;
+            fault = None;
+            continue;
+        }
         let err = match (end, fault.take()) {
             // --max-runtime ran out while a retry had not made a call yet:
             // the fault is how the node's work ended (see below).
@@ -346,9 +355,44 @@ fn switch_key_mode(outcome: &mut NodeOutcome, err: &Error, task: &Task) -> bool 
     true
 }
 
+/// Why a pass that completed on a Sentinel's primary is done again on
+/// another (see [`failed_over_during`]).
+const FAILED_OVER_DURING_THE_PASS: &str = "the Sentinels named another primary by the end of the \
+     pass: the old one still took writes, which it loses when it becomes a replica of the new one";
+
+/// The primary the Sentinels name after a writing pass completed on
+/// `node`, if it is another node: after `SENTINEL FAILOVER` the old
+/// primary goes on taking writes, without a fault the job could see, until
+/// the Sentinels make it a replica of the new one, and then it drops them.
+/// `None` for any other source, a dry run, and Sentinels that do not answer
+/// within the timeout (a pass found no sign of a failover).
+async fn failed_over_during(node: &Node, context: Context<'_>) -> Option<Node> {
+    let task = context.task;
+    if task.dry_run || node.role != Role::Primary || !matches!(context.source, Source::Sentinel(_))
+    {
+        return None;
+    }
+    let asked = topology::discover(context.source, task.timeout, false);
+    match tokio::time::timeout(task.timeout, asked).await {
+        Ok(Ok(mut nodes)) if !nodes.is_empty() => {
+            let named = nodes.swap_remove(0);
+            (named.target.address() != node.target.address()).then_some(named)
+        }
+        Ok(Ok(_)) => None,
+        Ok(Err(err)) => {
+            debug!(error = %err, "the Sentinels did not answer after the pass");
+            None
+        }
+        Err(_) => {
+            debug!("the Sentinels did not answer in time after the pass");
+            None
+        }
+    }
+}
+
 /// Records in `outcome` that the node's primary failed over to `new`,
 /// where a new pass starts.
-fn follow(outcome: &mut NodeOutcome, new: &Node, cause: &Error) {
+fn follow(outcome: &mut NodeOutcome, new: &Node, cause: &dyn std::fmt::Display) {
     let failover = Failover {
         from: outcome.address.clone(),
         to: new.target.address(),

@@ -115,7 +115,7 @@ fn assert_cleaned(con: &mut redis::Connection, seeded: &Seeded) {
 /// Waits until the pass has saved a checkpoint in the middle of the
 /// keyspace (cursor not 0), and returns it; panics if the job ended first.
 #[track_caller]
-fn wait_for_checkpoint(
+pub(crate) fn wait_for_checkpoint(
     running: &mut Running,
     con: &mut redis::Connection,
 ) -> BTreeMap<String, String> {

@@ -81,6 +81,66 @@ fn the_job_cleans_the_primary_sentinel_names_before_and_after_a_failover() {
     assert_eq!(after[&b"keep:2"[..]].pttl, -1);
 }
 
+/// After `SENTINEL FAILOVER` the old primary goes on taking writes, with
+/// no fault the job could see, until the Sentinels make it a replica of the
+/// new one, when it drops them. Here it never does (it cannot run
+/// `REPLICAOF`), and the failover happens while the job's writes wait
+/// (`CLIENT PAUSE WRITE`): the pass completes on the old primary, the
+/// Sentinels name the new one by then, and the job cleans that one too.
+#[test]
+fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_the_new_one() {
+    let setup = SentinelSetup::start_with(&[
+        "--rename-command",
+        "REPLICAOF",
+        "",
+        "--rename-command",
+        "SLAVEOF",
+        "",
+    ]);
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let mut old = SentinelSetup::data_conn(&setup.primary);
+    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
+        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
+        .collect();
+    let keys: Vec<(&[u8], &str, Option<u64>)> =
+        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
+    seed_all(&mut old, &keys);
+    let mut new = SentinelSetup::data_conn(&setup.replica);
+    wait_until(Duration::from_secs(10), "the replica to catch up", || {
+        dbsize(&mut new) == 2_000
+    });
+
+    let mut running = run_through(&setup, &password)
+        .args(["--rate-limit", "2000"])
+        .start();
+    crate::resilience::wait_for_checkpoint(&mut running, &mut old);
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .exec(&mut old)
+        .unwrap();
+    setup.fail_over();
+    // Sentinel drops the data nodes' clients as it reconfigures them.
+    redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .exec(&mut SentinelSetup::data_conn(&setup.primary))
+        .unwrap();
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    let server = &report["servers"][0];
+    assert_eq!(server["address"], setup.replica.host_port(), "{report:#}");
+    assert_eq!(
+        server["failovers"][0]["from"],
+        setup.primary.host_port(),
+        "{report:#}"
+    );
+    assert_eq!(report["complete"], true, "{report:#}");
+    // The new primary holds no temp key: its pass deleted what the old
+    // one's deletes, lost with it, left there.
+    let mut new = SentinelSetup::data_conn(&setup.replica);
+    assert_eq!(dbsize(&mut new), 0, "{}", out.dump());
+}
+
 #[test]
 fn a_dry_run_through_sentinel_may_read_from_the_replica() {
     let setup = SentinelSetup::start();

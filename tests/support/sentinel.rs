@@ -31,6 +31,11 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A setup whose primary also gets `primary_args`.
+    pub fn start_with(primary_args: &[&str]) -> Self {
         // Without the diskless sync's default 5 s delay (Redis 7+), the
         // replica is in sync at once.
         let auth = [
@@ -41,7 +46,7 @@ impl SentinelSetup {
             "--repl-diskless-sync-delay",
             "0",
         ];
-        let primary = RedisServer::start_with(&auth);
+        let primary = RedisServer::start_with(&[&auth[..], primary_args].concat());
         let port = primary.port().to_string();
         let mut args = auth.to_vec();
         args.extend(["--replicaof", "127.0.0.1", &port]);
