@@ -258,7 +258,7 @@ pub async fn clean(
         let called = outcome.progress.counts.batches > calls_before;
         if matches!(end, End::Complete)
             && outcome.failovers.len() < MAX_FAILOVERS
-            && let Some(new) = failed_over_during(&node, context).await
+            && let Some(new) = failed_over_during(&node, context, stop.clone()).await
         {
             follow(&mut outcome, &new, &FAILED_OVER_DURING_THE_PASS);
             node = new;
@@ -365,15 +365,30 @@ const FAILED_OVER_DURING_THE_PASS: &str = "the Sentinels named another primary b
 /// primary goes on taking writes, without a fault the job could see, until
 /// the Sentinels make it a replica of the new one, and then it drops them.
 /// `None` for any other source, a dry run, and Sentinels that do not answer
-/// within the timeout (a pass found no sign of a failover).
-async fn failed_over_during(node: &Node, context: Context<'_>) -> Option<Node> {
+/// within the timeout (a pass found no sign of a failover), or before a
+/// signal: a stop does not wait for Sentinels that stall.
+async fn failed_over_during(
+    node: &Node,
+    context: Context<'_>,
+    stop: watch::Receiver<Option<Stop>>,
+) -> Option<Node> {
     let task = context.task;
     if task.dry_run || node.role != Role::Primary || !matches!(context.source, Source::Sentinel(_))
     {
         return None;
     }
-    let asked = topology::discover(context.source, task.timeout, false);
-    match tokio::time::timeout(task.timeout, asked).await {
+    let asked = tokio::time::timeout(
+        task.timeout,
+        topology::discover(context.source, task.timeout, false),
+    );
+    let answered = tokio::select! {
+        answered = asked => answered,
+        signal = pass::stop_comes(stop, None, context.started) => {
+            debug!(?signal, "a stop came while the Sentinels were asked after the pass");
+            return None;
+        }
+    };
+    match answered {
         Ok(Ok(mut nodes)) if !nodes.is_empty() => {
             let named = nodes.swap_remove(0);
             (named.target.address() != node.target.address()).then_some(named)

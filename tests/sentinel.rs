@@ -141,6 +141,58 @@ fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_th
     assert_eq!(dbsize(&mut new), 0, "{}", out.dump());
 }
 
+/// After a pass completes the job asks the Sentinels whether they named
+/// another primary meanwhile. Sentinels that stall then must not hold a
+/// stop: a signal that comes while they are asked ends the run at once,
+/// as it does while the job first looks for the primary, not after
+/// `--timeout` (Kubernetes kills a pod that outlasts its grace period, and
+/// the report and the push are lost).
+#[test]
+fn a_signal_does_not_wait_for_sentinels_that_stall_after_the_pass() {
+    let setup = SentinelSetup::start();
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let mut data = SentinelSetup::data_conn(&setup.primary);
+    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
+        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
+        .collect();
+    let keys: Vec<(&[u8], &str, Option<u64>)> =
+        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
+    seed_all(&mut data, &keys);
+    let mut running = run_through(&setup, &password)
+        .args(["--rate-limit", "2000", "--timeout", "20s"])
+        .start();
+    crate::resilience::wait_for_checkpoint(&mut running, &mut data);
+    for sentinel in &setup.sentinels {
+        sentinel.freeze();
+    }
+    // The pass ends on the primary, which the job no longer holds: it asks
+    // the Sentinels now, or is about to.
+    wait_for_lease_gone(&mut data);
+    assert!(!running.exited(), "{}", running.stderr_so_far());
+    running.signal("TERM");
+    let signalled = std::time::Instant::now();
+    let out = running.wait();
+    let waited = signalled.elapsed();
+    for sentinel in &setup.sentinels {
+        sentinel.thaw();
+    }
+    assert!(
+        waited < Duration::from_secs(5),
+        "the run ended {waited:?} after the signal\n{}",
+        out.dump()
+    );
+    // The pass had completed: the run says so.
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    assert_eq!(
+        report["servers"][0]["address"],
+        setup.primary.host_port(),
+        "{report:#}"
+    );
+    assert_eq!(dbsize(&mut data), 0, "{}", out.dump());
+}
+
 #[test]
 fn a_dry_run_through_sentinel_may_read_from_the_replica() {
     let setup = SentinelSetup::start();
