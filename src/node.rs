@@ -260,9 +260,14 @@ pub async fn clean(
             && outcome.failovers.len() < MAX_FAILOVERS
             && let Some(new) = failed_over_during(&node, context, stop.clone()).await
         {
-            follow(&mut outcome, &new, &FAILED_OVER_DURING_THE_PASS);
+            let cause = Error::Replica(FAILED_OVER_DURING_THE_PASS.to_string());
+            follow(&mut outcome, &new, &cause);
             node = new;
-            fault = None;
+            // As after a fault: the old primary's work is lost, so an
+            // attempt on the new one that --max-runtime stops before its
+            // first call ends the node's work with it, and records no
+            // success (see `retry_cut_short`).
+            fault = Some(cause);
             continue;
         }
         let err = match (end, fault.take()) {

@@ -141,6 +141,93 @@ fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_th
     assert_eq!(dbsize(&mut new), 0, "{}", out.dump());
 }
 
+/// A pass completes on a primary the Sentinels replaced, and `--max-runtime`
+/// runs out before the job cleans the new one (here while it asks the
+/// Sentinels, which stall until then): the old primary's work is lost and
+/// the new one was not cleaned, so the run records no success there, as for
+/// a retry after a fault that --max-runtime stopped before its first call.
+#[test]
+fn a_failover_found_after_the_pass_and_cut_by_max_runtime_records_no_success() {
+    let setup = SentinelSetup::start_with(&[
+        "--rename-command",
+        "REPLICAOF",
+        "",
+        "--rename-command",
+        "SLAVEOF",
+        "",
+    ]);
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let mut old = SentinelSetup::data_conn(&setup.primary);
+    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
+        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
+        .collect();
+    let keys: Vec<(&[u8], &str, Option<u64>)> =
+        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
+    seed_all(&mut old, &keys);
+    let mut new = SentinelSetup::data_conn(&setup.replica);
+    wait_until(Duration::from_secs(10), "the replica to catch up", || {
+        dbsize(&mut new) == 2_000
+    });
+    let max_runtime = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let mut running = run_through(&setup, &password)
+        .args([
+            "--rate-limit",
+            "2000",
+            "--max-runtime",
+            "10s",
+            "--timeout",
+            "20s",
+        ])
+        .start();
+    crate::resilience::wait_for_checkpoint(&mut running, &mut old);
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .exec(&mut old)
+        .unwrap();
+    setup.fail_over();
+    for sentinel in &setup.sentinels {
+        sentinel.freeze();
+    }
+    redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .exec(&mut SentinelSetup::data_conn(&setup.primary))
+        .unwrap();
+    // The pass completes on the old primary, which the job then gives back.
+    wait_for_lease_gone(&mut old);
+    assert!(
+        started.elapsed() < max_runtime,
+        "the pass outlasted --max-runtime; the test needs it to complete first"
+    );
+    wait_until(max_runtime * 2, "--max-runtime to run out", || {
+        started.elapsed() > max_runtime + Duration::from_millis(500)
+    });
+    for sentinel in &setup.sentinels {
+        sentinel.thaw();
+    }
+    let out = running.wait();
+    // The node's work failed: its pass on the new primary never ran.
+    out.assert_code(1);
+    let report = out.report();
+    let server = &report["servers"][0];
+    assert_eq!(server["address"], setup.replica.host_port(), "{report:#}");
+    assert_eq!(report["complete"], false, "{report:#}");
+    // Sentinel dropped the new primary's clients as it promoted it.
+    let mut new = SentinelSetup::data_conn(&setup.replica);
+    let last_success: Option<String> = redis::cmd("HGET")
+        .arg(redis_janitor::lease::state_keys(None).history)
+        .arg("last_success")
+        .query(&mut new)
+        .unwrap();
+    assert_eq!(
+        last_success,
+        None,
+        "a success was recorded on the new primary, which the run did not clean\n{}",
+        out.dump()
+    );
+    assert!(dbsize(&mut new) > 0, "{}", out.dump());
+}
+
 /// After a pass completes the job asks the Sentinels whether they named
 /// another primary meanwhile. Sentinels that stall then must not hold a
 /// stop: a signal that comes while they are asked ends the run at once,
