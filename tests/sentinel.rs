@@ -29,6 +29,15 @@ fn seed_keys(con: &mut redis::Connection, prefix: &str) {
     );
 }
 
+/// `count` keys `temp:<i>`, which the built-in rules delete.
+fn seed_temp_keys(con: &mut redis::Connection, count: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.set(format!("temp:{i}"), "v").ignore();
+    }
+    pipe.exec(con).expect("seed temp keys");
+}
+
 fn run_through(setup: &SentinelSetup, password_file: &std::path::Path) -> Janitor {
     run_json(&setup.url())
         .arg("--sentinel-password-file")
@@ -99,12 +108,7 @@ fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_th
     ]);
     let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
     let mut old = SentinelSetup::data_conn(&setup.primary);
-    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
-        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
-        .collect();
-    let keys: Vec<(&[u8], &str, Option<u64>)> =
-        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
-    seed_all(&mut old, &keys);
+    seed_temp_keys(&mut old, 2_000);
     let mut new = SentinelSetup::data_conn(&setup.replica);
     wait_until(Duration::from_secs(10), "the replica to catch up", || {
         dbsize(&mut new) == 2_000
@@ -158,12 +162,7 @@ fn a_failover_found_after_the_pass_and_cut_by_max_runtime_records_no_success() {
     ]);
     let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
     let mut old = SentinelSetup::data_conn(&setup.primary);
-    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
-        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
-        .collect();
-    let keys: Vec<(&[u8], &str, Option<u64>)> =
-        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
-    seed_all(&mut old, &keys);
+    seed_temp_keys(&mut old, 2_000);
     let mut new = SentinelSetup::data_conn(&setup.replica);
     wait_until(Duration::from_secs(10), "the replica to catch up", || {
         dbsize(&mut new) == 2_000
@@ -239,12 +238,7 @@ fn a_signal_does_not_wait_for_sentinels_that_stall_after_the_pass() {
     let setup = SentinelSetup::start();
     let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
     let mut data = SentinelSetup::data_conn(&setup.primary);
-    let keys: Vec<(Vec<u8>, &str, Option<u64>)> = (0..2_000)
-        .map(|i| (format!("temp:{i}").into_bytes(), "string", None))
-        .collect();
-    let keys: Vec<(&[u8], &str, Option<u64>)> =
-        keys.iter().map(|(k, t, ttl)| (&k[..], *t, *ttl)).collect();
-    seed_all(&mut data, &keys);
+    seed_temp_keys(&mut data, 2_000);
     let mut running = run_through(&setup, &password)
         .args(["--rate-limit", "2000", "--timeout", "20s"])
         .start();
