@@ -382,29 +382,31 @@ async fn failed_over_during(
     {
         return None;
     }
-    let asked = tokio::time::timeout(
-        task.timeout,
-        topology::discover(context.source, task.timeout, false),
-    );
-    let answered = tokio::select! {
-        answered = asked => answered,
+    let named = tokio::select! {
+        named = named_by_sentinels(context, false) => named?,
         signal = pass::stop_comes(stop, None, context.started) => {
             debug!(?signal, "a stop came while the Sentinels were asked after the pass");
             return None;
         }
     };
-    match answered {
-        Ok(Ok(mut nodes)) if !nodes.is_empty() => {
-            let named = nodes.swap_remove(0);
-            (named.target.address() != node.target.address()).then_some(named)
-        }
+    (named.target.address() != node.target.address()).then_some(named)
+}
+
+/// The node the Sentinels name now (the primary, or with `from_replicas`
+/// a replica), asked within the timeout in all, as one command; `None`
+/// when they do not answer in time.
+async fn named_by_sentinels(context: Context<'_>, from_replicas: bool) -> Option<Node> {
+    let timeout = context.task.timeout;
+    let asked = topology::discover(context.source, timeout, from_replicas);
+    match tokio::time::timeout(timeout, asked).await {
+        Ok(Ok(mut nodes)) if !nodes.is_empty() => Some(nodes.swap_remove(0)),
         Ok(Ok(_)) => None,
         Ok(Err(err)) => {
-            debug!(error = %err, "the Sentinels did not answer after the pass");
+            debug!(error = %err, "the Sentinels did not answer");
             None
         }
         Err(_) => {
-            debug!("the Sentinels did not answer in time after the pass");
+            debug!("the Sentinels did not answer in time");
             None
         }
     }
@@ -448,29 +450,15 @@ async fn relocate(
     context: Context<'_>,
     failovers: usize,
 ) -> Option<Node> {
-    let timeout = context.task.timeout;
     if let Source::Sentinel(_) = context.source {
-        // Within the timeout in all, as one command: a retry's delays stay
-        // what --retries says.
-        let from_replicas = node.role == Role::Replica;
-        let asked = topology::discover(context.source, timeout, from_replicas);
-        return match tokio::time::timeout(timeout, asked).await {
-            Ok(Ok(mut nodes)) if !nodes.is_empty() => Some(nodes.swap_remove(0)),
-            Ok(Ok(_)) => None,
-            Ok(Err(err)) => {
-                debug!(error = %err, "the Sentinels did not answer; retrying the same node");
-                None
-            }
-            Err(_) => {
-                debug!("the Sentinels did not answer in time; retrying the same node");
-                None
-            }
-        };
+        // Within the timeout in all: a retry's delays stay what --retries
+        // says. Without an answer, the same node is retried.
+        return named_by_sentinels(context, node.role == Role::Replica).await;
     }
     if failovers >= MAX_FAILOVERS || !may_be_failover(node, err) {
         return None;
     }
-    topology::new_primary(context.nodes, node, timeout)
+    topology::new_primary(context.nodes, node, context.task.timeout)
         .await
         .ok()
         .flatten()

@@ -7,6 +7,7 @@
 //! Sentinels, a Sentinel given as a plain `redis://` URL and malformed URLs
 //! fail with a message that names what refused.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis_janitor::script::Dialect;
@@ -36,6 +37,53 @@ fn seed_temp_keys(con: &mut redis::Connection, count: usize) {
         pipe.set(format!("temp:{i}"), "v").ignore();
     }
     pipe.exec(con).expect("seed temp keys");
+}
+
+/// A setup whose primary stays one after a failover (it cannot run
+/// `REPLICAOF`, so the Sentinels cannot make it a replica), holding 2,000
+/// temp keys its replica has too; the Sentinels' password file, and a
+/// connection to that primary.
+fn stubborn_primary_with_temp_keys() -> (SentinelSetup, PathBuf, redis::Connection) {
+    let setup = SentinelSetup::start_with(&[
+        "--rename-command",
+        "REPLICAOF",
+        "",
+        "--rename-command",
+        "SLAVEOF",
+        "",
+    ]);
+    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
+    let mut primary = SentinelSetup::data_conn(&setup.primary);
+    seed_temp_keys(&mut primary, 2_000);
+    let mut replica = SentinelSetup::data_conn(&setup.replica);
+    wait_until(Duration::from_secs(10), "the replica to catch up", || {
+        dbsize(&mut replica) == 2_000
+    });
+    (setup, password, primary)
+}
+
+/// Fails `setup` over once the job `running` has saved a checkpoint on
+/// the primary (`primary`), while the job's writes wait there (`CLIENT
+/// PAUSE WRITE`), then does `then`, then lets the writes go on: the pass
+/// goes on on the old primary, which the Sentinels no longer name.
+fn fail_over_mid_pass(
+    setup: &SentinelSetup,
+    running: &mut Running,
+    primary: &mut redis::Connection,
+    then: impl FnOnce(&SentinelSetup),
+) {
+    crate::resilience::wait_for_checkpoint(running, primary);
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .exec(primary)
+        .unwrap();
+    setup.fail_over();
+    then(setup);
+    // Sentinel drops the data nodes' clients as it reconfigures them.
+    redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .exec(&mut SentinelSetup::data_conn(&setup.primary))
+        .unwrap();
 }
 
 fn run_through(setup: &SentinelSetup, password_file: &std::path::Path) -> Janitor {
@@ -98,36 +146,12 @@ fn the_job_cleans_the_primary_sentinel_names_before_and_after_a_failover() {
 /// Sentinels name the new one by then, and the job cleans that one too.
 #[test]
 fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_the_new_one() {
-    let setup = SentinelSetup::start_with(&[
-        "--rename-command",
-        "REPLICAOF",
-        "",
-        "--rename-command",
-        "SLAVEOF",
-        "",
-    ]);
-    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
-    let mut old = SentinelSetup::data_conn(&setup.primary);
-    seed_temp_keys(&mut old, 2_000);
-    let mut new = SentinelSetup::data_conn(&setup.replica);
-    wait_until(Duration::from_secs(10), "the replica to catch up", || {
-        dbsize(&mut new) == 2_000
-    });
+    let (setup, password, mut old) = stubborn_primary_with_temp_keys();
 
     let mut running = run_through(&setup, &password)
         .args(["--rate-limit", "2000"])
         .start();
-    crate::resilience::wait_for_checkpoint(&mut running, &mut old);
-    redis::cmd("CLIENT")
-        .arg(&["PAUSE", "60000", "WRITE"])
-        .exec(&mut old)
-        .unwrap();
-    setup.fail_over();
-    // Sentinel drops the data nodes' clients as it reconfigures them.
-    redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .exec(&mut SentinelSetup::data_conn(&setup.primary))
-        .unwrap();
+    fail_over_mid_pass(&setup, &mut running, &mut old, |_| {});
     let out = running.wait();
     out.assert_code(0);
     let report = out.report();
@@ -152,21 +176,7 @@ fn a_pass_that_completes_on_a_primary_the_sentinels_replaced_is_done_again_on_th
 /// a retry after a fault that --max-runtime stopped before its first call.
 #[test]
 fn a_failover_found_after_the_pass_and_cut_by_max_runtime_records_no_success() {
-    let setup = SentinelSetup::start_with(&[
-        "--rename-command",
-        "REPLICAOF",
-        "",
-        "--rename-command",
-        "SLAVEOF",
-        "",
-    ]);
-    let password = write_file(setup.primary.dir(), "sentinel-password", SENTINEL_PASSWORD);
-    let mut old = SentinelSetup::data_conn(&setup.primary);
-    seed_temp_keys(&mut old, 2_000);
-    let mut new = SentinelSetup::data_conn(&setup.replica);
-    wait_until(Duration::from_secs(10), "the replica to catch up", || {
-        dbsize(&mut new) == 2_000
-    });
+    let (setup, password, mut old) = stubborn_primary_with_temp_keys();
     let max_runtime = Duration::from_secs(10);
     let started = std::time::Instant::now();
     let mut running = run_through(&setup, &password)
@@ -179,19 +189,11 @@ fn a_failover_found_after_the_pass_and_cut_by_max_runtime_records_no_success() {
             "20s",
         ])
         .start();
-    crate::resilience::wait_for_checkpoint(&mut running, &mut old);
-    redis::cmd("CLIENT")
-        .arg(&["PAUSE", "60000", "WRITE"])
-        .exec(&mut old)
-        .unwrap();
-    setup.fail_over();
-    for sentinel in &setup.sentinels {
-        sentinel.freeze();
-    }
-    redis::cmd("CLIENT")
-        .arg("UNPAUSE")
-        .exec(&mut SentinelSetup::data_conn(&setup.primary))
-        .unwrap();
+    fail_over_mid_pass(&setup, &mut running, &mut old, |setup| {
+        for sentinel in &setup.sentinels {
+            sentinel.freeze();
+        }
+    });
     // The pass completes on the old primary, which the job then gives back.
     wait_for_lease_gone(&mut old);
     assert!(
