@@ -92,6 +92,26 @@ impl Error {
         )
     }
 
+    /// The same failure, said by `message`.
+    pub fn reworded(self, message: String) -> Error {
+        match self {
+            Error::Usage(_) => Error::Usage(message),
+            Error::Rules(_) => Error::Rules(message),
+            Error::Connection(_) => Error::Connection(message),
+            Error::Auth(_) => Error::Auth(message),
+            Error::Permission(_) => Error::Permission(message),
+            Error::Unsupported(_) => Error::Unsupported(message),
+            Error::Replica(_) => Error::Replica(message),
+            Error::Unavailable(_) => Error::Unavailable(message),
+            Error::LeaseLost(_) => Error::LeaseLost(message),
+            Error::Capped(_) => Error::Capped(message),
+            Error::Script(_) => Error::Script(message),
+            Error::Undeclared(_) => Error::Undeclared(message),
+            Error::Redis(_) => Error::Redis(message),
+            Error::System(_) => Error::System(message),
+        }
+    }
+
     /// The exit code this failure ends the process with.
     pub fn exit_code(&self) -> Exit {
         match self {

@@ -264,19 +264,33 @@ fn cluster_node(seed: &Target, shard: &ShardMap, from_replicas: bool) -> Option<
     })
 }
 
-/// The first of `targets` that accepts a connection, or the last failure.
+/// The first of `targets` that accepts a connection; else the failure,
+/// of the kind of the last one, naming each of several and why.
 async fn connect_any(
     targets: &[Target],
     timeout: Duration,
 ) -> Result<(&Target, MultiplexedConnection), Error> {
-    let mut failure = Error::Usage("no Redis URL given".to_string());
+    let mut failures = Vec::new();
     for target in targets {
         match target.connect(timeout).await {
             Ok(conn) => return Ok((target, conn)),
-            Err(err) => failure = err,
+            Err(err) => failures.push(err),
         }
     }
-    Err(failure)
+    let Some(last) = failures.pop() else {
+        return Err(Error::Usage("no Redis URL given".to_string()));
+    };
+    if failures.is_empty() {
+        return Err(last);
+    }
+    let mut each: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    each.push(last.to_string());
+    let message = format!(
+        "none of the {} nodes answered: {}",
+        each.len(),
+        each.join("; ")
+    );
+    Err(last.reworded(message))
 }
 
 /// Finds the primary of `old`'s shard after `old` failed: asks the cluster,

@@ -116,6 +116,22 @@ fn a_cluster_ends_in_exactly_the_state_of_one_node_with_the_same_keys() {
 }
 
 #[test]
+fn seed_nodes_that_are_all_down_are_each_named() {
+    let first = dead_url();
+    let second = format!("redis://127.0.0.1:{}", free_port());
+    let out = janitor()
+        .args(["run", "--url", &first, "--url", &second])
+        .run();
+    out.assert_code(1);
+    let line = out.one_line_stderr();
+    assert!(line.contains("none of the 2 nodes answered"), "{line}");
+    for url in [&first, &second] {
+        let address = url.trim_start_matches("redis://");
+        assert!(line.contains(address), "{address} is not named: {line}");
+    }
+}
+
+#[test]
 fn seed_nodes_may_be_repeated_comma_separated_and_partly_down() {
     let cluster = RedisCluster::start(3, 0);
     seed_mixed(&mut cluster.client());
