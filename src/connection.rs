@@ -328,9 +328,20 @@ pub fn invalid_url(url: &str, why: Option<&str>) -> Error {
         (None, Err(err)) => err.to_string(),
         (None, Ok(parsed)) => format!("the scheme {}:// is not a Redis one", parsed.scheme()),
     };
+    refused_url(
+        "Redis URL",
+        url,
+        &why,
+        "redis://host[:port][/db], with user:password@ before the host if needed, \
+         rediss://... or unix:///path",
+    )
+}
+
+/// The usage error for `url`, a `what` ("Redis URL", "Sentinel URL"): the
+/// URL without its credentials, `why` it is refused and the form `expected`.
+pub fn refused_url(what: &str, url: &str, why: &str, expected: &str) -> Error {
     Error::Usage(format!(
-        "invalid Redis URL {}: {why} (expected redis://host[:port][/db], with \
-         user:password@ before the host if needed, rediss://... or unix:///path)",
+        "invalid {what} {}: {why} (expected {expected})",
         credentials::quoted(url)
     ))
 }

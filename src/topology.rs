@@ -26,8 +26,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::acl::Command;
-use crate::connection::{Target, invalid_url};
-use crate::credentials;
+use crate::connection::{Target, invalid_url, refused_url};
 use crate::error::Error;
 use crate::script::{Dialect, Layout};
 
@@ -277,20 +276,16 @@ async fn connect_any(
             Err(err) => failures.push(err),
         }
     }
-    let Some(last) = failures.pop() else {
-        return Err(Error::Usage("no Redis URL given".to_string()));
-    };
-    if failures.is_empty() {
-        return Err(last);
+    let each: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    match failures.pop() {
+        None => Err(Error::Usage("no Redis URL given".to_string())),
+        Some(only) if failures.is_empty() => Err(only),
+        Some(last) => Err(last.reworded(format!(
+            "none of the {} nodes answered: {}",
+            each.len(),
+            each.join("; ")
+        ))),
     }
-    let mut each: Vec<String> = failures.iter().map(ToString::to_string).collect();
-    each.push(last.to_string());
-    let message = format!(
-        "none of the {} nodes answered: {}",
-        each.len(),
-        each.join("; ")
-    );
-    Err(last.reworded(message))
 }
 
 /// Finds the primary of `old`'s shard after `old` failed: asks the cluster,
@@ -828,22 +823,24 @@ fn sentinels(
     let (userinfo, hosts) = split_userinfo(authority);
     let (service, db) = path.split_once('/').unwrap_or((path, ""));
     let why = if hosts.is_empty() {
-        Some("no Sentinel".to_string())
+        Some("no Sentinel")
     } else if service.is_empty() {
-        Some("no service name".to_string())
+        Some("no service name")
     } else if !db.is_empty() && db.parse::<u32>().is_err() {
         // Not quoted: it is in the URL shown, where a password with a '/'
         // would have its end taken for the service and the database.
-        Some("the database after the service name is no number from 0 up".to_string())
+        Some("the database after the service name is no number from 0 up")
     } else {
         None
     };
     if let Some(why) = why {
-        return Err(Error::Usage(format!(
-            "invalid Sentinel URL {}: {why} (expected redis+sentinel://host[:port]\
-             [,host[:port]...]/SERVICE[/db], with user:password@ before the hosts if needed)",
-            credentials::quoted(url)
-        )));
+        return Err(refused_url(
+            "Sentinel URL",
+            url,
+            why,
+            "redis+sentinel://host[:port][,host[:port]...]/SERVICE[/db], with \
+             user:password@ before the hosts if needed",
+        ));
     }
     // The data nodes' address is not known yet: the Sentinels give it.
     let data = target(Some(&format!(
