@@ -55,8 +55,8 @@ struct Args {
     reps: Option<usize>,
     /// Methods to run, comma-separated, in this order (reversed every other
     /// repetition): janitor, janitor+freed, janitor+declared, janitor@SHARE,
-    /// declared@SHARE, pipeline, bound, scan, naive
-    /// [default: janitor,janitor+freed,janitor+declared,pipeline,bound,scan,naive; with --impact: janitor,pipeline,naive]
+    /// declared@SHARE, pipeline, declared-floor, bound, scan, naive
+    /// [default: janitor,janitor+freed,janitor+declared,pipeline,declared-floor,bound,scan,naive; with --impact: janitor,pipeline,naive]
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<Method>>,
     /// Also run the job capped at each of these shares of Redis's time
@@ -429,6 +429,7 @@ fn resolve_methods(
             Method::JanitorFreed,
             Method::JanitorDeclared,
             Method::Pipeline,
+            Method::DeclaredFloor,
             Method::Bound,
             Method::Scan,
             Method::Naive,

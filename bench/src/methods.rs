@@ -4,8 +4,9 @@
 //! full speed, or capped at a share of Redis's time; in its default mode,
 //! whose script runs SCAN inside Redis, or in its declared-keys mode, where
 //! the job runs SCAN and each call declares its keys), a careful client-side
-//! pipeline, the server-side bound (one EVAL looping
-//! SCAN), the bare SCAN floor, and the usual KEYS-and-a-loop script.
+//! pipeline, the floor of a declared-keys script (the least such a script
+//! can do), the server-side bound (one EVAL looping SCAN), the bare SCAN
+//! floor, and the usual KEYS-and-a-loop script.
 
 use std::fs::File;
 use std::path::Path;
@@ -47,6 +48,11 @@ pub enum Method {
     DeclaredAt(String),
     /// Client-side pipeline: SCAN 1000, pipelined PTTL, pipelined UNLINK/PEXPIRE.
     Pipeline,
+    /// `declared-floor`: the least a declared-keys script can do, a floor
+    /// for the job's declared-keys mode: SCAN 1000 with the job's MATCH, and
+    /// per batch one EVALSHA of a minimal script over the batch's keys,
+    /// which the client sorted by rule, sent with the next SCAN.
+    DeclaredFloor,
     /// Server-side bound: one EVAL whose Lua loops SCAN 1000 over the keyspace.
     Bound,
     /// Bare SCAN COUNT 1000 loop, no work: the floor for enumerating.
@@ -64,6 +70,7 @@ impl Method {
             Method::JanitorDeclared => "janitor+declared".into(),
             Method::DeclaredAt(share) => format!("declared@{share}"),
             Method::Pipeline => "pipeline".into(),
+            Method::DeclaredFloor => "declared-floor".into(),
             Method::Bound => "bound".into(),
             Method::Scan => "scan".into(),
             Method::Naive => "naive".into(),
@@ -134,6 +141,7 @@ impl Method {
             Method::JanitorAt(s) => (1, s.parse().unwrap_or(f64::MAX)),
             Method::DeclaredAt(s) => (1, s.parse::<f64>().map_or(f64::MAX, |v| v + 1e-9)),
             Method::Pipeline => (2, 0.0),
+            Method::DeclaredFloor => (2, 1.0),
             Method::Bound => (3, 0.0),
             Method::Scan => (4, 0.0),
             Method::Naive => (5, 0.0),
@@ -150,6 +158,7 @@ impl std::str::FromStr for Method {
             "janitor+freed" => Method::JanitorFreed,
             "janitor+declared" => Method::JanitorDeclared,
             "pipeline" => Method::Pipeline,
+            "declared-floor" => Method::DeclaredFloor,
             "bound" => Method::Bound,
             "scan" => Method::Scan,
             "naive" => Method::Naive,
@@ -165,7 +174,7 @@ impl std::str::FromStr for Method {
                     _ => {
                         return Err(format!(
                             "unknown method {s:?}: one of janitor, janitor+freed, janitor+declared, janitor@SHARE, \
-                             declared@SHARE, pipeline, bound, scan, naive"
+                             declared@SHARE, pipeline, declared-floor, bound, scan, naive"
                         ));
                     }
                 }
@@ -229,6 +238,7 @@ pub fn run(
         | Method::JanitorDeclared
         | Method::DeclaredAt(_) => janitor(job),
         Method::Pipeline => pipeline(conn).map_err(|e| format!("pipeline: {e}")),
+        Method::DeclaredFloor => declared_floor(conn).map_err(|e| format!("declared-floor: {e}")),
         Method::Bound => bound(conn).map_err(|e| format!("bound: {e}")),
         Method::Scan => scan(conn).map_err(|e| format!("scan: {e}")),
         Method::Naive => naive(conn).map_err(|e| format!("naive: {e}")),
@@ -427,6 +437,95 @@ fn pipeline(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
             return Ok(out);
         }
         cursor = next;
+    }
+}
+
+/// The SCAN MATCH pattern the job derives from the built-in rules (`cache:*`,
+/// `temp:*`): the job's SCANs return only keys that may match.
+const RULES_MATCH: &str = "[ct][ae][cm][hp][:e]*";
+
+/// The declared-keys floor's script. KEYS: a batch's `temp:*` keys, then its
+/// `cache:*` keys; ARGV: how many `temp:*` keys, the TTL to give, the TTL
+/// below which a cache key goes. One UNLINK for all the `temp:*` keys and
+/// one for the cache keys due soon, a PTTL per cache key and a PEXPIRE per
+/// cache key without TTL: the fewest commands a script checking each key
+/// can run, and no more Lua than that takes. It is no cleaner to use: it
+/// writes before it has checked every key, and it has no lease, checkpoint,
+/// cap, pace or report.
+const DECLARED_FLOOR_LUA: &str = r#"
+local call, ntemp, expire_to, below = redis.call, tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local deleted_temp, due, ndue, expired = 0, {}, 0, 0
+if ntemp > 0 then
+  deleted_temp = call('UNLINK', unpack(KEYS, 1, ntemp))
+end
+for i = ntemp + 1, #KEYS do
+  local key = KEYS[i]
+  local pttl = call('PTTL', key)
+  if pttl == -1 then
+    call('PEXPIRE', key, expire_to)
+    expired = expired + 1
+  elseif pttl >= 0 and pttl < below then
+    ndue = ndue + 1
+    due[ndue] = key
+  end
+end
+if ndue > 0 then
+  call('UNLINK', unpack(due))
+end
+return {expired, ndue, deleted_temp}
+"#;
+
+/// The floor of a declared-keys script: SCAN with the job's MATCH, then per
+/// batch one EVALSHA of [`DECLARED_FLOOR_LUA`] over its keys, which this
+/// client sorted by rule, with the next batch's SCAN in the same round trip,
+/// as the job's full-speed steps go. What Redis spends here, any script that
+/// declares its keys and checks each of them spends at least.
+fn declared_floor(conn: &mut redis::Connection) -> redis::RedisResult<Outcome> {
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(DECLARED_FLOOR_LUA)
+        .query(conn)?;
+    let scan = |pipe: &mut redis::Pipeline, cursor: u64| {
+        pipe.cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(RULES_MATCH)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+    };
+    let mut out = Outcome::default();
+    let mut first = redis::pipe();
+    scan(&mut first, 0);
+    let ((mut cursor, mut keys),): ((u64, Vec<Vec<u8>>),) = first.query(conn)?;
+    loop {
+        out.scanned += keys.len() as u64;
+        let temp = keys.iter().filter(|k| k.starts_with(b"temp:"));
+        let cache = keys.iter().filter(|k| k.starts_with(b"cache:"));
+        let ntemp = temp.clone().count();
+        let declared: Vec<&Vec<u8>> = temp.chain(cache).collect();
+        let mut pipe = redis::pipe();
+        if !declared.is_empty() {
+            let call = pipe.cmd("EVALSHA").arg(&sha).arg(declared.len());
+            for key in &declared {
+                call.arg(key.as_slice());
+            }
+            call.arg(ntemp).arg(EXPIRE_TO_MS).arg(BELOW_MS);
+        }
+        if cursor != 0 {
+            scan(&mut pipe, cursor);
+        }
+        let mut replies = pipe.query::<Vec<redis::Value>>(conn)?.into_iter();
+        if !declared.is_empty() {
+            let (expired, deleted_cache, deleted_temp): (u64, u64, u64) =
+                redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
+            out.acted.expired += expired;
+            out.acted.deleted_cache += deleted_cache;
+            out.acted.deleted_temp += deleted_temp;
+        }
+        if cursor == 0 {
+            return Ok(out);
+        }
+        (cursor, keys) = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))?;
     }
 }
 

@@ -141,14 +141,25 @@ pub fn main_table(runs: &[Run], methods: &[Method], keys: u64) -> String {
             verdicts.push(verdict("janitor+declared server CPU x pipeline", &cpu, 1.0));
             // The CPU target proposed in its place (docs/performance.md):
             // what declaring the keys adds to the default mode's cost.
-            let over_janitor: Vec<f64> = ok
-                .iter()
-                .filter_map(|r| Some(r.cpu / find(runs, &Method::Janitor, r.rep)?.cpu))
-                .collect();
             verdicts.push(verdict(
                 "janitor+declared server CPU x janitor (proposed)",
-                &over_janitor,
+                &cpu_ratios(runs, &ok, &Method::Janitor),
                 1.1,
+            ));
+            // What the job's own work (lease, checkpoint, caps, report,
+            // checks before writes) adds to the least a script can do.
+            verdicts.push(measure(
+                "janitor+declared server CPU x declared-floor",
+                &cpu_ratios(runs, &ok, &Method::DeclaredFloor),
+            ));
+        }
+        if *method == Method::DeclaredFloor {
+            // Where the CPU target for the declared-keys mode
+            // stands against the least a script that declares its keys can
+            // spend.
+            verdicts.push(measure(
+                "declared-floor server CPU x pipeline",
+                &cpu_ratios(runs, &ok, &Method::Pipeline),
             ));
         }
         if matches!(method, Method::Janitor | Method::JanitorDeclared) {
@@ -324,6 +335,31 @@ fn ping_verdict(what: &str, values: &[f64], target: f64) -> String {
         "\n{what}: median {m:.2} ms over {} run(s), {within} of them within; target at most {target:.0} ms: {}",
         values.len(),
         if m <= target { "met" } else { "MISSED" }
+    )
+}
+
+/// Per run of `ok`, its server CPU over that of `other`'s run in the same
+/// repetition.
+fn cpu_ratios(runs: &[Run], ok: &[&Run], other: &Method) -> Vec<f64> {
+    ok.iter()
+        .filter_map(|r| Some(r.cpu / find(runs, other, r.rep)?.cpu))
+        .collect()
+}
+
+/// A ratio that has no target, with its interval.
+fn measure(what: &str, ratios: &[f64]) -> String {
+    let (Some(m), Some((lo, hi, conf))) = (median(ratios), median_interval(ratios)) else {
+        return String::new();
+    };
+    if conf < MIN_CONFIDENCE {
+        return format!(
+            "\n{what}: median {m:.2} (a measure, no target; too few repetitions, {}, for an interval)",
+            ratios.len()
+        );
+    }
+    format!(
+        "\n{what}: median {m:.2}, {:.1}% interval {lo:.2} to {hi:.2} (a measure, no target)",
+        100.0 * conf
     )
 }
 
