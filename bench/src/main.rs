@@ -795,7 +795,7 @@ fn header(
         loadavg()
     ));
     h.push_str(&format!(
-        "redis:   {redis_version} on 127.0.0.1:{} (--save \"\" --appendonly no --busy-reply-threshold 0)\n",
+        "redis:   {redis_version} on 127.0.0.1:{} (--save \"\" --appendonly no --lua-time-limit 0)\n",
         bench.server.port()
     ));
     h.push_str(&format!(

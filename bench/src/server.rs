@@ -4,6 +4,7 @@
 //! the benchmark compares before and after each run. Never touches 6379.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,15 @@ use std::time::{Duration, Instant};
 
 /// How long a fresh server may take to answer its first PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The major version `bin --version` prints (`Redis server v=7.0.15 ...`),
+/// if it does.
+fn major_version(bin: &str) -> Option<u32> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
+    version.split('.').next()?.parse().ok()
+}
 
 /// A private redis-server process.
 pub struct Server {
@@ -55,29 +65,42 @@ impl Server {
         extra: &[&str],
         port: fn() -> Result<u16, String>,
     ) -> Result<Server, String> {
+        // DEBUG (see `settle`) is off by default from Redis 7 on, and
+        // Redis 6.2 refuses the directive that turns it on.
+        let debug: &[&str] = match major_version(bin) {
+            Some(major) if major < 7 => &[],
+            _ => &["--enable-debug-command", "yes"],
+        };
         for attempt in 0..10 {
             let port = port()?;
+            // The server logs to its standard output, into this file, where
+            // a refused directive goes too.
             let log = dir.join(format!("redis-{attempt}.log"));
+            let output =
+                File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+            let errors = output
+                .try_clone()
+                .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
             let mut cmd = Command::new(bin);
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(dir)
-                .arg("--logfile")
-                .arg(&log)
-                .args(["--enable-debug-command", "yes"])
+                .args(debug)
                 // A script that runs long (the server-side bound) blocks other
                 // clients instead of answering them BUSY: the PING client then
                 // measures the whole block, and the bound is not slowed down.
-                .args(["--busy-reply-threshold", "0"])
+                // (`lua-time-limit`: Redis 6.2's name, which 7 and later keep
+                // for `busy-reply-threshold`.)
+                .args(["--lua-time-limit", "0"])
                 // Every command that holds Redis 2 ms or more goes to the slow
                 // log, where the benchmark finds the longest of each run.
                 .args(["--slowlog-log-slower-than", "2000"])
                 .args(["--slowlog-max-len", "1024"])
                 .args(extra)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stdout(output)
+                .stderr(errors);
             die_with_parent(&mut cmd);
             let child = cmd.spawn().map_err(|e| {
                 format!("cannot run `{bin}`: {e} (install it: apt-get install redis-server)")
