@@ -339,10 +339,17 @@ pub fn invalid_url(url: &str, why: Option<&str>) -> Error {
 
 /// The usage error for `url`, a `what` ("Redis URL", "Sentinel URL"): the
 /// URL without its credentials, `why` it is refused and the form `expected`.
+/// A value without `://` is not shown at all: where a URL's parts cannot be
+/// told apart, none can be hidden, and the value may be a password given
+/// in the URL's place or a query such as `?pass=` after a scheme without
+/// its `//`.
 pub fn refused_url(what: &str, url: &str, why: &str, expected: &str) -> Error {
+    let shown = match url.contains("://") {
+        true => credentials::quoted(url),
+        false => "(not shown: without \"://\" it may hold a password)".to_string(),
+    };
     Error::Usage(format!(
-        "invalid {what} {}: {why} (expected {expected})",
-        credentials::quoted(url)
+        "invalid {what} {shown}: {why} (expected {expected})"
     ))
 }
 

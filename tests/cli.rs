@@ -235,7 +235,7 @@ fn a_url_given_where_a_file_is_expected_is_refused_without_its_password() {
 }
 
 #[test]
-fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
+fn a_malformed_url_is_a_usage_error_that_says_why_and_shows_no_password() {
     let out = janitor().args(["run", "--url", "not a url"]).run();
     // A URL that cannot be parsed is bad usage, found before connecting.
     out.assert_code(2);
@@ -257,11 +257,24 @@ fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
             "'http://***@h:1'",
             "not a Redis one",
         ),
-        ("u:Pw-Secret@h:1", "'***@h:1'", "no scheme"),
+        // Without "://", nothing of the value is shown: it may be a
+        // password given in the URL's place, or hold one in a query.
+        ("u:Pw-Secret@h:1", "not shown", "no scheme"),
+        ("Pw-Secret", "not shown", "no scheme"),
         (
-            "unix:/run/redis.sock",
-            "'unix:/run/redis.sock'",
+            "unix:/run/redis.sock?pass=Pw-Secret",
+            "not shown",
             "scheme unix: must be followed by //",
+        ),
+        (
+            "redis+unix:/r.sock?user=j&pass=Pw-Secret",
+            "not shown",
+            "scheme redis+unix: must be followed by //",
+        ),
+        (
+            "redis:h?pass=Pw-Secret",
+            "not shown",
+            "scheme redis: must be followed by //",
         ),
         // The second host of a list, with the first's credentials.
         (
@@ -285,6 +298,13 @@ fn a_malformed_url_is_a_usage_error_that_names_it_and_says_why() {
         let line = out.one_line_stderr();
         assert!(line.contains(shown) && line.contains(why), "{url}: {line}");
         assert!(!line.contains("Secret"), "{line}");
+        // Nor in the JSON log a cluster ships.
+        let out = janitor()
+            .args(["--log-format", "json", "run", "--url", url])
+            .run();
+        out.assert_code(2);
+        assert!(out.stderr.contains(why), "{}", out.dump());
+        assert!(!out.stderr.contains("Secret"), "{}", out.dump());
     }
 }
 
