@@ -251,8 +251,7 @@ pub async fn clean(
             address = %node.target.address(),
             indicatif.pb_show = tracing::field::Empty
         );
-        let retrying = fault.is_some();
-        let end = clean_once(&node, context, &mut outcome, retrying, stop.clone())
+        let end = clean_once(&node, context, &mut outcome, stop.clone())
             .instrument(span)
             .await;
         let called = outcome.progress.counts.batches > calls_before;
@@ -266,14 +265,14 @@ pub async fn clean(
             // As after a fault: the old primary's work is lost, so an
             // attempt on the new one that --max-runtime stops before its
             // first call ends the node's work with it, and records no
-            // success (see `retry_cut_short`).
+            // success (see `cut_short`).
             fault = Some(cause);
             continue;
         }
         let err = match (end, fault.take()) {
             // --max-runtime ran out while a retry had not made a call yet:
             // the fault is how the node's work ended (see below).
-            (end, Some(err)) if retry_cut_short(&end, true, called) => {
+            (end, Some(err)) if cut_short(&end, called) => {
                 outcome.end = End::Failed(err);
                 break;
             }
@@ -476,22 +475,22 @@ fn may_be_failover(node: &Node, err: &Error) -> bool {
         )
 }
 
-/// Whether an attempt that ended so ends the node's work with the fault it
-/// was `retrying` after instead: --max-runtime ran out before the retry
-/// made a call (`called`). The node's work failed then, and records no
-/// success.
-fn retry_cut_short(end: &End, retrying: bool, called: bool) -> bool {
-    retrying && !called && matches!(end, End::Stopped(Stop::MaxRuntime))
+/// Whether an attempt that ended so was cut short: --max-runtime ran out
+/// before it made a call (`called`), so it cleaned nothing and saved no
+/// checkpoint. It records no success, or the node's last success would
+/// stay fresh while runs that never get to a call (a replica lagging for
+/// the whole window, say) clean nothing. A retry cut short ends the node's
+/// work with the fault it was retrying after (see `clean`).
+fn cut_short(end: &End, called: bool) -> bool {
+    !called && matches!(end, End::Stopped(Stop::MaxRuntime))
 }
 
 /// One attempt at `node`: prepare it and do its [`work`], adding to
 /// `outcome`, then read the node's memory, keys and last success.
-/// `retrying`: the attempt is a retry after a fault.
 async fn clean_once(
     node: &Node,
     context: Context<'_>,
     outcome: &mut NodeOutcome,
-    retrying: bool,
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
@@ -518,7 +517,6 @@ async fn clean_once(
         &state_keys,
         context,
         outcome,
-        retrying,
         stop.clone(),
     )
     .await;
@@ -558,7 +556,6 @@ async fn work(
     state_keys: &StateKeys,
     context: Context<'_>,
     outcome: &mut NodeOutcome,
-    retrying: bool,
     stop: watch::Receiver<Option<Stop>>,
 ) -> End {
     let task = context.task;
@@ -605,10 +602,9 @@ async fn work(
     // Whatever the ending: a retry takes the lease again (or finds another
     // run cleaning the node, which is as good); a crashed run's lease
     // expires by itself after --lock-ttl. A success is recorded, with or
-    // without a lease; not for a retry that --max-runtime stopped before
-    // its first call: the fault it retried after ends the node's work.
+    // without a lease; not for an attempt cut short (see `cut_short`).
     let called = outcome.progress.counts.batches > calls_before;
-    let succeeded = end.succeeded() && !retry_cut_short(&end, retrying, called);
+    let succeeded = end.succeeded() && !cut_short(&end, called);
     if claim.keys.is_some() && (!claim.token.is_empty() || succeeded) {
         let released = release(conn, &script, &claim, succeeded);
         match tokio::time::timeout(wrap_up_time(&end, &stop, context), released).await {

@@ -175,7 +175,7 @@ fn no_call_goes_out_while_a_replica_lags_past_the_bound_and_both_end_clean() {
 }
 
 #[test]
-fn max_runtime_and_sigterm_end_a_pause_with_the_report() {
+fn max_runtime_and_sigterm_end_a_pause_with_the_report_and_no_success() {
     let primary = RedisServer::start();
     let mut con = primary.conn();
     fill(&mut con, "temp", 5_000);
@@ -203,6 +203,19 @@ fn max_runtime_and_sigterm_end_a_pause_with_the_report() {
         "{}",
         out.dump()
     );
+    // Stopped before its first call, the run cleaned nothing: it records no
+    // success, or runs that always pause so would look healthy.
+    assert_eq!(report["batches"], 0, "{report:#}");
+    assert!(
+        only_server(&report)["last_success_at"].is_null(),
+        "{report:#}"
+    );
+    let recorded: Option<u64> = redis::cmd("HGET")
+        .arg(history_key())
+        .arg("last_success")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(recorded, None, "{}", out.dump());
     let mut running = paused_run().start();
     running
         .wait_for_stderr(JANITOR_TIMEOUT, |line| line.contains("calls paused"))
