@@ -291,8 +291,9 @@ async fn connect_any(
 /// Finds the primary of `old`'s shard after `old` failed: asks the cluster,
 /// through the first of `nodes` that answers, until the shard has another
 /// primary, for at most `timeout`. `None` at once when `old` answers as a
-/// primary (whatever ended its pass, it was no failover), and when the same
-/// node is still the primary after `timeout`.
+/// primary (whatever ended its pass, it was no failover) or when the shard
+/// has no replica, and when the same node is still the primary after
+/// `timeout`.
 pub async fn new_primary(
     nodes: &[Target],
     old: &Node,
@@ -310,16 +311,24 @@ pub async fn new_primary(
             let map = shards
                 .into_iter()
                 .find(|s| s.members.iter().any(|m| shard.ids.contains(&m.id)))?;
+            // A shard of its old primary alone has no replica to elect:
+            // waiting for one would only hold each retry for the timeout.
+            if map.members.iter().all(|m| m.id == shard.primary) {
+                return Some(None);
+            }
             let primary = map.primary()?;
-            (primary.id != shard.primary && primary.online).then(|| Node {
-                target: seed.at(&primary.host, primary.port),
-                role: Role::Primary,
-                layout: Layout::Cluster,
-                shard: map.shard(),
+            (primary.id != shard.primary && primary.online).then(|| {
+                Some(Node {
+                    target: seed.at(&primary.host, primary.port),
+                    role: Role::Primary,
+                    layout: Layout::Cluster,
+                    shard: map.shard(),
+                })
             })
         });
         match asked {
-            Ok(Some(node)) => return Ok(Some(node)),
+            // A new primary, or none that can come.
+            Ok(Some(node)) => return Ok(node),
             Ok(None) if Instant::now() >= deadline => return Ok(None),
             Err(err) if Instant::now() >= deadline => return Err(err),
             // Not yet: the cluster is still electing, or the node asked

@@ -132,6 +132,28 @@ fn seed_nodes_that_are_all_down_are_each_named() {
 }
 
 #[test]
+fn a_primary_down_without_a_replica_fails_its_retries_without_waiting_for_an_election() {
+    let mut cluster = RedisCluster::start(3, 0);
+    cluster.populate("cache", 3_000);
+    let down = cluster.nodes[2].host_port();
+    cluster.nodes[2].kill9();
+    let started = std::time::Instant::now();
+    let out = run_json(&cluster.nodes[0].url())
+        .args(["--timeout", "10s", "--retries", "2"])
+        .run();
+    let took = started.elapsed();
+    out.assert_code(1);
+    assert!(out.stderr.contains(&down), "{}", out.dump());
+    // No replica can be elected: each retry went on at once, where it
+    // waited for a new primary for the whole --timeout.
+    assert!(
+        took < Duration::from_secs(8),
+        "took {took:?}\n{}",
+        out.dump()
+    );
+}
+
+#[test]
 fn seed_nodes_may_be_repeated_comma_separated_and_partly_down() {
     let cluster = RedisCluster::start(3, 0);
     seed_mixed(&mut cluster.client());
