@@ -19,6 +19,7 @@ use redis::{ErrorKind, ServerErrorKind};
 
 use crate::error::Error;
 use crate::rules::{Action, Rules};
+use crate::script::protocol::RESERVED_PREFIX;
 use crate::script::{Dialect, Mode};
 
 /// The key the probes name: the job's own, under the reserved prefix that
@@ -232,9 +233,16 @@ impl Command {
     }
 
     /// `err` from sending this command, with the permission to add when it
-    /// is a missing one.
+    /// is a missing one: the command's, or, when Redis refused the key (a
+    /// probe's, [`PROBE_KEY`]: the job's own), the key pattern of the job's
+    /// own keys.
     pub fn advise(self, err: Error) -> Error {
         match err {
+            Error::Permission(message) if refuses_a_key(&message) => Error::Permission(format!(
+                "{message}; the Redis user's key patterns must allow the job's own keys: add ~{}* \
+                     to its ACL (`redis-janitor acl` prints the lines)",
+                String::from_utf8_lossy(RESERVED_PREFIX)
+            )),
             Error::Permission(message) => Error::Permission(format!(
                 "{message}; add {} to the Redis user's ACL",
                 self.permission()
@@ -242,6 +250,18 @@ impl Command {
             other => other,
         }
     }
+}
+
+/// Whether a `NOPERM` error's `message` says Redis refused a key rather
+/// than the command: the one place the job tells them apart by their text,
+/// since both have the one error kind (Redis 6.2 and 7.0: "no permissions
+/// to access one of the keys used as arguments"; 7.2 and later, Valkey:
+/// "No permissions to access a key"; a command: "... to run the '...'
+/// command").
+fn refuses_a_key(message: &str) -> bool {
+    message
+        .to_ascii_lowercase()
+        .contains("no permissions to access")
 }
 
 /// The commands a pass with `rules` sends with the script variant for
@@ -340,6 +360,23 @@ pub fn setuser_line(name: &str, access: Access, dialect: Dialect) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_key_is_told_from_a_refused_command_on_every_server() {
+        for key in [
+            "NOPERM this user has no permissions to access one of the keys used as arguments",
+            "NOPERM No permissions to access a key",
+        ] {
+            assert!(refuses_a_key(key), "{key}");
+        }
+        for command in [
+            "NOPERM this user has no permissions to run the 'type' command",
+            "NOPERM this user has no permissions to run the 'type' command or its subcommand",
+            "NOPERM User j has no permissions to run the 'type' command",
+        ] {
+            assert!(!refuses_a_key(command), "{command}");
+        }
+    }
     use crate::script::Script;
 
     fn rules(text: &str) -> Rules {

@@ -258,6 +258,33 @@ fn a_user_lacking_any_command_the_pass_needs_is_refused_before_it_writes() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+#[test]
+fn a_user_whose_key_patterns_leave_out_the_jobs_own_keys_is_told_so() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    seed_every_kind(&mut con);
+    let before = digest(&mut con);
+    let dialect = dialect(&mut con);
+    // Every key the rules select (`EVERY_KIND`), none of the job's own.
+    let narrow = acl_line(dialect, "janitor").replace(" ~* ", " ~a:* ~b:* ~c:* ~d:* ~e:* ");
+    acl_setuser(&mut con, &narrow, PASSWORD);
+    let out = run_as(&server, "janitor", &[]);
+    out.assert_code(1);
+    let message = out.stderr.trim();
+    assert!(
+        message.contains("must allow the job's own keys: add ~__redis-janitor__:*"),
+        "{}",
+        out.dump()
+    );
+    // Not a command to add: the user has them all.
+    assert!(
+        !message.contains(" to the Redis user's ACL"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(digest(&mut con), before, "{}", out.dump());
+}
+
 /// Rules for `cache:*` and then `temp:*` keys, acting as `cache` and
 /// `temp` say ([`DELETE`] or [`EXPIRE`]): the narrowed users below may not
 /// write all their keys.
