@@ -496,9 +496,10 @@ impl RunArgs {
 
 impl Cli {
     /// The arguments, or the process exits: after `--help` or `--version`
-    /// with 0, after bad usage with clap's message and 2. A URL the message
-    /// quotes (an argument given without `--url`, say) shows without its
-    /// credentials.
+    /// with 0, after bad usage with clap's message and 2 (in the JSON log
+    /// format, its first line as the one JSON line of a failed run). A URL
+    /// the message quotes (an argument given without `--url`, say) shows
+    /// without its credentials.
     pub fn parse_or_exit() -> Cli {
         use clap::error::ErrorKind;
         match Cli::try_parse() {
@@ -514,10 +515,40 @@ impl Cli {
                 err.exit()
             }
             Err(err) => {
-                eprint!("{}", without_credentials(&err.render().to_string()));
+                let message = without_credentials(&err.render().to_string());
+                match requested_log_format() {
+                    Format::Json => {
+                        crate::logging::init(Format::Json);
+                        let first = message.lines().next().unwrap_or_default();
+                        let error = first.strip_prefix("error: ").unwrap_or(first);
+                        tracing::error!(error, "run failed");
+                    }
+                    Format::Text => eprint!("{message}"),
+                }
                 std::process::exit(2)
             }
         }
+    }
+}
+
+/// The log format the arguments or the environment ask for, read without
+/// clap, whose parse failed: `--log-format json` (or `=json`), else
+/// `JANITOR_LOG_FORMAT`.
+fn requested_log_format() -> Format {
+    let args: Vec<String> = std::env::args().collect();
+    let given = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, arg)| match arg.as_str() {
+            "--log-format" => args.get(i + 1).cloned(),
+            _ => arg.strip_prefix("--log-format=").map(str::to_string),
+        });
+    match given
+        .or_else(|| std::env::var("JANITOR_LOG_FORMAT").ok())
+        .as_deref()
+    {
+        Some("json") => Format::Json,
+        _ => Format::Text,
     }
 }
 

@@ -235,6 +235,37 @@ fn a_url_given_where_a_file_is_expected_is_refused_without_its_password() {
 }
 
 #[test]
+fn a_value_the_arguments_refuse_is_one_json_line_in_the_json_log_format() {
+    for (env, args) in [
+        (Some("json"), vec!["run", "--max-keys", "0"]),
+        (None, vec!["--log-format", "json", "run", "--max-keys", "0"]),
+        (None, vec!["run", "--log-format=json", "--max-keys", "0"]),
+    ] {
+        let mut job = janitor().args(&args);
+        if let Some(format) = env {
+            job = job.env("JANITOR_LOG_FORMAT", format);
+        }
+        let out = job.run();
+        out.assert_code(2);
+        let line = out.one_line_stderr();
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {}", out.dump()));
+        assert_eq!(event["level"], "ERROR", "{line}");
+        assert_eq!(event["message"], "run failed", "{line}");
+        let error = event["error"].as_str().unwrap_or_default();
+        assert!(error.contains("--max-keys"), "{line}");
+    }
+    // The text format keeps clap's message, with its tip.
+    let out = janitor().args(["run", "--max-keys", "0"]).run();
+    out.assert_code(2);
+    assert!(
+        out.stderr.starts_with("error: invalid value '0'"),
+        "{}",
+        out.dump()
+    );
+}
+
+#[test]
 fn a_malformed_url_is_a_usage_error_that_says_why_and_shows_no_password() {
     let out = janitor().args(["run", "--url", "not a url"]).run();
     // A URL that cannot be parsed is bad usage, found before connecting.
