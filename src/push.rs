@@ -219,15 +219,15 @@ fn printable(text: &str) -> String {
 /// the URL's host is in `no_proxy` (or `NO_PROXY`). The lower case wins,
 /// and an empty variable counts as not set.
 fn proxy(url: &Url, var: impl Fn(&str) -> Option<String>) -> Result<Option<ureq::Proxy>, Failure> {
+    // The variable that is set, by the name it was set under, and its value.
     let set = |name: &str| {
-        let lower = var(name).filter(|value| !value.trim().is_empty());
-        let upper = || {
-            let name = name.to_ascii_uppercase();
-            var(&name).filter(|value| !value.trim().is_empty())
-        };
-        lower
-            .or_else(upper)
-            .map(|value| (name.to_ascii_uppercase(), value))
+        [name.to_string(), name.to_ascii_uppercase()]
+            .into_iter()
+            .find_map(|name| {
+                var(&name)
+                    .filter(|value| !value.trim().is_empty())
+                    .map(|value| (name, value))
+            })
     };
     let scheme = url.scheme().to_ascii_lowercase();
     let Some((name, value)) = set(&format!("{scheme}_proxy")).or_else(|| set("all_proxy")) else {
@@ -616,7 +616,13 @@ mod tests {
             (name == "all_proxy").then(|| "nope://u:secret@x".to_string())
         });
         let message = bad.expect_err("a bad proxy").to_string();
-        assert_eq!(message, "ALL_PROXY is not a proxy URL");
+        assert_eq!(message, "all_proxy is not a proxy URL");
+        // By the name it was set under.
+        let bad = proxy(&Url::parse("http://p").unwrap(), |name: &str| {
+            (name == "HTTP_PROXY").then(|| "not a url".to_string())
+        });
+        let message = bad.expect_err("a bad proxy").to_string();
+        assert_eq!(message, "HTTP_PROXY is not a proxy URL");
     }
 
     #[test]
