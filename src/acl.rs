@@ -252,16 +252,19 @@ impl Command {
     }
 }
 
-/// Whether a `NOPERM` error's `message` says Redis refused a key rather
-/// than the command: the one place the job tells them apart by their text,
-/// since both have the one error kind (Redis 6.2 and 7.0: "no permissions
-/// to access one of the keys used as arguments"; 7.2 and later, Valkey:
-/// "No permissions to access a key"; a command: "... to run the '...'
-/// command").
-fn refuses_a_key(message: &str) -> bool {
-    message
-        .to_ascii_lowercase()
-        .contains("no permissions to access")
+/// Whether an error's `message` says Redis refused a key rather than the
+/// command: the one place the job tells them apart by their text, since
+/// both have the one error kind (a command's `NOPERM`: Redis 6.2 and 7.0
+/// "no permissions to access one of the keys used as arguments", 7.2 and
+/// later, Valkey "No permissions to access a key"; a script's `ERR`: 6.2
+/// and 7.0 "The user executing the script can't access at least one of the
+/// keys mentioned in the command arguments", 8.2, Valkey "ACL failure in
+/// script: No permissions to access a key"; a command refused: "... to run
+/// the '...' command").
+pub fn refuses_a_key(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("no permissions to access")
+        || message.contains("can't access at least one of the keys")
 }
 
 /// The commands a pass with `rules` sends with the script variant for
@@ -366,6 +369,11 @@ mod tests {
         for key in [
             "NOPERM this user has no permissions to access one of the keys used as arguments",
             "NOPERM No permissions to access a key",
+            "ERR The user executing the script can't access at least one of the keys mentioned in \
+             the command arguments script: e3ed90b7151e6400c8541039b81ad5abed486bed, on @user_script:1.",
+            "ERR Error running script (call to f_e3ed): @user_script:1: @user_script: 1: The user \
+             executing the script can't access at least one of the keys mentioned in the command arguments",
+            "ERR ACL failure in script: No permissions to access a key script: e3ed90b7, on @user_script:1.",
         ] {
             assert!(refuses_a_key(key), "{key}");
         }

@@ -285,6 +285,42 @@ fn a_user_whose_key_patterns_leave_out_the_jobs_own_keys_is_told_so() {
     assert_eq!(digest(&mut con), before, "{}", out.dump());
 }
 
+#[test]
+fn a_user_that_may_not_read_every_key_the_rules_select_is_told_so_and_nothing_is_written() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    let dialect = dialect(&mut con);
+    for i in 0..3 {
+        for prefix in ["cache", "temp"] {
+            redis::cmd("SET")
+                .arg(format!("{prefix}:{i}"))
+                .arg("v")
+                .exec(&mut con)
+                .unwrap();
+        }
+    }
+    let before = digest(&mut con);
+    // The `cache:` keys the rules check are out of the user's reach.
+    let narrow = acl_line(dialect, "janitor").replace(" ~* ", " ~temp:* ~__redis-janitor__:* ");
+    acl_setuser(&mut con, &narrow, PASSWORD);
+    for mode in ["server", "declared"] {
+        let out = run_rules_as(
+            &server,
+            "janitor",
+            &rules(EXPIRE, EXPIRE),
+            &["--key-mode", mode],
+        );
+        out.assert_code(1);
+        assert!(
+            out.stderr
+                .contains("may not read every key the rules select (its ACL key patterns"),
+            "{mode}: {}",
+            out.dump()
+        );
+        assert_eq!(digest(&mut con), before, "{mode}: {}", out.dump());
+    }
+}
+
 /// Rules for `cache:*` and then `temp:*` keys, acting as `cache` and
 /// `temp` say ([`DELETE`] or [`EXPIRE`]): the narrowed users below may not
 /// write all their keys.

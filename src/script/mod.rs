@@ -311,6 +311,14 @@ impl Script {
                  declare: --key-mode declared runs them)"
             ));
         }
+        if crate::acl::refuses_a_key(&err.to_string()) {
+            // Refused at a key's check or at the keys it declares, before any
+            // write (see `writable` in the script).
+            return Error::Permission(format!(
+                "{context}: the Redis user may not read every key the rules select (its ACL key \
+                 patterns are narrower than the rules' patterns): the call changed none of them ({err})"
+            ));
+        }
         match Error::from_redis(&context, err) {
             Error::Redis(message) => Error::Script(message),
             other => other,
