@@ -129,6 +129,16 @@ fn seed_nodes_that_are_all_down_are_each_named() {
         let address = url.trim_start_matches("redis://");
         assert!(line.contains(address), "{address} is not named: {line}");
     }
+    // One seed that does not answer is reported as before: its own
+    // failure, not a list of one.
+    let out = janitor().args(["run", "--url", &second]).run();
+    out.assert_code(1);
+    let line = out.one_line_stderr();
+    assert!(!line.contains("none of the"), "{line}");
+    assert!(
+        line.contains(second.trim_start_matches("redis://")),
+        "{line}"
+    );
 }
 
 #[test]
