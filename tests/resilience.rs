@@ -408,6 +408,49 @@ fn a_retry_stopped_by_max_runtime_before_its_first_call_records_no_success() {
     );
 }
 
+/// The other side of the rule above: the job's connection drops mid-pass,
+/// the retry resumes the pass and makes calls, and then `--max-runtime`
+/// runs out. The retry went on with the work, so the run ends as a planned
+/// stop (exit 0, `stopped_by` max_runtime) that records the node's success,
+/// as a first attempt stopped so does.
+#[test]
+fn a_retry_that_made_calls_and_was_stopped_by_max_runtime_records_a_success() {
+    let server = RedisServer::start();
+    let mut con = server.conn();
+    populated(&mut con, 10_000, 3_000, 1_000);
+    let mut running = run_json(&server.url())
+        .args(["--rate-limit", "2000", "--max-runtime", "3s"])
+        .start();
+    let saved = wait_for_checkpoint(&mut running, &mut con);
+    let calls_before: u64 = saved["calls"].parse().unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query(&mut con)
+        .unwrap();
+    assert!(killed >= 1);
+    // The retry resumes and calls on before --max-runtime runs out.
+    wait_for_calls(&mut running, &mut con, calls_before + 3);
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["stopped_by"], "max_runtime", "{report:#}");
+    assert_eq!(report["complete"], false, "{report:#}");
+    let server_entry = only_server(&report);
+    assert!(server_entry["retries"].as_u64().unwrap() >= 1, "{report:#}");
+    assert_retry_resumed(&out);
+    let history: Option<String> = redis::cmd("HGET")
+        .arg(redis_janitor::lease::state_keys(None).history)
+        .arg("last_success")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        history.is_some(),
+        "a retry that made calls and stopped at --max-runtime recorded no success\n{}",
+        out.dump()
+    );
+    assert!(server_entry["last_success_at"].is_number(), "{report:#}");
+}
+
 // ---------------------------------------------------------------------------
 // BUSY
 // ---------------------------------------------------------------------------
