@@ -276,6 +276,42 @@ fn a_signal_does_not_wait_for_sentinels_that_stall_after_the_pass() {
     assert_eq!(dbsize(&mut data), 0, "{}", out.dump());
 }
 
+/// A dry run changes nothing that a failover could lose: one whose pass
+/// completes on a primary the Sentinels replaced meanwhile is not done
+/// again on the new one (a writing pass is, see above). Its report names
+/// the primary it read, and no failover.
+#[test]
+fn a_dry_run_that_completes_on_a_primary_the_sentinels_replaced_is_not_done_again() {
+    let (setup, password, mut old) = stubborn_primary_with_temp_keys();
+    let mut running = run_through(&setup, &password)
+        .args(["--dry-run", "--rate-limit", "400", "--batch-size", "100"])
+        .start();
+    wait_until(Duration::from_secs(20), "the dry run's first call", || {
+        running.exited() || script_calls(&mut old) >= 2
+    });
+    assert!(!running.exited(), "{}", running.stderr_so_far());
+    setup.fail_over();
+    let out = running.wait();
+    out.assert_code(0);
+    let report = out.report();
+    assert_eq!(report["complete"], true, "{report:#}");
+    let servers = report["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{report:#}");
+    assert_eq!(
+        servers[0]["address"],
+        setup.primary.host_port(),
+        "{report:#}"
+    );
+    assert!(
+        servers[0]["failovers"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    assert_eq!(rule_keys(&report, "temp"), 2_000, "{report:#}");
+    // Nothing was written on either.
+    assert_eq!(dbsize(&mut old), 2_000);
+    assert_eq!(dbsize(&mut SentinelSetup::data_conn(&setup.replica)), 2_000);
+}
+
 #[test]
 fn a_dry_run_through_sentinel_may_read_from_the_replica() {
     let setup = SentinelSetup::start();
