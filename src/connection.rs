@@ -246,6 +246,17 @@ impl Target {
     fn failure(&self, context: &str, err: &redis::RedisError) -> Error {
         match self.tls.as_ref().and_then(|tls| tls.explain(err)) {
             Some(why) => Error::Connection(format!("cannot connect to {self}: {why}")),
+            // A port that serves plain text reads the handshake as the start
+            // of a command and never answers it.
+            None if self.tls.is_some() && err.is_timeout() => {
+                let failed = Error::from_redis(context, err);
+                let message = format!(
+                    "{failed} (a TLS handshake; a port that serves plain text never answers one: \
+                     is {} a TLS port?)",
+                    self.address()
+                );
+                failed.reworded(message)
+            }
             None => Error::from_redis(context, err),
         }
     }

@@ -259,6 +259,19 @@ fn a_server_certificate_from_an_unknown_ca_is_refused() {
 }
 
 #[test]
+fn tls_to_a_plain_text_port_times_out_with_a_hint() {
+    let server = RedisServer::start();
+    let out = janitor()
+        .args(["run", "--url"])
+        .arg(format!("rediss://127.0.0.1:{}", server.port()))
+        .args(["--tls-insecure", "--timeout", "1s", "--retries", "0"])
+        .run();
+    out.assert_code(1);
+    let hint = format!("is 127.0.0.1:{} a TLS port?", server.port());
+    assert!(out.stderr.contains(&hint), "{}", out.dump());
+}
+
+#[test]
 fn tls_usage_errors_exit_2_before_connecting() {
     let certs = Certificates::generate();
     // Nothing listens here: had the binary tried to connect it would exit 1.
