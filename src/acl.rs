@@ -363,6 +363,7 @@ pub fn setuser_line(name: &str, access: Access, dialect: Dialect) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::Script;
 
     #[test]
     fn a_refused_key_is_told_from_a_refused_command_on_every_server() {
@@ -385,7 +386,6 @@ mod tests {
             assert!(!refuses_a_key(command), "{command}");
         }
     }
-    use crate::script::Script;
 
     fn rules(text: &str) -> Rules {
         Rules::parse("test rules", text).unwrap()
