@@ -387,6 +387,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_refused_key_is_advised_the_job_s_key_pattern_and_a_refused_command_its_permission() {
+        let key = Command::Type.advise(Error::Permission(
+            "NOPERM No permissions to access a key".to_string(),
+        ));
+        let message = key.to_string();
+        assert!(message.contains("add ~__redis-janitor__:*"), "{message}");
+        assert!(!message.contains("+type"), "{message}");
+        let command = Command::Type.advise(Error::Permission(
+            "NOPERM User j has no permissions to run the 'type' command".to_string(),
+        ));
+        let message = command.to_string();
+        assert!(
+            message.contains("add +type to the Redis user's ACL"),
+            "{message}"
+        );
+        assert!(!message.contains("~__redis-janitor__"), "{message}");
+    }
+
     fn rules(text: &str) -> Rules {
         Rules::parse("test rules", text).unwrap()
     }
