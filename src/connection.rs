@@ -545,6 +545,23 @@ mod tests {
     }
 
     #[test]
+    fn only_a_tls_connection_that_times_out_asks_whether_the_port_is_a_tls_one() {
+        let timeout =
+            || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let refused =
+            || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let plain = Target::resolve(Some("redis://h:1"), None, None, &NO_TLS).unwrap();
+        let tls = Target::resolve(Some("rediss://h:1"), None, None, &NO_TLS).unwrap();
+        let hint = "is h:1 a TLS port?";
+        let message = tls.failure("cannot connect", &timeout()).to_string();
+        assert!(message.contains(hint), "{message}");
+        for (target, err) in [(&plain, timeout()), (&tls, refused()), (&plain, refused())] {
+            let message = target.failure("cannot connect", &err).to_string();
+            assert!(!message.contains("TLS"), "{message}");
+        }
+    }
+
+    #[test]
     fn the_address_is_the_one_connected_to_not_the_tls_name() {
         let options = TlsOptions {
             server_name: Some("redis.test".into()),
