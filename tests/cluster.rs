@@ -584,6 +584,41 @@ fn a_seed_primary_killed_during_a_pass_is_followed_to_its_promoted_replica() {
 }
 
 #[test]
+fn a_primary_killed_during_a_pass_is_waited_for_while_the_cluster_still_calls_it_online() {
+    let mut cluster = RedisCluster::start(3, 1);
+    cluster.populate("cache", 30_000);
+    let replica = cluster.nodes[3].host_port();
+    let killed = cluster.nodes[0].host_port();
+
+    // One retry: the first comes before the cluster marks the node failed
+    // (--cluster-node-timeout 1000), and the node it goes to must be the
+    // replica it promotes, not the killed node the cluster still lists.
+    let running = run_json(&cluster.nodes[1].url())
+        .args(["--rate-limit", "5000", "--retries", "1", "--timeout", "10s"])
+        .start();
+    wait_until(Duration::from_secs(20), "the pass to start", || {
+        script_calls(&mut cluster.nodes[0].conn()) > 2
+    });
+    cluster.nodes[0].kill9();
+    // The other primaries' one retry may meet the cluster down during the
+    // election: the run's code is theirs, the killed node's shard is not.
+    let out = running.wait();
+    let report = out.report();
+    let server = report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["address"] == replica.as_str())
+        .unwrap_or_else(|| panic!("no entry for the promoted replica: {}", out.dump()));
+    assert_eq!(
+        server["failovers"][0]["from"],
+        killed.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(server["complete"], true, "{report:#}");
+}
+
+#[test]
 fn a_node_that_cannot_run_the_rules_fails_the_run_at_once_and_the_others_are_cleaned() {
     let cluster = RedisCluster::start(3, 0);
     seed_mixed(&mut cluster.client());
