@@ -290,15 +290,7 @@ fn a_user_that_may_not_read_every_key_the_rules_select_is_told_so_and_nothing_is
     let server = RedisServer::start();
     let mut con = server.conn();
     let dialect = dialect(&mut con);
-    for i in 0..3 {
-        for prefix in ["cache", "temp"] {
-            redis::cmd("SET")
-                .arg(format!("{prefix}:{i}"))
-                .arg("v")
-                .exec(&mut con)
-                .unwrap();
-        }
-    }
+    seed_cache_and_temp(&mut con);
     let before = digest(&mut con);
     // The `cache:` keys the rules check are out of the user's reach.
     let narrow = acl_line(dialect, "janitor").replace(" ~* ", " ~temp:* ~__redis-janitor__:* ");
@@ -318,6 +310,19 @@ fn a_user_that_may_not_read_every_key_the_rules_select_is_told_so_and_nothing_is
             out.dump()
         );
         assert_eq!(digest(&mut con), before, "{mode}: {}", out.dump());
+    }
+}
+
+/// Three `cache:` and three `temp:` keys without TTL, for [`rules`].
+fn seed_cache_and_temp(con: &mut redis::Connection) {
+    for i in 0..3 {
+        for prefix in ["cache", "temp"] {
+            redis::cmd("SET")
+                .arg(format!("{prefix}:{i}"))
+                .arg("v")
+                .exec(con)
+                .unwrap();
+        }
     }
 }
 
@@ -386,15 +391,7 @@ fn a_user_that_may_not_write_every_key_the_rules_select_writes_nothing() {
         .flat_map(|case| ["server", "declared"].map(|mode| (case, mode)));
     for ((toml, keys, selector), mode) in runs {
         redis::cmd("FLUSHALL").exec(&mut con).unwrap();
-        for i in 0..3 {
-            for prefix in ["cache", "temp"] {
-                redis::cmd("SET")
-                    .arg(format!("{prefix}:{i}"))
-                    .arg("v")
-                    .exec(&mut con)
-                    .unwrap();
-            }
-        }
+        seed_cache_and_temp(&mut con);
         let before = digest(&mut con);
         acl_setuser(
             &mut con,

@@ -561,19 +561,7 @@ fn a_seed_primary_killed_during_a_pass_is_followed_to_its_promoted_replica() {
     cluster.nodes[0].kill9();
     let out = running.wait();
     out.assert_code(0);
-    let report = out.report();
-    let server = report["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["address"] == replica.as_str())
-        .unwrap_or_else(|| panic!("no entry for the promoted replica: {report:#}"));
-    assert_eq!(
-        server["failovers"][0]["from"],
-        killed.as_str(),
-        "{report:#}"
-    );
-    assert_eq!(server["complete"], true, "{report:#}");
+    assert_followed_to_the_promoted_replica(&out, &replica, &killed);
 
     // While the cluster was down its nodes refused keys (moved); the next
     // run, through a live seed, gets them.
@@ -603,18 +591,21 @@ fn a_primary_killed_during_a_pass_is_waited_for_while_the_cluster_still_calls_it
     // The other primaries' one retry may meet the cluster down during the
     // election: the run's code is theirs, the killed node's shard is not.
     let out = running.wait();
+    assert_followed_to_the_promoted_replica(&out, &replica, &killed);
+}
+
+/// Asserts that the run's report has an entry for `replica` whose pass
+/// followed the failover from `killed` and completed.
+#[track_caller]
+fn assert_followed_to_the_promoted_replica(out: &Outcome, replica: &str, killed: &str) {
     let report = out.report();
     let server = report["servers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["address"] == replica.as_str())
+        .find(|s| s["address"] == replica)
         .unwrap_or_else(|| panic!("no entry for the promoted replica: {}", out.dump()));
-    assert_eq!(
-        server["failovers"][0]["from"],
-        killed.as_str(),
-        "{report:#}"
-    );
+    assert_eq!(server["failovers"][0]["from"], killed, "{report:#}");
     assert_eq!(server["complete"], true, "{report:#}");
 }
 
